@@ -1,0 +1,31 @@
+"""lrpgraph: Layer-wise Relevance Propagation for any PyTorch model, per tensor operation.
+
+import lrpgraph
+ex = lrpgraph.explain(model, inputs, target=3, rules="epsilon")
+ex.relevance["x"]        # relevance in the input's shape
+"""
+
+from .errors import InputError, LRPGraphError, MissingRuleError, RuleSetError, TargetError, TraceError
+from .explain import explain
+from .explanation import Conservation, Explanation
+from .ruleset import Override, RuleSet, preset, preset_names
+from .trace import clear_cache, trace
+
+__all__ = [
+    "Conservation",
+    "Explanation",
+    "InputError",
+    "LRPGraphError",
+    "MissingRuleError",
+    "Override",
+    "RuleSet",
+    "RuleSetError",
+    "TargetError",
+    "TraceError",
+    "clear_cache",
+    "explain",
+    "preset",
+    "preset_names",
+    "trace",
+]
+__version__ = "0.1.0"

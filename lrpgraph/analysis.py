@@ -1,0 +1,49 @@
+"""What the passes found on one traced graph: scales, pointwise regions, roles — and relevance flows.
+
+Computed once per graph (and cached on it); the relevance flow is cached per chosen output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import fx
+
+from .flow import Flow, relevance_flow
+from .graph import Graph
+from .passes.norm_scale import normalisation_scales
+from .passes.pointwise import pointwise_regions
+
+
+@dataclass
+class Analysis:
+    graph: Graph
+    cuts: set[fx.Node]
+    redirects: dict[fx.Node, fx.Node]
+    roles: dict[fx.Node, str] = field(default_factory=dict)
+    _flows: dict[fx.Node, Flow] = field(default_factory=dict, repr=False)
+
+    def flow(self, output: fx.Node) -> Flow:
+        if output not in self._flows:
+            self._flows[output] = relevance_flow(self.graph, output, self.cuts, self.redirects)
+        return self._flows[output]
+
+
+def analyse(graph: Graph) -> Analysis:
+    """Run the passes over a graph (once; the result is kept on the graph)."""
+    cached = getattr(graph, "_analysis", None)
+    if cached is not None:
+        return cached
+    fx_graph = graph.module.graph
+    anywhere = _any_output(graph)
+    relevant = relevance_flow(graph, anywhere).relevant
+    cuts = normalisation_scales(fx_graph, relevant)
+    relevant = relevance_flow(graph, anywhere, cuts).relevant
+    redirects = pointwise_regions(fx_graph, relevant)
+    analysis = Analysis(graph, cuts, redirects)
+    graph._analysis = analysis
+    return analysis
+
+
+def _any_output(graph: Graph) -> fx.Node:
+    return graph.module.graph.output_node()

@@ -1,0 +1,183 @@
+"""`explain`: trace (cached), plan the rules, run the forward once, walk the relevance back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import fx
+
+from .analysis import analyse
+from .errors import InputError
+from .explanation import Conservation, Explanation
+from .forward import run_forward
+from .graph import Graph
+from .plan import build_plan
+from .ruleset import RuleSet, resolve
+from .store import ActivationStore
+from .target import Target, last_positions, make_seed
+from .trace import prepare_call, trace
+from .walker import walk
+
+
+def explain(
+    model: torch.nn.Module,
+    inputs: Any,
+    target: Target = None,
+    rules: str | RuleSet | Mapping[str, Any] = "epsilon",
+    *,
+    output: str | int | None = None,
+    record: Iterable[str] = (),
+    fallback: str | None = None,
+) -> Explanation:
+    """Explain `model(inputs)` with LRP computed per ATen op.
+
+    inputs: a tensor, a tuple of positional inputs, or a dict / tokenizer output of keyword inputs.
+    target: a class or token id (per sample: a 1-D tensor of ids; default: the predicted class), an
+        index tuple into the output, a seed tensor shaped like the output, or a function of the
+        output returning that seed.
+    rules: a preset name or file (see `lrpgraph.preset_names()`), a RuleSet, or a dict in preset form.
+    output: which model output to explain, by name ("logits", "last_hidden_state") or flat index;
+        default: the first floating-point tensor output.
+    record: module paths whose output relevance to return in `Explanation.latent`.
+    fallback: None (an op without a rule is an error), "absorb" or "pass"; nodes that used it are
+        listed in `Explanation.fallbacks`.
+
+    The model is traced in eval mode; its parameters, buffers, hooks, train/eval flags and `.grad`
+    are left as they were. No autograd graph is built.
+    """
+    started = time.perf_counter()
+    ruleset = resolve(rules)
+    args, kwargs = prepare_call(model, inputs)
+    graph = trace(model, inputs)
+    analysis = analyse(graph)
+    index = _output_index(graph, output)
+    out_node = graph.outputs[index]
+    recorded = _record_nodes(graph, record)
+    plan = build_plan(graph, analysis, out_node, ruleset, fallback)
+    values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
+    placeholders = list(graph.module.graph.find_nodes(op="placeholder"))
+    store = ActivationStore(dict(zip(placeholders, values, strict=True)))
+    outputs = run_forward(graph.module, values, plan.keep, store)
+    out = outputs[index]
+    seed = make_seed(target, out, _positions(kwargs, out))
+    result = walk(plan, store, seed, frozenset(recorded.values()))
+    relevance = _input_relevance(graph, plan, result.inputs, values, placeholders)
+    batch = out.shape[0] if out.dim() else 1
+    conservation = Conservation(
+        seed=_per_sample(seed, batch),
+        inputs={name: _per_sample(r, batch) for name, r in relevance.items()},
+        absorbed={k: float(v) for k, v in result.absorbed.items()},
+    )
+    latent = {path: _plain(result.latent[node]) for path, node in recorded.items() if node in result.latent}
+    return Explanation(
+        relevance=relevance,
+        output=_plain(out),
+        seed=_plain(seed),
+        conservation=conservation,
+        rules=ruleset.name,
+        latent=latent,
+        fallbacks=plan.fallbacks,
+        stats={
+            "seconds": time.perf_counter() - started,
+            "peak_activation_bytes": store.peak_bytes,
+            "nodes": len(plan.steps),
+            "rules": plan.rule_counts(),
+        },
+    )
+
+
+def _output_index(graph: Graph, output: str | int | None) -> int:
+    candidates = [
+        i
+        for i, node in enumerate(graph.outputs)
+        if isinstance(node, fx.Node)
+        and isinstance(node.meta.get("val"), torch.Tensor)
+        and node.meta["val"].is_floating_point()
+    ]
+    if output is None:
+        if not candidates:
+            raise InputError("the model has no floating-point tensor output to explain")
+        return candidates[0]
+    if isinstance(output, int) and not isinstance(output, bool):
+        if output in candidates:
+            return output
+    elif output in graph.output_names:
+        index = graph.output_names.index(output)
+        if index in candidates:
+            return index
+    names = ", ".join(graph.output_names[i] for i in candidates)
+    raise InputError(f"no floating-point output {output!r}; the model's outputs are: {names}")
+
+
+def _record_nodes(graph: Graph, paths: Iterable[str]) -> dict[str, fx.Node]:
+    if isinstance(paths, str):
+        paths = [paths]
+    found = {}
+    for path in paths:
+        node = module_output(graph, path)
+        if node is None:
+            raise InputError(f"'{path}' is not a module that computes a tensor in the traced model")
+        found[path] = node
+    return found
+
+
+def module_output(graph: Graph, path: str) -> fx.Node | None:
+    """The node holding a module's output: its last node whose value is used outside the module."""
+    inside = [
+        n
+        for n in graph.module.graph.nodes
+        if n.op == "call_function" and any(p == path for p, _ in graph.module_stack(n))
+    ]
+    leaving = [
+        n
+        for n in inside
+        if isinstance(n.meta.get("val"), torch.Tensor)
+        and n.meta["val"].is_floating_point()
+        and any(u.op == "output" or not any(p == path for p, _ in graph.module_stack(u)) for u in n.users)
+    ]
+    return leaving[-1] if leaving else None
+
+
+def _positions(kwargs: dict, out: torch.Tensor) -> torch.Tensor | None:
+    mask = kwargs.get("attention_mask")
+    if out.dim() == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == out.shape[1]:
+        return last_positions(mask)
+    return None
+
+
+def _input_relevance(graph: Graph, plan, reached: dict, values: list, placeholders: list) -> dict[str, torch.Tensor]:
+    value_of = dict(zip(placeholders, values, strict=True))
+    relevance = {}
+    for node in plan.inputs:
+        name = graph.input_names[node]
+        r = reached.get(node)
+        if r is None:
+            v = value_of[node]
+            r = torch.zeros(v.shape, dtype=v.dtype if v.is_floating_point() else plan_dtype(plan), device=v.device)
+        relevance[name] = _plain(r)
+    return relevance
+
+
+def plan_dtype(plan) -> torch.dtype:
+    val = plan.output.meta.get("val")
+    return val.dtype if isinstance(val, torch.Tensor) else torch.float32
+
+
+def _per_sample(t: torch.Tensor, batch: int) -> torch.Tensor:
+    t = t.detach().to(torch.float64)
+    if t.dim() >= 1 and t.shape[0] == batch:
+        return t.reshape(batch, -1).sum(1)
+    return t.sum().reshape(1).expand(batch) / batch
+
+
+def _plain(t: Any) -> Any:
+    """A normal tensor (not an inference tensor) the caller may use anywhere, autograd included."""
+    if isinstance(t, torch.Tensor):
+        return t.clone() if t.is_inference() else t
+    if isinstance(t, list):
+        return [_plain(x) for x in t]
+    return t

@@ -1,0 +1,56 @@
+"""What `explain` returns: relevance per input, the output, and where the relevance went."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Conservation:
+    """Where the seed's relevance went, per sample (dim 0) for inputs, in totals over the batch for the rest.
+
+    `absorbed` holds what rules did not pass on: "bias" (biases and parameter terms of sums),
+    "constants" (constant operands: masks, position tables, scalars), "rules" (stabilisers and
+    non-conservative rules such as flat, z^B, alpha-beta) and "fallback" (explicit fallbacks).
+    """
+
+    seed: torch.Tensor
+    inputs: dict[str, torch.Tensor]
+    absorbed: dict[str, float]
+
+    @property
+    def input_total(self) -> torch.Tensor:
+        """Relevance that reached the inputs, per sample."""
+        return sum(self.inputs.values(), torch.zeros_like(self.seed))
+
+    @property
+    def error(self) -> torch.Tensor:
+        """seed − inputs per sample, relative to |seed|: 0 for a conserving explanation."""
+        return (self.seed - self.input_total) / self.seed.abs().clamp_min(1e-30)
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(f"{k}={v.sum().item():.6g}" for k, v in self.inputs.items())
+        absorbed = ", ".join(f"{k}={v:.6g}" for k, v in sorted(self.absorbed.items()))
+        return f"Conservation(seed={self.seed.sum().item():.6g}; inputs: {inputs}; absorbed: {absorbed or 'none'})"
+
+
+@dataclass
+class Explanation:
+    """Relevance of every input (keyed by input name, shaped like the input; per token for ids)."""
+
+    relevance: dict[str, torch.Tensor]
+    output: torch.Tensor
+    seed: torch.Tensor
+    conservation: Conservation
+    rules: str
+    latent: dict[str, torch.Tensor] = field(default_factory=dict)
+    positional: torch.Tensor | None = None
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.relevance.items())
+        return f"Explanation(rules={self.rules!r}, relevance={{{shapes}}}, {self.conservation!r})"

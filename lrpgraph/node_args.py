@@ -1,0 +1,32 @@
+"""A node's arguments keyed by the ATen schema's names, defaults filled in (cached on the node)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+_KEY = "lrpgraph_args"
+
+
+def normalized_args(node: fx.Node) -> dict[str, Any]:
+    """{schema argument name: value} for ATen ops; {"0": …, "1": …} for other callables."""
+    cached = node.meta.get(_KEY)
+    if cached is not None:
+        return cached
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        args: dict[str, Any] = {}
+        for i, spec in enumerate(target._schema.arguments):
+            if i < len(node.args) and not spec.kwarg_only:
+                args[spec.name] = node.args[i]
+            elif spec.name in node.kwargs:
+                args[spec.name] = node.kwargs[spec.name]
+            elif spec.has_default_value():
+                args[spec.name] = spec.default_value
+    else:
+        args = {str(i): a for i, a in enumerate(node.args)}
+        args.update(node.kwargs)
+    node.meta[_KEY] = args
+    return args

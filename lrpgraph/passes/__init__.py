@@ -1,0 +1,1 @@
+"""Canonicalisation passes over a traced graph: rewrites and facts the rule choice depends on."""

@@ -1,0 +1,206 @@
+"""Plan: every node that carries relevance gets one rule, and the forward learns what to keep.
+
+Built from the graph, the chosen output and a RuleSet: the relevance flow says which nodes and
+edges carry relevance, each live node's adapter names its op class, the RuleSet picks the kernel,
+and the kernel's needs say which activations the walk will read — and when for the last time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import fx
+
+from .analysis import Analysis
+from .errors import MissingRuleError
+from .graph import PARAMETER, Graph, op_name
+from .node_args import normalized_args
+from .registry import OPS, Kernel, kernel
+from .rules.adapter import Adapter
+from .rules.elementwise import PointwiseAdapter
+from .rules.fallback import FALLBACK
+from .ruleset import Choice, RuleSet
+
+_REDIRECT = PointwiseAdapter()
+FALLBACK_MODES = ("absorb", "pass")
+
+
+@dataclass
+class Step:
+    """One node's rule: how to call it, what it reads, where its relevance goes."""
+
+    node: fx.Node
+    op_class: str
+    choice: Choice
+    adapter: Adapter
+    args: dict[str, Any]
+    relevant: dict[str, Any]
+    reads: list[fx.Node]
+    needs_out: bool
+    targets: list[tuple[str, int | None, fx.Node]]
+    absorbs: str
+
+    @property
+    def kernel(self) -> Kernel:
+        return self.choice.kernel
+
+
+@dataclass
+class Plan:
+    graph: Graph
+    output: fx.Node
+    order: list[fx.Node]
+    steps: dict[fx.Node, Step]
+    keep: set[fx.Node]
+    last_reader: dict[fx.Node, fx.Node]
+    inputs: list[fx.Node]
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+
+    def rule_counts(self) -> dict[str, int]:
+        """How many nodes use each (op class, rule), for reports."""
+        counts: dict[str, int] = {}
+        for step in self.steps.values():
+            key = f"{step.op_class}:{step.choice.name}"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+def build_plan(
+    graph: Graph, analysis: Analysis, output: fx.Node, ruleset: RuleSet, fallback: str | None = None
+) -> Plan:
+    """Choose every live node's rule; raise MissingRuleError for an op without one (unless `fallback`)."""
+    if fallback is not None and fallback not in FALLBACK_MODES:
+        raise ValueError(f"fallback must be one of {FALLBACK_MODES} or None, not {fallback!r}")
+    flow = analysis.flow(output)
+    classes: dict[fx.Node, tuple[str, Adapter, dict, dict]] = {}
+    missing: list[fx.Node] = []
+    for node in reversed(flow.live):
+        if node.op != "call_function":
+            continue
+        args = normalized_args(node)
+        edges = set(flow.edges.get(node, ()))
+        relevant = {name: _mark(value, edges) for name, value in args.items()}
+        if node in analysis.redirects:
+            classes[node] = ("activation", _REDIRECT, {"self": analysis.redirects[node]}, {"self": True})
+            continue
+        adapter = OPS.get(node.target)
+        if adapter is None:
+            if fallback is None:
+                missing.append(node)
+                continue
+            classes[node] = ("fallback", FALLBACK, args, relevant)
+            continue
+        op_class = adapter.op_class(args, relevant, analysis.roles.get(node))
+        classes[node] = (op_class, adapter, args, relevant)
+    if missing:
+        raise MissingRuleError(_missing_message(graph, missing))
+
+    first = _first_layer(flow.live, classes, ruleset)
+    steps: dict[fx.Node, Step] = {}
+    for node, (op_class, adapter, args, relevant) in classes.items():
+        if op_class == "fallback":
+            choice = Choice(kernel("fallback", fallback), {})
+        else:
+            choice = ruleset.choose(op_class, op_name(node), graph.module_stack(node), node is first)
+        names, needs_out = adapter.needs(op_class, choice.kernel, args, relevant)
+        reads = [n for name in sorted(names) for n in _nodes(args.get(name))]
+        if needs_out:
+            reads.append(node)
+        steps[node] = Step(
+            node=node,
+            op_class=op_class,
+            choice=choice,
+            adapter=adapter,
+            args=args,
+            relevant=relevant,
+            reads=reads,
+            needs_out=needs_out,
+            targets=_targets(args, relevant),
+            absorbs=_absorbs(graph, op_class, args, relevant),
+        )
+    order = flow.live
+    last_reader: dict[fx.Node, fx.Node] = {}
+    for node in order:
+        step = steps.get(node)
+        if step is not None:
+            for read in step.reads:
+                last_reader[read] = node
+    keep = {n for n in last_reader if n.op != "placeholder"}
+    fallbacks = [
+        {"node": n.name, "op": op_name(n), "module": graph.module_path(n), "fallback": fallback or ""}
+        for n, s in steps.items()
+        if s.op_class == "fallback"
+    ]
+    inputs = [n for n in order if n.op == "placeholder"]
+    return Plan(graph, output, order, steps, keep, last_reader, inputs, fallbacks)
+
+
+def _mark(value: Any, edges: set[fx.Node]) -> Any:
+    if isinstance(value, fx.Node):
+        return value in edges
+    if isinstance(value, (list, tuple)):
+        return [isinstance(v, fx.Node) and v in edges for v in value]
+    return False
+
+
+def _nodes(value: Any) -> list[fx.Node]:
+    if isinstance(value, fx.Node):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, fx.Node)]
+    return []
+
+
+def _targets(args: dict[str, Any], relevant: dict[str, Any]) -> list[tuple[str, int | None, fx.Node]]:
+    targets = []
+    for name, value in args.items():
+        mark = relevant.get(name)
+        if isinstance(value, fx.Node) and mark is True:
+            targets.append((name, None, value))
+        elif isinstance(value, (list, tuple)) and isinstance(mark, list):
+            targets += [(name, i, v) for i, (v, m) in enumerate(zip(value, mark, strict=True)) if m]
+    return targets
+
+
+def _absorbs(graph: Graph, op_class: str, args: dict[str, Any], relevant: dict[str, Any]) -> str:
+    """Where relevance a rule does not pass on goes: a bias, a constant operand, or the rule itself."""
+    if op_class == "fallback":
+        return "fallback"
+    if op_class in ("linear", "conv", "norm", "batchnorm"):
+        bias = args.get("bias", args.get("self") if op_class == "linear" else None)
+        return "bias" if isinstance(bias, fx.Node) and relevant.get("bias", relevant.get("self")) is False else "rules"
+    if op_class == "add":
+        constants = [v for name, v in args.items() if isinstance(v, fx.Node) and relevant.get(name) is False]
+        if constants:
+            return "bias" if any(graph.kinds.get(v) == PARAMETER for v in constants) else "constants"
+        return (
+            "rules" if all(isinstance(v, fx.Node) for k, v in args.items() if k in ("self", "other")) else "constants"
+        )
+    return "rules"
+
+
+def _first_layer(live: list[fx.Node], classes: dict, ruleset: RuleSet) -> fx.Node | None:
+    """The first node (in execution order) of an op class the rule set has a first-layer rule for."""
+    wanted = set(ruleset.first)
+    if not wanted:
+        return None
+    for node in reversed(live):
+        entry = classes.get(node)
+        if entry is not None and entry[0] in wanted:
+            return node
+    return None
+
+
+def _missing_message(graph: Graph, missing: list[fx.Node]) -> str:
+    by_op: dict[str, list[fx.Node]] = {}
+    for node in missing:
+        by_op.setdefault(op_name(node), []).append(node)
+    lines = [f"{len(missing)} node(s) carry relevance through ops with no LRP rule:"]
+    for op, nodes in sorted(by_op.items()):
+        lines.append(f"  {op} ×{len(nodes)}, e.g. {graph.describe(nodes[0])}")
+    lines.append(
+        "  what to do: register a rule for the op (lrpgraph.registry), or pass fallback='absorb' or "
+        "fallback='pass' to explain() to continue with an explicit, reported fallback"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,13 @@
+"""Rule kernels and the adapters that register ATen ops; importing this package fills the registry."""
+
+from . import (  # noqa: F401 - imported for their registrations
+    bilinear,
+    elementwise,
+    embedding,
+    fallback,
+    linear_ops,
+    normalization,
+    pooling,
+    reindex,
+    weighted,
+)

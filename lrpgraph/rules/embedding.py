@@ -1,0 +1,69 @@
+"""Embedding lookups: relevance of each looked-up row becomes the relevance of its token id.
+
+Op class "embedding": the table is a constant, the relevant input is an integer index tensor
+(input_ids). Kernels are `fn(R, ids, out, table_dims) -> R_ids` with R_ids shaped like the ids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import register_ops, rule
+from .adapter import Adapter
+from .reindex import ReindexAdapter, _index, _index_select
+
+aten = torch.ops.aten
+
+
+@rule("embedding", "token", default=True)
+def token(R, ids, out, table_dims: int):
+    """R_token = Σ over the embedding dims of the looked-up row's relevance."""
+    return R.sum(dim=tuple(range(R.dim() - table_dims, R.dim()))) if table_dims else R
+
+
+class EmbeddingAdapter(Adapter):
+    """aten.embedding(weight, indices): out = weight[indices]."""
+
+    family = "embedding"
+
+    def __init__(self):
+        super().__init__("embedding", data="indices")
+
+    def op_class(self, args, relevant, role):
+        if relevant.get("weight"):
+            raise TypeError("embedding with a relevant table is not supported")
+        return "embedding"
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        table_dims = args["weight"].dim() - 1
+        return {"indices": kernel.fn(R, args["indices"], out, table_dims, **params)}
+
+
+class TableIndexAdapter(ReindexAdapter):
+    """index / index_select: a re-indexing of a relevant tensor, or a lookup of relevant ids in a table."""
+
+    def __init__(self, adjoint, ids: str, always: tuple[str, ...]):
+        super().__init__(adjoint, always)
+        self.ids = ids
+
+    def op_class(self, args, relevant, role):
+        return "reindex" if relevant.get("self") else "embedding"
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        if op_class == "reindex":
+            return super().apply(op_class, kernel, params, R, args, out, relevant)
+        ids = args[self.ids]
+        if isinstance(ids, list):
+            if len(ids) != 1 or ids[0] is None:
+                raise TypeError("a table lookup must index the first dimension with one index tensor")
+            ids = ids[0]
+            result = kernel.fn(R, ids, out, args["self"].dim() - 1, **params)
+            return {self.ids: [result]}
+        if args.get("dim", 0) != 0:
+            raise TypeError("a table lookup must select along dimension 0")
+        return {self.ids: kernel.fn(R, ids, out, args["self"].dim() - 1, **params)}
+
+
+register_ops(EmbeddingAdapter(), aten.embedding.default)
+register_ops(TableIndexAdapter(_index, "indices", always=("indices",)), aten.index.Tensor)
+register_ops(TableIndexAdapter(_index_select, "index", always=("index",)), aten.index_select.default)

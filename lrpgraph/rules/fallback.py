@@ -1,0 +1,43 @@
+"""Explicit fallbacks for ops without a rule, used only when the user asks and always reported.
+
+"absorb": the node keeps its relevance (it is counted as absorbed); "pass": its relevance goes
+unchanged to its single relevant input, which must have the output's shape.
+"""
+
+from __future__ import annotations
+
+from ..registry import rule
+from .adapter import Adapter
+
+
+@rule("fallback", "absorb", default=True)
+def absorb(R, inputs):
+    return {}
+
+
+@rule("fallback", "pass")
+def pass_unchanged(R, inputs):
+    ((name, value),) = inputs.items()
+    if isinstance(R, list) or tuple(R.shape) != tuple(value.shape):
+        raise ValueError("fallback 'pass' needs one relevant input shaped like the output")
+    return {name: R}
+
+
+class FallbackAdapter(Adapter):
+    family = "fallback"
+
+    def __init__(self):
+        super().__init__("fallback")
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        inputs = {name: args[name] for name, rel in relevant.items() if rel is True}
+        if kernel.name == "pass" and len(inputs) != 1:
+            raise ValueError("fallback 'pass' needs exactly one relevant input")
+        return kernel.fn(R, inputs, **params)
+
+
+FALLBACK = FallbackAdapter()
+
+
+def valid_modes() -> tuple[str, ...]:
+    return ("absorb", "pass")

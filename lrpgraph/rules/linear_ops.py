@@ -1,0 +1,154 @@
+"""Ops with weights — linear, addmm, mm/bmm/matmul with a non-relevant operand, convolutions.
+
+With one relevant operand they are layers (op class "linear" or "conv") for the kernels in
+weighted.py; a matrix product of two relevant operands is op class "matmul" (bilinear rules in
+bilinear.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import register_ops
+from .adapter import Adapter, LayerAdapter
+from .bilinear import Bilinear
+from .layers import Conv, Dense, MatMul
+
+aten = torch.ops.aten
+
+
+class LinearAdapter(Adapter):
+    """aten.linear(input, weight, bias): x @ wᵀ + b."""
+
+    family = "linear"
+    data = "input"
+    always = ("weight", "bias")
+
+    def op_class(self, args, relevant, role):
+        return "matmul" if relevant.get("weight") else "linear"
+
+    def needs(self, op_class, kernel, args, relevant):
+        if op_class == "matmul":
+            return {"input", "weight"}, "out" in kernel.needs
+        return super().needs(op_class, kernel, args, relevant)
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        if op_class == "matmul":
+            ra, rb = kernel.fn(R, args["input"], args["weight"], out, _LINEAR_PRODUCT, **params)
+            return {"input": ra, "weight": rb}
+        layer = Dense(args["input"].shape, args["weight"], args.get("bias"))
+        return {"input": kernel.fn(R, args["input"], layer, out, **params)}
+
+
+class MatmulAdapter(Adapter):
+    """mm, bmm, matmul, addmm, baddbmm: a layer when one operand is constant, bilinear otherwise."""
+
+    family = "matmul"
+
+    def __init__(self, a: str, b: str, bias: str | None = None):
+        super().__init__("linear")
+        self.a, self.b, self.bias = a, b, bias
+
+    def op_class(self, args, relevant, role):
+        return "matmul" if relevant.get(self.a) and relevant.get(self.b) else "linear"
+
+    def _data(self, relevant) -> str:
+        return self.a if relevant.get(self.a) else self.b
+
+    def needs(self, op_class, kernel, args, relevant):
+        out = "out" in kernel.needs
+        if op_class == "matmul":
+            return {self.a, self.b}, out
+        data = self._data(relevant)
+        names = {self.b if data == self.a else self.a}
+        if self.bias and args.get(self.bias) is not None:
+            names.add(self.bias)
+        if "x" in kernel.needs:
+            names.add(data)
+        return names, out
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        if op_class == "matmul":
+            if self.bias and args.get(self.bias) is not None:
+                raise TypeError("bilinear rules do not take a bias term")
+            ra, rb = kernel.fn(R, args[self.a], args[self.b], out, _MATMUL_PRODUCT, **params)
+            return {self.a: ra, self.b: rb}
+        data = self._data(relevant)
+        weight = args[self.b if data == self.a else self.a]
+        bias = args.get(self.bias) if self.bias else None
+        layer = MatMul(
+            args[data].shape,
+            weight,
+            bias,
+            weight_first=data == self.b,
+            beta=float(args.get("beta", 1.0)),
+            alpha=float(args.get("alpha", 1.0)),
+        )
+        return {data: kernel.fn(R, args[data], layer, out, **params)}
+
+
+def _conv_layer(transposed: bool | None):
+    def build(args):
+        x, w = args["input"], args["weight"]
+        padding = args["padding"]
+        if isinstance(padding, str):
+            padding = _string_padding(padding, w, args)
+        return Conv(
+            x.shape,
+            w,
+            args.get("bias"),
+            args["stride"],
+            padding,
+            args["dilation"],
+            args["transposed"] if transposed is None else transposed,
+            args.get("output_padding", 0),
+            args["groups"],
+        )
+
+    return build
+
+
+def _string_padding(padding: str, weight: torch.Tensor, args) -> list[int]:
+    dims = weight.dim() - 2
+    if padding == "valid":
+        return [0] * dims
+    dilation = args["dilation"]
+    dilation = [dilation] * dims if isinstance(dilation, int) else list(dilation) * (dims if len(dilation) == 1 else 1)
+    totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
+    if any(t % 2 for t in totals):
+        raise ValueError("padding='same' with an even effective kernel pads asymmetrically; not supported")
+    return [t // 2 for t in totals]
+
+
+_MATMUL_PRODUCT = Bilinear(
+    forward=lambda a, b: a @ b,
+    adjoint_a=lambda s, b: s @ b.mT,
+    adjoint_b=lambda s, a: a.mT @ s,
+)
+_LINEAR_PRODUCT = Bilinear(
+    forward=lambda a, b: a @ b.mT,
+    adjoint_a=lambda s, b: s @ b,
+    adjoint_b=lambda s, a: s.reshape(-1, s.shape[-1]).mT @ a.reshape(-1, a.shape[-1]),
+)
+
+register_ops(LinearAdapter("linear"), aten.linear.default)
+register_ops(MatmulAdapter("self", "mat2"), aten.mm.default, aten.bmm.default)
+register_ops(MatmulAdapter("self", "other"), aten.matmul.default)
+register_ops(MatmulAdapter("mat1", "mat2", bias="self"), aten.addmm.default)
+register_ops(MatmulAdapter("batch1", "batch2", bias="self"), aten.baddbmm.default)
+register_ops(
+    LayerAdapter("conv", "input", _conv_layer(False), "conv"),
+    aten.conv1d.default,
+    aten.conv2d.default,
+    aten.conv3d.default,
+    aten.conv1d.padding,
+    aten.conv2d.padding,
+    aten.conv3d.padding,
+)
+register_ops(
+    LayerAdapter("conv", "input", _conv_layer(True), "conv"),
+    aten.conv_transpose1d.default,
+    aten.conv_transpose2d.input,
+    aten.conv_transpose3d.input,
+)
+register_ops(LayerAdapter("conv", "input", _conv_layer(None), "conv"), aten.convolution.default)

@@ -1,0 +1,127 @@
+"""Normalisation layers: layer, group, RMS and batch norm.
+
+Op class "norm" (scale from the input's own statistics): the scale is held constant and the
+epsilon rule runs through the linear map that is left (AttnLRP Prop. 3.4). Op class "batchnorm"
+(eval mode, running statistics): a per-channel affine map; where it follows a conv or linear
+layer the graph pass `fold_batchnorm` has already merged it into that layer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import register_ops, rule
+from .adapter import LayerAdapter
+from .layers import ChannelAffine, FrozenScaleNorm
+
+aten = torch.ops.aten
+
+
+@rule(("norm", "batchnorm"), "pass", needs=("x",))
+def layer_pass(R, x, layer, out):
+    """Identity: the normalisation hands relevance on unchanged (Zennit's choice for batch norm).
+
+    It reads nothing itself; x is declared because the layer's statistics are built from it.
+    """
+    return R
+
+
+def _channel_view(t: torch.Tensor | None, rank: int) -> torch.Tensor | None:
+    return None if t is None else t.reshape([1, -1] + [1] * (rank - 2))
+
+
+def _layer_norm(args):
+    x = args["input"]
+    k = len(args["normalized_shape"])
+    return FrozenScaleNorm(
+        x, list(range(x.dim() - k, x.dim())), None, args.get("weight"), args.get("bias"), float(args.get("eps", 1e-5))
+    )
+
+
+def _rms_norm(args):
+    x = args["input"]
+    k = len(args["normalized_shape"])
+    eps = args.get("eps")
+    eps = torch.finfo(x.dtype).eps if eps is None else float(eps)
+    return FrozenScaleNorm(x, list(range(x.dim() - k, x.dim())), None, args.get("weight"), None, eps, center=False)
+
+
+def _group_norm(args):
+    x = args["input"]
+    groups = int(args["num_groups"])
+    shape = [x.shape[0], groups, -1]
+    view = [1, -1] + [1] * (x.dim() - 2)
+    weight, bias = args.get("weight"), args.get("bias")
+    weight = None if weight is None else weight.reshape(view)
+    bias = None if bias is None else bias.reshape(view)
+    return FrozenScaleNorm(x, [2], shape, weight, bias, float(args.get("eps", 1e-5)))
+
+
+def _batch_norm_statistics(args):
+    """Batch norm normalising with the batch's own statistics (train form, or no running stats)."""
+    x = args["input"]
+    dims = [0, *range(2, x.dim())]
+    return FrozenScaleNorm(
+        x,
+        dims,
+        None,
+        _channel_view(args.get("weight"), x.dim()),
+        _channel_view(args.get("bias"), x.dim()),
+        float(args["eps"]),
+    )
+
+
+def _batch_norm_running(args):
+    x = args["input"]
+    inv_std = torch.rsqrt(args["running_var"].float() + float(args["eps"]))
+    weight, bias = args.get("weight"), args.get("bias")
+    scale = inv_std if weight is None else weight * inv_std
+    shift = -args["running_mean"] * scale + (0 if bias is None else bias)
+    return ChannelAffine(x.shape, scale, shift)
+
+
+class TupleLayerAdapter(LayerAdapter):
+    """Layer ops returning (output, saved statistics…): only the first output carries relevance."""
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        R0 = R[0] if isinstance(R, list) else R
+        out0 = out[0] if isinstance(out, (tuple, list)) else out
+        return super().apply(op_class, kernel, params, R0, args, out0, relevant)
+
+
+class BatchNormAdapter(TupleLayerAdapter):
+    """batch_norm: running statistics (class "batchnorm") or the batch's own (class "norm")."""
+
+    always = ("weight", "bias", "running_mean", "running_var")
+
+    def __init__(self, training: str | None):
+        super().__init__("batchnorm", "input", _batch_norm_running, "batchnorm")
+        self.training = training
+
+    def _uses_batch_statistics(self, args) -> bool:
+        if self.training is None:
+            return args.get("running_mean") is None
+        return bool(args.get(self.training))
+
+    def op_class(self, args, relevant, role):
+        return "norm" if self._uses_batch_statistics(args) else "batchnorm"
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        layer = (_batch_norm_statistics if op_class == "norm" else _batch_norm_running)(args)
+        R0 = R[0] if isinstance(R, list) else R
+        out0 = out[0] if isinstance(out, (tuple, list)) else out
+        return {"input": kernel.fn(R0, args["input"], layer, out0, **params)}
+
+
+register_ops(LayerAdapter("norm", "input", _layer_norm, "norm"), aten.layer_norm.default)
+register_ops(TupleLayerAdapter("norm", "input", _layer_norm, "norm"), aten.native_layer_norm.default)
+register_ops(LayerAdapter("norm", "input", _rms_norm, "norm"), aten.rms_norm.default)
+register_ops(LayerAdapter("norm", "input", _group_norm, "norm"), aten.group_norm.default)
+register_ops(BatchNormAdapter(None), aten._native_batch_norm_legit_no_training.default)
+register_ops(
+    BatchNormAdapter("training"),
+    aten._native_batch_norm_legit.default,
+    aten.batch_norm.default,
+    aten._native_batch_norm_legit_functional.default,
+)
+register_ops(BatchNormAdapter(None), aten._native_batch_norm_legit.no_stats)

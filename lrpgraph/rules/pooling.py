@@ -1,0 +1,146 @@
+"""Pooling and reductions: sums, means and average pools (Norm), max pools and max reductions (winner).
+
+Max pooling hands each output's relevance to the input that won the max (Zennit's behaviour: the
+gradient of max pooling); max/amax reductions split it evenly among tied winners.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import register_ops, rule
+from .adapter import Adapter, LayerAdapter
+from .layers import AvgPool, Reduction
+
+aten = torch.ops.aten
+
+
+class MaxPool:
+    """Which input won each pooling window, and how to send relevance there."""
+
+    def __init__(self, x: torch.Tensor, dims: int, adaptive: bool, args: dict):
+        self.dims, self.adaptive, self.args = dims, adaptive, args
+        self.x = x.unsqueeze(-2) if dims == 1 else x
+        d = max(dims, 2)
+        if adaptive:
+            size = list(args["output_size"])
+            size = [1, *size] if dims == 1 else size
+            op = aten.adaptive_max_pool2d if d == 2 else aten.adaptive_max_pool3d
+            self.indices = op(self.x, size)[1]
+        else:
+            n = dims
+            kernel = _as_list(args["kernel_size"], n)
+            stride = _as_list(args["stride"], n) if args.get("stride") else kernel
+            padding, dilation = _as_list(args.get("padding", 0), n), _as_list(args.get("dilation", 1), n)
+            if dims == 1:
+                kernel, stride, padding, dilation = [1, *kernel], [1, *stride], [0, *padding], [1, *dilation]
+            self.window = (kernel, stride, padding, dilation, bool(args.get("ceil_mode", False)))
+            op = aten.max_pool2d_with_indices if d == 2 else aten.max_pool3d_with_indices
+            self.indices = op(self.x, *self.window)[1]
+
+    def to_winners(self, R: torch.Tensor) -> torch.Tensor:
+        R = R.unsqueeze(-2) if self.dims == 1 else R
+        x = self.x.to(R.dtype)
+        d = max(self.dims, 2)
+        if self.adaptive:
+            op = aten.adaptive_max_pool2d_backward if d == 2 else aten.adaptive_max_pool3d_backward
+            g = op(R.contiguous(), x, self.indices)
+        else:
+            op = aten.max_pool2d_with_indices_backward if d == 2 else aten.max_pool3d_with_indices_backward
+            g = op(R.contiguous(), x, *self.window, self.indices)
+        return g.squeeze(-2) if self.dims == 1 else g
+
+
+@rule("maxpool", "winner", needs=("x",), default=True)
+def maxpool_winner(R, x, pool: MaxPool):
+    """All relevance of a pooled output goes to the input that was the maximum."""
+    return pool.to_winners(R)
+
+
+@rule("max", "winner", needs=("x", "out"), default=True)
+def max_winner(R, x, out, dims):
+    """max/amax over dims (R and out kept-dim shaped): relevance to the maxima, split among ties."""
+    winners = (x == out).to(R.dtype)
+    return winners * (R / winners.sum(dim=dims, keepdim=True))
+
+
+class MaxPoolAdapter(Adapter):
+    family = "maxpool"
+
+    def __init__(self, dims: int, adaptive: bool):
+        super().__init__("maxpool")
+        self.dims, self.adaptive = dims, adaptive
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        if isinstance(R, list):  # the *_with_indices variants: relevance of the values output only
+            R = R[0]
+        pool = MaxPool(args["self"], self.dims, self.adaptive, args)
+        return {"self": kernel.fn(R, args["self"], pool, **params)}
+
+
+class MaxAdapter(Adapter):
+    """amax / max.dim / max / min reductions (values output only)."""
+
+    family = "max"
+
+    def __init__(self, with_indices: bool):
+        super().__init__("max")
+        self.with_indices = with_indices
+
+    def needs(self, op_class, kernel, args, relevant):
+        return {"self"}, True
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        x = args["self"]
+        if self.with_indices:
+            R, out = R[0], out[0]
+        dim = args.get("dim")
+        dims = list(range(x.dim())) if dim is None or dim == [] else [d % max(x.dim(), 1) for d in _as_dims(dim)]
+        kept = [1 if d in dims else n for d, n in enumerate(x.shape)]
+        return {"self": kernel.fn(R.reshape(kept), x, out.reshape(kept), dims, **params)}
+
+
+def _reduction(mean: bool):
+    def build(args):
+        x = args["self"]
+        return Reduction(x.shape, args.get("dim"), args.get("keepdim", False), mean)
+
+    return build
+
+
+def _avgpool(dims: int, adaptive: bool):
+    def build(args):
+        return AvgPool(args["self"].shape, dims, adaptive, args)
+
+    return build
+
+
+def _as_list(value, n: int) -> list[int]:
+    if isinstance(value, int):
+        return [value] * n
+    value = list(value)
+    return value * n if len(value) == 1 else value
+
+
+def _as_dims(dim) -> list[int]:
+    return [dim] if isinstance(dim, int) else list(dim)
+
+
+register_ops(LayerAdapter("sum", "self", _reduction(False), "sum"), aten.sum.dim_IntList, aten.sum.default)
+register_ops(LayerAdapter("sum", "self", _reduction(True), "sum"), aten.mean.dim, aten.mean.default)
+for _dims, _ops in ((1, [aten.avg_pool1d.default]), (2, [aten.avg_pool2d.default]), (3, [aten.avg_pool3d.default])):
+    register_ops(LayerAdapter("avgpool", "self", _avgpool(_dims, False), "avgpool"), *_ops)
+for _dims, _ops in (
+    (1, [aten.adaptive_avg_pool1d.default]),
+    (2, [aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default]),
+    (3, [aten.adaptive_avg_pool3d.default, aten._adaptive_avg_pool3d.default]),
+):
+    register_ops(LayerAdapter("avgpool", "self", _avgpool(_dims, True), "avgpool"), *_ops)
+register_ops(MaxPoolAdapter(1, False), aten.max_pool1d.default)
+register_ops(MaxPoolAdapter(2, False), aten.max_pool2d.default, aten.max_pool2d_with_indices.default)
+register_ops(MaxPoolAdapter(3, False), aten.max_pool3d.default, aten.max_pool3d_with_indices.default)
+register_ops(MaxPoolAdapter(1, True), aten.adaptive_max_pool1d.default)
+register_ops(MaxPoolAdapter(2, True), aten.adaptive_max_pool2d.default)
+register_ops(MaxPoolAdapter(3, True), aten.adaptive_max_pool3d.default)
+register_ops(MaxAdapter(False), aten.amax.default, aten.amin.default, aten.max.default, aten.min.default)
+register_ops(MaxAdapter(True), aten.max.dim, aten.min.dim)

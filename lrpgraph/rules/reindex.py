@@ -1,0 +1,276 @@
+"""Re-indexing ops (views, permutes, slices, cats, gathers, casts, …): relevance moves exactly as values did.
+
+The rule is the op's adjoint: a value copied to several places collects the relevance of every
+copy, a value dropped (sliced away, masked) passes none, so relevance is conserved. Each op has
+an explicit adjoint; rarer pure re-indexing ops use `traced_adjoint`, which runs the op on a
+tensor of element indices to learn where each output element came from.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import torch
+
+from ..registry import register_ops, rule
+from .adapter import Adapter
+from .tensors import unbroadcast
+
+aten = torch.ops.aten
+Adjoint = Callable[[torch.Tensor, dict], dict]
+
+
+@rule("reindex", "exact", default=True)
+def exact(R, adjoint):
+    """Relevance moves back exactly as the values moved forward (the op's adjoint)."""
+    return adjoint(R)
+
+
+class ReindexAdapter(Adapter):
+    family = "reindex"
+
+    def __init__(self, adjoint: Adjoint, always: tuple[str, ...] = ()):
+        super().__init__("reindex")
+        self.adjoint, self.always = adjoint, always
+
+    def apply(self, op_class, kernel, params, R, args, out, relevant):
+        return kernel.fn(R, lambda r: self.adjoint(r, args))
+
+
+def _zeros(R: torch.Tensor, shape) -> torch.Tensor:
+    return torch.zeros(shape, dtype=R.dtype, device=R.device)
+
+
+def _reshape(R, a):
+    return {"self": R.reshape(a["self"].shape)}
+
+
+def _expand(R, a):
+    return {"self": unbroadcast(R, a["self"].shape)}
+
+
+def _permute(R, a):
+    dims = [d % R.dim() for d in a["dims"]]
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d] = i
+    return {"self": R.permute(inverse)}
+
+
+def _transpose(R, a):
+    return {"self": R.transpose(a["dim0"], a["dim1"])}
+
+
+def _t(R, a):
+    return {"self": R.t() if R.dim() == 2 else R}
+
+
+def _movedim(R, a):
+    return {"self": R.movedim(a["destination"], a["source"])}
+
+
+def _slice(R, a):
+    step = a.get("step", 1) or 1
+    start = a.get("start")
+    end = a.get("end")
+    return {"self": _zeros(R, a["self"].shape).slice_scatter(R, a["dim"], start, end, step)}
+
+
+def _narrow(R, a):
+    start = a["start"]
+    return {"self": _zeros(R, a["self"].shape).slice_scatter(R, a["dim"], start, start + a["length"])}
+
+
+def _select(R, a):
+    return {"self": _zeros(R, a["self"].shape).select_scatter(R, a["dim"], a["index"])}
+
+
+def _cat(R, a):
+    tensors, dim = a["tensors"], a.get("dim", 0) % R.dim()
+    sizes = [t.shape[dim] if t.dim() == R.dim() else 0 for t in tensors]  # legacy 1-D empties take none
+    chunks = torch.split(R, sizes, dim=dim)
+    return {"tensors": [c.reshape(t.shape) for c, t in zip(chunks, tensors, strict=True)]}
+
+
+def _stack(R, a):
+    return {"tensors": list(R.unbind(a.get("dim", 0)))}
+
+
+def _split(R, a):
+    x, dim = a["self"], a.get("dim", 0)
+    sizes = _split_sizes(x.shape[dim], a)
+    filled = [r if r is not None else _zeros(_first(R), _with(x.shape, dim, n)) for r, n in zip(R, sizes, strict=True)]
+    return {"self": torch.cat(filled, dim=dim)}
+
+
+def _split_sizes(total: int, a) -> list[int]:
+    if "split_sizes" in a:
+        return list(a["split_sizes"])
+    size = a["split_size"]
+    return [min(size, total - i) for i in range(0, total, size)]
+
+
+def _unbind(R, a):
+    x, dim = a["self"], a.get("dim", 0)
+    slot = _with(x.shape, dim, None)
+    filled = [r if r is not None else _zeros(_first(R), slot) for r in R]
+    return {"self": torch.stack(filled, dim=dim)}
+
+
+def _with(shape, dim: int, n: int | None) -> list[int]:
+    shape = list(shape)
+    if n is None:
+        del shape[dim]
+    else:
+        shape[dim] = n
+    return shape
+
+
+def _first(parts):
+    return next(p for p in parts if p is not None)
+
+
+def _getitem(R, a):
+    source = a["0"]
+    parts: list = [None] * len(source)
+    parts[a["1"]] = R
+    return {"0": parts}
+
+
+def _index(R, a):
+    return {"self": aten.index_put(_zeros(R, a["self"].shape), a["indices"], R, True)}
+
+
+def _index_select(R, a):
+    return {"self": _zeros(R, a["self"].shape).index_add_(a["dim"], a["index"], R)}
+
+
+def _gather(R, a):
+    return {"self": _zeros(R, a["self"].shape).scatter_add_(a["dim"], a["index"], R)}
+
+
+def _roll(R, a):
+    shifts, dims = [-s for s in a["shifts"]], list(a.get("dims") or [])
+    if dims:
+        return {"self": R.roll(shifts, dims)}
+    return {"self": R.reshape(-1).roll(shifts[0]).reshape(R.shape)}
+
+
+def _flip(R, a):
+    return {"self": R.flip(a["dims"])}
+
+
+def _pad(R, a):
+    return {"self": aten.constant_pad_nd(R, [-p for p in a["pad"]], 0.0)}
+
+
+def _where(R, a):
+    cond = a["condition"]
+    zero = torch.zeros((), dtype=R.dtype, device=R.device)
+    result = {}
+    for name, keep in (("self", cond), ("other", ~cond)):
+        value = a.get(name)
+        if isinstance(value, torch.Tensor):
+            result[name] = unbroadcast(torch.where(keep, R, zero), value.shape)
+    return result
+
+
+def _masked_fill(R, a):
+    zero = torch.zeros((), dtype=R.dtype, device=R.device)
+    return {"self": unbroadcast(torch.where(a["mask"], zero, R), a["self"].shape)}
+
+
+def _tril(R, a):
+    return {"self": R.tril(a.get("diagonal", 0))}
+
+
+def _triu(R, a):
+    return {"self": R.triu(a.get("diagonal", 0))}
+
+
+def _slice_scatter(R, a):
+    dim, start, end, step = a.get("dim", 0), a.get("start"), a.get("end"), a.get("step", 1) or 1
+    src = a["src"]
+    return {
+        "self": R.slice_scatter(_zeros(R, src.shape), dim, start, end, step),
+        "src": R.slice(dim, start, end, step).reshape(src.shape),
+    }
+
+
+def _select_scatter(R, a):
+    src = a["src"]
+    return {
+        "self": R.select_scatter(_zeros(R, src.shape), a["dim"], a["index"]),
+        "src": R.select(a["dim"], a["index"]).reshape(src.shape),
+    }
+
+
+def traced_adjoint(op: Callable, data: str = "self") -> Adjoint:
+    """Adjoint of a pure re-indexing op learned by running it on element indices."""
+
+    def adjoint(R, a):
+        x = a[data]
+        ids = torch.arange(x.numel(), device=R.device).reshape(x.shape)
+        moved = op(**{**a, data: ids})
+        flat = _zeros(R, (x.numel(),)).index_add_(0, moved.reshape(-1), R.reshape(-1))
+        return {data: flat.reshape(x.shape)}
+
+    return adjoint
+
+
+register_ops(
+    ReindexAdapter(_reshape),
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.view_copy.default,
+    aten.flatten.using_ints,
+    aten.unflatten.int,
+    aten.squeeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.unsqueeze.default,
+    aten.alias.default,
+    aten.clone.default,
+    aten.detach.default,
+    aten.lift_fresh_copy.default,
+    aten.contiguous.default,
+    aten._to_copy.default,
+    aten.view_as.default,
+    aten.reshape_as.default,
+)
+register_ops(ReindexAdapter(_expand), aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default)
+register_ops(ReindexAdapter(_permute), aten.permute.default, aten.permute_copy.default)
+register_ops(ReindexAdapter(_transpose), aten.transpose.int)
+register_ops(ReindexAdapter(_t), aten.t.default)
+register_ops(ReindexAdapter(_movedim), aten.movedim.int, aten.movedim.intlist)
+register_ops(ReindexAdapter(_slice), aten.slice.Tensor)
+register_ops(ReindexAdapter(_narrow), aten.narrow.default)
+register_ops(ReindexAdapter(_select), aten.select.int)
+register_ops(ReindexAdapter(_cat), aten.cat.default, aten.concat.default)
+register_ops(ReindexAdapter(_stack), aten.stack.default)
+register_ops(ReindexAdapter(_split), aten.split.Tensor, aten.split_with_sizes.default, aten.unsafe_split.Tensor)
+register_ops(ReindexAdapter(_unbind), aten.unbind.int)
+register_ops(ReindexAdapter(_getitem), operator.getitem)
+register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default)
+register_ops(ReindexAdapter(_roll), aten.roll.default)
+register_ops(ReindexAdapter(_flip), aten.flip.default)
+register_ops(ReindexAdapter(_pad), aten.constant_pad_nd.default)
+register_ops(ReindexAdapter(_where, always=("condition",)), aten.where.self)
+register_ops(ReindexAdapter(_masked_fill, always=("mask",)), aten.masked_fill.Scalar, aten.masked_fill.Tensor)
+register_ops(ReindexAdapter(_tril), aten.tril.default)
+register_ops(ReindexAdapter(_triu), aten.triu.default)
+register_ops(ReindexAdapter(_slice_scatter), aten.slice_scatter.default)
+register_ops(ReindexAdapter(_select_scatter), aten.select_scatter.default)
+for _op in (
+    aten.repeat.default,
+    aten.as_strided.default,
+    aten.unfold.default,
+    aten.diagonal.default,
+    aten.pixel_shuffle.default,
+    aten.pixel_unshuffle.default,
+    aten.channel_shuffle.default,
+    aten.tile.default,
+):
+    register_ops(ReindexAdapter(traced_adjoint(_op)), _op)
