@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import fx
+
 from ..registry import Kernel
 
 Args = dict[str, Any]
@@ -58,3 +61,8 @@ class LayerAdapter(Adapter):
     def apply(self, op_class, kernel, params, R, args, out, relevant):
         layer = self.build(args)
         return {self.data: kernel.fn(R, args[self.data], layer, out, **params)}
+
+
+def is_tensor(value: Any) -> bool:
+    """An argument that is (or, at plan time, will be) a tensor rather than a Python constant."""
+    return isinstance(value, (fx.Node, torch.Tensor))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..registry import register_ops, rule
-from .adapter import Adapter
+from .adapter import Adapter, is_tensor
 from .tensors import stabilize, unbroadcast
 
 aten = torch.ops.aten
@@ -67,11 +67,11 @@ class AddAdapter(Adapter):
     def needs(self, op_class, kernel, args, relevant):
         if "terms" not in kernel.needs:
             return set(), "out" in kernel.needs
-        return {n for n in ("self", "other") if isinstance(args.get(n), torch.Tensor)}, "out" in kernel.needs
+        return {n for n in ("self", "other") if is_tensor(args.get(n))}, "out" in kernel.needs
 
     def apply(self, op_class, kernel, params, R, args, out, relevant):
         coefficients = self._coefficients(args.get("alpha", 1))
-        names = [n for n in ("self", "other") if isinstance(args.get(n), torch.Tensor)]
+        names = [n for n in ("self", "other") if is_tensor(args.get(n))]
         terms = [args[n] if coefficients[n] == 1 else args[n] * coefficients[n] for n in names]
         result = kernel.fn(R, terms, out, [bool(relevant.get(n)) for n in names], **params)
         return dict(zip(names, result, strict=True))
@@ -95,11 +95,11 @@ class ProductAdapter(Adapter):
         return role if role in ("gate",) else "product"
 
     def needs(self, op_class, kernel, args, relevant):
-        names = {n for n in ("self", "other") if isinstance(args.get(n), torch.Tensor)} & set(kernel.needs)
+        names = {n for n in ("self", "other") if is_tensor(args.get(n))} if "operands" in kernel.needs else set()
         return names, "out" in kernel.needs
 
     def apply(self, op_class, kernel, params, R, args, out, relevant):
-        names = [n for n in ("self", "other") if isinstance(args.get(n), torch.Tensor)]
+        names = [n for n in ("self", "other") if is_tensor(args.get(n))]
         operands = [args[n] for n in names]
         rel = [bool(relevant.get(n)) for n in names]
         result = kernel.fn(R, operands, rel, **params)

@@ -225,7 +225,7 @@ class FrozenScaleNorm(LinearMap):
     ):
         super().__init__(x.shape)
         self.reduce_dims, self.group_shape, self.center = list(reduce_dims), group_shape, center
-        xg = self._group(x.float())
+        xg = self._group(x.to(torch.promote_types(x.dtype, torch.float32)))
         if center:
             var = xg.var(dim=self.reduce_dims, unbiased=False, keepdim=True)
         else:

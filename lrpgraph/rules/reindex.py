@@ -165,6 +165,12 @@ def _pad(R, a):
     return {"self": aten.constant_pad_nd(R, [-p for p in a["pad"]], 0.0)}
 
 
+def _pad_any_mode(R, a):
+    if a.get("mode", "constant") == "constant":
+        return _pad(R, a)
+    return traced_adjoint(aten.pad.default)(R, a)
+
+
 def _where(R, a):
     cond = a["condition"]
     zero = torch.zeros((), dtype=R.dtype, device=R.device)
@@ -207,12 +213,12 @@ def _select_scatter(R, a):
 
 
 def traced_adjoint(op: Callable, data: str = "self") -> Adjoint:
-    """Adjoint of a pure re-indexing op learned by running it on element indices."""
+    """Adjoint of a pure re-indexing op learned by running it on element indices (float64: exact to 2**53)."""
 
     def adjoint(R, a):
         x = a[data]
-        ids = torch.arange(x.numel(), device=R.device).reshape(x.shape)
-        moved = op(**{**a, data: ids})
+        ids = torch.arange(x.numel(), device=R.device, dtype=torch.float64).reshape(x.shape)
+        moved = op(**{**a, data: ids}).round().long()
         flat = _zeros(R, (x.numel(),)).index_add_(0, moved.reshape(-1), R.reshape(-1))
         return {data: flat.reshape(x.shape)}
 
@@ -257,6 +263,7 @@ register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default)
 register_ops(ReindexAdapter(_roll), aten.roll.default)
 register_ops(ReindexAdapter(_flip), aten.flip.default)
 register_ops(ReindexAdapter(_pad), aten.constant_pad_nd.default)
+register_ops(ReindexAdapter(_pad_any_mode), aten.pad.default)
 register_ops(ReindexAdapter(_where, always=("condition",)), aten.where.self)
 register_ops(ReindexAdapter(_masked_fill, always=("mask",)), aten.masked_fill.Scalar, aten.masked_fill.Tensor)
 register_ops(ReindexAdapter(_tril), aten.tril.default)

@@ -1,0 +1,48 @@
+"""Small models shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def vgg_like(batchnorm: bool = False, dtype=torch.float64) -> nn.Sequential:
+    """A VGG-shaped CNN: conv blocks with max pooling, adaptive average pooling, a classifier head."""
+
+    def block(cin, cout):
+        layers = [nn.Conv2d(cin, cout, 3, padding=1)]
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(cout))
+        return [*layers, nn.ReLU()]
+
+    model = nn.Sequential(
+        *block(3, 8),
+        *block(8, 8),
+        nn.MaxPool2d(2),
+        *block(8, 16),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d((2, 2)),
+        nn.Flatten(),
+        nn.Linear(64, 32),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(32, 10),
+    )
+    if batchnorm:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.data.uniform_(0.5, 1.5)
+                m.bias.data.normal_(0, 0.2)
+    return model.to(dtype).eval()
+
+
+def mlp(bias: bool = True, dtype=torch.float64) -> nn.Sequential:
+    return (
+        nn.Sequential(
+            nn.Linear(6, 16, bias=bias), nn.ReLU(), nn.Linear(16, 16, bias=bias), nn.ReLU(), nn.Linear(16, 4, bias=bias)
+        )
+        .to(dtype)
+        .eval()
+    )
