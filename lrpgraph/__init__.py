@@ -9,7 +9,7 @@ from .errors import InputError, LRPGraphError, MissingRuleError, RuleSetError, T
 from .explain import explain
 from .explanation import Conservation, Explanation
 from .ruleset import Override, RuleSet, preset, preset_names
-from .trace import clear_cache, trace
+from .tracer import clear_cache, trace
 
 __all__ = [
     "Conservation",

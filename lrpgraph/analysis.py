@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import fx
 
 from .flow import Flow, relevance_flow
@@ -27,6 +28,15 @@ class Analysis:
         if output not in self._flows:
             self._flows[output] = relevance_flow(self.graph, output, self.cuts, self.redirects)
         return self._flows[output]
+
+    def explainable_inputs(self) -> list[fx.Node]:
+        """User inputs relevance can reach from some floating-point output (ids via embeddings, not masks)."""
+        found: set[fx.Node] = set()
+        for node in self.graph.outputs:
+            val = getattr(node, "meta", {}).get("val")
+            if isinstance(node, fx.Node) and isinstance(val, torch.Tensor) and val.is_floating_point():
+                found.update(n for n in self.flow(node).live if n.op == "placeholder")
+        return [n for n in self.graph.module.graph.find_nodes(op="placeholder") if n in found]
 
 
 def analyse(graph: Graph) -> Analysis:

@@ -19,7 +19,7 @@ from .plan import build_plan
 from .ruleset import RuleSet, resolve
 from .store import ActivationStore
 from .target import Target, last_positions, make_seed
-from .trace import prepare_call, trace
+from .tracer import prepare_call, trace
 from .walker import walk
 
 
@@ -65,7 +65,7 @@ def explain(
     out = outputs[index]
     seed = make_seed(target, out, _positions(kwargs, out))
     result = walk(plan, store, seed, frozenset(recorded.values()))
-    relevance = _input_relevance(graph, plan, result.inputs, values, placeholders)
+    relevance = _input_relevance(graph, analysis.explainable_inputs(), result.inputs, values, placeholders, seed.dtype)
     batch = out.shape[0] if out.dim() else 1
     conservation = Conservation(
         seed=_per_sample(seed, batch),
@@ -149,22 +149,19 @@ def _positions(kwargs: dict, out: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _input_relevance(graph: Graph, plan, reached: dict, values: list, placeholders: list) -> dict[str, torch.Tensor]:
+def _input_relevance(
+    graph: Graph, inputs: list[fx.Node], reached: dict, values: list, placeholders: list, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Relevance per explainable input, zeros where none arrived; ids get float relevance per token."""
     value_of = dict(zip(placeholders, values, strict=True))
     relevance = {}
-    for node in plan.inputs:
-        name = graph.input_names[node]
+    for node in inputs:
         r = reached.get(node)
         if r is None:
             v = value_of[node]
-            r = torch.zeros(v.shape, dtype=v.dtype if v.is_floating_point() else plan_dtype(plan), device=v.device)
-        relevance[name] = _plain(r)
+            r = torch.zeros(v.shape, dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
+        relevance[graph.input_names[node]] = _plain(r)
     return relevance
-
-
-def plan_dtype(plan) -> torch.dtype:
-    val = plan.output.meta.get("val")
-    return val.dtype if isinstance(val, torch.Tensor) else torch.float32
 
 
 def _per_sample(t: torch.Tensor, batch: int) -> torch.Tensor:

@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 
-def vgg_like(batchnorm: bool = False, dtype=torch.float64) -> nn.Sequential:
+def vgg_like(batchnorm: bool = False, dtype=torch.float64, bias: bool = True) -> nn.Sequential:
     """A VGG-shaped CNN: conv blocks with max pooling, adaptive average pooling, a classifier head."""
 
     def block(cin, cout):
-        layers = [nn.Conv2d(cin, cout, 3, padding=1)]
+        layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
         if batchnorm:
             layers.append(nn.BatchNorm2d(cout))
         return [*layers, nn.ReLU()]
@@ -23,10 +23,10 @@ def vgg_like(batchnorm: bool = False, dtype=torch.float64) -> nn.Sequential:
         nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d((2, 2)),
         nn.Flatten(),
-        nn.Linear(64, 32),
+        nn.Linear(64, 32, bias=bias),
         nn.ReLU(),
         nn.Dropout(0.5),
-        nn.Linear(32, 10),
+        nn.Linear(32, 10, bias=bias),
     )
     if batchnorm:
         for m in model.modules():

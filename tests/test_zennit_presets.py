@@ -46,3 +46,18 @@ def test_box_preset_without_bounds_says_what_to_pass():
     x = torch.rand(1, 3, 16, 16, dtype=torch.float64)
     with pytest.raises(lrpgraph.RuleSetError, match="low"):
         lrpgraph.explain(model, x, target=0, rules="epsilon-gamma-box")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_matches_zennit_in_float32(name):
+    model = vgg_like(batchnorm=True, dtype=torch.float32)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        out = model(x)
+    seed = torch.zeros_like(out)
+    seed[:, 4] = 1.0
+    params = {"low": -1.0, "high": 1.0} if "box" in name else {}
+    ex = lrpgraph.explain(model, x, target=seed, rules=lrpgraph.preset(name, **params))
+    expected = zennit_reference.attribute(model, x, seed, name, **params)
+    scale = expected.abs().max()
+    assert (ex.relevance["input"] - expected).abs().max() <= 1e-4 * scale

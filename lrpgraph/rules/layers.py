@@ -35,6 +35,14 @@ class LinearMap:
         """Aᵀ s for the map with `weight`: shaped like x."""
         raise NotImplementedError
 
+    def bias_term(self, bias: torch.Tensor) -> torch.Tensor:
+        """The bias shaped to broadcast against the output."""
+        return bias
+
+    def without_bias(self, out: torch.Tensor) -> torch.Tensor:
+        """A(x; weight) from the output, without running the map again."""
+        return out if self.bias is None else out - self.bias_term(self.bias).to(out.dtype)
+
 
 class Dense(LinearMap):
     """aten.linear: x @ wᵀ + b."""
@@ -100,6 +108,9 @@ class Conv(LinearMap):
             self.output_padding,
             self.groups,
         )
+
+    def bias_term(self, bias):
+        return bias.reshape([-1] + [1] * (len(self.x_shape) - 2))
 
     def adjoint(self, s, weight):
         dummy = torch.zeros((), dtype=s.dtype, device=s.device).expand(self.x_shape)
