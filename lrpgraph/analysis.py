@@ -14,6 +14,7 @@ from .flow import Flow, relevance_flow
 from .graph import Graph
 from .passes.norm_scale import normalisation_scales
 from .passes.pointwise import pointwise_regions
+from .passes.roles import product_roles
 
 
 @dataclass
@@ -50,7 +51,8 @@ def analyse(graph: Graph) -> Analysis:
     cuts = normalisation_scales(fx_graph, relevant)
     relevant = relevance_flow(graph, anywhere, cuts).relevant
     redirects = pointwise_regions(fx_graph, relevant)
-    analysis = Analysis(graph, cuts, redirects)
+    roles = product_roles(fx_graph, relevant, redirects)
+    analysis = Analysis(graph, cuts, redirects, roles)
     graph._analysis = analysis
     return analysis
 

@@ -19,7 +19,7 @@ from torch import fx
 
 from .graph import INPUT, Graph
 from .node_args import normalized_args
-from .registry import OPS
+from .registry import lookup
 
 aten = torch.ops.aten
 
@@ -41,6 +41,9 @@ def is_float(value) -> bool:
 
 
 def is_index(value) -> bool:
+    """An integer tensor (ids, positions), or a tuple of them."""
+    if isinstance(value, (tuple, list)):
+        return bool(value) and all(is_index(v) for v in value)
     return isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dtype != torch.bool
 
 
@@ -51,7 +54,7 @@ def _any_float(value) -> bool:
 
 
 def _is_reindex(node: fx.Node) -> bool:
-    adapter = OPS.get(node.target)
+    adapter = lookup(node.target)
     return getattr(adapter, "family", None) == "reindex" or node.target is operator.getitem
 
 
@@ -100,7 +103,7 @@ def relevance_flow(
                 ids = _arg(node, lookup)
                 into += [n for n in inputs if n in ids and is_index(n.meta.get("val"))]
         elif _is_reindex(node):
-            into = inputs
+            into = [n for n in inputs if is_index(n.meta.get("val"))]
         else:
             into = []
         if into:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import fx
 
 from .analysis import Analysis
 from .errors import MissingRuleError
 from .graph import PARAMETER, Graph, op_name
 from .node_args import normalized_args
-from .registry import OPS, Kernel, kernel
+from .registry import Kernel, kernel, lookup
 from .rules.adapter import Adapter
 from .rules.elementwise import PointwiseAdapter
 from .rules.fallback import FALLBACK
@@ -40,6 +41,7 @@ class Step:
     needs_out: bool
     targets: list[tuple[str, int | None, fx.Node]]
     absorbs: str
+    role: str | None = None
 
     @property
     def kernel(self) -> Kernel:
@@ -84,7 +86,7 @@ def build_plan(
         if node in analysis.redirects:
             classes[node] = ("activation", _REDIRECT, {"self": analysis.redirects[node]}, {"self": True})
             continue
-        adapter = OPS.get(node.target)
+        adapter = lookup(node.target)
         if adapter is None:
             if fallback is None:
                 missing.append(node)
@@ -118,6 +120,7 @@ def build_plan(
             needs_out=needs_out,
             targets=_targets(args, relevant),
             absorbs=_absorbs(graph, op_class, args, relevant),
+            role=analysis.roles.get(node),
         )
     order = flow.live
     last_reader: dict[fx.Node, fx.Node] = {}
@@ -164,20 +167,45 @@ def _targets(args: dict[str, Any], relevant: dict[str, Any]) -> list[tuple[str, 
 
 
 def _absorbs(graph: Graph, op_class: str, args: dict[str, Any], relevant: dict[str, Any]) -> str:
-    """Where relevance a rule does not pass on goes: a bias, a constant operand, or the rule itself."""
+    """Where relevance a rule does not pass on goes: a bias or parameter, a constant operand, or the rule.
+
+    Layers book what they keep under "bias" when they have one (their stabiliser's tiny share
+    included); other ops with a constant float operand (a parameter or a computed constant such as a
+    position table or a class token) under "bias" or "constants"; everything else under "rules".
+    """
     if op_class == "fallback":
         return "fallback"
     if op_class in ("linear", "conv", "norm", "batchnorm"):
         bias = args.get("bias", args.get("self") if op_class == "linear" else None)
-        return "bias" if isinstance(bias, fx.Node) and relevant.get("bias", relevant.get("self")) is False else "rules"
-    if op_class == "add":
-        constants = [v for name, v in args.items() if isinstance(v, fx.Node) and relevant.get(name) is False]
-        if constants:
-            return "bias" if any(graph.kinds.get(v) == PARAMETER for v in constants) else "constants"
-        return (
-            "rules" if all(isinstance(v, fx.Node) for k, v in args.items() if k in ("self", "other")) else "constants"
-        )
+        has_bias = isinstance(bias, fx.Node) and relevant.get("bias", relevant.get("self")) is False
+        return "bias" if has_bias else "rules"
+    if op_class in ("attention", "softmax", "scale", "product", "gate", "quotient", "matmul", "attention_values"):
+        return "rules"
+    constants = [
+        v
+        for name, value in args.items()
+        for v, mark in _with_marks(value, relevant.get(name))
+        if mark is False and _is_float_node(v)
+    ]
+    if constants:
+        return "bias" if any(graph.kinds.get(v) == PARAMETER for v in constants) else "constants"
+    if op_class == "add" and not all(isinstance(args.get(k), fx.Node) for k in ("self", "other")):
+        return "constants"  # a Python scalar term
     return "rules"
+
+
+def _with_marks(value: Any, mark: Any) -> list[tuple[Any, Any]]:
+    if isinstance(value, (list, tuple)) and isinstance(mark, list):
+        return list(zip(value, mark, strict=True))
+    return [(value, mark)]
+
+
+def _is_float_node(value: Any) -> bool:
+    return (
+        isinstance(value, fx.Node)
+        and isinstance(value.meta.get("val"), torch.Tensor)
+        and value.meta["val"].is_floating_point()
+    )
 
 
 def _first_layer(live: list[fx.Node], classes: dict, ruleset: RuleSet) -> fx.Node | None:

@@ -68,9 +68,21 @@ def rule(op_classes: str | Iterable[str], name: str, *, needs: Iterable[str] = (
 
 
 def register_ops(adapter: Any, *targets: Any) -> None:
-    """Map each ATen overload (or Python callable such as operator.getitem) to its adapter."""
+    """Map each ATen overload (or Python callable such as operator.getitem) to its adapter.
+
+    A target may also be a qualified name ("transformers.grouped_mm_fallback.default") for custom
+    ops that exist only once a third-party library has registered them.
+    """
     for target in targets:
         OPS[target] = adapter
+
+
+def lookup(target: Any) -> Any:
+    """The adapter of an op, by the op itself or by its qualified name; None if it has no rule."""
+    adapter = OPS.get(target)
+    if adapter is None and not isinstance(target, str):
+        adapter = OPS.get(str(target))
+    return adapter
 
 
 def kernel(op_class: str, name: str) -> Kernel:

@@ -15,6 +15,7 @@ import torch
 from torch import fx
 
 from .plan import Plan, Step
+from .rules.adapter import Call
 from .store import ActivationStore, meta_value
 
 
@@ -56,7 +57,8 @@ def _apply(step: Step, R: Any, store: ActivationStore, relevance: dict, owned: s
     reads = set(step.reads)
     args = {name: _resolve(value, reads, store) for name, value in step.args.items()}
     out = store.get(step.node) if step.needs_out else meta_value(step.node)
-    result = step.adapter.apply(step.op_class, step.kernel, step.choice.params, R, args, out, step.relevant)
+    call = Call(step.op_class, step.kernel, step.choice.params, R, args, out, step.relevant, step.role)
+    result = step.adapter.apply(call)
     passed = torch.zeros((), dtype=torch.float64, device=_device(R))
     for name, index, target in step.targets:
         r = result.get(name)

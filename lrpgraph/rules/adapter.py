@@ -8,6 +8,7 @@ returning relevance keyed by argument name (a list for list arguments such as `c
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +18,24 @@ from ..registry import Kernel
 
 Args = dict[str, Any]
 Relevant = dict[str, Any]  # argument name → bool, or list[bool] for list arguments
+
+
+@dataclass
+class Call:
+    """One rule application: the node's op class, kernel and parameters, R, arguments, output, role."""
+
+    op_class: str
+    kernel: Kernel
+    params: dict[str, Any]
+    R: Any
+    args: Args
+    out: Any
+    relevant: Relevant
+    role: str | None = None
+
+    def run(self, *inputs: Any) -> Any:
+        """kernel(R, *inputs, **params)."""
+        return self.kernel.fn(self.R, *inputs, **self.params)
 
 
 class Adapter:
@@ -43,10 +62,8 @@ class Adapter:
             names.add(self.data)
         return names, "out" in kernel.needs
 
-    def apply(
-        self, op_class: str, kernel: Kernel, params: dict, R: Any, args: Args, out: Any, relevant: Relevant
-    ) -> dict[str, Any]:
-        return {self.data: kernel.fn(R, args[self.data], out, **params)}
+    def apply(self, call: Call) -> dict[str, Any]:
+        return {self.data: call.run(call.args[self.data], call.out)}
 
 
 class LayerAdapter(Adapter):
@@ -58,9 +75,8 @@ class LayerAdapter(Adapter):
         super().__init__(op_class, data, family)
         self.build = build
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        layer = self.build(args)
-        return {self.data: kernel.fn(R, args[self.data], layer, out, **params)}
+    def apply(self, call):
+        return {self.data: call.run(call.args[self.data], self.build(call.args), call.out)}
 
 
 def is_tensor(value: Any) -> bool:

@@ -69,11 +69,12 @@ class AddAdapter(Adapter):
             return set(), "out" in kernel.needs
         return {n for n in ("self", "other") if is_tensor(args.get(n))}, "out" in kernel.needs
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
+    def apply(self, call):
+        args = call.args
         coefficients = self._coefficients(args.get("alpha", 1))
         names = [n for n in ("self", "other") if is_tensor(args.get(n))]
         terms = [args[n] if coefficients[n] == 1 else args[n] * coefficients[n] for n in names]
-        result = kernel.fn(R, terms, out, [bool(relevant.get(n)) for n in names], **params)
+        result = call.run(terms, call.out, [bool(call.relevant.get(n)) for n in names])
         return dict(zip(names, result, strict=True))
 
 
@@ -92,17 +93,21 @@ class ProductAdapter(Adapter):
             return "scale"
         if self.quotient:
             return "quotient"
-        return role if role in ("gate",) else "product"
+        return "gate" if role is not None and role.startswith("gate:") else "product"
 
     def needs(self, op_class, kernel, args, relevant):
         names = {n for n in ("self", "other") if is_tensor(args.get(n))} if "operands" in kernel.needs else set()
         return names, "out" in kernel.needs
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        names = [n for n in ("self", "other") if is_tensor(args.get(n))]
-        operands = [args[n] for n in names]
-        rel = [bool(relevant.get(n)) for n in names]
-        result = kernel.fn(R, operands, rel, **params)
+    def apply(self, call):
+        names = [n for n in ("self", "other") if is_tensor(call.args.get(n))]
+        operands = [call.args[n] for n in names]
+        relevant = [bool(call.relevant.get(n)) for n in names]
+        if call.op_class == "gate":
+            gate = names.index(call.role.split(":", 1)[1])
+            result = call.run(operands, relevant, gate)
+        else:
+            result = call.run(operands, relevant)
         return dict(zip(names, result, strict=True))
 
 

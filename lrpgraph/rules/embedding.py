@@ -34,9 +34,9 @@ class EmbeddingAdapter(Adapter):
             raise TypeError("embedding with a relevant table is not supported")
         return "embedding"
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        table_dims = args["weight"].dim() - 1
-        return {"indices": kernel.fn(R, args["indices"], out, table_dims, **params)}
+    def apply(self, call):
+        table_dims = call.args["weight"].dim() - 1
+        return {"indices": call.run(call.args["indices"], call.out, table_dims)}
 
 
 class TableIndexAdapter(ReindexAdapter):
@@ -49,19 +49,19 @@ class TableIndexAdapter(ReindexAdapter):
     def op_class(self, args, relevant, role):
         return "reindex" if relevant.get("self") else "embedding"
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        if op_class == "reindex":
-            return super().apply(op_class, kernel, params, R, args, out, relevant)
+    def apply(self, call):
+        if call.op_class == "reindex":
+            return super().apply(call)
+        args = call.args
         ids = args[self.ids]
+        table_dims = args["self"].dim() - 1
         if isinstance(ids, list):
             if len(ids) != 1 or ids[0] is None:
                 raise TypeError("a table lookup must index the first dimension with one index tensor")
-            ids = ids[0]
-            result = kernel.fn(R, ids, out, args["self"].dim() - 1, **params)
-            return {self.ids: [result]}
+            return {self.ids: [call.run(ids[0], call.out, table_dims)]}
         if args.get("dim", 0) != 0:
             raise TypeError("a table lookup must select along dimension 0")
-        return {self.ids: kernel.fn(R, ids, out, args["self"].dim() - 1, **params)}
+        return {self.ids: call.run(ids, call.out, table_dims)}
 
 
 register_ops(EmbeddingAdapter(), aten.embedding.default)

@@ -29,11 +29,11 @@ class FallbackAdapter(Adapter):
     def __init__(self):
         super().__init__("fallback")
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        inputs = {name: args[name] for name, rel in relevant.items() if rel is True}
-        if kernel.name == "pass" and len(inputs) != 1:
+    def apply(self, call):
+        inputs = {name: call.args[name] for name, rel in call.relevant.items() if rel is True}
+        if call.kernel.name == "pass" and len(inputs) != 1:
             raise ValueError("fallback 'pass' needs exactly one relevant input")
-        return kernel.fn(R, inputs, **params)
+        return call.run(inputs)
 
 
 FALLBACK = FallbackAdapter()

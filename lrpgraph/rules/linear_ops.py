@@ -24,20 +24,25 @@ class LinearAdapter(Adapter):
     data = "input"
     always = ("weight", "bias")
 
-    def op_class(self, args, relevant, role):
-        return "matmul" if relevant.get("weight") else "linear"
-
     def needs(self, op_class, kernel, args, relevant):
-        if op_class == "matmul":
+        if op_class != "linear":
             return {"input", "weight"}, "out" in kernel.needs
         return super().needs(op_class, kernel, args, relevant)
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        if op_class == "matmul":
-            ra, rb = kernel.fn(R, args["input"], args["weight"], out, _LINEAR_PRODUCT, **params)
+    def op_class(self, args, relevant, role):
+        if not relevant.get("weight"):
+            return "linear"
+        return "attention_values" if role is not None and role.startswith("attention:") else "matmul"
+
+    def apply(self, call):
+        args = call.args
+        if call.op_class != "linear":
+            if args.get("bias") is not None:
+                raise TypeError("bilinear rules do not take a bias term")
+            ra, rb = _bilinear(call, "input", "weight", _LINEAR_PRODUCT)
             return {"input": ra, "weight": rb}
         layer = Dense(args["input"].shape, args["weight"], args.get("bias"))
-        return {"input": kernel.fn(R, args["input"], layer, out, **params)}
+        return {"input": call.run(args["input"], layer, call.out)}
 
 
 class MatmulAdapter(Adapter):
@@ -50,14 +55,16 @@ class MatmulAdapter(Adapter):
         self.a, self.b, self.bias = a, b, bias
 
     def op_class(self, args, relevant, role):
-        return "matmul" if relevant.get(self.a) and relevant.get(self.b) else "linear"
+        if not (relevant.get(self.a) and relevant.get(self.b)):
+            return "linear"
+        return "attention_values" if role is not None and role.startswith("attention:") else "matmul"
 
     def _data(self, relevant) -> str:
         return self.a if relevant.get(self.a) else self.b
 
     def needs(self, op_class, kernel, args, relevant):
         out = "out" in kernel.needs
-        if op_class == "matmul":
+        if op_class != "linear":
             return {self.a, self.b}, out
         data = self._data(relevant)
         names = {self.b if data == self.a else self.a}
@@ -67,13 +74,14 @@ class MatmulAdapter(Adapter):
             names.add(data)
         return names, out
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        if op_class == "matmul":
+    def apply(self, call):
+        args = call.args
+        if call.op_class != "linear":
             if self.bias and args.get(self.bias) is not None:
                 raise TypeError("bilinear rules do not take a bias term")
-            ra, rb = kernel.fn(R, args[self.a], args[self.b], out, _MATMUL_PRODUCT, **params)
+            ra, rb = _bilinear(call, self.a, self.b, _MATMUL_PRODUCT)
             return {self.a: ra, self.b: rb}
-        data = self._data(relevant)
+        data = self._data(call.relevant)
         weight = args[self.b if data == self.a else self.a]
         bias = args.get(self.bias) if self.bias else None
         layer = MatMul(
@@ -84,7 +92,15 @@ class MatmulAdapter(Adapter):
             beta=float(args.get("beta", 1.0)),
             alpha=float(args.get("alpha", 1.0)),
         )
-        return {data: kernel.fn(R, args[data], layer, out, **params)}
+        return {data: call.run(args[data], layer, call.out)}
+
+
+def _bilinear(call, a: str, b: str, product: Bilinear):
+    """Call a bilinear kernel; attention-value kernels also learn which operand holds the probabilities."""
+    if call.op_class == "attention_values":
+        probs_first = call.role.split(":", 1)[1] == a
+        return call.run(call.args[a], call.args[b], call.out, product, probs_first)
+    return call.run(call.args[a], call.args[b], call.out, product)
 
 
 def _conv_layer(transposed: bool | None):

@@ -8,10 +8,12 @@ layer the graph pass `fold_batchnorm` has already merged it into that layer.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..registry import register_ops, rule
-from .adapter import LayerAdapter
+from .adapter import Call, LayerAdapter
 from .layers import ChannelAffine, FrozenScaleNorm
 
 aten = torch.ops.aten
@@ -80,13 +82,18 @@ def _batch_norm_running(args):
     return ChannelAffine(x.shape, scale, shift)
 
 
+def _first_output(call: Call) -> Call:
+    """The call seen through the op's first output (ops returning output and saved statistics)."""
+    R = call.R[0] if isinstance(call.R, list) else call.R
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    return dataclasses.replace(call, R=R, out=out)
+
+
 class TupleLayerAdapter(LayerAdapter):
     """Layer ops returning (output, saved statistics…): only the first output carries relevance."""
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        R0 = R[0] if isinstance(R, list) else R
-        out0 = out[0] if isinstance(out, (tuple, list)) else out
-        return super().apply(op_class, kernel, params, R0, args, out0, relevant)
+    def apply(self, call):
+        return super().apply(_first_output(call))
 
 
 class BatchNormAdapter(TupleLayerAdapter):
@@ -106,11 +113,10 @@ class BatchNormAdapter(TupleLayerAdapter):
     def op_class(self, args, relevant, role):
         return "norm" if self._uses_batch_statistics(args) else "batchnorm"
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        layer = (_batch_norm_statistics if op_class == "norm" else _batch_norm_running)(args)
-        R0 = R[0] if isinstance(R, list) else R
-        out0 = out[0] if isinstance(out, (tuple, list)) else out
-        return {"input": kernel.fn(R0, args["input"], layer, out0, **params)}
+    def apply(self, call):
+        call = _first_output(call)
+        layer = (_batch_norm_statistics if call.op_class == "norm" else _batch_norm_running)(call.args)
+        return {"input": call.run(call.args["input"], layer, call.out)}
 
 
 register_ops(LayerAdapter("norm", "input", _layer_norm, "norm"), aten.layer_norm.default)

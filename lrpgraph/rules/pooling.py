@@ -71,11 +71,10 @@ class MaxPoolAdapter(Adapter):
         super().__init__("maxpool")
         self.dims, self.adaptive = dims, adaptive
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        if isinstance(R, list):  # the *_with_indices variants: relevance of the values output only
-            R = R[0]
-        pool = MaxPool(args["self"], self.dims, self.adaptive, args)
-        return {"self": kernel.fn(R, args["self"], pool, **params)}
+    def apply(self, call):
+        R = call.R[0] if isinstance(call.R, list) else call.R  # *_with_indices: the values output only
+        pool = MaxPool(call.args["self"], self.dims, self.adaptive, call.args)
+        return {"self": call.kernel.fn(R, call.args["self"], pool, **call.params)}
 
 
 class MaxAdapter(Adapter):
@@ -90,14 +89,14 @@ class MaxAdapter(Adapter):
     def needs(self, op_class, kernel, args, relevant):
         return {"self"}, True
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        x = args["self"]
+    def apply(self, call):
+        x, R, out = call.args["self"], call.R, call.out
         if self.with_indices:
             R, out = R[0], out[0]
-        dim = args.get("dim")
+        dim = call.args.get("dim")
         dims = list(range(x.dim())) if dim is None or dim == [] else [d % max(x.dim(), 1) for d in _as_dims(dim)]
         kept = [1 if d in dims else n for d, n in enumerate(x.shape)]
-        return {"self": kernel.fn(R.reshape(kept), x, out.reshape(kept), dims, **params)}
+        return {"self": call.kernel.fn(R.reshape(kept), x, out.reshape(kept), dims, **call.params)}
 
 
 def _reduction(mean: bool):

@@ -28,14 +28,22 @@ def exact(R, adjoint):
 
 
 class ReindexAdapter(Adapter):
+    """`adjoint(R, args)` — or `adjoint(R, args, out)` for ops whose output says where values went."""
+
     family = "reindex"
 
-    def __init__(self, adjoint: Adjoint, always: tuple[str, ...] = ()):
+    def __init__(self, adjoint: Adjoint, always: tuple[str, ...] = (), reads_output: bool = False):
         super().__init__("reindex")
-        self.adjoint, self.always = adjoint, always
+        self.adjoint, self.always, self.reads_output = adjoint, always, reads_output
 
-    def apply(self, op_class, kernel, params, R, args, out, relevant):
-        return kernel.fn(R, lambda r: self.adjoint(r, args))
+    def needs(self, op_class, kernel, args, relevant):
+        names, _ = super().needs(op_class, kernel, args, relevant)
+        return names, self.reads_output
+
+    def apply(self, call):
+        if self.reads_output:
+            return call.run(lambda r: self.adjoint(r, call.args, call.out))
+        return call.run(lambda r: self.adjoint(r, call.args))
 
 
 def _zeros(R: torch.Tensor, shape) -> torch.Tensor:
@@ -187,6 +195,12 @@ def _masked_fill(R, a):
     return {"self": unbroadcast(torch.where(a["mask"], zero, R), a["self"].shape)}
 
 
+def _selected_values(R, a, out):
+    """topk / sort: values = x gathered at the returned indices along dim."""
+    values_R, indices = R[0], out[1]
+    return {"self": _zeros(values_R, a["self"].shape).scatter_add_(a.get("dim", -1), indices, values_R)}
+
+
 def _tril(R, a):
     return {"self": R.tril(a.get("diagonal", 0))}
 
@@ -245,6 +259,7 @@ register_ops(
     aten._to_copy.default,
     aten.view_as.default,
     aten.reshape_as.default,
+    aten.type_as.default,
 )
 register_ops(ReindexAdapter(_expand), aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default)
 register_ops(ReindexAdapter(_permute), aten.permute.default, aten.permute_copy.default)
@@ -266,6 +281,9 @@ register_ops(ReindexAdapter(_pad), aten.constant_pad_nd.default)
 register_ops(ReindexAdapter(_pad_any_mode), aten.pad.default)
 register_ops(ReindexAdapter(_where, always=("condition",)), aten.where.self)
 register_ops(ReindexAdapter(_masked_fill, always=("mask",)), aten.masked_fill.Scalar, aten.masked_fill.Tensor)
+register_ops(
+    ReindexAdapter(_selected_values, reads_output=True), aten.topk.default, aten.sort.default, aten.sort.stable
+)
 register_ops(ReindexAdapter(_tril), aten.tril.default)
 register_ops(ReindexAdapter(_triu), aten.triu.default)
 register_ops(ReindexAdapter(_slice_scatter), aten.slice_scatter.default)

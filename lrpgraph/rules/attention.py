@@ -1,0 +1,210 @@
+"""Attention: softmax, attention-weighted values, scaled_dot_product_attention, and gates.
+
+Op classes and their kernels (formulas: RULES.md, "Attention (AttnLRP)"):
+- "softmax": `taylor`, AttnLRP's softmax rule R_x = x ⊙ (R − s·ΣR), masked (−inf) entries count as 0.
+- "attention_values": a matrix product of attention probabilities with values (written-out
+  attention); `uniform` (AttnLRP) or `values` (CP-LRP: probabilities constant, all to the values).
+- "attention": `aten.scaled_dot_product_attention` as one op — scale, boolean and additive masks,
+  is_causal and grouped-query heads; `uniform` composes the uniform rule on p·v, the softmax rule
+  and the uniform rule on q·kᵀ; `values` is CP-LRP.
+- "gate": a product whose one factor is an activation or softmax output (act(gate)·up, MoE
+  routing weights); `uniform` (AttnLRP) or `constant-gate` (CP-LRP: all to the other factor).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..registry import register_ops, rule
+from .adapter import Adapter
+from .bilinear import Bilinear, uniform
+from .tensors import stabilize, unbroadcast
+
+aten = torch.ops.aten
+
+# elements of one [query block × keys] score matrix held at once by the attention rules
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def _masked_to_zero(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+@rule("softmax", "taylor", needs=("x", "out"), default=True)
+def softmax_taylor(R, x, out, dim: int):
+    """R_x = x ⊙ (R − s·ΣR) over the softmax dim (AttnLRP Prop. 3.1); −inf inputs count as 0."""
+    s = out.to(R.dtype)
+    return _masked_to_zero(x.to(R.dtype)) * (R - s * R.sum(dim, keepdim=True))
+
+
+class SoftmaxAdapter(Adapter):
+    family = "softmax"
+
+    def __init__(self):
+        super().__init__("softmax")
+
+    def apply(self, call):
+        return {"self": call.run(call.args["self"], call.out, call.args["dim"])}
+
+
+@rule("attention_values", "uniform", needs=("a", "b", "out"), default=True)
+def attention_values_uniform(R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6):
+    """AttnLRP: the uniform rule, as for any product of two relevant tensors."""
+    return uniform(R, a, b, out, product, epsilon=epsilon)
+
+
+@rule("attention_values", "values", needs=("a", "b", "out"))
+def attention_values_only(R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6):
+    """CP-LRP: attention probabilities are constants; epsilon rule to the values, nothing to the scores."""
+    s = R / stabilize(out.to(R.dtype), epsilon)
+    if probs_first:
+        return None, b * unbroadcast(product.adjoint_b(s, a.to(s.dtype)), b.shape)
+    return a * unbroadcast(product.adjoint_a(s, b.to(s.dtype)), a.shape), None
+
+
+@rule("gate", "uniform", default=True)
+def gate_uniform(R, operands, relevant, gate: int):
+    """AttnLRP: a gated product splits uniformly, half to the gate and half to the gated signal."""
+    half = R / 2
+    return [unbroadcast(half, op.shape) if rel else None for op, rel in zip(operands, relevant, strict=True)]
+
+
+@rule("gate", "constant-gate")
+def gate_constant(R, operands, relevant, gate: int):
+    """CP-LRP: the gate is a constant; the gated signal gets all the relevance."""
+    return [None if i == gate else unbroadcast(R, op.shape) for i, op in enumerate(operands)]
+
+
+class Attention:
+    """scaled_dot_product_attention(q, k, v, mask, is_causal, scale, enable_gqa), recomputed in query blocks."""
+
+    def __init__(self, q, k, v, mask, is_causal: bool, scale: float | None, gqa: bool):
+        self.q, self.k, self.v, self.mask, self.is_causal = q, k, v, mask, bool(is_causal)
+        self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        heads, kv_heads = q.shape[-3] if q.dim() >= 3 else 1, k.shape[-3] if k.dim() >= 3 else 1
+        self.groups = heads // kv_heads if gqa and heads != kv_heads else 1
+
+    def _repeat(self, t):
+        return t if self.groups == 1 else t.repeat_interleave(self.groups, dim=-3)
+
+    def _fold(self, t):
+        """Adjoint of the head repetition: sum each group's copies."""
+        if self.groups == 1:
+            return t
+        shape = list(t.shape)
+        return t.reshape([*shape[:-3], shape[-3] // self.groups, self.groups, *shape[-2:]]).sum(-3)
+
+    def blocks(self, dtype):
+        """(rows, q block, logits, scores, probabilities, mask block) per block of query rows."""
+        q, k = self.q.to(dtype), self._repeat(self.k.to(dtype))
+        L, S = q.shape[-2], k.shape[-2]
+        lead = math.prod(q.shape[:-2]) if q.dim() > 2 else 1
+        step = max(1, _BLOCK_ELEMENTS // max(1, lead * S))
+        for start in range(0, L, step):
+            rows = slice(start, min(L, start + step))
+            qb = q[..., rows, :] * self.scale
+            logits = qb @ k.mT
+            mask = None if self.mask is None else self._mask_rows(rows, L)
+            scores = logits
+            if mask is not None:
+                if mask.dtype == torch.bool:
+                    scores = logits.masked_fill(~mask, float("-inf"))
+                else:
+                    scores = logits + mask.to(dtype)
+            if self.is_causal:
+                keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()[rows]
+                scores = scores.masked_fill(~keep, float("-inf"))
+            probs = torch.softmax(scores, dim=-1)
+            probs = torch.nan_to_num(probs, nan=0.0)  # fully masked rows attend to nothing
+            yield rows, qb, logits, scores, probs, mask
+
+    def _mask_rows(self, rows, L):
+        mask = self.mask
+        return mask[..., rows, :] if mask.dim() >= 2 and mask.shape[-2] == L else mask
+
+
+@rule("attention", "uniform", needs=("q", "k", "v", "mask", "out"), default=True)
+def attention_uniform(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
+    """AttnLRP on SDPA: uniform rule on p·v, softmax rule, epsilon split with an additive mask, uniform on q·kᵀ.
+
+    Returns (R_q, R_k, R_v, R_mask); R_mask only when `want_mask` (a mask that carries relevance).
+    """
+    dtype = R.dtype
+    v = attention._repeat(attention.v.to(dtype))
+    k = attention._repeat(attention.k.to(dtype))
+    Rq = torch.empty(attention.q.shape, dtype=dtype, device=R.device)
+    Rk = torch.zeros(k.shape, dtype=dtype, device=R.device)
+    Rv = torch.zeros(v.shape, dtype=dtype, device=R.device)
+    Rmask = torch.zeros(attention.mask.shape, dtype=dtype, device=R.device) if want_mask else None
+    for rows, qb, logits, scores, probs, mask in attention.blocks(dtype):
+        s_out = R[..., rows, :] / stabilize(2 * out[..., rows, :].to(dtype), epsilon)
+        R_probs = probs * (s_out @ v.mT)
+        Rv += probs.mT @ s_out
+        R_scores = _masked_to_zero(scores) * (R_probs - probs * R_probs.sum(-1, keepdim=True))
+        if mask is not None and mask.dtype != torch.bool:
+            share = R_scores / stabilize(_masked_to_zero(scores), epsilon)
+            if Rmask is not None:
+                _accumulate_mask(Rmask, mask.to(dtype) * share, rows, attention.q.shape[-2])
+            R_logits = logits * share
+        else:
+            R_logits = R_scores
+        s_qk = R_logits / stabilize(2 * logits, epsilon)
+        Rq[..., rows, :] = qb * (s_qk @ k)
+        Rk += s_qk.mT @ qb
+    return Rq, attention._fold(k * Rk), attention._fold(v * Rv), Rmask
+
+
+@rule("attention", "values", needs=("q", "k", "v", "mask", "out"))
+def attention_values_sdpa(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
+    """CP-LRP on SDPA: the attention probabilities are constants; epsilon rule to the values only."""
+    dtype = R.dtype
+    v = attention._repeat(attention.v.to(dtype))
+    Rv = torch.zeros(v.shape, dtype=dtype, device=R.device)
+    for rows, _, _, _, probs, _ in attention.blocks(dtype):
+        Rv += probs.mT @ (R[..., rows, :] / stabilize(out[..., rows, :].to(dtype), epsilon))
+    return None, None, attention._fold(v * Rv), None
+
+
+def _accumulate_mask(Rmask: torch.Tensor, part: torch.Tensor, rows: slice, length: int) -> None:
+    """Add one query block's mask relevance into a mask that may broadcast over batch, heads or rows."""
+    if Rmask.dim() >= 2 and Rmask.shape[-2] == length and length != 1:
+        Rmask[..., rows, :] += unbroadcast(part, Rmask[..., rows, :].shape)
+    else:
+        Rmask += unbroadcast(part, Rmask.shape)
+
+
+class AttentionAdapter(Adapter):
+    """aten.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)."""
+
+    family = "attention"
+
+    def __init__(self):
+        super().__init__("attention")
+
+    def needs(self, op_class, kernel, args, relevant):
+        names = {"query", "key", "value"}
+        if args.get("attn_mask") is not None:
+            names.add("attn_mask")
+        return names, "out" in kernel.needs
+
+    def apply(self, call):
+        a = call.args
+        if float(a.get("dropout_p", 0.0)) != 0.0:
+            raise ValueError("attention dropout must be 0 (the model is explained in eval mode)")
+        attention = Attention(
+            a["query"],
+            a["key"],
+            a["value"],
+            a.get("attn_mask"),
+            a.get("is_causal", False),
+            a.get("scale"),
+            bool(a.get("enable_gqa", False)),
+        )
+        Rq, Rk, Rv, Rmask = call.run(attention, call.out, bool(call.relevant.get("attn_mask")))
+        return {"query": Rq, "key": Rk, "value": Rv, "attn_mask": Rmask}
+
+
+register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)
+register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default)

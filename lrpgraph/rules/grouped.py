@@ -1,0 +1,45 @@
+"""Grouped matrix products of mixture-of-experts layers: rows sorted by expert, one weight per expert.
+
+transformers' `grouped_mm_fallback(input [S, d], weight [E, d, f], offs [E])` multiplies the rows
+of expert e (offs[e-1]:offs[e]) by weight[e]. With constant weights it is a layer ("linear").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..registry import register_ops
+from .adapter import LayerAdapter
+from .layers import LinearMap
+
+
+class GroupedMatMul(LinearMap):
+    def __init__(self, x_shape, weight: torch.Tensor, offsets: torch.Tensor):
+        super().__init__(x_shape)
+        self.weight, self.bias = weight, None
+        self.bounds = [0, *offsets.tolist()]
+
+    def _apply(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], weights.shape[2], dtype=x.dtype, device=x.device)
+        for e, (start, end) in enumerate(zip(self.bounds[:-1], self.bounds[1:], strict=True)):
+            if end > start:
+                out[start:end] = x[start:end] @ weights[e].to(x.dtype)
+        return out
+
+    def forward(self, x, weight, bias):
+        out = self._apply(x, weight)
+        return out if bias is None else out + bias
+
+    def adjoint(self, s, weight):
+        return self._apply(s, weight.transpose(1, 2))
+
+
+def _grouped(args):
+    return GroupedMatMul(args["input"].shape, args["weight"], args["offs"])
+
+
+class GroupedAdapter(LayerAdapter):
+    always = ("weight", "offs")
+
+
+register_ops(GroupedAdapter("linear", "input", _grouped, "matmul"), "transformers.grouped_mm_fallback.default")
