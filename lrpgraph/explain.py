@@ -15,7 +15,7 @@ from .errors import InputError
 from .explanation import Conservation, Explanation
 from .forward import run_forward
 from .graph import Graph
-from .plan import build_plan
+from .plan import cached_plan
 from .ruleset import RuleSet, resolve
 from .store import ActivationStore
 from .target import Target, last_positions, make_seed
@@ -57,11 +57,11 @@ def explain(
     index = _output_index(graph, output)
     out_node = graph.outputs[index]
     recorded = _record_nodes(graph, record)
-    plan = build_plan(graph, analysis, out_node, ruleset, fallback)
+    plan = cached_plan(graph, analysis, out_node, ruleset, fallback)
     values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
     placeholders = list(graph.module.graph.find_nodes(op="placeholder"))
     store = ActivationStore(dict(zip(placeholders, values, strict=True)))
-    outputs = run_forward(graph.module, values, plan.keep, store)
+    outputs = run_forward(graph, values, plan.keep, store)
     out = outputs[index]
     seed = make_seed(target, out, _positions(kwargs, out))
     result = walk(plan, store, seed, frozenset(recorded.values()))
@@ -165,10 +165,11 @@ def _input_relevance(
 
 
 def _per_sample(t: torch.Tensor, batch: int) -> torch.Tensor:
-    t = t.detach().to(torch.float64)
+    """Sum per sample (dim 0), as float64; a tensor without a batch dim is shared evenly."""
+    dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
     if t.dim() >= 1 and t.shape[0] == batch:
-        return t.reshape(batch, -1).sum(1)
-    return t.sum().reshape(1).expand(batch) / batch
+        return t.detach().reshape(batch, -1).sum(1, dtype=dtype).double()
+    return t.detach().sum(dtype=dtype).double().reshape(1).expand(batch) / batch
 
 
 def _plain(t: Any) -> Any:

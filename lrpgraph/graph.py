@@ -32,6 +32,8 @@ class Graph:
     output_names: list[str]
     _stacks: dict[fx.Node, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
     _analysis: Any = field(default=None, repr=False)
+    _plans: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _recorders: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def nodes(self) -> list[fx.Node]:

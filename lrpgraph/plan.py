@@ -42,6 +42,7 @@ class Step:
     targets: list[tuple[str, int | None, fx.Node]]
     absorbs: str
     role: str | None = None
+    exact: bool = False  # passes on exactly what it receives: the walker skips its bookkeeping
 
     @property
     def kernel(self) -> Kernel:
@@ -66,6 +67,16 @@ class Plan:
             key = f"{step.op_class}:{step.choice.name}"
             counts[key] = counts.get(key, 0) + 1
         return counts
+
+
+def cached_plan(
+    graph: Graph, analysis: Analysis, output: fx.Node, ruleset: RuleSet, fallback: str | None = None
+) -> Plan:
+    """build_plan, remembered on the graph per (output, rule set, fallback)."""
+    key = (output, ruleset.fingerprint(), fallback)
+    if key not in graph._plans:
+        graph._plans[key] = build_plan(graph, analysis, output, ruleset, fallback)
+    return graph._plans[key]
 
 
 def build_plan(
@@ -121,6 +132,7 @@ def build_plan(
             targets=_targets(args, relevant),
             absorbs=_absorbs(graph, op_class, args, relevant),
             role=analysis.roles.get(node),
+            exact=_exact(op_class, adapter, args, relevant),
         )
     order = flow.live
     last_reader: dict[fx.Node, fx.Node] = {}
@@ -192,6 +204,20 @@ def _absorbs(graph: Graph, op_class: str, args: dict[str, Any], relevant: dict[s
     if op_class == "add" and not all(isinstance(args.get(k), fx.Node) for k in ("self", "other")):
         return "constants"  # a Python scalar term
     return "rules"
+
+
+def _exact(op_class: str, adapter: Adapter, args: dict[str, Any], relevant: dict[str, Any]) -> bool:
+    """Rules that hand on exactly the relevance they get: nonlinearities, scalings, pure re-indexing."""
+    if op_class in ("activation", "scale"):
+        return True
+    if op_class != "reindex" or not getattr(adapter, "conserves", True):
+        return False
+    return all(
+        mark is not False
+        for name, value in args.items()
+        for v, mark in _with_marks(value, relevant.get(name))
+        if _is_float_node(v)
+    )
 
 
 def _with_marks(value: Any, mark: Any) -> list[tuple[Any, Any]]:

@@ -11,10 +11,12 @@ import copy
 import fnmatch
 import importlib.resources
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from . import rules as _registered  # noqa: F401 - fills the registry
 from .errors import RuleSetError
@@ -148,8 +150,21 @@ class RuleSet:
         chosen = kernel(op_class, name)
         return Choice(chosen, chosen.bind({**self.params, **inline}))
 
-    def first_classes(self) -> set[str]:
-        return set(self.first)
+    def fingerprint(self) -> str:
+        """A key that changes whenever any choice or parameter of the set does (plans are cached by it)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return ("tensor", id(value), tuple(value.shape), value._version)
+            if isinstance(value, Mapping):
+                return tuple(sorted((k, plain(v)) for k, v in value.items()))
+            if isinstance(value, (list, tuple)):
+                return tuple(plain(v) for v in value)
+            if isinstance(value, Override):
+                return (value.module, value.type, plain(value.rules))
+            return value
+
+        return repr(plain((self.rules, self.params, self.first, self.overrides)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "custom") -> RuleSet:
@@ -225,7 +240,3 @@ def resolve(rules: str | RuleSet | Mapping[str, Any]) -> RuleSet:
     if isinstance(rules, Mapping):
         return RuleSet.from_dict(rules)
     raise RuleSetError(f"rules must be a preset name, a RuleSet or a dict, not {type(rules).__name__}")
-
-
-def all_classes() -> Iterable[str]:
-    return sorted(KERNELS)

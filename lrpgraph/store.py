@@ -8,12 +8,12 @@ import torch
 from torch import fx
 
 
-def nbytes(value: Any) -> int:
+def tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
+        return [value]
     if isinstance(value, (tuple, list)):
-        return sum(nbytes(v) for v in value)
-    return 0
+        return [t for v in value for t in tensors(v)]
+    return []
 
 
 def meta_value(node: fx.Node) -> Any:
@@ -32,17 +32,26 @@ def _meta(val: Any) -> Any:
 
 
 class ActivationStore:
-    """Kept activations by node, plus placeholder values (inputs, parameters), which cost nothing to hold."""
+    """Kept activations by node, plus placeholder values (inputs, parameters), which cost nothing to hold.
+
+    Bytes are counted per storage, so views of one tensor kept for several nodes count once.
+    """
 
     def __init__(self, placeholders: dict[fx.Node, Any]):
         self._fixed = placeholders
         self._held: dict[fx.Node, Any] = {}
+        self._storages: dict[int, list[int]] = {}  # storage pointer → [bytes, references]
         self.held_bytes = 0
         self.peak_bytes = 0
 
     def put(self, node: fx.Node, value: Any) -> None:
         self._held[node] = value
-        self.held_bytes += nbytes(value)
+        for t in tensors(value):
+            key = t.untyped_storage().data_ptr()
+            entry = self._storages.setdefault(key, [t.untyped_storage().nbytes(), 0])
+            if entry[1] == 0:
+                self.held_bytes += entry[0]
+            entry[1] += 1
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)
 
     def get(self, node: fx.Node) -> Any:
@@ -55,5 +64,9 @@ class ActivationStore:
 
     def release(self, node: fx.Node) -> None:
         value = self._held.pop(node, None)
-        if value is not None:
-            self.held_bytes -= nbytes(value)
+        for t in tensors(value):
+            entry = self._storages[t.untyped_storage().data_ptr()]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.held_bytes -= entry[0]
+                del self._storages[t.untyped_storage().data_ptr()]

@@ -17,6 +17,7 @@ from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .inputs import as_call, leaf_names
 from .model_state import evaluation_mode
 from .passes.fold_batchnorm import fold_batchnorm
+from .passes.noop_copies import remove_noop_copies
 
 _CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, Graph]] = weakref.WeakKeyDictionary()
 _KINDS = {
@@ -87,6 +88,7 @@ def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> Graph:
     except Exception as error:
         raise TraceError(_describe_failure(model, error)) from None
     fold_batchnorm(program.graph_module)
+    remove_noop_copies(program.graph_module)
     return _to_graph(model, program, args, kwargs)
 
 

@@ -86,93 +86,126 @@ class Attention:
         heads, kv_heads = q.shape[-3] if q.dim() >= 3 else 1, k.shape[-3] if k.dim() >= 3 else 1
         self.groups = heads // kv_heads if gqa and heads != kv_heads else 1
 
-    def _repeat(self, t):
+    def repeat(self, t):
+        """Grouped-query heads: each key/value head serves `groups` query heads."""
         return t if self.groups == 1 else t.repeat_interleave(self.groups, dim=-3)
 
-    def _fold(self, t):
+    def fold(self, t):
         """Adjoint of the head repetition: sum each group's copies."""
         if self.groups == 1:
             return t
         shape = list(t.shape)
         return t.reshape([*shape[:-3], shape[-3] // self.groups, self.groups, *shape[-2:]]).sum(-3)
 
+    def causal_keys(self) -> bool:
+        """Whether query i attends to keys ≤ i only (is_causal, or a boolean mask with nothing above the diagonal)."""
+        L, S = self.q.shape[-2], self.k.shape[-2]
+        if self.is_causal:
+            return True
+        mask = self.mask
+        return (
+            L == S
+            and mask is not None
+            and mask.dtype == torch.bool
+            and mask.shape[-2] == L
+            and not bool(mask.triu(1).any())
+        )
+
     def blocks(self, dtype):
-        """(rows, q block, logits, scores, probabilities, mask block) per block of query rows."""
-        q, k = self.q.to(dtype), self._repeat(self.k.to(dtype))
+        """(rows, keys, scaled q block, probabilities, additive mask block or None) per block of query rows.
+
+        Under causal masking a block of rows only needs the keys up to its last row, so blocks are
+        smaller and skip the masked upper triangle (about half the work, as flash attention does).
+        """
+        q, k = self.q.to(dtype), self.repeat(self.k.to(dtype))
         L, S = q.shape[-2], k.shape[-2]
         lead = math.prod(q.shape[:-2]) if q.dim() > 2 else 1
         step = max(1, _BLOCK_ELEMENTS // max(1, lead * S))
+        causal = self.causal_keys()
+        if causal:
+            step = min(step, max(64, -(-L // 8)))
         for start in range(0, L, step):
             rows = slice(start, min(L, start + step))
+            keys = slice(0, rows.stop if causal else S)
             qb = q[..., rows, :] * self.scale
-            logits = qb @ k.mT
-            mask = None if self.mask is None else self._mask_rows(rows, L)
-            scores = logits
-            if mask is not None:
-                if mask.dtype == torch.bool:
-                    scores = logits.masked_fill(~mask, float("-inf"))
-                else:
-                    scores = logits + mask.to(dtype)
-            if self.is_causal:
-                keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()[rows]
-                scores = scores.masked_fill(~keep, float("-inf"))
+            scores = qb @ k[..., keys, :].mT
+            keep, additive = self._mask_block(rows, keys, L, q.device)
+            if additive is not None:
+                scores += additive.to(dtype)
+            if keep is not None:
+                scores.masked_fill_(~keep, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
-            probs = torch.nan_to_num(probs, nan=0.0)  # fully masked rows attend to nothing
-            yield rows, qb, logits, scores, probs, mask
+            del scores
+            if additive is not None or (keep is not None and not bool(keep.any(-1).all())):
+                probs = torch.nan_to_num_(probs, nan=0.0)  # fully masked rows attend to nothing
+            yield rows, keys, qb, probs, additive
 
-    def _mask_rows(self, rows, L):
+    def _mask_block(self, rows: slice, keys: slice, L: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(boolean keep mask, additive float mask) for a block of query rows and keys."""
+        keep = additive = None
         mask = self.mask
-        return mask[..., rows, :] if mask.dim() >= 2 and mask.shape[-2] == L else mask
+        if mask is not None:
+            block = mask[..., rows, :] if mask.dim() >= 2 and mask.shape[-2] == L and L != 1 else mask
+            block = block[..., keys] if block.shape[-1] != 1 else block
+            if block.dtype == torch.bool:
+                keep = block
+            else:
+                additive = block
+        if self.is_causal:
+            positions = torch.arange(rows.start, rows.stop, device=device)
+            causal = torch.arange(keys.start, keys.stop, device=device) <= positions[:, None]
+            keep = causal if keep is None else keep & causal
+        return keep, additive
 
 
 @rule("attention", "uniform", needs=("q", "k", "v", "mask", "out"), default=True)
 def attention_uniform(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
     """AttnLRP on SDPA: uniform rule on p·v, softmax rule, epsilon split with an additive mask, uniform on q·kᵀ.
 
+    With f = R_p − p·ΣR_p (the softmax rule's factor), the scores get scores ⊙ f; the epsilon split
+    of scores = logits + mask gives logits ⊙ f and mask ⊙ f, and the uniform rule on q·kᵀ divides
+    logits ⊙ f by 2·logits again. Those ratios cancel exactly, so the rule uses f/2 directly (the
+    stabiliser's limit), saving two passes over the score matrix and never dividing by −inf.
     Returns (R_q, R_k, R_v, R_mask); R_mask only when `want_mask` (a mask that carries relevance).
     """
     dtype = R.dtype
-    v = attention._repeat(attention.v.to(dtype))
-    k = attention._repeat(attention.k.to(dtype))
+    v = attention.repeat(attention.v.to(dtype))
+    k = attention.repeat(attention.k.to(dtype))
     Rq = torch.empty(attention.q.shape, dtype=dtype, device=R.device)
     Rk = torch.zeros(k.shape, dtype=dtype, device=R.device)
     Rv = torch.zeros(v.shape, dtype=dtype, device=R.device)
     Rmask = torch.zeros(attention.mask.shape, dtype=dtype, device=R.device) if want_mask else None
-    for rows, qb, logits, scores, probs, mask in attention.blocks(dtype):
+    for rows, keys, qb, probs, additive in attention.blocks(dtype):
         s_out = R[..., rows, :] / stabilize(2 * out[..., rows, :].to(dtype), epsilon)
-        R_probs = probs * (s_out @ v.mT)
-        Rv += probs.mT @ s_out
-        R_scores = _masked_to_zero(scores) * (R_probs - probs * R_probs.sum(-1, keepdim=True))
-        if mask is not None and mask.dtype != torch.bool:
-            share = R_scores / stabilize(_masked_to_zero(scores), epsilon)
-            if Rmask is not None:
-                _accumulate_mask(Rmask, mask.to(dtype) * share, rows, attention.q.shape[-2])
-            R_logits = logits * share
-        else:
-            R_logits = R_scores
-        s_qk = R_logits / stabilize(2 * logits, epsilon)
-        Rq[..., rows, :] = qb * (s_qk @ k)
-        Rk += s_qk.mT @ qb
-    return Rq, attention._fold(k * Rk), attention._fold(v * Rv), Rmask
+        Rv[..., keys, :] += probs.mT @ s_out
+        factor = (s_out @ v[..., keys, :].mT).mul_(probs)  # R_p, the relevance of the probabilities
+        factor = torch.addcmul(factor, probs, factor.sum(-1, keepdim=True), value=-1, out=factor)
+        del probs
+        if Rmask is not None and additive is not None:
+            _accumulate_mask(Rmask, _masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
+        half_q = qb * 0.5
+        Rq[..., rows, :] = (factor @ k[..., keys, :]).mul_(half_q)
+        Rk[..., keys, :] += factor.mT @ half_q
+    return Rq, attention.fold(k * Rk), attention.fold(v * Rv), Rmask
 
 
 @rule("attention", "values", needs=("q", "k", "v", "mask", "out"))
 def attention_values_sdpa(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
     """CP-LRP on SDPA: the attention probabilities are constants; epsilon rule to the values only."""
     dtype = R.dtype
-    v = attention._repeat(attention.v.to(dtype))
+    v = attention.repeat(attention.v.to(dtype))
     Rv = torch.zeros(v.shape, dtype=dtype, device=R.device)
-    for rows, _, _, _, probs, _ in attention.blocks(dtype):
-        Rv += probs.mT @ (R[..., rows, :] / stabilize(out[..., rows, :].to(dtype), epsilon))
-    return None, None, attention._fold(v * Rv), None
+    for rows, keys, _, probs, _ in attention.blocks(dtype):
+        Rv[..., keys, :] += probs.mT @ (R[..., rows, :] / stabilize(out[..., rows, :].to(dtype), epsilon))
+    return None, None, attention.fold(v * Rv), None
 
 
-def _accumulate_mask(Rmask: torch.Tensor, part: torch.Tensor, rows: slice, length: int) -> None:
-    """Add one query block's mask relevance into a mask that may broadcast over batch, heads or rows."""
-    if Rmask.dim() >= 2 and Rmask.shape[-2] == length and length != 1:
-        Rmask[..., rows, :] += unbroadcast(part, Rmask[..., rows, :].shape)
-    else:
-        Rmask += unbroadcast(part, Rmask.shape)
+def _accumulate_mask(Rmask: torch.Tensor, part: torch.Tensor, rows: slice, keys: slice, length: int) -> None:
+    """Add one block's mask relevance into a mask that may broadcast over batch, heads, rows or keys."""
+    target = Rmask[..., rows, :] if Rmask.dim() >= 2 and Rmask.shape[-2] == length and length != 1 else Rmask
+    if target.shape[-1] != 1:
+        target = target[..., keys]
+    target += unbroadcast(part, target.shape)
 
 
 class AttentionAdapter(Adapter):

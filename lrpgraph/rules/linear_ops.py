@@ -13,6 +13,7 @@ from ..registry import register_ops
 from .adapter import Adapter, LayerAdapter
 from .bilinear import Bilinear
 from .layers import Conv, Dense, MatMul
+from .tensors import nonzero_rows, put_rows, take_rows
 
 aten = torch.ops.aten
 
@@ -41,8 +42,7 @@ class LinearAdapter(Adapter):
                 raise TypeError("bilinear rules do not take a bias term")
             ra, rb = _bilinear(call, "input", "weight", _LINEAR_PRODUCT)
             return {"input": ra, "weight": rb}
-        layer = Dense(args["input"].shape, args["weight"], args.get("bias"))
-        return {"input": call.run(args["input"], layer, call.out)}
+        return {"input": _rowwise(call, args["input"], lambda x: Dense(x.shape, args["weight"], args.get("bias")))}
 
 
 class MatmulAdapter(Adapter):
@@ -84,15 +84,27 @@ class MatmulAdapter(Adapter):
         data = self._data(call.relevant)
         weight = args[self.b if data == self.a else self.a]
         bias = args.get(self.bias) if self.bias else None
-        layer = MatMul(
-            args[data].shape,
-            weight,
-            bias,
-            weight_first=data == self.b,
-            beta=float(args.get("beta", 1.0)),
-            alpha=float(args.get("alpha", 1.0)),
-        )
-        return {data: call.run(args[data], layer, call.out)}
+        beta, alpha = float(args.get("beta", 1.0)), float(args.get("alpha", 1.0))
+
+        def layer(x):
+            return MatMul(x.shape, weight, bias, weight_first=data == self.b, beta=beta, alpha=alpha)
+
+        if data == self.a and weight.dim() == 2 and (bias is None or bias.dim() <= 1):
+            return {data: _rowwise(call, args[data], layer)}
+        return {data: call.run(args[data], layer(args[data]), call.out)}
+
+
+def _rowwise(call, x, build):
+    """Run a layer kernel on the rows where R is nonzero only (the map acts on the last dim alone)."""
+    per_element = any(isinstance(v, torch.Tensor) and v.dim() > 1 for v in call.params.values())
+    widening = call.R.shape[-1] >= 2 * x.shape[-1]  # vocabulary heads, MLP up-projections: worth a look
+    index = nonzero_rows(call.R) if widening and not per_element else None
+    if index is None:
+        return call.run(x, build(x), call.out)
+    x_rows = take_rows(x, index)
+    out = call.out if call.out.device.type == "meta" else take_rows(call.out, index)
+    r = call.kernel.fn(take_rows(call.R, index), x_rows, build(x_rows), out, **call.params)
+    return put_rows(r, index, x.shape)
 
 
 def _bilinear(call, a: str, b: str, product: Bilinear):

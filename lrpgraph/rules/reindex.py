@@ -32,9 +32,12 @@ class ReindexAdapter(Adapter):
 
     family = "reindex"
 
-    def __init__(self, adjoint: Adjoint, always: tuple[str, ...] = (), reads_output: bool = False):
+    def __init__(
+        self, adjoint: Adjoint, always: tuple[str, ...] = (), reads_output: bool = False, conserves: bool = True
+    ):
         super().__init__("reindex")
         self.adjoint, self.always, self.reads_output = adjoint, always, reads_output
+        self.conserves = conserves  # False where outputs can come from constants (padding, filling, masking)
 
     def needs(self, op_class, kernel, args, relevant):
         names, _ = super().needs(op_class, kernel, args, relevant)
@@ -277,15 +280,17 @@ register_ops(ReindexAdapter(_getitem), operator.getitem)
 register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default)
 register_ops(ReindexAdapter(_roll), aten.roll.default)
 register_ops(ReindexAdapter(_flip), aten.flip.default)
-register_ops(ReindexAdapter(_pad), aten.constant_pad_nd.default)
-register_ops(ReindexAdapter(_pad_any_mode), aten.pad.default)
+register_ops(ReindexAdapter(_pad, conserves=False), aten.constant_pad_nd.default)
+register_ops(ReindexAdapter(_pad_any_mode, conserves=False), aten.pad.default)
 register_ops(ReindexAdapter(_where, always=("condition",)), aten.where.self)
-register_ops(ReindexAdapter(_masked_fill, always=("mask",)), aten.masked_fill.Scalar, aten.masked_fill.Tensor)
+register_ops(
+    ReindexAdapter(_masked_fill, always=("mask",), conserves=False), aten.masked_fill.Scalar, aten.masked_fill.Tensor
+)
 register_ops(
     ReindexAdapter(_selected_values, reads_output=True), aten.topk.default, aten.sort.default, aten.sort.stable
 )
-register_ops(ReindexAdapter(_tril), aten.tril.default)
-register_ops(ReindexAdapter(_triu), aten.triu.default)
+register_ops(ReindexAdapter(_tril, conserves=False), aten.tril.default)
+register_ops(ReindexAdapter(_triu, conserves=False), aten.triu.default)
 register_ops(ReindexAdapter(_slice_scatter), aten.slice_scatter.default)
 register_ops(ReindexAdapter(_select_scatter), aten.select_scatter.default)
 for _op in (

@@ -47,17 +47,21 @@ def _split_contributions(layer: LinearMap, x, w, out):
 
 @rule(WEIGHTED, "gamma", needs=("x", "out"))
 def gamma(R, x, layer: LinearMap, out, *, gamma: float = 0.25, stabilizer: float = 1e-6):
-    """Generalised gamma (Zennit): w+γw⁺ on x⁺ and w+γw⁻ on x⁻ where z>0, swapped where z<0."""
+    """Generalised gamma (Zennit): w+γw⁺ on x⁺ and w+γw⁻ on x⁻ where z>0, swapped where z<0.
+
+    With σ = sign(z): the denominator is (1+γ/2)·z + σ·(γ/2)·a + b_σ and, for s = R/stab(denominator)
+    (zero where z = 0), R_x = (1+γ/2)·x⊙Aᵀ(s; w) + (γ/2)·|x|⊙Aᵀ(σ·s; |w|).
+    """
     w, b = _weights(layer, "gamma")
     z, a = _split_contributions(layer, x, w, out)
-    same_sign, cross_sign = (z + a) / 2, (z - a) / 2
-    b_up = 0 if b is None else layer.bias_term(b + gamma * positive(b))
-    b_dn = 0 if b is None else layer.bias_term(b + gamma * negative(b))
-    s_pos = (out > 0).to(R.dtype) * divide(R, z + gamma * same_sign + b_up, stabilizer)
-    s_neg = (out < 0).to(R.dtype) * divide(R, z + gamma * cross_sign + b_dn, stabilizer)
-    return (1 + gamma / 2) * x * layer.adjoint(s_pos + s_neg, w) + (gamma / 2) * x.abs() * layer.adjoint(
-        s_pos - s_neg, w.abs()
-    )
+    sign = torch.sign(out).to(R.dtype)
+    denominator = torch.add(z * (1 + gamma / 2), sign * a, alpha=gamma / 2)
+    if b is not None:
+        b_up = layer.bias_term(b + gamma * positive(b)).to(R.dtype)
+        b_dn = layer.bias_term(b + gamma * negative(b)).to(R.dtype)
+        denominator += torch.where(out > 0, b_up, b_dn)
+    s = divide(R, denominator, stabilizer).mul_(sign.abs())
+    return (1 + gamma / 2) * x * layer.adjoint(s, w) + (gamma / 2) * x.abs() * layer.adjoint(s.mul_(sign), w.abs())
 
 
 @rule(WEIGHTED, "zplus", needs=("x", "out"))

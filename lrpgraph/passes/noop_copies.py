@@ -1,0 +1,39 @@
+"""Remove copies that change nothing: `.to()` to the same dtype and device, aliases, detaches.
+
+The exported graph is functional, so there `.to(x.dtype)` is a real `_to_copy`, where eager PyTorch
+returns the tensor itself; RMSNorm-style upcasts in float32 models make dozens of such copies.
+Nothing in the graph writes to a tensor, so dropping them changes no value. `clone` is kept: a
+later `view` may depend on the contiguous copy it makes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+aten = torch.ops.aten
+_ALIASES = {aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default}
+
+
+def remove_noop_copies(gm: fx.GraphModule) -> int:
+    removed = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        source = node.args[0]
+        if node.target in _ALIASES or (node.target is aten._to_copy.default and _same(source, node)):
+            node.replace_all_uses_with(source)
+            gm.graph.erase_node(node)
+            removed += 1
+    if removed:
+        gm.recompile()
+    return removed
+
+
+def _same(source: fx.Node, node: fx.Node) -> bool:
+    a, b = source.meta.get("val"), node.meta.get("val")
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return False
+    if node.kwargs.get("memory_format") not in (None, torch.preserve_format):
+        return False
+    return a.dtype == b.dtype and a.device == b.device and a.layout == b.layout and a.stride() == b.stride()
