@@ -72,7 +72,7 @@ def explain(
         inputs={name: _per_sample(r, batch) for name, r in relevance.items()},
         absorbed={k: float(v) for k, v in result.absorbed.items()},
     )
-    latent = {path: _plain(result.latent[node]) for path, node in recorded.items() if node in result.latent}
+    latent = {path: _latent(result.latent.get(node), node, seed) for path, node in recorded.items()}
     return Explanation(
         relevance=relevance,
         output=_plain(out),
@@ -170,6 +170,14 @@ def _per_sample(t: torch.Tensor, batch: int) -> torch.Tensor:
     if t.dim() >= 1 and t.shape[0] == batch:
         return t.detach().reshape(batch, -1).sum(1, dtype=dtype).double()
     return t.detach().sum(dtype=dtype).double().reshape(1).expand(batch) / batch
+
+
+def _latent(r: Any, node: fx.Node, seed: torch.Tensor) -> torch.Tensor:
+    """Relevance recorded at a module's output; zeros when none reached it."""
+    if r is None:
+        val = node.meta["val"]
+        return torch.zeros(val.shape, dtype=seed.dtype, device=seed.device)
+    return _plain(r)
 
 
 def _plain(t: Any) -> Any:

@@ -60,8 +60,20 @@ def signature(model: torch.nn.Module, args: tuple, kwargs: dict) -> tuple:
             parts.append((tuple(leaf.shape), leaf.dtype, str(leaf.device)))
         else:
             parts.append((type(leaf).__name__, repr(leaf)))
-    parts.append(tuple(sorted({(str(p.dtype), str(p.device)) for p in model.parameters()})))
+    parts.append(_model_fingerprint(model))
     return tuple(parts)
+
+
+def _model_fingerprint(model: torch.nn.Module) -> tuple:
+    """What of the model a traced graph depends on: its modules, hooks, parameter shapes and dtypes, config."""
+    modules = tuple(
+        (name, id(m), type(m).__qualname__, len(m._forward_hooks), len(m._forward_pre_hooks))
+        for name, m in model.named_modules()
+    )
+    params = tuple((name, tuple(p.shape), str(p.dtype), str(p.device)) for name, p in model.named_parameters())
+    config = getattr(model, "config", None)
+    settings = repr(sorted((k, repr(v)) for k, v in vars(config).items())) if config is not None else ""
+    return modules, params, settings
 
 
 def clear_cache(model: torch.nn.Module | None = None) -> None:

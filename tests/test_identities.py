@@ -61,3 +61,33 @@ def test_int_target_seeds_the_logit():
         logits = model(x)[:, 3]
     torch.testing.assert_close(ex.conservation.seed, logits)
     assert ex.seed[:, :3].abs().sum() == 0
+
+
+class Convs(torch.nn.Module):
+    """conv1d, conv3d and transposed convolutions, strided, padded, dilated and grouped."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(2, 4, 3, stride=2, padding=1)
+        self.t1 = torch.nn.ConvTranspose1d(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.c3 = torch.nn.Conv3d(2, 3, 2, dilation=1, padding=1)
+        self.t2 = torch.nn.ConvTranspose2d(3, 2, 2, stride=2)
+        self.head = torch.nn.Linear(4 * 8 + 2 * 12 * 6, 3)
+
+    def forward(self, a, b):
+        h = torch.relu(self.t1(torch.relu(self.c1(a)))).flatten(1)
+        v = torch.relu(self.c3(b))  # [N, 3, 5, 5, 5]
+        v = self.t2(v.flatten(2, 3)[:, :, :6, :3]).flatten(1)  # a 2-D transposed conv on a slice: [N, 144]
+        return self.head(torch.cat([h, v], 1))
+
+
+def test_epsilon_on_1d_3d_and_transposed_convolutions_is_gradient_times_input():
+    model = Convs().double().eval()
+    a = torch.randn(2, 2, 8, dtype=torch.float64)
+    b = torch.randn(2, 2, 4, 4, 4, dtype=torch.float64)
+    target = torch.tensor([0, 2])
+    ex = lrpgraph.explain(model, (a, b), target=target, rules=lrpgraph.preset("epsilon", **TIGHT))
+    ar, br = a.clone().requires_grad_(), b.clone().requires_grad_()
+    model(ar, br)[torch.arange(2), target].sum().backward()
+    torch.testing.assert_close(ex.relevance["a"], ar.grad * a, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(ex.relevance["b"], br.grad * b, rtol=1e-7, atol=1e-9)

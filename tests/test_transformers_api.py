@@ -82,3 +82,24 @@ def test_outputs_by_name_for_an_encoder():
     assert pooled.output.shape == (2, 32)
     with pytest.raises(lrpgraph.InputError, match="last_hidden_state, pooler_output"):
         lrpgraph.explain(model, {"input_ids": ids}, output="hidden_states")
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp"])
+@pytest.mark.parametrize("name", ["llama", "gpt2", "bert"])
+def test_eager_attention_and_sdpa_give_the_same_relevance(name, method):
+    """Attention written out (eager: matmul, softmax, matmul) and fused SDPA get the same numbers."""
+    (arch,) = architectures([name])
+    model, inputs = arch.build()
+    inputs = dict(inputs)
+    mask = inputs["attention_mask"].clone()
+    mask[0, :2] = 0
+    inputs["attention_mask"] = mask
+    rules = lrpgraph.preset(method, **TIGHT)
+    fused = lrpgraph.explain(model, inputs, target=1, rules=rules)
+    model.set_attn_implementation("eager")
+    try:
+        manual = lrpgraph.explain(model, inputs, target=1, rules=rules)
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert any(k.startswith("attention_values:") for k in manual.stats["rules"])
+    torch.testing.assert_close(fused.relevance["input_ids"], manual.relevance["input_ids"], rtol=1e-4, atol=1e-7)

@@ -302,5 +302,6 @@ for _op in (
     aten.pixel_unshuffle.default,
     aten.channel_shuffle.default,
     aten.tile.default,
+    aten.repeat_interleave.self_int,
 ):
     register_ops(ReindexAdapter(traced_adjoint(_op)), _op)
