@@ -9,6 +9,7 @@ from .errors import InputError, LRPGraphError, MissingRuleError, RuleSetError, T
 from .explain import explain
 from .explanation import Conservation, Explanation
 from .ruleset import Override, RuleSet, preset, preset_names
+from .target import Targets
 from .tracer import clear_cache, trace
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "RuleSet",
     "RuleSetError",
     "TargetError",
+    "Targets",
     "TraceError",
     "clear_cache",
     "explain",

@@ -17,8 +17,9 @@ from .forward import run_forward
 from .graph import Graph
 from .plan import cached_plan
 from .ruleset import RuleSet, resolve
+from .sparse import RowSparse
 from .store import ActivationStore
-from .target import Target, last_positions, make_seed
+from .target import Target, last_positions, seeds
 from .tracer import prepare_call, trace
 from .walker import walk
 
@@ -32,6 +33,9 @@ def explain(
     output: str | int | None = None,
     record: Iterable[str] = (),
     fallback: str | None = None,
+    memory_budget: int | None = None,
+    offload: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> Explanation:
     """Explain `model(inputs)` with LRP computed per ATen op.
 
@@ -45,6 +49,13 @@ def explain(
     record: module paths whose output relevance to return in `Explanation.latent`.
     fallback: None (an op without a rule is an error), "absorb" or "pass"; nodes that used it are
         listed in `Explanation.fallbacks`.
+    memory_budget: bytes the activations held for the walk may take; the forward then keeps only
+        checkpoints and the walk recomputes the rest (None: keep what the rules read).
+    offload: keep activations in host memory (pinned, on CUDA) and fetch each when a rule reads it.
+    dtype: the relevance's precision, e.g. torch.float32 for a bfloat16 model (default: the output's).
+
+    Several targets at once: `lrpgraph.Targets([...])`, or a [batch, K] tensor of ids; relevance
+    then has a leading dimension K, and the K maps share the forward pass and every activation.
 
     The model is traced in eval mode; its parameters, buffers, hooks, train/eval flags and `.grad`
     are left as they were. No autograd graph is built.
@@ -58,25 +69,35 @@ def explain(
     out_node = graph.outputs[index]
     recorded = _record_nodes(graph, record)
     plan = cached_plan(graph, analysis, out_node, ruleset, fallback)
+    schedule = plan.schedule(memory_budget)
     values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
     placeholders = list(graph.module.graph.find_nodes(op="placeholder"))
-    store = ActivationStore(dict(zip(placeholders, values, strict=True)))
-    outputs = run_forward(graph, values, plan.keep, store)
+    store = ActivationStore(dict(zip(placeholders, values, strict=True)), schedule.recipes, offload)
+    outputs = run_forward(graph, values, schedule.keep, store)
     out = outputs[index]
-    seed = make_seed(target, out, _positions(kwargs, out))
-    result = walk(plan, store, seed, frozenset(recorded.values()))
-    relevance = _input_relevance(graph, analysis.explainable_inputs(), result.inputs, values, placeholders, seed.dtype)
+    seed, k = seeds(target, out, _positions(kwargs, out))
+    if dtype is not None:
+        seed = seed.to(dtype)
+    relevance_dtype = seed.dtype
+    result = walk(plan, schedule, store, seed, frozenset(recorded.values()), targets=k)
+    lead = () if k is None else (k,)
+    relevance = _input_relevance(
+        graph, analysis.explainable_inputs(), result.inputs, values, placeholders, relevance_dtype, lead
+    )
     batch = out.shape[0] if out.dim() else 1
     conservation = Conservation(
-        seed=_per_sample(seed, batch),
-        inputs={name: _per_sample(r, batch) for name, r in relevance.items()},
+        seed=_per_sample(seed, batch, lead),
+        inputs={name: _per_sample(r, batch, lead) for name, r in relevance.items()},
         absorbed={k: float(v) for k, v in result.absorbed.items()},
     )
-    latent = {path: _latent(result.latent.get(node), node, seed) for path, node in recorded.items()}
+    latent = {
+        path: _latent(result.latent.get(node), node, relevance_dtype, out.device, lead)
+        for path, node in recorded.items()
+    }
     return Explanation(
         relevance=relevance,
         output=_plain(out),
-        seed=_plain(seed),
+        seed_relevance=seed if isinstance(seed, RowSparse) else _plain(seed),
         conservation=conservation,
         rules=ruleset.name,
         latent=latent,
@@ -84,6 +105,11 @@ def explain(
         stats={
             "seconds": time.perf_counter() - started,
             "peak_activation_bytes": store.peak_bytes,
+            "kept_nodes": len(schedule.keep),
+            "checkpoints": len(schedule.checkpoints),
+            "recomputed_nodes": store.recomputed_nodes,
+            "recompute_seconds": store.recompute_seconds,
+            "offloaded_bytes": store.offloaded_bytes,
             "nodes": len(plan.steps),
             "rules": plan.rule_counts(),
         },
@@ -150,7 +176,13 @@ def _positions(kwargs: dict, out: torch.Tensor) -> torch.Tensor | None:
 
 
 def _input_relevance(
-    graph: Graph, inputs: list[fx.Node], reached: dict, values: list, placeholders: list, dtype: torch.dtype
+    graph: Graph,
+    inputs: list[fx.Node],
+    reached: dict,
+    values: list,
+    placeholders: list,
+    dtype: torch.dtype,
+    lead: tuple = (),
 ) -> dict[str, torch.Tensor]:
     """Relevance per explainable input, zeros where none arrived; ids get float relevance per token."""
     value_of = dict(zip(placeholders, values, strict=True))
@@ -159,25 +191,30 @@ def _input_relevance(
         r = reached.get(node)
         if r is None:
             v = value_of[node]
-            r = torch.zeros(v.shape, dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
+            r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
         relevance[graph.input_names[node]] = _plain(r)
     return relevance
 
 
-def _per_sample(t: torch.Tensor, batch: int) -> torch.Tensor:
-    """Sum per sample (dim 0), as float64; a tensor without a batch dim is shared evenly."""
+def _per_sample(t: torch.Tensor | RowSparse, batch: int, lead: tuple = ()) -> torch.Tensor:
+    """Sum per sample (the dim after `lead`), as float64; a tensor without a batch dim is shared evenly."""
+    if isinstance(t, RowSparse):
+        return t.sum_per(batch)
     dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
-    if t.dim() >= 1 and t.shape[0] == batch:
-        return t.detach().reshape(batch, -1).sum(1, dtype=dtype).double()
-    return t.detach().sum(dtype=dtype).double().reshape(1).expand(batch) / batch
+    t = t.detach()
+    n = len(lead)
+    if t.dim() > n and t.shape[n] == batch:
+        return t.reshape(*lead, batch, -1).sum(-1, dtype=dtype).double()
+    total = t.reshape(*lead, -1).sum(-1, dtype=dtype).double()
+    return (total / batch).unsqueeze(-1).expand(*lead, batch)
 
 
-def _latent(r: Any, node: fx.Node, seed: torch.Tensor) -> torch.Tensor:
+def _latent(r: Any, node: fx.Node, dtype: torch.dtype, device: torch.device, lead: tuple = ()) -> torch.Tensor:
     """Relevance recorded at a module's output; zeros when none reached it."""
     if r is None:
         val = node.meta["val"]
-        return torch.zeros(val.shape, dtype=seed.dtype, device=seed.device)
-    return _plain(r)
+        return torch.zeros((*lead, *val.shape), dtype=dtype, device=device)
+    return _plain(r.dense() if isinstance(r, RowSparse) else r)
 
 
 def _plain(t: Any) -> Any:

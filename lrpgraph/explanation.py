@@ -23,7 +23,7 @@ class Conservation:
 
     @property
     def input_total(self) -> torch.Tensor:
-        """Relevance that reached the inputs, per sample."""
+        """Relevance that reached the inputs, per sample ([K, B] for K targets)."""
         return sum(self.inputs.values(), torch.zeros_like(self.seed))
 
     @property
@@ -43,13 +43,19 @@ class Explanation:
 
     relevance: dict[str, torch.Tensor]
     output: torch.Tensor
-    seed: torch.Tensor
+    seed_relevance: Any  # the seed as given to the walk (kept compact when it is nonzero in a few rows)
     conservation: Conservation
     rules: str
     latent: dict[str, torch.Tensor] = field(default_factory=dict)
     positional: torch.Tensor | None = None
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> torch.Tensor:
+        """The relevance placed on the output, as a dense tensor shaped like the output ([K, …] for K targets)."""
+        seed = self.seed_relevance
+        return seed.dense() if hasattr(seed, "dense") else seed
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.relevance.items())

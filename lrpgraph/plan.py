@@ -22,6 +22,7 @@ from .rules.adapter import Adapter
 from .rules.elementwise import PointwiseAdapter
 from .rules.fallback import FALLBACK
 from .ruleset import Choice, RuleSet
+from .schedule import Schedule, make_schedule
 
 _REDIRECT = PointwiseAdapter()
 FALLBACK_MODES = ("absorb", "pass")
@@ -55,10 +56,16 @@ class Plan:
     output: fx.Node
     order: list[fx.Node]
     steps: dict[fx.Node, Step]
-    keep: set[fx.Node]
-    last_reader: dict[fx.Node, fx.Node]
     inputs: list[fx.Node]
     fallbacks: list[dict[str, str]] = field(default_factory=list)
+    _schedules: dict[int | None, Schedule] = field(default_factory=dict, repr=False)
+
+    def schedule(self, memory_budget: int | None = None) -> Schedule:
+        """Which activations the forward keeps and how the rest are recomputed (cached per budget)."""
+        if memory_budget not in self._schedules:
+            reads = {node: step.reads for node, step in self.steps.items()}
+            self._schedules[memory_budget] = make_schedule(self.graph, self.order, reads, memory_budget)
+        return self._schedules[memory_budget]
 
     def rule_counts(self) -> dict[str, int]:
         """How many nodes use each (op class, rule), for reports."""
@@ -135,20 +142,13 @@ def build_plan(
             exact=_exact(op_class, adapter, args, relevant),
         )
     order = flow.live
-    last_reader: dict[fx.Node, fx.Node] = {}
-    for node in order:
-        step = steps.get(node)
-        if step is not None:
-            for read in step.reads:
-                last_reader[read] = node
-    keep = {n for n in last_reader if n.op != "placeholder"}
     fallbacks = [
         {"node": n.name, "op": op_name(n), "module": graph.module_path(n), "fallback": fallback or ""}
         for n, s in steps.items()
         if s.op_class == "fallback"
     ]
     inputs = [n for n in order if n.op == "placeholder"]
-    return Plan(graph, output, order, steps, keep, last_reader, inputs, fallbacks)
+    return Plan(graph, output, order, steps, inputs, fallbacks)
 
 
 def _mark(value: Any, edges: set[fx.Node]) -> Any:

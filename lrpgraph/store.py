@@ -1,11 +1,18 @@
-"""The activation store: values the walk will read, held from the forward until their last reader."""
+"""The activation store: every activation a rule reads is a promise the store resolves.
+
+A promise resolves from memory when the forward kept the value, from an offloaded host copy when
+offloading is on, or by recomputing the forward sub-graph from the nearest kept values (the
+schedule's recipe) — once: the result is held and shared until its last reader has run.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 from torch import fx
+from torch.fx.node import map_arg
 
 
 def tensors(value: Any) -> list[torch.Tensor]:
@@ -31,20 +38,79 @@ def _meta(val: Any) -> Any:
     return val
 
 
-class ActivationStore:
-    """Kept activations by node, plus placeholder values (inputs, parameters), which cost nothing to hold.
+def _to(value: Any, device: torch.device, pin: bool) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.device == device:
+            return value.clone()
+        copy = value.to(device, non_blocking=True)
+        return copy.pin_memory() if pin else copy
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(v, device, pin) for v in value)
+    return value
 
-    Bytes are counted per storage, so views of one tensor kept for several nodes count once.
+
+class ActivationStore:
+    """Kept, offloaded and recomputable activations by node; placeholder values (inputs, parameters) are free.
+
+    `peak_bytes` counts values held on the compute device, each storage once (views of one tensor
+    kept for several nodes count once); `recomputed_nodes` and `recompute_seconds` what promises cost.
     """
 
-    def __init__(self, placeholders: dict[fx.Node, Any]):
+    def __init__(
+        self,
+        placeholders: dict[fx.Node, Any],
+        recipes: dict[fx.Node, list[fx.Node]] | None = None,
+        offload: bool = False,
+    ):
         self._fixed = placeholders
         self._held: dict[fx.Node, Any] = {}
+        self._offloaded: dict[fx.Node, tuple[Any, torch.device]] = {}
         self._storages: dict[int, list[int]] = {}  # storage pointer → [bytes, references]
+        self.recipes = recipes or {}
+        self.offload = offload
         self.held_bytes = 0
         self.peak_bytes = 0
+        self.offloaded_bytes = 0
+        self.recomputed_nodes = 0
+        self.recompute_seconds = 0.0
 
     def put(self, node: fx.Node, value: Any) -> None:
+        """A value the forward keeps (moved to host memory when offloading)."""
+        if self.offload:
+            device = next((t.device for t in tensors(value)), torch.device("cpu"))
+            host = _to(value, torch.device("cpu"), pin=device.type == "cuda")
+            self._offloaded[node] = (host, device)
+            self.offloaded_bytes += sum(t.numel() * t.element_size() for t in tensors(host))
+        else:
+            self._hold(node, value)
+
+    def get(self, node: fx.Node) -> Any:
+        """Resolve a promise: held, offloaded, or recomputed — the caller cannot tell which."""
+        if node in self._fixed:
+            return self._fixed[node]
+        if node in self._held:
+            return self._held[node]
+        if node in self._offloaded:
+            host, device = self._offloaded.pop(node)
+            value = _to(host, device, pin=False) if device.type != "cpu" else host
+            self._hold(node, value)
+            return value
+        if node in self.recipes:
+            return self._recompute(node)
+        raise RuntimeError(f"activation of '{node.name}' was neither kept nor recomputable")
+
+    def release(self, node: fx.Node) -> None:
+        self._offloaded.pop(node, None)
+        value = self._held.pop(node, None)
+        for t in tensors(value):
+            key = t.untyped_storage().data_ptr()
+            entry = self._storages[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self.held_bytes -= entry[0]
+                del self._storages[key]
+
+    def _hold(self, node: fx.Node, value: Any) -> None:
         self._held[node] = value
         for t in tensors(value):
             key = t.untyped_storage().data_ptr()
@@ -54,19 +120,35 @@ class ActivationStore:
             entry[1] += 1
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)
 
-    def get(self, node: fx.Node) -> Any:
-        if node in self._fixed:
-            return self._fixed[node]
-        try:
-            return self._held[node]
-        except KeyError:
-            raise RuntimeError(f"activation of '{node.name}' was not kept for the walk") from None
-
-    def release(self, node: fx.Node) -> None:
-        value = self._held.pop(node, None)
-        for t in tensors(value):
-            entry = self._storages[t.untyped_storage().data_ptr()]
-            entry[1] -= 1
-            if entry[1] == 0:
-                self.held_bytes -= entry[0]
-                del self._storages[t.untyped_storage().data_ptr()]
+    def _recompute(self, target: fx.Node) -> Any:
+        """Run the recipe for `target`; values other rules read are held for them, the rest freed early."""
+        started = time.perf_counter()
+        recipe = self.recipes[target]
+        members = set(recipe)
+        last_use = {}
+        for i, n in enumerate(recipe):
+            for source in n.all_input_nodes:
+                if source in members:
+                    last_use[source] = i
+        env: dict[fx.Node, Any] = {}
+        with torch.inference_mode():
+            for i, n in enumerate(recipe):
+                if n in self._held:
+                    env[n] = self._held[n]
+                else:
+                    args, kwargs = map_arg((n.args, n.kwargs), lambda a: env[a] if a in env else self.get(a))
+                    env[n] = n.target(*args, **kwargs)
+                    self.recomputed_nodes += 1
+                    if n in self.recipes:
+                        self._hold(n, env[n])
+                for source in n.all_input_nodes:
+                    if last_use.get(source) == i and source is not target:
+                        env.pop(source, None)
+        value = env[target]
+        if target not in self._held:
+            self._hold(target, value)
+        device = next((t.device for t in tensors(value)), None)
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.recompute_seconds += time.perf_counter() - started
+        return value

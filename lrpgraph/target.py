@@ -13,11 +13,49 @@ from typing import Any
 import torch
 
 from .errors import TargetError
+from .sparse import RowSparse
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | tuple | None
+Seed = torch.Tensor | RowSparse
 
 
-def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+class Targets(list):
+    """K targets explained in one pass: `Targets([3, 7, (0, 5, 12), seed_fn])`, each any single target form.
+
+    A 2-D tensor (or nested list) of ids shaped [batch, K] means K class or token ids per sample.
+    """
+
+
+def seeds(target: Any, out: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[Seed, int | None]:
+    """(seed, K): the seed of one target shaped like `out`, or of K targets shaped [K, *out.shape]."""
+    if isinstance(target, Targets):
+        if not target:
+            raise TargetError("Targets needs at least one target")
+        return _stack([make_seed(t, out, positions) for t in target]), len(target)
+    if _is_id_matrix(target, out):
+        ids = torch.as_tensor(target).long()
+        return _stack([make_seed(ids[:, k], out, positions) for k in range(ids.shape[1])]), ids.shape[1]
+    return make_seed(target, out, positions), None
+
+
+def _stack(parts: list[Seed]) -> Seed:
+    if all(isinstance(p, RowSparse) for p in parts):
+        return RowSparse.stack(parts)
+    return torch.stack([p.dense() if isinstance(p, RowSparse) else p for p in parts])
+
+
+def _is_id_matrix(target: Any, out: torch.Tensor) -> bool:
+    if isinstance(target, torch.Tensor):
+        return target.dim() == 2 and not target.is_floating_point() and tuple(target.shape) != tuple(out.shape)
+    return (
+        isinstance(target, list)
+        and bool(target)
+        and all(isinstance(row, (list, tuple)) for row in target)
+        and all(isinstance(i, int) for row in target for i in row)
+    )
+
+
+def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None = None) -> Seed:
     """The relevance placed on `out`; `positions` [B] are the last real positions of sequence outputs."""
     if callable(target) and not isinstance(target, torch.Tensor):
         seed = target(out)
@@ -69,17 +107,25 @@ def _class_ids(target: Any, out: torch.Tensor) -> torch.Tensor:
     return ids.to(out.device)
 
 
-def _at_classes(out: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+def _at_classes(out: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor | None) -> Seed:
     if out.dim() not in (2, 3):
         raise TargetError(f"class ids need an output of 2 or 3 dimensions, got {tuple(out.shape)}; pass an index tuple")
-    seed = torch.zeros_like(out)
     rows = torch.arange(out.shape[0], device=out.device)
     if out.dim() == 2:
+        seed = torch.zeros_like(out)
         seed[rows, ids] = out[rows, ids]
-    else:
-        pos = positions.to(out.device) if positions is not None else torch.full_like(rows, out.shape[1] - 1)
-        seed[rows, pos, ids] = out[rows, pos, ids]
-    return seed
+        return seed
+    pos = positions.to(out.device) if positions is not None else torch.full_like(rows, out.shape[1] - 1)
+    index = rows * out.shape[1] + pos  # rows of the [batch·positions, vocab] view
+    values = torch.zeros((len(rows), out.shape[-1]), dtype=out.dtype, device=out.device)
+    values[torch.arange(len(rows), device=out.device), ids] = out[rows, pos, ids]
+    return _merge_rows(index, values, out.shape)
+
+
+def _merge_rows(index: torch.Tensor, values: torch.Tensor, shape: torch.Size) -> RowSparse:
+    unique, inverse = torch.unique(index, return_inverse=True)
+    merged = values.new_zeros((len(unique), values.shape[-1])).index_add_(0, inverse, values)
+    return RowSparse(unique, merged, shape)
 
 
 def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
@@ -92,6 +138,11 @@ def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
             raise TargetError(
                 f"index {k} is out of range for dimension {i} of size {n} (output shape {tuple(out.shape)})"
             )
+    if out.dim() == 3:
+        b, t, c = (k % n for k, n in zip(index, out.shape, strict=True))
+        values = torch.zeros((1, out.shape[-1]), dtype=out.dtype, device=out.device)
+        values[0, c] = out[index]
+        return RowSparse(torch.tensor([b * out.shape[1] + t], device=out.device), values, out.shape)
     seed = torch.zeros_like(out)
     seed[index] = out[index]
     return seed

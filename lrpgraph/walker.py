@@ -7,6 +7,8 @@ needs them, and books what each rule did not pass on. It knows no formula and ca
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,9 @@ from torch import fx
 
 from .plan import Plan, Step
 from .rules.adapter import Call
+from .rules.tensors import BATCHED
+from .schedule import Schedule
+from .sparse import RowSparse
 from .store import ActivationStore, meta_value
 
 
@@ -27,8 +32,18 @@ class WalkResult:
 
 
 def walk(
-    plan: Plan, store: ActivationStore, seed: torch.Tensor, record: frozenset[fx.Node] = frozenset()
+    plan: Plan,
+    schedule: Schedule,
+    store: ActivationStore,
+    seed: torch.Tensor,
+    record: frozenset[fx.Node] = frozenset(),
+    targets: int | None = None,
 ) -> WalkResult:
+    """Walk relevance from `seed` at the plan's output back to the inputs.
+
+    With `targets` = K the seed has a leading dimension of K relevance maps, carried at once: each
+    rule runs batched over them (torch.func.vmap), sharing the forward and every promise.
+    """
     relevance: dict[fx.Node, Any] = {plan.output: seed}
     owned: set[fx.Node] = set()
     inputs: dict[fx.Node, Any] = {}
@@ -45,33 +60,81 @@ def walk(
                 continue
             step = plan.steps[node]
             if R is not None:
-                passed = _apply(step, R, store, relevance, owned, count=not step.exact)
+                passed = _apply(step, R, store, relevance, owned, count=not step.exact, batched=targets is not None)
                 if not step.exact:
                     absorbed[step.absorbs] += _total(R) - passed
             for read in step.reads:
-                if plan.last_reader.get(read) is node:
+                if schedule.last_reader.get(read) is node:
                     store.release(read)
     return WalkResult(inputs, latent, dict(absorbed))
 
 
-def _apply(step: Step, R: Any, store: ActivationStore, relevance: dict, owned: set, count: bool) -> torch.Tensor:
+def _apply(
+    step: Step, R: Any, store: ActivationStore, relevance: dict, owned: set, count: bool, batched: bool
+) -> torch.Tensor:
     reads = set(step.reads)
     args = {name: _resolve(value, reads, store) for name, value in step.args.items()}
     out = store.get(step.node) if step.needs_out else meta_value(step.node)
+    if isinstance(R, RowSparse) and not (step.adapter.row_sparse and step.op_class == "linear"):
+        R = R.dense()
     call = Call(step.op_class, step.kernel, step.choice.params, R, args, out, step.relevant, step.role)
-    result = step.adapter.apply(call)
+    if batched and step.adapter.batched:
+        results = _targets_of(step, step.adapter.apply(dataclasses.replace(call, lead=1)))
+    elif batched:
+        results = _run_batched(step, call)
+    else:
+        results = _targets_of(step, step.adapter.apply(call))
     passed = torch.zeros((), dtype=torch.float64, device=_device(R))
-    for name, index, target in step.targets:
-        r = result.get(name)
-        if index is not None and r is not None:
-            r = r[index]
+    for (_, _, target), r in zip(step.targets, results, strict=True):
         if r is None:
             continue
-        _check_shape(step, target, r)
+        _check_shape(step, target, r, batched)
         if count:
             passed = passed + _total(r)
         _accumulate(relevance, owned, target, r)
     return passed
+
+
+def _targets_of(step: Step, result: dict) -> list[Any]:
+    """The rule's result, one entry (or None) per relevance target of the step."""
+    out = []
+    for name, index, _ in step.targets:
+        r = result.get(name)
+        out.append(r[index] if index is not None and r is not None else r)
+    return out
+
+
+def _run_batched(step: Step, call: Call) -> list[Any]:
+    """Apply the rule to each of the K relevance maps at once (vmap over dim 0 of R)."""
+    missing: list[bool] = []
+    R = call.R
+    if isinstance(R, list):  # tuple outputs: give unreached outputs explicit zeros so vmap sees tensors
+        K = next(r.shape[0] for r in R if r is not None)
+        shapes = [v.shape for v in step.node.meta["val"]]
+        R = [
+            r if r is not None else torch.zeros((K, *shape), dtype=_dtype(call.R), device=_device(call.R))
+            for r, shape in zip(R, shapes, strict=True)
+        ]
+
+    def one(r):
+        results = _targets_of(step, step.adapter.apply(dataclasses.replace(call, R=r)))
+        missing[:] = [x is None for x in results]
+        return tuple(torch.zeros((), dtype=_dtype(r), device=_device(r)) if x is None else x for x in results)
+
+    token = BATCHED.set(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*performance drop.*")
+            outputs = torch.func.vmap(one)(R)
+    finally:
+        BATCHED.reset(token)
+    return [None if gone else r for r, gone in zip(outputs, missing, strict=True)]
+
+
+def _dtype(R: Any) -> torch.dtype:
+    if isinstance(R, list):
+        return next(r.dtype for r in R if r is not None)
+    return R.dtype
 
 
 def _resolve(value: Any, reads: set[fx.Node], store: ActivationStore) -> Any:
@@ -96,6 +159,8 @@ def _accumulate(relevance: dict, owned: set, target: fx.Node, r: Any) -> None:
 
 
 def _total(R: Any) -> torch.Tensor:
+    if isinstance(R, RowSparse):
+        return _sum(R.values).double()
     if isinstance(R, list):
         parts = [_total(r) for r in R if r is not None]
         return sum(parts[1:], parts[0]) if parts else torch.zeros((), dtype=torch.float64)
@@ -113,9 +178,10 @@ def _device(R: Any) -> torch.device:
     return R.device
 
 
-def _check_shape(step: Step, target: fx.Node, r: Any) -> None:
+def _check_shape(step: Step, target: fx.Node, r: Any, batched: bool) -> None:
     val = target.meta.get("val")
-    if isinstance(r, torch.Tensor) and isinstance(val, torch.Tensor) and tuple(r.shape) != tuple(val.shape):
+    shape = tuple(r.shape[1:] if batched else r.shape) if isinstance(r, torch.Tensor) else None
+    if shape is not None and isinstance(val, torch.Tensor) and shape != tuple(val.shape):
         raise RuntimeError(
             f"rule '{step.choice.name}' of {step.op_class} node '{step.node.name}' returned relevance of shape "
             f"{tuple(r.shape)} for '{target.name}' of shape {tuple(val.shape)}"

@@ -32,6 +32,7 @@ class Call:
     out: Any
     relevant: Relevant
     role: str | None = None
+    lead: int = 0  # leading relevance dims (K maps carried at once) the adapter handles itself
 
     def run(self, *inputs: Any) -> Any:
         """kernel(R, *inputs, **params)."""
@@ -44,6 +45,8 @@ class Adapter:
     family = "generic"
     data = "self"
     always: tuple[str, ...] = ()  # arguments read by every kernel (weights, biases, index tensors)
+    batched = False  # True: apply() takes R with a leading dim of K maps itself (no vmap needed)
+    row_sparse = False  # True: apply() takes a RowSparse R (a seed nonzero in a few rows) as it is
 
     def __init__(self, op_class: str, data: str | None = None, family: str | None = None):
         self._op_class = op_class

@@ -171,15 +171,15 @@ def attention_uniform(R, attention: Attention, out, want_mask: bool, *, epsilon:
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))
     k = attention.repeat(attention.k.to(dtype))
-    Rq = torch.empty(attention.q.shape, dtype=dtype, device=R.device)
-    Rk = torch.zeros(k.shape, dtype=dtype, device=R.device)
-    Rv = torch.zeros(v.shape, dtype=dtype, device=R.device)
-    Rmask = torch.zeros(attention.mask.shape, dtype=dtype, device=R.device) if want_mask else None
+    Rq = R.new_empty(attention.q.shape, dtype=dtype)
+    Rk = R.new_zeros(k.shape, dtype=dtype)
+    Rv = R.new_zeros(v.shape, dtype=dtype)
+    Rmask = R.new_zeros(attention.mask.shape, dtype=dtype) if want_mask else None
     for rows, keys, qb, probs, additive in attention.blocks(dtype):
         s_out = R[..., rows, :] / stabilize(2 * out[..., rows, :].to(dtype), epsilon)
         Rv[..., keys, :] += probs.mT @ s_out
         factor = (s_out @ v[..., keys, :].mT).mul_(probs)  # R_p, the relevance of the probabilities
-        factor = torch.addcmul(factor, probs, factor.sum(-1, keepdim=True), value=-1, out=factor)
+        factor -= probs * factor.sum(-1, keepdim=True)
         del probs
         if Rmask is not None and additive is not None:
             _accumulate_mask(Rmask, _masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
@@ -194,7 +194,7 @@ def attention_values_sdpa(R, attention: Attention, out, want_mask: bool, *, epsi
     """CP-LRP on SDPA: the attention probabilities are constants; epsilon rule to the values only."""
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))
-    Rv = torch.zeros(v.shape, dtype=dtype, device=R.device)
+    Rv = R.new_zeros(v.shape, dtype=dtype)
     for rows, keys, _, probs, _ in attention.blocks(dtype):
         Rv[..., keys, :] += probs.mT @ (R[..., rows, :] / stabilize(out[..., rows, :].to(dtype), epsilon))
     return None, None, attention.fold(v * Rv), None

@@ -20,7 +20,7 @@ class GroupedMatMul(LinearMap):
         self.bounds = [0, *offsets.tolist()]
 
     def _apply(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(x.shape[0], weights.shape[2], dtype=x.dtype, device=x.device)
+        out = x.new_zeros((x.shape[0], weights.shape[2]))
         for e, (start, end) in enumerate(zip(self.bounds[:-1], self.bounds[1:], strict=True)):
             if end > start:
                 out[start:end] = x[start:end] @ weights[e].to(x.dtype)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from ..registry import register_ops
+from ..sparse import RowSparse
 from .adapter import Adapter, LayerAdapter
 from .bilinear import Bilinear
 from .layers import Conv, Dense, MatMul
-from .tensors import nonzero_rows, put_rows, take_rows
+from .tensors import BATCHED, nonzero_rows, put_rows, take_rows
 
 aten = torch.ops.aten
 
@@ -24,6 +25,8 @@ class LinearAdapter(Adapter):
     family = "linear"
     data = "input"
     always = ("weight", "bias")
+    batched = True  # dense layers act on the last dim: K relevance maps broadcast over x and z
+    row_sparse = True
 
     def needs(self, op_class, kernel, args, relevant):
         if op_class != "linear":
@@ -38,6 +41,8 @@ class LinearAdapter(Adapter):
     def apply(self, call):
         args = call.args
         if call.op_class != "linear":
+            if call.lead:
+                return _vmapped(self, call)
             if args.get("bias") is not None:
                 raise TypeError("bilinear rules do not take a bias term")
             ra, rb = _bilinear(call, "input", "weight", _LINEAR_PRODUCT)
@@ -98,13 +103,32 @@ def _rowwise(call, x, build):
     """Run a layer kernel on the rows where R is nonzero only (the map acts on the last dim alone)."""
     per_element = any(isinstance(v, torch.Tensor) and v.dim() > 1 for v in call.params.values())
     widening = call.R.shape[-1] >= 2 * x.shape[-1]  # vocabulary heads, MLP up-projections: worth a look
-    index = nonzero_rows(call.R) if widening and not per_element else None
-    if index is None:
-        return call.run(x, build(x), call.out)
+    if isinstance(call.R, RowSparse):
+        index, R_rows = call.R.index, call.R.values
+    else:
+        index = nonzero_rows(call.R, call.lead) if widening and not per_element else None
+        if index is None:
+            return call.run(x, build(x), call.out)
+        R_rows = take_rows(call.R, index, call.lead)
     x_rows = take_rows(x, index)
     out = call.out if call.out.device.type == "meta" else take_rows(call.out, index)
-    r = call.kernel.fn(take_rows(call.R, index), x_rows, build(x_rows), out, **call.params)
-    return put_rows(r, index, x.shape)
+    r = call.kernel.fn(R_rows, x_rows, build(x_rows), out, **call.params)
+    return put_rows(r, index, (*call.R.shape[: call.lead], *x.shape), call.lead)
+
+
+def _vmapped(adapter, call):
+    """Fall back to vmap over the leading relevance dim for the kernels that need plain R."""
+    import dataclasses
+
+    token = BATCHED.set(True)
+    try:
+        names = ("input", "weight")
+        outputs = torch.func.vmap(
+            lambda r: tuple(adapter.apply(dataclasses.replace(call, R=r, lead=0))[n] for n in names)
+        )(call.R)
+    finally:
+        BATCHED.reset(token)
+    return dict(zip(names, outputs, strict=True))
 
 
 def _bilinear(call, a: str, b: str, product: Bilinear):

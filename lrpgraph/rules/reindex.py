@@ -50,7 +50,7 @@ class ReindexAdapter(Adapter):
 
 
 def _zeros(R: torch.Tensor, shape) -> torch.Tensor:
-    return torch.zeros(shape, dtype=R.dtype, device=R.device)
+    return R.new_zeros(shape)
 
 
 def _reshape(R, a):
@@ -81,11 +81,17 @@ def _movedim(R, a):
     return {"self": R.movedim(a["destination"], a["source"])}
 
 
+def _bounds(a, size: int) -> tuple[int, int, int]:
+    """A slice's start, end and step clamped to the dimension (exported graphs use INT64_MAX for ':')."""
+    start, end, step = a.get("start"), a.get("end"), a.get("step", 1) or 1
+    start, end, _ = slice(start, end).indices(size)
+    return start, max(start, end), step
+
+
 def _slice(R, a):
-    step = a.get("step", 1) or 1
-    start = a.get("start")
-    end = a.get("end")
-    return {"self": _zeros(R, a["self"].shape).slice_scatter(R, a["dim"], start, end, step)}
+    x, dim = a["self"], a["dim"]
+    start, end, step = _bounds(a, x.shape[dim])
+    return {"self": _zeros(R, x.shape).slice_scatter(R, dim, start, end, step)}
 
 
 def _narrow(R, a):
@@ -213,7 +219,8 @@ def _triu(R, a):
 
 
 def _slice_scatter(R, a):
-    dim, start, end, step = a.get("dim", 0), a.get("start"), a.get("end"), a.get("step", 1) or 1
+    dim = a.get("dim", 0)
+    start, end, step = _bounds(a, a["self"].shape[dim])
     src = a["src"]
     return {
         "self": R.slice_scatter(_zeros(R, src.shape), dim, start, end, step),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import torch
+
+# set while rules run batched over several relevance maps (vmap): no data-dependent shortcuts then
+BATCHED: contextvars.ContextVar[bool] = contextvars.ContextVar("relevance_batched", default=False)
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -11,37 +16,42 @@ def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def divide(r: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
-    """r / stab(z), computed in the wider of the two dtypes."""
-    return r / stabilize(z, eps)
+    """r / stab(z), in the relevance's precision (a bfloat16 z is widened first)."""
+    return r / stabilize(z.to(torch.promote_types(z.dtype, r.dtype)), eps)
 
 
-def nonzero_rows(R: torch.Tensor) -> torch.Tensor | None:
+def nonzero_rows(R: torch.Tensor, lead: int = 0) -> torch.Tensor | None:
     """Indices of the rows (all dims but the last, flattened) where R is not zero — None if that is most rows.
 
     A seed at one position of a [B, T, vocab] output leaves all other rows zero; layers acting on the
-    last dim alone can then skip them, exactly, since every rule is linear in R.
+    last dim alone can then skip them, exactly, since every rule is linear in R. `lead` leading dims
+    (several relevance maps) share one set of rows: a row counts if any map has it.
     """
-    if R.dim() < 2 or R.numel() < 1 << 20:
+    if BATCHED.get() or R.dim() < 2 + lead or R.numel() < 1 << 20:
         return None
-    rows = R.reshape(-1, R.shape[-1])
-    live = rows.ne(0).any(-1)
+    live = R.reshape(*R.shape[:lead], -1, R.shape[-1]).ne(0).any(-1)
+    for _ in range(lead):
+        live = live.any(0)
     count = int(live.sum())
-    if count * 2 > rows.shape[0]:
+    if count * 2 > live.shape[0]:
         return None
     return live.nonzero().squeeze(1)
 
 
-def take_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows `index` of t viewed as [rows, last dim] (meta stand-ins keep only the shape)."""
+def take_rows(t: torch.Tensor, index: torch.Tensor, lead: int = 0) -> torch.Tensor:
+    """Rows `index` of t viewed as [*lead dims, rows, last dim] (meta stand-ins keep only the shape)."""
     if t.device.type == "meta":
-        return torch.empty((index.numel(), t.shape[-1]), dtype=t.dtype, device="meta")
-    return t.reshape(-1, t.shape[-1]).index_select(0, index.to(t.device))
+        return torch.empty((*t.shape[:lead], index.numel(), t.shape[-1]), dtype=t.dtype, device="meta")
+    return t.reshape(*t.shape[:lead], -1, t.shape[-1]).index_select(lead, index.to(t.device))
 
 
-def put_rows(values: torch.Tensor, index: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Zeros of `shape` with rows `index` (of the [rows, last dim] view) set to `values`."""
-    out = torch.zeros((int(torch.tensor(shape[:-1]).prod()), shape[-1]), dtype=values.dtype, device=values.device)
-    return out.index_copy_(0, index, values).reshape(shape)
+def put_rows(values: torch.Tensor, index: torch.Tensor, shape: torch.Size, lead: int = 0) -> torch.Tensor:
+    """Zeros of `shape` with rows `index` (of the [*lead dims, rows, last dim] view) set to `values`."""
+    rows = 1
+    for n in shape[lead:-1]:
+        rows *= n
+    out = values.new_zeros((*shape[:lead], rows, shape[-1]))
+    return out.index_copy_(lead, index, values).reshape(shape)
 
 
 def unbroadcast(t: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:

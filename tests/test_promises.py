@@ -1,0 +1,131 @@
+"""Promises: the same relevance with and without a memory budget, with offloading, and for K targets at once."""
+
+import pytest
+import torch
+import transformers
+from models import vgg_like
+
+import lrpgraph
+from lrpgraph.analysis import analyse
+from lrpgraph.plan import build_plan
+from lrpgraph.schedule import nbytes
+from lrpgraph.store import ActivationStore
+from lrpgraph.zoo import architectures
+
+
+@pytest.fixture(scope="module")
+def llama():
+    (arch,) = architectures(["llama"])
+    model, inputs = arch.build(batch=2, length=16)
+    return model, inputs
+
+
+@pytest.fixture(scope="module")
+def deep_llama():
+    """Eight blocks, so that checkpoints between blocks pay off."""
+    config = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=8,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(3, 96, (2, 32))
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def close(a, b):
+    scale = b.abs().max().clamp_min(1e-30)
+    return float((a - b).abs().max() / scale)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.25])
+def test_budget_gives_the_same_relevance_and_is_respected(deep_llama, fraction):
+    model, inputs = deep_llama
+    free = lrpgraph.explain(model, inputs, target=7, rules="attnlrp")
+    budget = int(free.stats["peak_activation_bytes"] * fraction)
+    tight = lrpgraph.explain(model, inputs, target=7, rules="attnlrp", memory_budget=budget)
+    assert close(tight.relevance["input_ids"], free.relevance["input_ids"]) <= 1e-6
+    assert tight.stats["checkpoints"] > 0 and tight.stats["recomputed_nodes"] > 0
+    graph = lrpgraph.trace(model, inputs)
+    largest = max(nbytes(n) for n in graph.nodes if n.op == "call_function")
+    assert tight.stats["peak_activation_bytes"] <= budget + largest
+    assert tight.stats["peak_activation_bytes"] < free.stats["peak_activation_bytes"]
+
+
+def test_budget_on_a_cnn(llama):
+    model = vgg_like(batchnorm=True)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    free = lrpgraph.explain(model, x, target=3, rules="epsilon-plus")
+    tight = lrpgraph.explain(model, x, target=3, rules="epsilon-plus", memory_budget=1)
+    assert close(tight.relevance["input"], free.relevance["input"]) <= 1e-12
+
+
+def test_offload_gives_the_same_relevance(llama):
+    model, inputs = llama
+    free = lrpgraph.explain(model, inputs, target=7, rules="attnlrp")
+    off = lrpgraph.explain(model, inputs, target=7, rules="attnlrp", offload=True)
+    assert off.stats["offloaded_bytes"] > 0
+    assert close(off.relevance["input_ids"], free.relevance["input_ids"]) <= 1e-6
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
+def test_k_targets_in_one_pass_equal_k_calls(llama, rules):
+    model, inputs = llama
+    targets = [3, 11, 40, 95]
+    together = lrpgraph.explain(model, inputs, target=lrpgraph.Targets(targets), rules=rules,
+                                record=["model.layers.1.mlp"])
+    assert together.relevance["input_ids"].shape == (4, *inputs["input_ids"].shape)
+    assert together.latent["model.layers.1.mlp"].shape[0] == 4
+    for k, t in enumerate(targets):
+        alone = lrpgraph.explain(model, inputs, target=t, rules=rules, record=["model.layers.1.mlp"])
+        assert close(together.relevance["input_ids"][k], alone.relevance["input_ids"]) <= 1e-5
+        assert close(together.latent["model.layers.1.mlp"][k], alone.latent["model.layers.1.mlp"]) <= 1e-5
+        torch.testing.assert_close(together.conservation.seed[k], alone.conservation.seed)
+
+
+def test_k_ids_per_sample_and_mixed_targets():
+    model = vgg_like()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    ids = torch.tensor([[1, 4], [7, 2]])
+    together = lrpgraph.explain(model, x, target=ids, rules="epsilon-gamma-box".replace("-gamma-box", "-plus"))
+    assert together.relevance["input"].shape == (2, 2, 3, 16, 16)
+    for k in range(2):
+        alone = lrpgraph.explain(model, x, target=ids[:, k], rules="epsilon-plus")
+        assert close(together.relevance["input"][k], alone.relevance["input"]) <= 1e-10
+    mixed = lrpgraph.explain(model, x, target=lrpgraph.Targets([3, (1, 5), lambda o: o * 0 + 1.0]), rules="epsilon")
+    assert mixed.relevance["input"].shape[0] == 3
+
+
+def test_each_dropped_activation_is_recomputed_once(llama):
+    model, inputs = llama
+    graph = lrpgraph.trace(model, inputs)
+    plan = build_plan(graph, analyse(graph), graph.outputs[0], lrpgraph.preset("attnlrp"))
+    schedule = plan.schedule(1)
+    counts = {}
+
+    class Counting(ActivationStore):
+        def _recompute(self, target):
+            before = self.recomputed_nodes
+            value = super()._recompute(target)
+            counts[target] = counts.get(target, 0) + (self.recomputed_nodes > before)
+            return value
+
+    original = lrpgraph.explain.__globals__["ActivationStore"]
+    lrpgraph.explain.__globals__["ActivationStore"] = Counting
+    try:
+        ex = lrpgraph.explain(model, inputs, target=7, rules="attnlrp", memory_budget=1)
+    finally:
+        lrpgraph.explain.__globals__["ActivationStore"] = original
+    assert ex.stats["checkpoints"] == len(schedule.checkpoints) > 0
+    assert counts and max(counts.values()) == 1
+
+
+def test_bfloat16_model_with_float32_relevance(llama):
+    model, inputs = llama
+    reference = lrpgraph.explain(model, inputs, target=7, rules="cp-lrp")
+    half = model.to(torch.bfloat16)
+    try:
+        ex = lrpgraph.explain(half, inputs, target=7, rules="cp-lrp", dtype=torch.float32)
+        assert ex.relevance["input_ids"].dtype == torch.float32
+        assert torch.isfinite(ex.relevance["input_ids"]).all()
+        assert close(ex.relevance["input_ids"], reference.relevance["input_ids"]) < 0.1
+    finally:
+        model.to(torch.float32)
