@@ -7,6 +7,7 @@ and the kernel's needs say which activations the walk will read — and when for
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,14 @@ class Plan:
         """Which activations the forward keeps and how the rest are recomputed (cached per budget)."""
         if memory_budget not in self._schedules:
             reads = {node: step.reads for node, step in self.steps.items()}
-            self._schedules[memory_budget] = make_schedule(self.graph, self.order, reads, memory_budget)
+            schedule = make_schedule(self.graph, self.order, reads, memory_budget)
+            if memory_budget is not None and schedule.predicted_peak > memory_budget:
+                warnings.warn(
+                    f"memory_budget={memory_budget} bytes is below what the smallest schedule holds at once "
+                    f"(about {schedule.predicted_peak} bytes: checkpoints plus one segment); using that one",
+                    stacklevel=3,
+                )
+            self._schedules[memory_budget] = schedule
         return self._schedules[memory_budget]
 
     def rule_counts(self) -> dict[str, int]:

@@ -38,7 +38,7 @@ _EXPENSIVE_OPS = {
     aten.scaled_dot_product_attention.default,
     aten.einsum.default,
 }
-_MAX_CHEAP_RECIPE = 24
+_MAX_CHEAP_RECIPE = 64  # nodes a cheap recomputation may run (rotary tables and masks included)
 
 
 @dataclass

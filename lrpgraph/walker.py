@@ -18,7 +18,7 @@ from torch import fx
 
 from .plan import Plan, Step
 from .rules.adapter import Call
-from .rules.tensors import BATCHED
+from .rules.tensors import BATCHED, MAPS
 from .schedule import Schedule
 from .sparse import RowSparse
 from .store import ActivationStore, meta_value
@@ -121,13 +121,14 @@ def _run_batched(step: Step, call: Call) -> list[Any]:
         missing[:] = [x is None for x in results]
         return tuple(torch.zeros((), dtype=_dtype(r), device=_device(r)) if x is None else x for x in results)
 
-    token = BATCHED.set(True)
+    token, maps = BATCHED.set(True), MAPS.set(len(R[0]) if isinstance(R, list) else len(R))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*performance drop.*")
             outputs = torch.func.vmap(one)(R)
     finally:
         BATCHED.reset(token)
+        MAPS.reset(maps)
     return [None if gone else r for r, gone in zip(outputs, missing, strict=True)]
 
 

@@ -20,12 +20,12 @@ import torch
 from ..registry import register_ops, rule
 from .adapter import Adapter
 from .bilinear import Bilinear, uniform
-from .tensors import stabilize, unbroadcast
+from .tensors import MAPS, stabilize, unbroadcast
 
 aten = torch.ops.aten
 
 # elements of one [query block × keys] score matrix held at once by the attention rules
-_BLOCK_ELEMENTS = 1 << 24
+_BLOCK_ELEMENTS = 1 << 21  # 8 MiB of float32 scores per block: fastest on CPU, small on GPU
 
 
 def _masked_to_zero(x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +120,7 @@ class Attention:
         q, k = self.q.to(dtype), self.repeat(self.k.to(dtype))
         L, S = q.shape[-2], k.shape[-2]
         lead = math.prod(q.shape[:-2]) if q.dim() > 2 else 1
-        step = max(1, _BLOCK_ELEMENTS // max(1, lead * S))
+        step = max(1, _BLOCK_ELEMENTS // max(1, lead * S * MAPS.get()))
         causal = self.causal_keys()
         if causal:
             step = min(step, max(64, -(-L // 8)))

@@ -8,6 +8,8 @@ import torch
 
 # set while rules run batched over several relevance maps (vmap): no data-dependent shortcuts then
 BATCHED: contextvars.ContextVar[bool] = contextvars.ContextVar("relevance_batched", default=False)
+# how many relevance maps are carried at once (rules size their working blocks by it)
+MAPS: contextvars.ContextVar[int] = contextvars.ContextVar("relevance_maps", default=1)
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
