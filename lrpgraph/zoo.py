@@ -59,6 +59,11 @@ def example_inputs(kind: str, config: Any, batch: int = 2, length: int = 8) -> d
         size = config.image_size
         channels = getattr(config, "num_channels", 3)
         return {"pixel_values": torch.randn(batch, channels, size, size, generator=generator)}
+    if kind == "audio-features":  # log-mel frames; Whisper wants exactly 2 × max_source_positions of them
+        frames = 2 * config.max_source_positions
+        return {"input_features": torch.randn(batch, config.num_mel_bins, frames, generator=generator)}
+    if kind == "audio-wave":
+        return {"input_values": torch.randn(batch, 400, generator=generator)}
     vocab = config.vocab_size
     ids = torch.randint(3, vocab, (batch, length), generator=generator)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -67,12 +72,107 @@ def example_inputs(kind: str, config: Any, batch: int = 2, length: int = 8) -> d
     return inputs
 
 
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=16,
+    patch_size=4,
+    num_labels=3,
+)
 ARCHITECTURES = [
+    # decoder language models
     Architecture("llama", "decoder", "LlamaConfig", "LlamaForCausalLM", dict(DECODER, num_key_value_heads=2)),
     Architecture("mistral", "decoder", "MistralConfig", "MistralForCausalLM", dict(DECODER, num_key_value_heads=2)),
     Architecture("qwen2", "decoder", "Qwen2Config", "Qwen2ForCausalLM", dict(DECODER, num_key_value_heads=2)),
     Architecture(
         "qwen3", "decoder", "Qwen3Config", "Qwen3ForCausalLM", dict(DECODER, num_key_value_heads=2, head_dim=8)
+    ),
+    Architecture(
+        "gemma", "decoder", "GemmaConfig", "GemmaForCausalLM", dict(DECODER, num_key_value_heads=2, head_dim=8)
+    ),
+    Architecture(
+        "gemma2",
+        "decoder",
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        dict(DECODER, num_key_value_heads=2, head_dim=8, sliding_window=4),
+    ),
+    Architecture(
+        "gemma3",
+        "decoder",
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(DECODER, num_key_value_heads=2, head_dim=8, sliding_window=4),
+    ),
+    Architecture("phi", "decoder", "PhiConfig", "PhiForCausalLM", dict(DECODER, num_key_value_heads=4)),
+    Architecture("phi3", "decoder", "Phi3Config", "Phi3ForCausalLM", dict(DECODER, num_key_value_heads=2)),
+    Architecture("olmo", "decoder", "OlmoConfig", "OlmoForCausalLM", dict(DECODER, num_key_value_heads=2)),
+    Architecture("stablelm", "decoder", "StableLmConfig", "StableLmForCausalLM", dict(DECODER, num_key_value_heads=2)),
+    Architecture(
+        "starcoder2", "decoder", "Starcoder2Config", "Starcoder2ForCausalLM", dict(DECODER, num_key_value_heads=2)
+    ),
+    Architecture("cohere", "decoder", "CohereConfig", "CohereForCausalLM", dict(DECODER, num_key_value_heads=2)),
+    Architecture(
+        "gpt2",
+        "decoder",
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, **TEXT),
+    ),
+    Architecture(
+        "gptj",
+        "decoder",
+        "GPTJConfig",
+        "GPTJForCausalLM",
+        dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, rotary_dim=4, **TEXT),
+    ),
+    Architecture("gpt_neox", "decoder", "GPTNeoXConfig", "GPTNeoXForCausalLM", dict(DECODER)),
+    Architecture(
+        "opt",
+        "decoder",
+        "OPTConfig",
+        "OPTForCausalLM",
+        dict(
+            vocab_size=96,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            word_embed_proj_dim=32,
+            **TEXT,
+        ),
+    ),
+    Architecture(
+        "bloom",
+        "decoder",
+        "BloomConfig",
+        "BloomForCausalLM",
+        dict(vocab_size=96, hidden_size=32, n_layer=2, n_head=4, **TEXT),
+    ),
+    Architecture(
+        "falcon",
+        "decoder",
+        "FalconConfig",
+        "FalconForCausalLM",
+        dict(
+            vocab_size=96,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            **TEXT,
+        ),
+    ),
+    # mixtures of experts
+    Architecture(
+        "mixtral",
+        "moe",
+        "MixtralConfig",
+        "MixtralForCausalLM",
+        dict(DECODER, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
     ),
     Architecture(
         "qwen3_moe",
@@ -84,31 +184,26 @@ ARCHITECTURES = [
         ),
     ),
     Architecture(
-        "mixtral",
+        "qwen2_moe",
         "moe",
-        "MixtralConfig",
-        "MixtralForCausalLM",
-        dict(DECODER, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
+        "Qwen2MoeConfig",
+        "Qwen2MoeForCausalLM",
+        dict(
+            DECODER,
+            num_key_value_heads=2,
+            moe_intermediate_size=16,
+            shared_expert_intermediate_size=32,
+            num_experts=4,
+            num_experts_per_tok=2,
+        ),
     ),
-    Architecture(
-        "gemma3",
-        "decoder",
-        "Gemma3TextConfig",
-        "Gemma3ForCausalLM",
-        dict(DECODER, num_key_value_heads=2, head_dim=8, sliding_window=4),
-    ),
-    Architecture("phi3", "decoder", "Phi3Config", "Phi3ForCausalLM", dict(DECODER, num_key_value_heads=2)),
-    Architecture(
-        "gpt2",
-        "decoder",
-        "GPT2Config",
-        "GPT2LMHeadModel",
-        dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, **TEXT),
-    ),
-    Architecture("gpt_neox", "decoder", "GPTNeoXConfig", "GPTNeoXForCausalLM", dict(DECODER)),
+    # encoders
     Architecture("bert", "encoder", "BertConfig", "BertForSequenceClassification", dict(ENCODER, num_labels=3)),
     Architecture(
         "roberta", "encoder", "RobertaConfig", "RobertaForSequenceClassification", dict(ENCODER, num_labels=3)
+    ),
+    Architecture(
+        "xlm_roberta", "encoder", "XLMRobertaConfig", "XLMRobertaForSequenceClassification", dict(ENCODER, num_labels=3)
     ),
     Architecture(
         "distilbert",
@@ -118,21 +213,35 @@ ARCHITECTURES = [
         dict(vocab_size=96, dim=32, hidden_dim=64, n_layers=2, n_heads=4, num_labels=3, pad_token_id=0),
     ),
     Architecture(
-        "vit",
-        "vision",
-        "ViTConfig",
-        "ViTForImageClassification",
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=16,
-            patch_size=4,
-            num_labels=3,
-        ),
-        inputs="pixels",
+        "albert",
+        "encoder",
+        "AlbertConfig",
+        "AlbertForSequenceClassification",
+        dict(ENCODER, embedding_size=16, num_labels=3),
     ),
+    Architecture(
+        "electra",
+        "encoder",
+        "ElectraConfig",
+        "ElectraForSequenceClassification",
+        dict(ENCODER, embedding_size=16, num_labels=3),
+    ),
+    Architecture(
+        "deberta_v2",
+        "encoder",
+        "DebertaV2Config",
+        "DebertaV2ForSequenceClassification",
+        dict(
+            ENCODER,
+            num_labels=3,
+            relative_attention=True,
+            position_buckets=8,
+            max_relative_positions=16,
+            pos_att_type=["p2c", "c2p"],
+        ),
+    ),
+    Architecture("mpnet", "encoder", "MPNetConfig", "MPNetForSequenceClassification", dict(ENCODER, num_labels=3)),
+    # encoder-decoders
     Architecture(
         "t5",
         "encoder-decoder",
@@ -140,6 +249,120 @@ ARCHITECTURES = [
         "T5ForConditionalGeneration",
         dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, **TEXT),
         inputs="seq2seq",
+    ),
+    Architecture(
+        "bart",
+        "encoder-decoder",
+        "BartConfig",
+        "BartForConditionalGeneration",
+        dict(
+            vocab_size=96,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=64,
+            decoder_start_token_id=2,
+            **TEXT,
+        ),
+        inputs="seq2seq",
+    ),
+    # vision
+    Architecture("vit", "vision", "ViTConfig", "ViTForImageClassification", dict(VISION), inputs="pixels"),
+    Architecture("deit", "vision", "DeiTConfig", "DeiTForImageClassification", dict(VISION), inputs="pixels"),
+    Architecture(
+        "beit",
+        "vision",
+        "BeitConfig",
+        "BeitForImageClassification",
+        dict(VISION, use_relative_position_bias=True),
+        inputs="pixels",
+    ),
+    Architecture(
+        "dinov2",
+        "vision",
+        "Dinov2Config",
+        "Dinov2ForImageClassification",
+        dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=16, patch_size=4, num_labels=3),
+        inputs="pixels",
+    ),
+    Architecture(
+        "swin",
+        "vision",
+        "SwinConfig",
+        "SwinForImageClassification",
+        dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3),
+        inputs="pixels",
+    ),
+    Architecture(
+        "convnext",
+        "vision",
+        "ConvNextConfig",
+        "ConvNextForImageClassification",
+        dict(image_size=32, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
+        inputs="pixels",
+    ),
+    Architecture(
+        "resnet",
+        "vision",
+        "ResNetConfig",
+        "ResNetForImageClassification",
+        dict(image_size=32, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=3),
+        inputs="pixels",
+    ),
+    # audio
+    Architecture(
+        "whisper_encoder",
+        "audio",
+        "WhisperConfig",
+        "WhisperForAudioClassification",
+        dict(
+            vocab_size=96,
+            num_mel_bins=8,
+            encoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_layers=1,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            d_model=32,
+            max_source_positions=16,
+            max_target_positions=16,
+            num_labels=3,
+        ),
+        inputs="audio-features",
+    ),
+    Architecture(
+        "wav2vec2",
+        "audio",
+        "Wav2Vec2Config",
+        "Wav2Vec2ForSequenceClassification",
+        dict(
+            vocab_size=32,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            conv_dim=(16, 16),
+            conv_stride=(4, 2),
+            conv_kernel=(8, 4),
+            num_conv_pos_embeddings=8,
+            num_conv_pos_embedding_groups=4,
+            num_labels=3,
+            feat_extract_norm="group",
+        ),
+        inputs="audio-wave",
+    ),
+    # state space
+    Architecture(
+        "mamba",
+        "state-space",
+        "MambaConfig",
+        "MambaForCausalLM",
+        dict(vocab_size=96, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4, **TEXT),
     ),
 ]
 

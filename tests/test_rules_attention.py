@@ -49,6 +49,23 @@ def test_bilinear_uniform_rule_hand_worked():
     torch.testing.assert_close(ex.relevance["args_1"], torch.tensor([[3.0], [8.0]], dtype=torch.float64))
 
 
+def test_bilinear_with_a_bias_term():
+    # baddbmm(bias=1, a, b) with a·b = 11: out = 12, R = 24 → the product term gets 24·11/12 = 22, then the
+    # uniform rule: S = 22/(2·11) = 1, R_a = a ⊙ bᵀ = [3, 8], R_b = [3, 8]; the bias keeps 2 (ALiBi in BLOOM)
+    a = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    b = torch.tensor([[[3.0], [4.0]]], dtype=torch.float64)
+    bias = torch.ones(1, 1, 1, dtype=torch.float64)
+    ex = lrpgraph.explain(
+        Fn(lambda a, b: torch.baddbmm(bias, a, b)),
+        (a, b),
+        target=torch.full((1, 1, 1), 24.0, dtype=torch.float64),
+        rules=lrpgraph.preset("attnlrp", **TIGHT),
+    )
+    torch.testing.assert_close(ex.relevance["args_0"], torch.tensor([[[3.0, 8.0]]], dtype=torch.float64))
+    torch.testing.assert_close(ex.relevance["args_1"], torch.tensor([[[3.0], [8.0]]], dtype=torch.float64))
+    assert ex.conservation.absorbed["rules"] == pytest.approx(2.0)
+
+
 class GatedMLP(nn.Module):
     def __init__(self):
         super().__init__()

@@ -87,15 +87,17 @@ class Attention:
         self.groups = heads // kv_heads if gqa and heads != kv_heads else 1
 
     def repeat(self, t):
-        """Grouped-query heads: each key/value head serves `groups` query heads."""
-        return t if self.groups == 1 else t.repeat_interleave(self.groups, dim=-3)
+        """Keys/values as the queries see them: grouped heads repeated, broadcast batch dims expanded."""
+        if self.groups > 1:
+            t = t.repeat_interleave(self.groups, dim=-3)
+        return t.expand(*self.q.shape[:-2], *t.shape[-2:])
 
-    def fold(self, t):
-        """Adjoint of the head repetition: sum each group's copies."""
-        if self.groups == 1:
-            return t
-        shape = list(t.shape)
-        return t.reshape([*shape[:-3], shape[-3] // self.groups, self.groups, *shape[-2:]]).sum(-3)
+    def fold(self, t, like):
+        """Adjoint of `repeat`: sum the copies back into `like`'s shape."""
+        if self.groups > 1:
+            shape = list(t.shape)
+            t = t.reshape([*shape[:-3], shape[-3] // self.groups, self.groups, *shape[-2:]]).sum(-3)
+        return unbroadcast(t, like.shape)
 
     def causal_keys(self) -> bool:
         """Whether query i attends to keys ≤ i only (is_causal, or a boolean mask with nothing above the diagonal)."""
@@ -120,7 +122,7 @@ class Attention:
         q, k = self.q.to(dtype), self.repeat(self.k.to(dtype))
         L, S = q.shape[-2], k.shape[-2]
         lead = math.prod(q.shape[:-2]) if q.dim() > 2 else 1
-        step = max(1, _BLOCK_ELEMENTS // max(1, lead * S * MAPS.get()))
+        step = max(min(L, 64), _BLOCK_ELEMENTS // max(1, lead * S * MAPS.get()))
         causal = self.causal_keys()
         if causal:
             step = min(step, max(64, -(-L // 8)))
@@ -186,7 +188,7 @@ def attention_uniform(R, attention: Attention, out, want_mask: bool, *, epsilon:
         half_q = qb * 0.5
         Rq[..., rows, :] = (factor @ k[..., keys, :]).mul_(half_q)
         Rk[..., keys, :] += factor.mT @ half_q
-    return Rq, attention.fold(k * Rk), attention.fold(v * Rv), Rmask
+    return Rq, attention.fold(k * Rk, attention.k), attention.fold(v * Rv, attention.v), Rmask
 
 
 @rule("attention", "values", needs=("q", "k", "v", "mask", "out"))
@@ -197,7 +199,7 @@ def attention_values_sdpa(R, attention: Attention, out, want_mask: bool, *, epsi
     Rv = R.new_zeros(v.shape, dtype=dtype)
     for rows, keys, _, probs, _ in attention.blocks(dtype):
         Rv[..., keys, :] += probs.mT @ (R[..., rows, :] / stabilize(out[..., rows, :].to(dtype), epsilon))
-    return None, None, attention.fold(v * Rv), None
+    return None, None, attention.fold(v * Rv, attention.v), None
 
 
 def _accumulate_mask(Rmask: torch.Tensor, part: torch.Tensor, rows: slice, keys: slice, length: int) -> None:

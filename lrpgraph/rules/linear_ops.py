@@ -14,7 +14,7 @@ from ..sparse import RowSparse
 from .adapter import Adapter, LayerAdapter
 from .bilinear import Bilinear
 from .layers import Conv, Dense, MatMul
-from .tensors import BATCHED, nonzero_rows, put_rows, take_rows
+from .tensors import BATCHED, nonzero_rows, put_rows, stabilize, take_rows
 
 aten = torch.ops.aten
 
@@ -70,7 +70,8 @@ class MatmulAdapter(Adapter):
     def needs(self, op_class, kernel, args, relevant):
         out = "out" in kernel.needs
         if op_class != "linear":
-            return {self.a, self.b}, out
+            with_bias = {self.bias} if self.bias and args.get(self.bias) is not None else set()
+            return {self.a, self.b} | with_bias, True
         data = self._data(relevant)
         names = {self.b if data == self.a else self.a}
         if self.bias and args.get(self.bias) is not None:
@@ -82,8 +83,9 @@ class MatmulAdapter(Adapter):
     def apply(self, call):
         args = call.args
         if call.op_class != "linear":
-            if self.bias and args.get(self.bias) is not None:
-                raise TypeError("bilinear rules do not take a bias term")
+            bias = args.get(self.bias) if self.bias else None
+            if bias is not None:  # beta·bias + alpha·(a@b): epsilon split first, the bias keeps its share
+                call = _without_bias(call, bias, float(args.get("beta", 1.0)), float(args.get("alpha", 1.0)))
             ra, rb = _bilinear(call, self.a, self.b, _MATMUL_PRODUCT)
             return {self.a: ra, self.b: rb}
         data = self._data(call.relevant)
@@ -129,6 +131,15 @@ def _vmapped(adapter, call):
     finally:
         BATCHED.reset(token)
     return dict(zip(names, outputs, strict=True))
+
+
+def _without_bias(call, bias, beta: float, alpha: float):
+    """The call seen by the bilinear rule on a@b alone: R of the product term, out = a@b."""
+    import dataclasses
+
+    product = call.out - beta * bias.to(call.out.dtype)
+    share = product.to(call.R.dtype) / stabilize(call.out.to(call.R.dtype), call.params.get("epsilon", 1e-6))
+    return dataclasses.replace(call, R=call.R * share, out=product / alpha)
 
 
 def _bilinear(call, a: str, b: str, product: Bilinear):
