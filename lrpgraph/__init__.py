@@ -5,6 +5,7 @@ ex = lrpgraph.explain(model, inputs, target=3, rules="epsilon")
 ex.relevance["x"]        # relevance in the input's shape
 """
 
+from .coverage import CoverageReport, coverage
 from .errors import InputError, LRPGraphError, MissingRuleError, RuleSetError, TargetError, TraceError
 from .explain import explain
 from .explanation import Conservation, Explanation
@@ -14,6 +15,7 @@ from .tracer import clear_cache, trace
 
 __all__ = [
     "Conservation",
+    "CoverageReport",
     "Explanation",
     "InputError",
     "LRPGraphError",
@@ -25,6 +27,7 @@ __all__ = [
     "Targets",
     "TraceError",
     "clear_cache",
+    "coverage",
     "explain",
     "preset",
     "preset_names",

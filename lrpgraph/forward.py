@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from .errors import InputError
 from .graph import Graph
 from .store import ActivationStore
 
@@ -35,8 +36,12 @@ def run_forward(
 ) -> tuple[Any, ...]:
     """All graph outputs (flat), filling `store` with the kept activations; no autograd graph is built."""
     module, kept = recording_module(graph, frozenset(keep))
-    with torch.inference_mode():
-        outputs, values = module(*placeholder_values)
+    try:
+        with torch.inference_mode():
+            outputs, values = module(*placeholder_values)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InputError(f"the model failed on these inputs: {type(error).__name__}: {first}") from error
     for node, value in zip(kept, values, strict=True):
         store.put(node, value)
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
