@@ -262,3 +262,71 @@ def test_embedding_relevance_is_per_token():
     assert ex.relevance["ids"].shape == ids.shape
     torch.testing.assert_close(ex.relevance["ids"], expected)
     assert ex.conservation.absorbed["constants"] == pytest.approx(float((seed - tok / out * seed).sum()))
+
+
+def test_cumsum_norm_rule():
+    # cumsum [1, 2, 3] = [1, 3, 6] with R = [1, 3, 6]: s = R/y = [1, 1, 1], Aᵀs = [3, 2, 1] → x ⊙ Aᵀs = [3, 4, 3]
+    x = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    ex = lrpgraph.explain(
+        Op(lambda x: x.cumsum(-1)), x, target=torch.tensor([[1.0, 3.0, 6.0]], dtype=torch.float64), rules=TIGHT
+    )
+    torch.testing.assert_close(ex.relevance["x"], torch.tensor([[3.0, 4.0, 3.0]], dtype=torch.float64))
+
+
+def test_index_add_splits_shares_where_writes_add_up():
+    # out[0] = base 1 + src 2 + src 5 = 8 with R = 16: shares 2, 4, 10; out[1] = 3 (base only) keeps R
+    class Combine(nn.Module):
+        def forward(self, base, src):
+            return base.index_add(0, torch.tensor([0, 0]), src)
+
+    base, src = torch.tensor([1.0, 3.0], dtype=torch.float64), torch.tensor([2.0, 5.0], dtype=torch.float64)
+    ex = lrpgraph.explain(Combine(), (base, src), target=torch.tensor([16.0, 6.0], dtype=torch.float64), rules=TIGHT)
+    torch.testing.assert_close(ex.relevance["base"], torch.tensor([2.0, 6.0], dtype=torch.float64))
+    torch.testing.assert_close(ex.relevance["src"], torch.tensor([4.0, 10.0], dtype=torch.float64))
+
+
+def test_scatter_overwrites_move_relevance():
+    class Write(nn.Module):
+        def forward(self, base, src):
+            return base.scatter(0, torch.tensor([2, 0]), src)
+
+    base, src = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.tensor([7.0, 8.0], dtype=torch.float64)
+    ex = lrpgraph.explain(
+        Write(), (base, src), target=torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64), rules=TIGHT
+    )
+    torch.testing.assert_close(ex.relevance["base"], torch.tensor([0.0, 20.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(ex.relevance["src"], torch.tensor([30.0, 10.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method,gate_share", [("attnlrp", 0.5), ("cp-lrp", 0.0)])
+def test_glu_is_a_gate(method, gate_share):
+    x = torch.randn(2, 6, dtype=torch.float64)
+    seed = torch.randn(2, 3, dtype=torch.float64)
+    ex = lrpgraph.explain(
+        Op(lambda x: nn.functional.glu(x, -1)),
+        x,
+        target=seed,
+        rules=lrpgraph.preset(method, epsilon=1e-12, stabilizer=1e-12),
+    )
+    torch.testing.assert_close(ex.relevance["x"], torch.cat([seed * (1 - gate_share), seed * gate_share], -1))
+
+
+def test_upsampling_rules():
+    x = torch.rand(1, 2, 3, 3, dtype=torch.float64) + 0.5
+    nearest = Op(lambda x: nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    seed = torch.rand(1, 2, 6, 6, dtype=torch.float64)
+    ex = lrpgraph.explain(nearest, x, target=seed, rules=TIGHT)
+    xr = x.clone().requires_grad_()
+    expected = torch.autograd.grad(nearest(xr), xr, seed)[0]  # re-indexing: relevance is the adjoint
+    torch.testing.assert_close(ex.relevance["x"], expected)
+    bilinear = Op(lambda x: nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+    ex = lrpgraph.explain(bilinear, x, target=seed, rules=TIGHT)
+    assert ex.relevance["x"].sum().item() == pytest.approx(seed.sum().item(), rel=1e-9)  # Norm conserves
+
+
+def test_log_softmax_keeps_the_normaliser_share():
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    out = torch.log_softmax(x, -1)
+    seed = torch.tensor([[3.0, 5.0]], dtype=torch.float64)
+    ex = lrpgraph.explain(Op(lambda x: torch.log_softmax(x, -1)), x, target=seed, rules=TIGHT)
+    torch.testing.assert_close(ex.relevance["x"], x / out * seed)

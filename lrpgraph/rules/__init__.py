@@ -11,5 +11,6 @@ from . import (  # noqa: F401 - imported for their registrations
     normalization,
     pooling,
     reindex,
+    scatter,
     weighted,
 )

@@ -39,6 +39,47 @@ def softmax_taylor(R, x, out, dim: int):
     return _masked_to_zero(x.to(R.dtype)) * (R - s * R.sum(dim, keepdim=True))
 
 
+class LogSoftmaxAdapter(Adapter):
+    """log_softmax(x) = x − logsumexp(x): the log-normaliser is a constant term of a sum."""
+
+    family = "add"
+
+    def __init__(self):
+        super().__init__("add")
+
+    def needs(self, op_class, kernel, args, relevant):
+        return {"self"}, True
+
+    def apply(self, call):
+        x = call.args["self"]
+        (r, _) = call.run([x, call.out - x], call.out, [True, False])
+        return {"self": r}
+
+
+class GluAdapter(Adapter):
+    """glu(x) = a·σ(b) for the two halves a, b of x: a gate on its own input."""
+
+    family = "gate"
+
+    def __init__(self):
+        super().__init__("gate")
+
+    def op_class(self, args, relevant, role):
+        return "gate"
+
+    def needs(self, op_class, kernel, args, relevant):
+        return set(), False
+
+    def apply(self, call):
+        x, dim = call.args["self"], call.args.get("dim", -1)
+        shape = list(x.shape)
+        shape[dim] //= 2
+        halves = [torch.empty(shape, device="meta"), torch.empty(shape, device="meta")]
+        ra, rb = call.run(halves, [True, True], 1)
+        zeros = call.R.new_zeros(shape)
+        return {"self": torch.cat([zeros if ra is None else ra, zeros if rb is None else rb], dim)}
+
+
 class SoftmaxAdapter(Adapter):
     family = "softmax"
 
@@ -242,4 +283,6 @@ class AttentionAdapter(Adapter):
 
 
 register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)
+register_ops(LogSoftmaxAdapter(), aten.log_softmax.int, aten._log_softmax.default)
+register_ops(GluAdapter(), aten.glu.default)
 register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default)

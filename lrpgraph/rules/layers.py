@@ -149,6 +149,33 @@ class Reduction(LinearMap):
         return (s * self.scale).expand(self.x_shape)
 
 
+class CumulativeSum(LinearMap):
+    """cumsum along `dim`: each output is the sum of the inputs up to it; the adjoint sums from the end."""
+
+    def __init__(self, x_shape, dim: int):
+        super().__init__(x_shape)
+        self.dim = dim % len(self.x_shape)
+
+    def forward(self, x, weight=None, bias=None):
+        return x.cumsum(self.dim)
+
+    def adjoint(self, s, weight=None):
+        return s.flip(self.dim).cumsum(self.dim).flip(self.dim)
+
+
+class Resample(LinearMap):
+    """Bilinear (or bicubic) up/down-sampling: a fixed linear interpolation, adjoint from ATen's backward."""
+
+    def __init__(self, x_shape, out_shape, align_corners: bool, scales, backward):
+        super().__init__(x_shape)
+        self.out_shape, self.align_corners, self.scales, self.backward = out_shape, align_corners, scales, backward
+
+    def adjoint(self, s, weight=None):
+        return self.backward(
+            s.contiguous(), list(self.out_shape[2:]), list(self.x_shape), self.align_corners, *self.scales
+        )
+
+
 class AvgPool(LinearMap):
     """avg_pool{1,2,3}d and adaptive_avg_pool{1,2,3}d; the adjoint uses ATen's backward kernels."""
 

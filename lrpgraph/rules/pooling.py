@@ -10,7 +10,7 @@ import torch
 
 from ..registry import register_ops, rule
 from .adapter import Adapter, LayerAdapter
-from .layers import AvgPool, Reduction
+from .layers import AvgPool, CumulativeSum, Reduction, Resample
 
 aten = torch.ops.aten
 
@@ -107,6 +107,23 @@ def _reduction(mean: bool):
     return build
 
 
+def _cumsum(args):
+    return CumulativeSum(args["self"].shape, args["dim"])
+
+
+def _resample(backward):
+    def build(args):
+        x = args["input"]
+        out_size = args.get("output_size")
+        scales = args.get("scale_factors")
+        if out_size is None:
+            out_size = [int(n * f) for n, f in zip(x.shape[2:], scales, strict=True)]
+        scales = (None, None) if scales is None else tuple(scales)
+        return Resample(x.shape, (*x.shape[:2], *out_size), bool(args.get("align_corners", False)), scales, backward)
+
+    return build
+
+
 def _avgpool(dims: int, adaptive: bool):
     def build(args):
         return AvgPool(args["self"].shape, dims, adaptive, args)
@@ -135,6 +152,15 @@ for _dims, _ops in (
     (3, [aten.adaptive_avg_pool3d.default, aten._adaptive_avg_pool3d.default]),
 ):
     register_ops(LayerAdapter("avgpool", "self", _avgpool(_dims, True), "avgpool"), *_ops)
+register_ops(LayerAdapter("sum", "self", _cumsum, "sum"), aten.cumsum.default)
+register_ops(
+    LayerAdapter("avgpool", "input", _resample(aten.upsample_bilinear2d_backward.default), "avgpool"),
+    aten.upsample_bilinear2d.vec,
+)
+register_ops(
+    LayerAdapter("avgpool", "input", _resample(aten.upsample_bicubic2d_backward.default), "avgpool"),
+    aten.upsample_bicubic2d.vec,
+)
 register_ops(MaxPoolAdapter(1, False), aten.max_pool1d.default)
 register_ops(MaxPoolAdapter(2, False), aten.max_pool2d.default, aten.max_pool2d_with_indices.default)
 register_ops(MaxPoolAdapter(3, False), aten.max_pool3d.default, aten.max_pool3d_with_indices.default)

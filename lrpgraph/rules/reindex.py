@@ -310,5 +310,10 @@ for _op in (
     aten.channel_shuffle.default,
     aten.tile.default,
     aten.repeat_interleave.self_int,
+    aten.upsample_nearest1d.default,
+    aten.upsample_nearest2d.default,
+    aten.upsample_nearest3d.default,
 ):
     register_ops(ReindexAdapter(traced_adjoint(_op)), _op)
+for _op in (aten.upsample_nearest1d.vec, aten.upsample_nearest2d.vec, aten.upsample_nearest3d.vec):
+    register_ops(ReindexAdapter(traced_adjoint(_op, data="input")), _op)
