@@ -136,8 +136,11 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
 
 
 def markdown(rows: list[ZooRow], rules: str) -> str:
+    import transformers
+
     lines = [
-        f"Coverage with rules `{rules}`",
+        f"Coverage with rules `{rules}` (torch {torch.__version__}, transformers {transformers.__version__}); "
+        "'relevant' counts the nodes that carry relevance, the others compute constants.",
         "",
         "| architecture | family | nodes | relevant | covered | trace s | explain s | explain ok | missing ops |",
         "|---|---|---:|---:|---:|---:|---:|---|---|",
