@@ -14,6 +14,7 @@ from .flow import Flow, relevance_flow
 from .graph import Graph
 from .passes.norm_scale import normalisation_scales
 from .passes.pointwise import pointwise_regions
+from .passes.positional import PositionalSource, mixing_nodes, positional_sources
 from .passes.roles import product_roles
 
 
@@ -23,12 +24,15 @@ class Analysis:
     cuts: set[fx.Node]
     redirects: dict[fx.Node, fx.Node]
     roles: dict[fx.Node, str] = field(default_factory=dict)
-    _flows: dict[fx.Node, Flow] = field(default_factory=dict, repr=False)
+    positional: list[PositionalSource] = field(default_factory=list)
+    _flows: dict[tuple, Flow] = field(default_factory=dict, repr=False)
 
-    def flow(self, output: fx.Node) -> Flow:
-        if output not in self._flows:
-            self._flows[output] = relevance_flow(self.graph, output, self.cuts, self.redirects)
-        return self._flows[output]
+    def flow(self, output: fx.Node, sources: frozenset[fx.Node] = frozenset()) -> Flow:
+        """Relevance flow to `output`, with `sources` (positional encodings) as extra relevance sources."""
+        key = (output, sources)
+        if key not in self._flows:
+            self._flows[key] = relevance_flow(self.graph, output, self.cuts, self.redirects, sources)
+        return self._flows[key]
 
     def explainable_inputs(self) -> list[fx.Node]:
         """User inputs relevance can reach from some floating-point output (ids via embeddings, not masks)."""
@@ -48,11 +52,13 @@ def analyse(graph: Graph) -> Analysis:
     fx_graph = graph.module.graph
     anywhere = _any_output(graph)
     relevant = relevance_flow(graph, anywhere).relevant
+    positional = positional_sources(graph, relevant, mixing_nodes(graph, relevant))
+    relevant = relevance_flow(graph, anywhere).relevant
     cuts = normalisation_scales(fx_graph, relevant)
     relevant = relevance_flow(graph, anywhere, cuts).relevant
     redirects = pointwise_regions(fx_graph, relevant)
     roles = product_roles(fx_graph, relevant, redirects)
-    analysis = Analysis(graph, cuts, redirects, roles)
+    analysis = Analysis(graph, cuts, redirects, roles, positional)
     graph._analysis = analysis
     return analysis
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from .explanation import Conservation, Explanation
 from .forward import run_forward
 from .graph import Graph
 from .plan import cached_plan
+from .positional import combined, per_position, select_sources
 from .ruleset import RuleSet, resolve
 from .sparse import RowSparse
 from .store import ActivationStore
@@ -68,11 +70,19 @@ def explain(
     index = _output_index(graph, output)
     out_node = graph.outputs[index]
     recorded = _record_nodes(graph, record)
-    plan = cached_plan(graph, analysis, out_node, ruleset, fallback)
-    schedule = plan.schedule(memory_budget)
     values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
     placeholders = list(graph.module.graph.find_nodes(op="placeholder"))
-    store = ActivationStore(dict(zip(placeholders, values, strict=True)), schedule.recipes, offload)
+    value_of = dict(zip(placeholders, values, strict=True))
+    sources = select_sources(graph, analysis.positional, value_of) if ruleset.positional else []
+    if ruleset.positional and not sources:
+        warnings.warn(
+            f"rules '{ruleset.name}' give positions relevance, but no positional encoding was found in "
+            f"{type(model).__name__}; positional relevance is zero",
+            stacklevel=2,
+        )
+    plan = cached_plan(graph, analysis, out_node, ruleset, fallback, frozenset(s.node for s in sources))
+    schedule = plan.schedule(memory_budget)
+    store = ActivationStore(value_of, schedule.recipes, offload)
     outputs = run_forward(graph, values, schedule.keep, store)
     out = outputs[index]
     seed, k = seeds(target, out, _positions(kwargs, out))
@@ -85,10 +95,16 @@ def explain(
         graph, analysis.explainable_inputs(), result.inputs, values, placeholders, relevance_dtype, lead
     )
     batch = out.shape[0] if out.dim() else 1
+    positional = signed = mixed = None
+    if ruleset.positional:
+        positional, signed, mixed = _positional_outputs(
+            sources, result.inputs, ruleset.positional, lead, relevance, batch, relevance_dtype, out.device
+        )
     conservation = Conservation(
         seed=_per_sample(seed, batch, lead),
         inputs={name: _per_sample(r, batch, lead) for name, r in relevance.items()},
         absorbed={k: float(v) for k, v in result.absorbed.items()},
+        positional=None if signed is None else signed.double(),
     )
     latent = {
         path: _latent(result.latent.get(node), node, relevance_dtype, out.device, lead)
@@ -101,6 +117,8 @@ def explain(
         conservation=conservation,
         rules=ruleset.name,
         latent=latent,
+        positional=positional,
+        combined=mixed,
         fallbacks=plan.fallbacks,
         stats={
             "seconds": time.perf_counter() - started,
@@ -114,6 +132,27 @@ def explain(
             "rules": plan.rule_counts(),
         },
     )
+
+
+def _positional_outputs(sources, reached, mode, lead, relevance, batch, dtype, device):
+    """PA-LRP's (positional, its signed total per sample, combined): one [*lead, B, T] tensor per sequence,
+    matched to the inputs by length; dicts keyed by input name when an encoder-decoder has two lengths."""
+    by_length = per_position(sources, reached, mode, len(lead))
+    signed_by_length = per_position(sources, reached, "signed", len(lead))
+    sequences = {r.shape[len(lead) + 1]: n for n, r in relevance.items() if r.dim() > len(lead) + 1}
+    if not by_length:  # no positional encoding found: zeros for the first sequence
+        length = next(iter(sequences), 1)
+        zeros = torch.zeros((*lead, batch, length), dtype=dtype, device=device)
+        by_length, signed_by_length = {length: zeros}, {length: zeros}
+    signed = sum(t.sum(-1) for t in signed_by_length.values())
+    if len(by_length) == 1:
+        ((length, positional),) = by_length.items()
+        name = sequences.get(length)
+        mixed = combined(relevance[name], positional) if name is not None else None
+        return positional, signed, mixed
+    named = {sequences.get(length, f"length_{length}"): t for length, t in by_length.items()}
+    mixed = {n: combined(relevance[n], t) for n, t in named.items() if n in relevance}
+    return named, signed, mixed
 
 
 def _output_index(graph: Graph, output: str | int | None) -> int:

@@ -20,6 +20,7 @@ class Conservation:
     seed: torch.Tensor
     inputs: dict[str, torch.Tensor]
     absorbed: dict[str, float]
+    positional: torch.Tensor | None = None  # signed relevance of positional encodings (PA-LRP), per sample
 
     @property
     def input_total(self) -> torch.Tensor:
@@ -27,14 +28,23 @@ class Conservation:
         return sum(self.inputs.values(), torch.zeros_like(self.seed))
 
     @property
+    def accounted(self) -> torch.Tensor:
+        """Relevance that reached inputs or positions, per sample."""
+        return self.input_total if self.positional is None else self.input_total + self.positional
+
+    @property
     def error(self) -> torch.Tensor:
-        """seed − inputs per sample, relative to |seed|: 0 for a conserving explanation."""
-        return (self.seed - self.input_total) / self.seed.abs().clamp_min(1e-30)
+        """seed − (inputs + positions) per sample, relative to |seed|: 0 for a conserving explanation."""
+        return (self.seed - self.accounted) / self.seed.abs().clamp_min(1e-30)
 
     def __repr__(self) -> str:
         inputs = ", ".join(f"{k}={v.sum().item():.6g}" for k, v in self.inputs.items())
         absorbed = ", ".join(f"{k}={v:.6g}" for k, v in sorted(self.absorbed.items()))
-        return f"Conservation(seed={self.seed.sum().item():.6g}; inputs: {inputs}; absorbed: {absorbed or 'none'})"
+        positions = "" if self.positional is None else f"; positions: {self.positional.sum().item():.6g}"
+        return (
+            f"Conservation(seed={self.seed.sum().item():.6g}; inputs: {inputs}{positions}; "
+            f"absorbed: {absorbed or 'none'})"
+        )
 
 
 @dataclass
@@ -47,7 +57,8 @@ class Explanation:
     conservation: Conservation
     rules: str
     latent: dict[str, torch.Tensor] = field(default_factory=dict)
-    positional: torch.Tensor | None = None
+    positional: torch.Tensor | None = None  # PA-LRP: relevance per position [B, T] (per patch for images)
+    combined: torch.Tensor | None = None  # PA-LRP: (token + positional relevance) / its max |·|, per sample
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import torch
 from torch import fx
 
 from .analysis import Analysis
-from .errors import MissingRuleError
+from .errors import MissingRuleError, RuleSetError
 from .graph import PARAMETER, Graph, op_name
 from .node_args import normalized_args
 from .registry import Kernel, kernel, lookup
@@ -59,6 +59,7 @@ class Plan:
     steps: dict[fx.Node, Step]
     inputs: list[fx.Node]
     fallbacks: list[dict[str, str]] = field(default_factory=list)
+    sources: frozenset[fx.Node] = frozenset()  # positional encodings that receive relevance (PA-LRP)
     _schedules: dict[int | None, Schedule] = field(default_factory=dict, repr=False)
 
     def schedule(self, memory_budget: int | None = None) -> Schedule:
@@ -85,26 +86,39 @@ class Plan:
 
 
 def cached_plan(
-    graph: Graph, analysis: Analysis, output: fx.Node, ruleset: RuleSet, fallback: str | None = None
+    graph: Graph,
+    analysis: Analysis,
+    output: fx.Node,
+    ruleset: RuleSet,
+    fallback: str | None = None,
+    sources: frozenset[fx.Node] = frozenset(),
 ) -> Plan:
-    """build_plan, remembered on the graph per (output, rule set, fallback)."""
-    key = (output, ruleset.fingerprint(), fallback)
+    """build_plan, remembered on the graph per (output, rule set, fallback, positional sources)."""
+    key = (output, ruleset.fingerprint(), fallback, sources)
     if key not in graph._plans:
-        graph._plans[key] = build_plan(graph, analysis, output, ruleset, fallback)
+        graph._plans[key] = build_plan(graph, analysis, output, ruleset, fallback, sources)
     return graph._plans[key]
 
 
 def build_plan(
-    graph: Graph, analysis: Analysis, output: fx.Node, ruleset: RuleSet, fallback: str | None = None
+    graph: Graph,
+    analysis: Analysis,
+    output: fx.Node,
+    ruleset: RuleSet,
+    fallback: str | None = None,
+    sources: frozenset[fx.Node] = frozenset(),
 ) -> Plan:
-    """Choose every live node's rule; raise MissingRuleError for an op without one (unless `fallback`)."""
+    """Choose every live node's rule; raise MissingRuleError for an op without one (unless `fallback`).
+
+    `sources` (positional encodings, for PA-LRP) receive relevance like inputs: the walk ends there.
+    """
     if fallback is not None and fallback not in FALLBACK_MODES:
         raise ValueError(f"fallback must be one of {FALLBACK_MODES} or None, not {fallback!r}")
-    flow = analysis.flow(output)
+    flow = analysis.flow(output, sources)
     classes: dict[fx.Node, tuple[str, Adapter, dict, dict]] = {}
     missing: list[fx.Node] = []
     for node in reversed(flow.live):
-        if node.op != "call_function":
+        if node.op != "call_function" or node in sources:
             continue
         args = normalized_args(node)
         edges = set(flow.edges.get(node, ()))
@@ -130,7 +144,12 @@ def build_plan(
         if op_class == "fallback":
             choice = Choice(kernel("fallback", fallback), {})
         else:
-            choice = ruleset.choose(op_class, op_name(node), graph.module_stack(node), node is first)
+            try:
+                choice = ruleset.choose(op_class, op_name(node), graph.module_stack(node), node is first)
+            except RuleSetError as error:
+                if not ruleset.strict:
+                    raise
+                raise MissingRuleError(f"{error}: {graph.describe(node)}") from None
         names, needs_out = adapter.needs(op_class, choice.kernel, args, relevant)
         reads = [n for name in sorted(names) for n in _nodes(args.get(name))]
         if needs_out:
@@ -156,7 +175,7 @@ def build_plan(
         if s.op_class == "fallback"
     ]
     inputs = [n for n in order if n.op == "placeholder"]
-    return Plan(graph, output, order, steps, inputs, fallbacks)
+    return Plan(graph, output, order, steps, inputs, fallbacks, frozenset(n for n in order if n in sources))
 
 
 def _mark(value: Any, edges: set[fx.Node]) -> Any:

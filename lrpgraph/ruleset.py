@@ -69,8 +69,12 @@ class RuleSet:
     overrides: list[Override] = field(default_factory=list)
     name: str = "custom"
     description: str = ""
+    positional: str | None = None  # PA-LRP: "abs" or "signed" positional relevance; None: positions are constants
+    strict: bool = False  # every op class a node needs must be listed (methods that cover only some ops)
 
     def __post_init__(self):
+        if self.positional not in (None, "abs", "signed"):
+            raise RuleSetError(f"positional must be 'abs', 'signed' or absent, not {self.positional!r}")
         self.overrides = [o if isinstance(o, Override) else _override(o) for o in self.overrides]
         for table in [self.rules, self.first, *(o.rules for o in self.overrides)]:
             for key, spec in table.items():
@@ -114,7 +118,18 @@ class RuleSet:
         return names
 
     def with_params(self, **overrides: Any) -> RuleSet:
-        """A copy with shared parameters replaced (each name must be taken by one of its rules)."""
+        """A copy with shared parameters replaced (each name must be taken by one of its rules).
+
+        `positional="abs"|"signed"` switches how a positional preset sums rotary relevance.
+        """
+        if "positional" in overrides:
+            mode = overrides.pop("positional")
+            if self.positional is None:
+                raise RuleSetError(f"preset '{self.name}' gives positions no relevance; use 'pa-lrp'")
+            clone = copy.copy(self)
+            clone.positional = mode
+            clone.__post_init__()
+            return clone.with_params(**overrides) if overrides else clone
         known = self.known_params()
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -143,7 +158,14 @@ class RuleSet:
         if spec is None and first:
             spec = self.first.get(op_class)
         if spec is None:
-            spec = self.rules.get(op) or self.rules.get(op_class) or DEFAULTS.get(op_class)
+            spec = self.rules.get(op) or self.rules.get(op_class)
+        if spec is None and self.strict:
+            raise RuleSetError(
+                f"rule set '{self.name}' has no rule for op class '{op_class}' ({op}): "
+                "the method does not cover this op"
+            )
+        if spec is None:
+            spec = DEFAULTS.get(op_class)
         if spec is None:
             raise RuleSetError(f"rule set '{self.name}' has no rule for op class '{op_class}'")
         name, inline = _split(spec, op_class)
@@ -164,11 +186,11 @@ class RuleSet:
                 return (value.module, value.type, plain(value.rules))
             return value
 
-        return repr(plain((self.rules, self.params, self.first, self.overrides)))
+        return repr(plain((self.rules, self.params, self.first, self.overrides, self.positional, self.strict)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "custom") -> RuleSet:
-        allowed = {"description", "params", "rules", "first", "override", "name"}
+        allowed = {"description", "params", "rules", "first", "override", "name", "positional", "strict"}
         extra = sorted(set(data) - allowed)
         if extra:
             raise RuleSetError(
@@ -181,6 +203,8 @@ class RuleSet:
             overrides=[_override(o) for o in data.get("override", [])],
             name=str(data.get("name", name)),
             description=str(data.get("description", "")),
+            positional=dict(data.get("positional", {})).get("mode") if "positional" in data else None,
+            strict=bool(data.get("strict", False)),
         )
 
     @classmethod

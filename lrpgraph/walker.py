@@ -54,7 +54,7 @@ def walk(
             R = relevance.pop(node, None)
             if node in record and R is not None:
                 latent[node] = R
-            if node.op == "placeholder":
+            if node.op == "placeholder" or node in plan.sources:
                 if R is not None:
                     inputs[node] = R
                 continue
