@@ -5,6 +5,7 @@ ex = lrpgraph.explain(model, inputs, target=3, rules="epsilon")
 ex.relevance["x"]        # relevance in the input's shape
 """
 
+from . import seeds, viz
 from .coverage import CoverageReport, coverage
 from .errors import InputError, LRPGraphError, MissingRuleError, RuleSetError, TargetError, TraceError
 from .explain import explain
@@ -31,6 +32,8 @@ __all__ = [
     "explain",
     "preset",
     "preset_names",
+    "seeds",
     "trace",
+    "viz",
 ]
 __version__ = "0.1.0"

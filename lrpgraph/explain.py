@@ -38,6 +38,7 @@ def explain(
     memory_budget: int | None = None,
     offload: bool = False,
     dtype: torch.dtype | None = None,
+    contrastive: bool = False,
 ) -> Explanation:
     """Explain `model(inputs)` with LRP computed per ATen op.
 
@@ -55,6 +56,8 @@ def explain(
         checkpoints and the walk recomputes the rest (None: keep what the rules read).
     offload: keep activations in host memory (pinned, on CUDA) and fetch each when a rule reads it.
     dtype: the relevance's precision, e.g. torch.float32 for a bfloat16 model (default: the output's).
+    contrastive: seed the target's unit relevance minus the mean of the other classes' (absLRP's seed;
+        for any preset) instead of the target's output value.
 
     Several targets at once: `lrpgraph.Targets([...])`, or a [batch, K] tensor of ids; relevance
     then has a leading dimension K, and the K maps share the forward pass and every activation.
@@ -85,7 +88,7 @@ def explain(
     store = ActivationStore(value_of, schedule.recipes, offload)
     outputs = run_forward(graph, values, schedule.keep, store)
     out = outputs[index]
-    seed, k = seeds(target, out, _positions(kwargs, out))
+    seed, k = seeds(target, out, _positions(kwargs, out), contrastive)
     if dtype is not None:
         seed = seed.to(dtype)
     relevance_dtype = seed.dtype

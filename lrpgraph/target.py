@@ -26,16 +26,19 @@ class Targets(list):
     """
 
 
-def seeds(target: Any, out: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[Seed, int | None]:
+def seeds(
+    target: Any, out: torch.Tensor, positions: torch.Tensor | None = None, contrastive: bool = False
+) -> tuple[Seed, int | None]:
     """(seed, K): the seed of one target shaped like `out`, or of K targets shaped [K, *out.shape]."""
     if isinstance(target, Targets):
         if not target:
             raise TargetError("Targets needs at least one target")
-        return _stack([make_seed(t, out, positions) for t in target]), len(target)
+        return _stack([make_seed(t, out, positions, contrastive) for t in target]), len(target)
     if _is_id_matrix(target, out):
         ids = torch.as_tensor(target).long()
-        return _stack([make_seed(ids[:, k], out, positions) for k in range(ids.shape[1])]), ids.shape[1]
-    return make_seed(target, out, positions), None
+        parts = [make_seed(ids[:, k], out, positions, contrastive) for k in range(ids.shape[1])]
+        return _stack(parts), ids.shape[1]
+    return make_seed(target, out, positions, contrastive), None
 
 
 def _stack(parts: list[Seed]) -> Seed:
@@ -55,8 +58,16 @@ def _is_id_matrix(target: Any, out: torch.Tensor) -> bool:
     )
 
 
-def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None = None) -> Seed:
-    """The relevance placed on `out`; `positions` [B] are the last real positions of sequence outputs."""
+def make_seed(
+    target: Target, out: torch.Tensor, positions: torch.Tensor | None = None, contrastive: bool = False
+) -> Seed:
+    """The relevance placed on `out`; `positions` [B] are the last real positions of sequence outputs.
+
+    contrastive: the target's unit seed minus the mean of the other classes' (e_t − (1 − e_t)/(C − 1)),
+    each part summing to one, as absLRP seeds; needs a class id or an index tuple.
+    """
+    if contrastive:
+        return _contrastive(target, out, positions)
     if callable(target) and not isinstance(target, torch.Tensor):
         seed = target(out)
         if not isinstance(seed, torch.Tensor) or tuple(seed.shape) != tuple(out.shape):
@@ -146,6 +157,27 @@ def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
     seed = torch.zeros_like(out)
     seed[index] = out[index]
     return seed
+
+
+def _contrastive(target: Target, out: torch.Tensor, positions: torch.Tensor | None) -> Seed:
+    if isinstance(target, tuple):
+        if out.dim() < 2:
+            raise TargetError("a contrastive seed needs an output with a class dimension")
+        seed = _at_index(out, target)
+        dense = seed.dense() if isinstance(seed, RowSparse) else seed
+        mask = dense != 0
+        rows = mask.any(-1, keepdim=True)
+        return mask.to(out.dtype) - (rows & ~mask).to(out.dtype) / (out.shape[-1] - 1)
+    if callable(target) or (isinstance(target, torch.Tensor) and target.shape == out.shape):
+        raise TargetError("contrastive=True needs a class id (or an index tuple), not a seed tensor or function")
+    ids = _class_ids(target, out)
+    seed = _at_classes(torch.ones_like(out), ids, positions)
+    classes = out.shape[-1]
+    if isinstance(seed, RowSparse):
+        values = seed.values * (1 + 1 / (classes - 1)) - 1 / (classes - 1)
+        return RowSparse(seed.index, values, seed.shape, seed.lead)
+    rows = torch.ones((*out.shape[:-1], 1), dtype=out.dtype, device=out.device)
+    return seed * (1 + 1 / (classes - 1)) - rows / (classes - 1)
 
 
 def last_positions(mask: torch.Tensor) -> torch.Tensor:

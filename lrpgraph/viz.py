@@ -72,6 +72,13 @@ def tokens_html(rows: Sequence[tuple[str, Sequence[str], torch.Tensor]], title: 
     )
 
 
+def patches_to_pixels(per_patch: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+    """Paint per-patch values [B, N] (row-major patches) back onto pixels [B, H, W]."""
+    grid = image_size // patch_size
+    values = per_patch.reshape(per_patch.shape[0], grid, grid)
+    return values.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
+
+
 def image_heatmap(image: torch.Tensor, relevance: torch.Tensor, path: str | Path, title: str = "") -> Path:
     """Save the input image [C, H, W] and its relevance (summed over channels) side by side as a PNG."""
     import matplotlib

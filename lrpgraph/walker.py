@@ -18,7 +18,7 @@ from torch import fx
 
 from .plan import Plan, Step
 from .rules.adapter import Call
-from .rules.tensors import BATCHED, MAPS
+from .rules.tensors import BATCHED, MAPS, SAMPLES
 from .schedule import Schedule
 from .sparse import RowSparse
 from .store import ActivationStore, meta_value
@@ -49,6 +49,16 @@ def walk(
     inputs: dict[fx.Node, Any] = {}
     latent: dict[fx.Node, Any] = {}
     absorbed: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64, device=seed.device))
+    shape = seed.shape[0 if targets is None else 1 :]
+    samples = SAMPLES.set(shape[0] if len(shape) else 1)
+    try:
+        _walk(plan, schedule, store, record, targets, relevance, owned, inputs, latent, absorbed)
+    finally:
+        SAMPLES.reset(samples)
+    return WalkResult(inputs, latent, dict(absorbed))
+
+
+def _walk(plan, schedule, store, record, targets, relevance, owned, inputs, latent, absorbed) -> None:
     with torch.no_grad():
         for node in plan.order:
             R = relevance.pop(node, None)
@@ -66,7 +76,6 @@ def walk(
             for read in step.reads:
                 if schedule.last_reader.get(read) is node:
                     store.release(read)
-    return WalkResult(inputs, latent, dict(absorbed))
 
 
 def _apply(

@@ -168,7 +168,22 @@ def _table_origin(graph: Graph, node: fx.Node):
             return ids if isinstance(ids, fx.Node) else None
         if n.target in _TRIG:  # a sinusoidal table built in the graph
             return True
-    return None
+    last = n
+    return True if last.op == "call_function" and _input_independent(graph, last) else None
+
+
+def _input_independent(graph: Graph, node: fx.Node) -> bool:
+    """No user input among the node's ancestors: a table built from parameters, buffers and positions."""
+    seen, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "placeholder" and graph.kinds.get(n) == INPUT:
+            return False
+        stack.extend(n.all_input_nodes)
+    return True
 
 
 def _position_axis(value: fx.Node, consumer: fx.Node) -> int | None:

@@ -1,6 +1,7 @@
 """Rule kernels and the adapters that register ATen ops; importing this package fills the registry."""
 
 from . import (  # noqa: F401 - imported for their registrations
+    absolute,
     attention,
     bilinear,
     elementwise,

@@ -10,6 +10,8 @@ import torch
 BATCHED: contextvars.ContextVar[bool] = contextvars.ContextVar("relevance_batched", default=False)
 # how many relevance maps are carried at once (rules size their working blocks by it)
 MAPS: contextvars.ContextVar[int] = contextvars.ContextVar("relevance_maps", default=1)
+# how many samples the explained batch has (rules that normalise per sample need it)
+SAMPLES: contextvars.ContextVar[int] = contextvars.ContextVar("samples", default=1)
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
