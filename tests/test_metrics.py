@@ -5,6 +5,7 @@ import torch
 from guard import assert_unchanged, snapshot
 from torch import nn
 
+import lrpgraph
 from lrpgraph import metrics
 from lrpgraph.zoo import architectures
 
@@ -125,3 +126,15 @@ def test_token_metrics_and_baselines_leave_the_model_alone():
     loo = metrics.leave_one_out(model, inputs, torch.tensor([1, 2]), r, zeroed)
     assert loo.drops.shape == (2, 8) and torch.isfinite(loo.pearson).all()
     assert_unchanged(before, model)
+
+
+def test_lrp_attribution_of_tokens_plus_positions():
+    (arch,) = architectures(["gpt2"])
+    model, inputs = arch.build()
+    target = torch.tensor([1, 2])
+    ex = lrpgraph.explain(model, inputs, target=target, rules="pa-lrp")
+    both = metrics.lrp("pa-lrp", combined=True)(model, inputs, target)
+    assert ex.positional.abs().sum() > 0
+    torch.testing.assert_close(both, ex.relevance["input_ids"] + ex.positional)
+    with pytest.raises(ValueError, match="pa-lrp"):
+        metrics.lrp("attnlrp", combined=True)(model, inputs, target)

@@ -27,15 +27,23 @@ def _named(fn: Attribution, name: str) -> Attribution:
     return fn
 
 
-def lrp(rules: Any = "attnlrp", key: str | None = None, **explain_kwargs: Any) -> Attribution:
-    """LRP with a preset (or RuleSet); relevance of input `key` (default: the first explained input)."""
+def lrp(rules: Any = "attnlrp", key: str | None = None, combined: bool = False, **explain_kwargs: Any) -> Attribution:
+    """LRP with a preset (or RuleSet); relevance of input `key` (default: the first explained input).
+
+    combined: for PA-LRP, each token's relevance plus its position's (the (token, position) pair's score).
+    """
 
     def attribute(model, inputs, target):
         ex = explain(model, inputs, target=target, rules=rules, **explain_kwargs)
-        return ex.relevance[key] if key is not None else next(iter(ex.relevance.values()))
+        relevance = ex.relevance[key] if key is not None else next(iter(ex.relevance.values()))
+        if combined:
+            if not isinstance(ex.positional, torch.Tensor) or ex.positional.shape != relevance.shape:
+                raise ValueError("combined=True needs positional relevance shaped like the tokens (rules='pa-lrp')")
+            relevance = relevance + ex.positional
+        return relevance
 
     name = rules if isinstance(rules, str) else getattr(rules, "name", "rules")
-    return _named(attribute, f"lrp[{name}]")
+    return _named(attribute, f"lrp[{name}{', tokens + positions' if combined else ''}]")
 
 
 def _objective(objective: Objective | None, output: str | int | None):
