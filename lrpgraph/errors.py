@@ -25,3 +25,9 @@ class RuleSetError(LRPGraphError, ValueError):
 
 class MissingRuleError(LRPGraphError):
     """A node that carries relevance has an op with no rule and no fallback was asked for."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message ('' when it has none): what one-line reports show."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

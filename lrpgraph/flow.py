@@ -53,7 +53,8 @@ def _any_float(value) -> bool:
     return is_float(value)
 
 
-def _is_reindex(node: fx.Node) -> bool:
+def is_reindex(node: fx.Node) -> bool:
+    """A node that only moves, copies or selects values (views, casts, getitem)."""
     adapter = lookup(node.target)
     return getattr(adapter, "family", None) == "reindex" or node.target is operator.getitem
 
@@ -98,11 +99,11 @@ def relevance_flow(
             continue
         if _any_float(val):
             into = [n for n in inputs if _any_float(n.meta.get("val"))]
-            lookup = LOOKUPS.get(node.target)
-            if lookup is not None:
-                ids = _arg(node, lookup)
+            ids_arg = LOOKUPS.get(node.target)
+            if ids_arg is not None:
+                ids = _arg(node, ids_arg)
                 into += [n for n in inputs if n in ids and is_index(n.meta.get("val"))]
-        elif _is_reindex(node):
+        elif is_reindex(node):
             into = [n for n in inputs if is_index(n.meta.get("val"))]
         else:
             into = []

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .graph import Graph
 from .store import ActivationStore
 
@@ -40,8 +40,7 @@ def run_forward(
         with torch.inference_mode():
             outputs, values = module(*placeholder_values)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise InputError(f"the model failed on these inputs: {type(error).__name__}: {first}") from error
+        raise InputError(f"the model failed on these inputs: {type(error).__name__}: {first_line(error)}") from error
     for node, value in zip(kept, values, strict=True):
         store.put(node, value)
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)

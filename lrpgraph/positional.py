@@ -14,7 +14,7 @@ from torch import fx
 
 from .graph import INPUT, Graph
 from .passes.positional import PositionalSource
-from .schedule import _recipe
+from .schedule import recipe_for
 from .store import ActivationStore
 
 
@@ -28,7 +28,7 @@ def select_sources(
 def _are_positions(graph: Graph, ids: fx.Node, value_of: dict[fx.Node, Any]) -> bool:
     if ids.op == "placeholder" and graph.kinds.get(ids) == INPUT:
         return "position" in graph.input_names.get(ids, "")
-    recipe = _recipe(ids, set(), None, cheap_only=False)
+    recipe = recipe_for(ids, set(), None, cheap_only=False)
     if recipe is None:
         return False
     value = ActivationStore(value_of, {ids: recipe}).get(ids)

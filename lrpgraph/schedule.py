@@ -83,7 +83,7 @@ def make_schedule(
             first_read.setdefault(r, walk_index[node])
     needed = sorted((n for n in first_read if n.op != "placeholder"), key=position.__getitem__)
     outputs = {n for n in graph.outputs if isinstance(n, fx.Node)}
-    keep, recipes = _cheap_schedule(needed, outputs)
+    keep, recipes = _cheap_schedule(needed, outputs, position)
     checkpoints: list[fx.Node] = []
     if budget is not None and sum(nbytes(n) for n in keep) > budget:
         keep, recipes, checkpoints = _segment_schedule(graph, needed, outputs, keep, recipes, budget, position)
@@ -92,12 +92,12 @@ def make_schedule(
     return Schedule(frozenset(keep), recipes, last_reader, checkpoints, peak)
 
 
-def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node]) -> tuple[set[fx.Node], dict]:
+def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node], position: dict) -> tuple[set[fx.Node], dict]:
     """Keep every needed value except cheap ones recomputable from kept values and placeholders."""
     keep: set[fx.Node] = set()
     recipes: dict[fx.Node, list[fx.Node]] = {}
     for node in needed:
-        recipe = None if node in outputs or not is_cheap(node) else _recipe(node, keep, _MAX_CHEAP_RECIPE)
+        recipe = None if node in outputs or not is_cheap(node) else recipe_for(node, keep, _MAX_CHEAP_RECIPE, position)
         if recipe is None:
             keep.add(node)
         else:
@@ -105,8 +105,16 @@ def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node]) -> tuple[set[f
     return keep, recipes
 
 
-def _recipe(node: fx.Node, available: set[fx.Node], limit: int | None, cheap_only: bool = True) -> list[fx.Node] | None:
-    """The nodes to run, in graph order, to compute `node` from `available` values and placeholders."""
+def recipe_for(
+    node: fx.Node,
+    available: set[fx.Node],
+    limit: int | None,
+    position: dict[fx.Node, int] | None = None,
+    cheap_only: bool = True,
+) -> list[fx.Node] | None:
+    """The nodes to run, in graph order, to compute `node` from `available` values and placeholders.
+
+    `position`: each node's index in the graph (computed here when not given)."""
     found: set[fx.Node] = set()
     stack = [node]
     while stack:
@@ -119,7 +127,9 @@ def _recipe(node: fx.Node, available: set[fx.Node], limit: int | None, cheap_onl
         if limit is not None and len(found) > limit:
             return None
         stack.extend(n.all_input_nodes)
-    position = {n: i for i, n in enumerate(node.graph.nodes)} if len(found) > 1 else {node: 0}
+    if len(found) < 2:
+        return list(found)
+    position = position or {n: i for i, n in enumerate(node.graph.nodes)}
     return sorted(found, key=position.__getitem__)
 
 
@@ -144,7 +154,7 @@ def _segment_schedule(graph, needed, outputs, keep, recipes, budget, position):
     for node in needed:
         if node in kept:
             continue
-        recipe = _recipe(node, kept, None, cheap_only=False)
+        recipe = recipe_for(node, kept, None, position, cheap_only=False)
         if recipe is None:  # cannot be recomputed (should not happen for graph nodes): keep it
             kept.add(node)
         else:

@@ -13,6 +13,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings [B, D]: the mean of each row's token states [B, T, D] over its real tokens."""
+    mask = attention_mask.to(device=hidden.device, dtype=hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
 def cosine_similarity(
     attention_mask: torch.Tensor, pairs: Sequence[tuple[int, int]] = ((0, 1),)
 ) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -24,7 +30,7 @@ def cosine_similarity(
     def seed(hidden: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.to(device=hidden.device, dtype=hidden.dtype).unsqueeze(-1)
         counts = mask.sum(1)
-        embeddings = (hidden * mask).sum(1) / counts
+        embeddings = mean_pool(hidden, attention_mask)
         norms = embeddings.norm(dim=-1)
         out = torch.zeros_like(hidden)
         for a, b in pairs:
@@ -38,6 +44,5 @@ def cosine_similarity(
 
 def similarity(hidden: torch.Tensor, attention_mask: torch.Tensor, pair: tuple[int, int] = (0, 1)) -> float:
     """The cosine similarity of two mean-pooled rows (what `cosine_similarity` distributes)."""
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    embeddings = (hidden * mask).sum(1) / mask.sum(1)
+    embeddings = mean_pool(hidden, attention_mask)
     return float(torch.nn.functional.cosine_similarity(embeddings[pair[0]], embeddings[pair[1]], dim=0))

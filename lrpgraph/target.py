@@ -160,24 +160,19 @@ def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
 
 
 def _contrastive(target: Target, out: torch.Tensor, positions: torch.Tensor | None) -> Seed:
-    if isinstance(target, tuple):
-        if out.dim() < 2:
-            raise TargetError("a contrastive seed needs an output with a class dimension")
-        seed = _at_index(out, target)
-        dense = seed.dense() if isinstance(seed, RowSparse) else seed
-        mask = dense != 0
-        rows = mask.any(-1, keepdim=True)
-        return mask.to(out.dtype) - (rows & ~mask).to(out.dtype) / (out.shape[-1] - 1)
     if callable(target) or (isinstance(target, torch.Tensor) and target.shape == out.shape):
         raise TargetError("contrastive=True needs a class id (or an index tuple), not a seed tensor or function")
-    ids = _class_ids(target, out)
-    seed = _at_classes(torch.ones_like(out), ids, positions)
-    classes = out.shape[-1]
-    if isinstance(seed, RowSparse):
-        values = seed.values * (1 + 1 / (classes - 1)) - 1 / (classes - 1)
-        return RowSparse(seed.index, values, seed.shape, seed.lead)
-    rows = torch.ones((*out.shape[:-1], 1), dtype=out.dtype, device=out.device)
-    return seed * (1 + 1 / (classes - 1)) - rows / (classes - 1)
+    if out.dim() < 2:
+        raise TargetError("a contrastive seed needs an output with a class dimension")
+    ones = torch.ones_like(out)  # one-hot seeds: e_t in every selected row
+    one_hot = (
+        _at_index(ones, target) if isinstance(target, tuple) else _at_classes(ones, _class_ids(target, out), positions)
+    )
+    others = 1 / (out.shape[-1] - 1)
+    if isinstance(one_hot, RowSparse):
+        return RowSparse(one_hot.index, one_hot.values * (1 + others) - others, one_hot.shape, one_hot.lead)
+    rows = one_hot.any(-1, keepdim=True).to(out.dtype)
+    return one_hot * (1 + others) - rows * others
 
 
 def last_positions(mask: torch.Tensor) -> torch.Tensor:

@@ -84,10 +84,10 @@ def _apply(
     reads = set(step.reads)
     args = {name: _resolve(value, reads, store) for name, value in step.args.items()}
     out = store.get(step.node) if step.needs_out else meta_value(step.node)
-    if isinstance(R, RowSparse) and not (step.adapter.row_sparse and step.op_class == "linear"):
+    if isinstance(R, RowSparse) and not step.adapter.row_sparse(step.op_class):
         R = R.dense()
     call = Call(step.op_class, step.kernel, step.choice.params, R, args, out, step.relevant, step.role)
-    if batched and step.adapter.batched:
+    if batched and step.adapter.batched(step.op_class):
         results = _targets_of(step, step.adapter.apply(dataclasses.replace(call, lead=1)))
     elif batched:
         results = _run_batched(step, call)

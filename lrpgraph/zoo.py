@@ -12,16 +12,7 @@ from typing import Any
 import torch
 
 TEXT = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
-DECODER = dict(
-    vocab_size=96,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    max_position_embeddings=64,
-    **TEXT,
-)
-ENCODER = dict(
+LANGUAGE = dict(  # decoders and encoders alike: 2 layers, 4 heads, hidden size 32
     vocab_size=96,
     hidden_size=32,
     intermediate_size=64,
@@ -83,37 +74,37 @@ VISION = dict(
 )
 ARCHITECTURES = [
     # decoder language models
-    Architecture("llama", "decoder", "LlamaConfig", "LlamaForCausalLM", dict(DECODER, num_key_value_heads=2)),
-    Architecture("mistral", "decoder", "MistralConfig", "MistralForCausalLM", dict(DECODER, num_key_value_heads=2)),
-    Architecture("qwen2", "decoder", "Qwen2Config", "Qwen2ForCausalLM", dict(DECODER, num_key_value_heads=2)),
+    Architecture("llama", "decoder", "LlamaConfig", "LlamaForCausalLM", dict(LANGUAGE, num_key_value_heads=2)),
+    Architecture("mistral", "decoder", "MistralConfig", "MistralForCausalLM", dict(LANGUAGE, num_key_value_heads=2)),
+    Architecture("qwen2", "decoder", "Qwen2Config", "Qwen2ForCausalLM", dict(LANGUAGE, num_key_value_heads=2)),
     Architecture(
-        "qwen3", "decoder", "Qwen3Config", "Qwen3ForCausalLM", dict(DECODER, num_key_value_heads=2, head_dim=8)
+        "qwen3", "decoder", "Qwen3Config", "Qwen3ForCausalLM", dict(LANGUAGE, num_key_value_heads=2, head_dim=8)
     ),
     Architecture(
-        "gemma", "decoder", "GemmaConfig", "GemmaForCausalLM", dict(DECODER, num_key_value_heads=2, head_dim=8)
+        "gemma", "decoder", "GemmaConfig", "GemmaForCausalLM", dict(LANGUAGE, num_key_value_heads=2, head_dim=8)
     ),
     Architecture(
         "gemma2",
         "decoder",
         "Gemma2Config",
         "Gemma2ForCausalLM",
-        dict(DECODER, num_key_value_heads=2, head_dim=8, sliding_window=4),
+        dict(LANGUAGE, num_key_value_heads=2, head_dim=8, sliding_window=4),
     ),
     Architecture(
         "gemma3",
         "decoder",
         "Gemma3TextConfig",
         "Gemma3ForCausalLM",
-        dict(DECODER, num_key_value_heads=2, head_dim=8, sliding_window=4),
+        dict(LANGUAGE, num_key_value_heads=2, head_dim=8, sliding_window=4),
     ),
-    Architecture("phi", "decoder", "PhiConfig", "PhiForCausalLM", dict(DECODER, num_key_value_heads=4)),
-    Architecture("phi3", "decoder", "Phi3Config", "Phi3ForCausalLM", dict(DECODER, num_key_value_heads=2)),
-    Architecture("olmo", "decoder", "OlmoConfig", "OlmoForCausalLM", dict(DECODER, num_key_value_heads=2)),
-    Architecture("stablelm", "decoder", "StableLmConfig", "StableLmForCausalLM", dict(DECODER, num_key_value_heads=2)),
+    Architecture("phi", "decoder", "PhiConfig", "PhiForCausalLM", dict(LANGUAGE, num_key_value_heads=4)),
+    Architecture("phi3", "decoder", "Phi3Config", "Phi3ForCausalLM", dict(LANGUAGE, num_key_value_heads=2)),
+    Architecture("olmo", "decoder", "OlmoConfig", "OlmoForCausalLM", dict(LANGUAGE, num_key_value_heads=2)),
+    Architecture("stablelm", "decoder", "StableLmConfig", "StableLmForCausalLM", dict(LANGUAGE, num_key_value_heads=2)),
     Architecture(
-        "starcoder2", "decoder", "Starcoder2Config", "Starcoder2ForCausalLM", dict(DECODER, num_key_value_heads=2)
+        "starcoder2", "decoder", "Starcoder2Config", "Starcoder2ForCausalLM", dict(LANGUAGE, num_key_value_heads=2)
     ),
-    Architecture("cohere", "decoder", "CohereConfig", "CohereForCausalLM", dict(DECODER, num_key_value_heads=2)),
+    Architecture("cohere", "decoder", "CohereConfig", "CohereForCausalLM", dict(LANGUAGE, num_key_value_heads=2)),
     Architecture(
         "gpt2",
         "decoder",
@@ -128,7 +119,7 @@ ARCHITECTURES = [
         "GPTJForCausalLM",
         dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, rotary_dim=4, **TEXT),
     ),
-    Architecture("gpt_neox", "decoder", "GPTNeoXConfig", "GPTNeoXForCausalLM", dict(DECODER)),
+    Architecture("gpt_neox", "decoder", "GPTNeoXConfig", "GPTNeoXForCausalLM", dict(LANGUAGE)),
     Architecture(
         "opt",
         "decoder",
@@ -172,7 +163,7 @@ ARCHITECTURES = [
         "moe",
         "MixtralConfig",
         "MixtralForCausalLM",
-        dict(DECODER, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
+        dict(LANGUAGE, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2),
     ),
     Architecture(
         "qwen3_moe",
@@ -180,7 +171,7 @@ ARCHITECTURES = [
         "Qwen3MoeConfig",
         "Qwen3MoeForCausalLM",
         dict(
-            DECODER, num_key_value_heads=2, head_dim=8, moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2
+            LANGUAGE, num_key_value_heads=2, head_dim=8, moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2
         ),
     ),
     Architecture(
@@ -189,7 +180,7 @@ ARCHITECTURES = [
         "Qwen2MoeConfig",
         "Qwen2MoeForCausalLM",
         dict(
-            DECODER,
+            LANGUAGE,
             num_key_value_heads=2,
             moe_intermediate_size=16,
             shared_expert_intermediate_size=32,
@@ -198,12 +189,16 @@ ARCHITECTURES = [
         ),
     ),
     # encoders
-    Architecture("bert", "encoder", "BertConfig", "BertForSequenceClassification", dict(ENCODER, num_labels=3)),
+    Architecture("bert", "encoder", "BertConfig", "BertForSequenceClassification", dict(LANGUAGE, num_labels=3)),
     Architecture(
-        "roberta", "encoder", "RobertaConfig", "RobertaForSequenceClassification", dict(ENCODER, num_labels=3)
+        "roberta", "encoder", "RobertaConfig", "RobertaForSequenceClassification", dict(LANGUAGE, num_labels=3)
     ),
     Architecture(
-        "xlm_roberta", "encoder", "XLMRobertaConfig", "XLMRobertaForSequenceClassification", dict(ENCODER, num_labels=3)
+        "xlm_roberta",
+        "encoder",
+        "XLMRobertaConfig",
+        "XLMRobertaForSequenceClassification",
+        dict(LANGUAGE, num_labels=3),
     ),
     Architecture(
         "distilbert",
@@ -217,14 +212,14 @@ ARCHITECTURES = [
         "encoder",
         "AlbertConfig",
         "AlbertForSequenceClassification",
-        dict(ENCODER, embedding_size=16, num_labels=3),
+        dict(LANGUAGE, embedding_size=16, num_labels=3),
     ),
     Architecture(
         "electra",
         "encoder",
         "ElectraConfig",
         "ElectraForSequenceClassification",
-        dict(ENCODER, embedding_size=16, num_labels=3),
+        dict(LANGUAGE, embedding_size=16, num_labels=3),
     ),
     Architecture(
         "deberta_v2",
@@ -232,7 +227,7 @@ ARCHITECTURES = [
         "DebertaV2Config",
         "DebertaV2ForSequenceClassification",
         dict(
-            ENCODER,
+            LANGUAGE,
             num_labels=3,
             relative_attention=True,
             position_buckets=8,
@@ -240,7 +235,7 @@ ARCHITECTURES = [
             pos_att_type=["p2c", "c2p"],
         ),
     ),
-    Architecture("mpnet", "encoder", "MPNetConfig", "MPNetForSequenceClassification", dict(ENCODER, num_labels=3)),
+    Architecture("mpnet", "encoder", "MPNetConfig", "MPNetForSequenceClassification", dict(LANGUAGE, num_labels=3)),
     # encoder-decoders
     Architecture(
         "t5",
@@ -390,17 +385,7 @@ class ConfigEntry:
 
         torch.manual_seed(seed)
         config = transformers.AutoConfig.from_pretrained(self.name)
-        names = " ".join(config.architectures or [])
-        if "CausalLM" in names or "LMHead" in names:
-            loader = transformers.AutoModelForCausalLM
-        elif "SequenceClassification" in names:
-            loader = transformers.AutoModelForSequenceClassification
-        elif "ImageClassification" in names:
-            loader = transformers.AutoModelForImageClassification
-        elif "ConditionalGeneration" in names or "Seq2Seq" in names:
-            loader = transformers.AutoModelForSeq2SeqLM
-        else:
-            loader = transformers.AutoModel
+        _, loader = auto_class(config)
         model = loader.from_config(config).eval()
         kind = (
             "pixels"
@@ -416,3 +401,20 @@ def from_file(path) -> list[ConfigEntry]:
 
     lines = Path(path).read_text().splitlines()
     return [ConfigEntry(line.split("#", 1)[0].strip()) for line in lines if line.split("#", 1)[0].strip()]
+
+
+def auto_class(config: Any) -> tuple[str, Any]:
+    """(kind, transformers Auto class) for a config, from its `architectures` names: kind is 'causal',
+    'classifier', 'image', 'seq2seq', or 'base' (AutoModel) when none of them fits."""
+    import transformers
+
+    names = " ".join(config.architectures or [])
+    for kind, markers, loader in (
+        ("causal", ("CausalLM", "LMHead"), "AutoModelForCausalLM"),
+        ("classifier", ("SequenceClassification",), "AutoModelForSequenceClassification"),
+        ("image", ("ImageClassification",), "AutoModelForImageClassification"),
+        ("seq2seq", ("ConditionalGeneration", "Seq2Seq"), "AutoModelForSeq2SeqLM"),
+    ):
+        if any(marker in names for marker in markers):
+            return kind, getattr(transformers, loader)
+    return "base", transformers.AutoModel

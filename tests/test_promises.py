@@ -106,13 +106,35 @@ def test_k_ids_per_sample_and_mixed_targets():
     model = vgg_like()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     ids = torch.tensor([[1, 4], [7, 2]])
-    together = lrpgraph.explain(model, x, target=ids, rules="epsilon-gamma-box".replace("-gamma-box", "-plus"))
+    together = lrpgraph.explain(model, x, target=ids, rules="epsilon-plus")
     assert together.relevance["input"].shape == (2, 2, 3, 16, 16)
     for k in range(2):
         alone = lrpgraph.explain(model, x, target=ids[:, k], rules="epsilon-plus")
         assert close(together.relevance["input"][k], alone.relevance["input"]) <= 1e-10
     mixed = lrpgraph.explain(model, x, target=lrpgraph.Targets([3, (1, 5), lambda o: o * 0 + 1.0]), rules="epsilon")
     assert mixed.relevance["input"].shape[0] == 3
+
+
+class LinearOfTwoBranches(torch.nn.Module):
+    """linear(a(x), b(x)): a linear op whose weight is relevant too — the bilinear rule, run per target."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 6), torch.nn.Linear(4, 6)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(self.a(x), self.b(x))
+
+
+def test_k_targets_through_a_bilinear_linear_op():
+    torch.manual_seed(0)
+    model, x = LinearOfTwoBranches().eval(), torch.randn(3, 4, dtype=torch.float64)
+    model.double()
+    together = lrpgraph.explain(model, x, target=lrpgraph.Targets([0, 1, 2]), rules="attnlrp")
+    assert together.stats["rules"]["matmul:uniform"] == 1
+    for k in range(3):
+        alone = lrpgraph.explain(model, x, target=k, rules="attnlrp")
+        assert close(together.relevance["x"][k], alone.relevance["x"]) <= 1e-10
 
 
 def test_each_dropped_activation_is_recomputed_once(llama):

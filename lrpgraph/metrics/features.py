@@ -165,6 +165,11 @@ def images(
     return ImageFeatures(key=key, score=score, output=output, patch=patch, fill=fill)
 
 
+def take_samples(inputs: dict, batch: int, rows: slice) -> dict:
+    """The inputs of samples `rows`: tensors with a leading batch dim sliced, anything else as it is."""
+    return {k: v[rows] if isinstance(v, torch.Tensor) and v.shape[:1] == (batch,) else v for k, v in inputs.items()}
+
+
 def as_dict(inputs: Any, key: str) -> dict:
     """Inputs as the keyword dict the metrics work on (a bare tensor becomes {key: tensor})."""
     if isinstance(inputs, torch.Tensor):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .features import Features, as_dict
+from .features import Features, as_dict, take_samples
 
 
 @dataclass
@@ -68,9 +68,7 @@ def leave_one_out(
         if progress:
             print(f"\rleave-one-out {b + 1}/{batch}", end="", file=sys.stderr, flush=True)
         positions = valid[b].nonzero().squeeze(1).tolist()
-        one = {
-            k: v[b : b + 1] if isinstance(v, torch.Tensor) and v.shape[:1] == (batch,) else v for k, v in inputs.items()
-        }
+        one = take_samples(inputs, batch, slice(b, b + 1))
         for start in range(0, len(positions), batch_size):
             chunk = positions[start : start + batch_size]
             copies = {

@@ -15,13 +15,12 @@ it receives is per sample and per use (per layer for rotary). Those nodes are th
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
 from torch import fx
 
-from ..flow import LOOKUPS
+from ..flow import LOOKUPS, is_reindex
 from ..graph import INPUT, Graph
 from ..node_args import normalized_args
 from ..registry import lookup
@@ -68,25 +67,15 @@ def positional_sources(graph: Graph, relevant: set[fx.Node], mixing: set[fx.Node
         name, value = next((n, v) for n, v in operands if v not in relevant)
         if not _is_float(value):
             continue
-        if kind == "rotary":
-            origin = _rotary_origin(graph, value)
-            if origin is None:
-                continue
-            axis = _position_axis(value, node)
-            ids = origin
-        else:
-            origin = _table_origin(graph, value)
-            if origin is None:
-                continue
-            axis = _position_axis(value, node)
-            ids = origin
-        if axis is None:
+        origin = (_rotary_origin if kind == "rotary" else _table_origin)(graph, value)
+        axis = _position_axis(value, node)
+        if origin is None or axis is None:
             continue
         with fx_graph.inserting_before(node):
             full = insert_call(fx_graph, aten.expand.default, (value, list(node.meta["val"].shape)), node)
         node.replace_input_with(value, full)
         normalized_args(node).update({name: full})
-        found.append(PositionalSource(full, kind, axis, ids if isinstance(ids, fx.Node) else None))
+        found.append(PositionalSource(full, kind, axis, origin if isinstance(origin, fx.Node) else None))
     if found:
         graph.module.recompile()
     return found
@@ -120,8 +109,7 @@ def _through(node: fx.Node):
         if node.op != "call_function":
             return
         inputs = [i for i in node.all_input_nodes if _is_float(i)]
-        is_reindex = getattr(lookup(node.target), "family", None) == "reindex" or node.target is operator.getitem
-        if (is_reindex or node.target in _SCALINGS) and len(inputs) == 1:
+        if (is_reindex(node) or node.target in _SCALINGS) and len(inputs) == 1:
             node = inputs[0]
         else:
             return

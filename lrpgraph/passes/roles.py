@@ -9,13 +9,11 @@ a constant or by the tensor's own sum (top-k routing weights renormalised).
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import fx
 
+from ..flow import is_reindex
 from ..node_args import normalized_args
-from ..registry import lookup
 from ..rules.elementwise import POINTWISE
 
 aten = torch.ops.aten
@@ -75,8 +73,7 @@ def _source(node: fx.Node, relevant: set[fx.Node], regions: dict[fx.Node, fx.Nod
         if node.target in _ACTIVATIONS or node in regions:
             return "activation"
         inputs = [n for n in node.all_input_nodes if n in relevant]
-        is_reindex = getattr(lookup(node.target), "family", None) == "reindex" or node.target is operator.getitem
-        if is_reindex and len(inputs) == 1:
+        if is_reindex(node) and len(inputs) == 1:
             node = inputs[0]
         elif node.target in _SCALINGS and inputs:
             node = _numerator(node, inputs)

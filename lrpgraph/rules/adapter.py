@@ -45,8 +45,6 @@ class Adapter:
     family = "generic"
     data = "self"
     always: tuple[str, ...] = ()  # arguments read by every kernel (weights, biases, index tensors)
-    batched = False  # True: apply() takes R with a leading dim of K maps itself (no vmap needed)
-    row_sparse = False  # True: apply() takes a RowSparse R (a seed nonzero in a few rows) as it is
 
     def __init__(self, op_class: str, data: str | None = None, family: str | None = None):
         self._op_class = op_class
@@ -64,6 +62,14 @@ class Adapter:
         if "x" in kernel.needs:
             names.add(self.data)
         return names, "out" in kernel.needs
+
+    def batched(self, op_class: str) -> bool:
+        """Whether apply() takes R with a leading dim of K maps itself (otherwise the walker vmaps it)."""
+        return False
+
+    def row_sparse(self, op_class: str) -> bool:
+        """Whether apply() takes a RowSparse R (a seed nonzero in a few rows) as it is."""
+        return False
 
     def apply(self, call: Call) -> dict[str, Any]:
         return {self.data: call.run(call.args[self.data], call.out)}

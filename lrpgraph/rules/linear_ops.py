@@ -7,6 +7,8 @@ bilinear.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..registry import register_ops
@@ -14,7 +16,7 @@ from ..sparse import RowSparse
 from .adapter import Adapter, LayerAdapter
 from .bilinear import Bilinear
 from .layers import Conv, Dense, MatMul
-from .tensors import BATCHED, nonzero_rows, put_rows, stabilize, take_rows
+from .tensors import nonzero_rows, put_rows, stabilize, take_rows
 
 aten = torch.ops.aten
 
@@ -25,8 +27,12 @@ class LinearAdapter(Adapter):
     family = "linear"
     data = "input"
     always = ("weight", "bias")
-    batched = True  # dense layers act on the last dim: K relevance maps broadcast over x and z
-    row_sparse = True
+
+    def batched(self, op_class):
+        return op_class == "linear"  # a dense layer acts on the last dim: K relevance maps broadcast over x and z
+
+    def row_sparse(self, op_class):
+        return op_class == "linear"  # a dense layer acts on each row alone
 
     def needs(self, op_class, kernel, args, relevant):
         if op_class != "linear":
@@ -41,8 +47,6 @@ class LinearAdapter(Adapter):
     def apply(self, call):
         args = call.args
         if call.op_class != "linear":
-            if call.lead:
-                return _vmapped(self, call)
             if args.get("bias") is not None:
                 raise TypeError("bilinear rules do not take a bias term")
             ra, rb = _bilinear(call, "input", "weight", _LINEAR_PRODUCT)
@@ -118,25 +122,8 @@ def _rowwise(call, x, build):
     return put_rows(r, index, (*call.R.shape[: call.lead], *x.shape), call.lead)
 
 
-def _vmapped(adapter, call):
-    """Fall back to vmap over the leading relevance dim for the kernels that need plain R."""
-    import dataclasses
-
-    token = BATCHED.set(True)
-    try:
-        names = ("input", "weight")
-        outputs = torch.func.vmap(
-            lambda r: tuple(adapter.apply(dataclasses.replace(call, R=r, lead=0))[n] for n in names)
-        )(call.R)
-    finally:
-        BATCHED.reset(token)
-    return dict(zip(names, outputs, strict=True))
-
-
 def _without_bias(call, bias, beta: float, alpha: float):
     """The call seen by the bilinear rule on a@b alone: R of the product term, out = a@b."""
-    import dataclasses
-
     product = call.out - beta * bias.to(call.out.dtype)
     share = product.to(call.R.dtype) / stabilize(call.out.to(call.R.dtype), call.params.get("epsilon", 1e-6))
     return dataclasses.replace(call, R=call.R * share, out=product / alpha)
