@@ -36,7 +36,8 @@ from positional import train as train_token_model
 
 import lrpgraph
 from lrpgraph import metrics
-from lrpgraph.metrics.features import TokenFeatures, model_output
+from lrpgraph.metrics.features import TokenFeatures, model_output, take_samples
+from lrpgraph.seeds import mean_pool
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 READING = """Reading the tables:
@@ -145,13 +146,11 @@ def evaluate(net, inputs, target, attribute, features, explained, evidence=None,
     seconds = time.perf_counter() - started
     curves = metrics.perturbation_curves(net, inputs, target, relevance, features)
     n = loo_samples or len(target)
-    sub = {
-        k: v[:n] if isinstance(v, torch.Tensor) and v.shape[:1] == target.shape[:1] else v for k, v in inputs.items()
-    }
-    loo = metrics.leave_one_out(net, sub, target[:n], relevance[:n], features)
+    loo = metrics.leave_one_out(net, take_samples(inputs, len(target), slice(n)), target[:n], relevance[:n], features)
     mass = top1 = None
-    if evidence is not None:
-        loc = metrics.localisation(features.reduce(relevance), evidence)
+    if evidence is not None:  # localisation on the samples that contain evidence
+        has = evidence.any(1)
+        loc = metrics.localisation(features.reduce(relevance)[has], evidence[has])
         mass, top1 = loc.mass.mean().item(), loc.top_1.mean().item()
     completeness = metrics.completeness_error(relevance, explained).median().item()
     return Row(
@@ -219,8 +218,9 @@ def image_methods(key, cnn: bool):
 def image_section(name, net, test_x, test_y, samples, patch, note):
     inputs = {"pixel_values": test_x[:samples]}
     with torch.no_grad():
-        target = model_output(net, inputs).argmax(-1)
-        explained = model_output(net, inputs).gather(1, target[:, None]).squeeze(1)
+        logits = model_output(net, inputs)
+    target = logits.argmax(-1)
+    explained = logits.gather(1, target[:, None]).squeeze(1)
     features = metrics.images(patch=patch, fill="mean")
     rows = [
         evaluate(net, inputs, target, m, features, explained, loo_samples=min(samples, 32))
@@ -236,11 +236,11 @@ def token_section(kind, task, samples, steps):
     ids, _ = batch(task, samples, torch.Generator().manual_seed(99))
     inputs = {"input_ids": ids}
     with torch.no_grad():
-        target = net(input_ids=ids).logits.argmax(-1)
-        explained = net(input_ids=ids).logits.gather(1, target[:, None]).squeeze(1)
+        logits = net(input_ids=ids).logits
+    target = logits.argmax(-1)
+    explained = logits.gather(1, target[:, None]).squeeze(1)
     token = MARKER if task == "position" else PROBE
     evidence = ids == token
-    keep = evidence.any(1)  # the token task's negatives have no evidence token: localisation on positives
     features = metrics.tokens(replacement_id=0)
     methods = [
         metrics.lrp("attnlrp"),
@@ -252,13 +252,7 @@ def token_section(kind, task, samples, steps):
         metrics.integrated_gradients(),
         metrics.random_attribution(),
     ]
-    rows = []
-    for m in methods:
-        row = evaluate(net, inputs, target, m, features, explained, loo_samples=min(samples, 32))
-        relevance = m(net, {"input_ids": ids[keep]}, target[keep])
-        loc = metrics.localisation(relevance, evidence[keep])
-        row.mass, row.top1 = loc.mass.mean().item(), loc.top_1.mean().item()
-        rows.append(row)
+    rows = [evaluate(net, inputs, target, m, features, explained, evidence, min(samples, 32)) for m in methods]
     note = (
         f"Sequences of {LENGTH} tokens (vocabulary {VOCAB}); tokens removed by id 0; evidence: the "
         f"{'marker' if task == 'position' else 'probe'} token."
@@ -304,8 +298,7 @@ class PairTokens(TokenFeatures):
     def evaluate(self, model, inputs, target):
         with torch.no_grad():
             hidden = model(**inputs).last_hidden_state
-        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = ((hidden * mask).sum(1) / mask.sum(1)).reshape(-1, 2, hidden.shape[-1])
+        pooled = mean_pool(hidden, inputs["attention_mask"]).reshape(-1, 2, hidden.shape[-1])
         sims = torch.nn.functional.cosine_similarity(pooled[:, 0], pooled[:, 1], dim=-1)
         return sims, sims[:, None]
 
@@ -336,8 +329,7 @@ def minilm_section(pairs):
     net = transformers.AutoModel.from_pretrained(path).eval()
 
     def objective(hidden, mask):
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(1) / m.sum(1)
+        pooled = mean_pool(hidden, mask)
         return torch.nn.functional.cosine_similarity(pooled[0:1], pooled[1:2], dim=-1)
 
     special = [tokenizer.cls_token_id, tokenizer.sep_token_id]
