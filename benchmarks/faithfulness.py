@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from lrpgraph.seeds import mean_pool
 from measure import table
 from positional import LENGTH, MARKER, PROBE, VOCAB, batch
 from positional import model as token_model
@@ -37,7 +38,6 @@ from positional import train as train_token_model
 import lrpgraph
 from lrpgraph import metrics
 from lrpgraph.metrics.features import TokenFeatures, model_output, take_samples
-from lrpgraph.seeds import mean_pool
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 READING = """Reading the tables:

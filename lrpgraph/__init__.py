@@ -3,16 +3,35 @@
 import lrpgraph
 ex = lrpgraph.explain(model, inputs, target=3, rules="epsilon")
 ex.relevance["x"]        # relevance in the input's shape
+
+Layers, each importing only from those above it in this list: trace/ (torch.export → Graph),
+ops/ (the op table: registry, adapters, rule kernels), flow/ (graph facts), presets/ (rule sets),
+propagate/ (plan, schedule, store, forward, walker), api/ (explain), tools/ and metrics/.
 """
 
-from . import seeds, viz
-from .coverage import CoverageReport, coverage
-from .errors import InputError, LRPGraphError, MissingRuleError, RuleSetError, TargetError, TraceError
-from .explain import explain
-from .explanation import Conservation, Explanation
-from .ruleset import Override, RuleSet, preset, preset_names
-from .target import Targets
-from .tracer import clear_cache, trace
+import sys
+
+from .api import seeds
+from .api.explain import explain
+from .api.explanation import Conservation, Explanation
+from .api.targets import Targets
+from .api.traced import clear_cache, trace
+from .errors import (
+    InputError,
+    LRPGraphError,
+    MissingRuleError,
+    RuleError,
+    RuleSetError,
+    TargetError,
+    TraceError,
+)
+from .presets.ruleset import Override, RuleSet, preset, preset_names
+from .tools import viz
+from .tools.coverage import CoverageReport, coverage
+
+# public module paths: `from lrpgraph.seeds import cosine_similarity`, `lrpgraph.viz.tokens_html`
+sys.modules[f"{__name__}.seeds"] = seeds
+sys.modules[f"{__name__}.viz"] = viz
 
 __all__ = [
     "Conservation",
@@ -22,6 +41,7 @@ __all__ = [
     "LRPGraphError",
     "MissingRuleError",
     "Override",
+    "RuleError",
     "RuleSet",
     "RuleSetError",
     "TargetError",

@@ -31,3 +31,7 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message ('' when it has none): what one-line reports show."""
     text = str(error).strip()
     return text.splitlines()[0] if text else ""
+
+
+class RuleError(LRPGraphError, RuntimeError):
+    """A rule failed while the walk ran it; the message names the node, its op and its module."""

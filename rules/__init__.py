@@ -1,1 +1,1 @@
-"""Preset tables, one TOML file per method; installed as the package `lrpgraph.presets`."""
+"""Preset tables, one TOML file per method; installed as the package `lrpgraph.presets.tables`."""

@@ -7,7 +7,7 @@ from models import mlp, vgg_like
 from torch import nn
 
 import lrpgraph
-from lrpgraph.zoo import architectures
+from lrpgraph.tools.zoo import architectures
 
 EPS = 1e-12
 

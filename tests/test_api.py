@@ -7,7 +7,7 @@ from models import mlp, vgg_like
 from torch import nn
 
 import lrpgraph
-from lrpgraph import tracer as trace_module
+from lrpgraph.api import traced as traced_module
 
 
 class TwoInputs(nn.Module):
@@ -82,8 +82,8 @@ def test_batch_equals_separate_calls():
 def test_graph_is_cached_per_input_signature(monkeypatch):
     model = mlp()
     calls = []
-    original = trace_module._export
-    monkeypatch.setattr(trace_module, "_export", lambda *a: calls.append(1) or original(*a))
+    original = traced_module.export
+    monkeypatch.setattr(traced_module, "export", lambda *a: calls.append(1) or original(*a))
     lrpgraph.explain(model, torch.randn(2, 6, dtype=torch.float64), target=0)
     lrpgraph.explain(model, torch.randn(2, 6, dtype=torch.float64), target=1, rules="epsilon-plus-flat")
     assert len(calls) == 1

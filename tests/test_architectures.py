@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lrpgraph
-from lrpgraph.zoo import ARCHITECTURES, architectures
+from lrpgraph.tools.zoo import ARCHITECTURES, architectures
 
 ISSUE_ARCHITECTURES = [
     "llama",

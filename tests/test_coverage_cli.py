@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 import lrpgraph
-from lrpgraph.zoo import architectures
+from lrpgraph.tools.zoo import architectures
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
 
 
 def run(*args, timeout=300):
     return subprocess.run(
-        [sys.executable, "-m", "lrpgraph.cli", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+        [sys.executable, "-m", "lrpgraph", *args], capture_output=True, text=True, env=ENV, timeout=timeout
     )
 
 

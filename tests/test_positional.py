@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import lrpgraph
-from lrpgraph.zoo import architectures
+from lrpgraph.tools.zoo import architectures
 
 TIGHT = {"epsilon": 1e-12, "stabilizer": 1e-12}
 

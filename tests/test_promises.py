@@ -4,15 +4,18 @@ import warnings
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
 import transformers
 from models import vgg_like
 
 import lrpgraph
-from lrpgraph.analysis import analyse
-from lrpgraph.plan import build_plan
-from lrpgraph.schedule import nbytes
-from lrpgraph.store import ActivationStore
-from lrpgraph.zoo import architectures
+from lrpgraph.api.targets import seeds
+from lrpgraph.api.traced import traced
+from lrpgraph.propagate.schedule import nbytes
+from lrpgraph.propagate.store import ActivationStore
+from lrpgraph.propagate.walker import Walker
+from lrpgraph.tools.zoo import architectures
+from lrpgraph.trace.call import prepare_call
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +142,10 @@ def test_k_targets_through_a_bilinear_linear_op():
 
 def test_each_dropped_activation_is_recomputed_once(llama):
     model, inputs = llama
-    graph = lrpgraph.trace(model, inputs)
-    plan = build_plan(graph, analyse(graph), graph.outputs[0], lrpgraph.preset("attnlrp"))
+    args, kwargs = prepare_call(model, inputs)
+    model_trace = traced(model, args, kwargs)
+    graph = model_trace.graph
+    plan = model_trace.plan(graph.outputs[0], lrpgraph.preset("attnlrp"), None)
     with pytest.warns(UserWarning):
         schedule = plan.schedule(1)
     counts = {}
@@ -152,14 +157,13 @@ def test_each_dropped_activation_is_recomputed_once(llama):
             counts[target] = counts.get(target, 0) + (self.recomputed_nodes > before)
             return value
 
-    original = lrpgraph.explain.__globals__["ActivationStore"]
-    lrpgraph.explain.__globals__["ActivationStore"] = Counting
-    try:
-        with pytest.warns(UserWarning):
-            ex = lrpgraph.explain(model, inputs, target=7, rules="attnlrp", memory_budget=1)
-    finally:
-        lrpgraph.explain.__globals__["ActivationStore"] = original
-    assert ex.stats["checkpoints"] == len(schedule.checkpoints) > 0
+    values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
+    placeholders = graph.module.graph.find_nodes(op="placeholder")
+    store = Counting(dict(zip(placeholders, values, strict=True)), schedule.recipes)
+    out = model_trace.forward(schedule.keep).run(values, store)[0]
+    seed, _ = seeds(7, out)
+    Walker(plan, schedule, store).run(seed)
+    assert len(schedule.checkpoints) > 0 and store.recomputed_nodes > 0
     assert counts and max(counts.values()) == 1
 
 

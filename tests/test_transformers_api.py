@@ -5,7 +5,7 @@ import torch
 import transformers
 
 import lrpgraph
-from lrpgraph.zoo import architectures
+from lrpgraph.tools.zoo import architectures
 
 TIGHT = {"epsilon": 1e-10, "stabilizer": 1e-10}
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lrpgraph.viz import clean_tokens, image_heatmap, tokens_html, tokens_plain, tokens_terminal
+from lrpgraph.tools.viz import clean_tokens, image_heatmap, tokens_html, tokens_plain, tokens_terminal
 
 
 def test_token_cleaning():

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..explain import explain
-from ..model_state import evaluation_mode
+from ..api.explain import explain
+from ..trace.model_state import evaluation_mode
 from .features import model_output, target_scores
 
 Attribution = Callable[[torch.nn.Module, dict, Any], torch.Tensor]

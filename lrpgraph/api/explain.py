@@ -1,0 +1,162 @@
+"""`explain`: trace (cached), plan the rules, run the forward once, walk the relevance back."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import fx
+
+from ..errors import InputError
+from ..flow.positional import PositionalSource
+from ..presets.ruleset import RuleSet, resolve
+from ..propagate.store import ActivationStore
+from ..propagate.walker import BatchedWalker, Walker
+from ..trace.call import prepare_call
+from ..trace.graph import Graph
+from .explanation import Explanation, Walked, assemble
+from .positional import select_sources
+from .targets import Target, last_positions, seeds
+from .traced import TracedModel, traced
+
+
+def explain(
+    model: torch.nn.Module,
+    inputs: Any,
+    target: Target = None,
+    rules: str | RuleSet | Mapping[str, Any] = "epsilon",
+    *,
+    output: str | int | None = None,
+    record: Iterable[str] = (),
+    fallback: str | None = None,
+    memory_budget: int | None = None,
+    offload: bool = False,
+    dtype: torch.dtype | None = None,
+    contrastive: bool = False,
+) -> Explanation:
+    """Explain `model(inputs)` with LRP computed per ATen op.
+
+    inputs: a tensor, a tuple of positional inputs, or a dict / tokenizer output of keyword inputs.
+    target: a class or token id (per sample: a 1-D tensor of ids; default: the predicted class), an
+        index tuple into the output, a seed tensor shaped like the output, or a function of the
+        output returning that seed.
+    rules: a preset name or file (see `lrpgraph.preset_names()`), a RuleSet, or a dict in preset form.
+    output: which model output to explain, by name ("logits", "last_hidden_state") or flat index;
+        default: the first floating-point tensor output.
+    record: module paths whose output relevance to return in `Explanation.latent`.
+    fallback: None (an op without a rule is an error), "absorb" or "pass"; nodes that used it are
+        listed in `Explanation.fallbacks`.
+    memory_budget: bytes the activations held for the walk may take; the forward then keeps only
+        checkpoints and the walk recomputes the rest (None: keep what the rules read).
+    offload: keep activations in host memory (pinned, on CUDA) and fetch each when a rule reads it.
+    dtype: the relevance's precision, e.g. torch.float32 for a bfloat16 model (default: the output's).
+    contrastive: seed the target's unit relevance minus the mean of the other classes' (absLRP's seed;
+        for any preset) instead of the target's output value.
+
+    Several targets at once: `lrpgraph.Targets([...])`, or a [batch, K] tensor of ids; relevance
+    then has a leading dimension K, and the K maps share the forward pass and every activation.
+
+    The model is traced in eval mode; its parameters, buffers, hooks, train/eval flags and `.grad`
+    are left as they were. No autograd graph is built.
+    """
+    started = time.perf_counter()
+    ruleset = resolve(rules)
+    args, kwargs = prepare_call(model, inputs)
+    model_trace = traced(model, args, kwargs)
+    graph = model_trace.graph
+    index = output_index(graph, output)
+    recorded = record_nodes(graph, record)
+    values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
+    value_of = dict(zip(graph.module.graph.find_nodes(op="placeholder"), values, strict=True))
+    sources = _positional_sources(model, model_trace, ruleset, value_of)
+    plan = model_trace.plan(graph.outputs[index], ruleset, fallback, frozenset(s.node for s in sources))
+    schedule = plan.schedule(memory_budget)
+    store = ActivationStore(value_of, schedule.recipes, offload)
+    out = model_trace.forward(schedule.keep).run(values, store)[index]
+    seed, k = seeds(target, out, _last_positions(kwargs, out), contrastive)
+    seed = seed if dtype is None else seed.to(dtype)
+    walker = (Walker if k is None else BatchedWalker)(plan, schedule, store, frozenset(recorded.values()))
+    result = walker.run(seed)
+    walked = Walked(model_trace, value_of, out, seed, k, result, ruleset, sources, recorded)
+    return assemble(walked, plan, schedule, store, started)
+
+
+def _positional_sources(
+    model: torch.nn.Module, model_trace: TracedModel, ruleset: RuleSet, value_of: dict[fx.Node, Any]
+) -> list[PositionalSource]:
+    """PA-LRP's positional encodings for this call (none for other rule sets); warns when there are none."""
+    if not ruleset.positional:
+        return []
+    sources = select_sources(model_trace.graph, model_trace.analysis.positional, value_of)
+    if not sources:
+        warnings.warn(
+            f"rules '{ruleset.name}' give positions relevance, but no positional encoding was found in "
+            f"{type(model).__name__}; positional relevance is zero",
+            stacklevel=3,
+        )
+    return sources
+
+
+def output_index(graph: Graph, output: str | int | None) -> int:
+    """The flat index of the explained output: by name, by index, or the first floating-point tensor."""
+    candidates = [
+        i
+        for i, node in enumerate(graph.outputs)
+        if isinstance(node, fx.Node)
+        and isinstance(node.meta.get("val"), torch.Tensor)
+        and node.meta["val"].is_floating_point()
+    ]
+    if output is None:
+        if not candidates:
+            raise InputError("the model has no floating-point tensor output to explain")
+        return candidates[0]
+    if isinstance(output, int) and not isinstance(output, bool):
+        if output in candidates:
+            return output
+    elif output in graph.output_names:
+        index = graph.output_names.index(output)
+        if index in candidates:
+            return index
+    names = ", ".join(graph.output_names[i] for i in candidates)
+    raise InputError(f"no floating-point output {output!r}; the model's outputs are: {names}")
+
+
+def record_nodes(graph: Graph, paths: Iterable[str]) -> dict[str, fx.Node]:
+    """{module path: the node holding that module's output} for `record=`."""
+    if isinstance(paths, str):
+        paths = [paths]
+    found = {}
+    for path in paths:
+        node = module_output(graph, path)
+        if node is None:
+            raise InputError(f"'{path}' is not a module that computes a tensor in the traced model")
+        found[path] = node
+    return found
+
+
+def module_output(graph: Graph, path: str) -> fx.Node | None:
+    """The node holding a module's output: its last node whose value is used outside the module."""
+    inside = [
+        n
+        for n in graph.module.graph.nodes
+        if n.op == "call_function" and any(p == path for p, _ in graph.module_stack(n))
+    ]
+    leaving = [
+        n
+        for n in inside
+        if isinstance(n.meta.get("val"), torch.Tensor)
+        and n.meta["val"].is_floating_point()
+        and any(u.op == "output" or not any(p == path for p, _ in graph.module_stack(u)) for u in n.users)
+    ]
+    return leaving[-1] if leaving else None
+
+
+def _last_positions(kwargs: dict, out: torch.Tensor) -> torch.Tensor | None:
+    mask = kwargs.get("attention_mask")
+    if out.dim() == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == out.shape[1]:
+        return last_positions(mask)
+    return None

@@ -1,0 +1,182 @@
+"""What `explain` returns: relevance per input, the output, and where the relevance went — and how it is
+assembled from one walk."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..flow.positional import PositionalSource
+from ..ops.sparse import RowSparse
+from ..presets.ruleset import RuleSet
+from ..propagate.plan import Plan
+from ..propagate.schedule import Schedule
+from ..propagate.store import ActivationStore
+from ..propagate.walker import WalkResult
+from .positional import positional_outputs
+from .traced import TracedModel
+
+
+@dataclass
+class Conservation:
+    """Where the seed's relevance went, per sample (dim 0) for inputs, in totals over the batch for the rest.
+
+    `absorbed` holds what rules did not pass on: "bias" (biases and parameter terms of sums),
+    "constants" (constant operands: masks, position tables, scalars), "rules" (stabilisers and
+    non-conservative rules such as flat, z^B, alpha-beta) and "fallback" (explicit fallbacks).
+    """
+
+    seed: torch.Tensor
+    inputs: dict[str, torch.Tensor]
+    absorbed: dict[str, float]
+    positional: torch.Tensor | None = None  # signed relevance of positional encodings (PA-LRP), per sample
+
+    @property
+    def input_total(self) -> torch.Tensor:
+        """Relevance that reached the inputs, per sample ([K, B] for K targets)."""
+        return sum(self.inputs.values(), torch.zeros_like(self.seed))
+
+    @property
+    def accounted(self) -> torch.Tensor:
+        """Relevance that reached inputs or positions, per sample."""
+        return self.input_total if self.positional is None else self.input_total + self.positional
+
+    @property
+    def error(self) -> torch.Tensor:
+        """seed − (inputs + positions) per sample, relative to |seed|: 0 for a conserving explanation."""
+        return (self.seed - self.accounted) / self.seed.abs().clamp_min(1e-30)
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(f"{k}={v.sum().item():.6g}" for k, v in self.inputs.items())
+        absorbed = ", ".join(f"{k}={v:.6g}" for k, v in sorted(self.absorbed.items()))
+        positions = "" if self.positional is None else f"; positions: {self.positional.sum().item():.6g}"
+        return (
+            f"Conservation(seed={self.seed.sum().item():.6g}; inputs: {inputs}{positions}; "
+            f"absorbed: {absorbed or 'none'})"
+        )
+
+
+@dataclass
+class Explanation:
+    """Relevance of every input (keyed by input name, shaped like the input; per token for ids)."""
+
+    relevance: dict[str, torch.Tensor]
+    output: torch.Tensor
+    seed_relevance: Any  # the seed as given to the walk (kept compact when it is nonzero in a few rows)
+    conservation: Conservation
+    rules: str
+    latent: dict[str, torch.Tensor] = field(default_factory=dict)
+    positional: torch.Tensor | None = None  # PA-LRP: relevance per position [B, T] (per patch for images)
+    combined: torch.Tensor | None = None  # PA-LRP: (token + positional relevance) / its max |·|, per sample
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> torch.Tensor:
+        """The relevance placed on the output, as a dense tensor shaped like the output ([K, …] for K targets)."""
+        seed = self.seed_relevance
+        return seed.dense() if hasattr(seed, "dense") else seed
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.relevance.items())
+        return f"Explanation(rules={self.rules!r}, relevance={{{shapes}}}, {self.conservation!r})"
+
+
+@dataclass
+class Walked:
+    """What one explain call computed, from which its Explanation is assembled."""
+
+    model_trace: TracedModel
+    value_of: dict[fx.Node, Any]  # placeholder values of the call
+    out: torch.Tensor  # the explained output
+    seed: Any
+    targets: int | None  # K for K targets walked at once
+    result: WalkResult
+    ruleset: RuleSet
+    sources: list[PositionalSource]
+    recorded: dict[str, fx.Node]
+
+
+def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, started: float) -> Explanation:
+    """Relevance per input (zeros where none arrived), PA-LRP outputs, latent relevance, conservation, stats."""
+    dtype, out = w.seed.dtype, w.out
+    lead = () if w.targets is None else (w.targets,)
+    graph = w.model_trace.graph
+    relevance = {}
+    for node in w.model_trace.analysis.explainable_inputs():
+        r = w.result.inputs.get(node)
+        if r is None:
+            v = w.value_of[node]
+            r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
+        relevance[graph.input_names[node]] = _plain(r)
+    batch = out.shape[0] if out.dim() else 1
+    positional = signed = mixed = None
+    if w.ruleset.positional:
+        positional, signed, mixed = positional_outputs(
+            w.sources, w.result.inputs, w.ruleset.positional, lead, relevance, (batch, dtype, out.device)
+        )
+    conservation = Conservation(
+        seed=_per_sample(w.seed, batch, lead),
+        inputs={name: _per_sample(r, batch, lead) for name, r in relevance.items()},
+        absorbed={k: float(v) for k, v in w.result.absorbed.items()},
+        positional=None if signed is None else signed.double(),
+    )
+    latent = {
+        path: _latent(w.result.latent.get(node), node, dtype, out.device, lead) for path, node in w.recorded.items()
+    }
+    return Explanation(
+        relevance=relevance,
+        output=_plain(out),
+        seed_relevance=w.seed if isinstance(w.seed, RowSparse) else _plain(w.seed),
+        conservation=conservation,
+        rules=w.ruleset.name,
+        latent=latent,
+        positional=positional,
+        combined=mixed,
+        fallbacks=plan.fallbacks,
+        stats={
+            "seconds": time.perf_counter() - started,
+            "peak_activation_bytes": store.peak_bytes,
+            "kept_nodes": len(schedule.keep),
+            "checkpoints": len(schedule.checkpoints),
+            "recomputed_nodes": store.recomputed_nodes,
+            "recompute_seconds": store.recompute_seconds,
+            "offloaded_bytes": store.offloaded_bytes,
+            "nodes": len(plan.steps),
+            "rules": plan.rule_counts(),
+        },
+    )
+
+
+def _per_sample(t: torch.Tensor | RowSparse, batch: int, lead: tuple = ()) -> torch.Tensor:
+    """Sum per sample (the dim after `lead`), as float64; a tensor without a batch dim is shared evenly."""
+    if isinstance(t, RowSparse):
+        return t.sum_per(batch)
+    dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
+    t = t.detach()
+    n = len(lead)
+    if t.dim() > n and t.shape[n] == batch:
+        return t.reshape(*lead, batch, -1).sum(-1, dtype=dtype).double()
+    total = t.reshape(*lead, -1).sum(-1, dtype=dtype).double()
+    return (total / batch).unsqueeze(-1).expand(*lead, batch)
+
+
+def _latent(r: Any, node: fx.Node, dtype: torch.dtype, device: torch.device, lead: tuple = ()) -> torch.Tensor:
+    """Relevance recorded at a module's output; zeros when none reached it."""
+    if r is None:
+        val = node.meta["val"]
+        return torch.zeros((*lead, *val.shape), dtype=dtype, device=device)
+    return _plain(r.dense() if isinstance(r, RowSparse) else r)
+
+
+def _plain(t: Any) -> Any:
+    """A normal tensor (not an inference tensor) the caller may use anywhere, autograd included."""
+    if isinstance(t, torch.Tensor):
+        return t.clone() if t.is_inference() else t
+    if isinstance(t, list):
+        return [_plain(x) for x in t]
+    return t

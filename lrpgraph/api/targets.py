@@ -1,0 +1,181 @@
+"""Turn a user's `target` into the seed relevance at the explained output.
+
+A class or token id seeds the output's value at that index (so relevance sums to the logit); for
+sequence outputs [B, T, V] the index is at each sample's last real position. A seed tensor or a
+function of the output is used as given — pass a one-hot tensor for Zennit's unit seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import TargetError
+from ..ops.sparse import RowSparse
+
+Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | tuple | None
+Seed = torch.Tensor | RowSparse
+
+
+class Targets(list):
+    """K targets explained in one pass: `Targets([3, 7, (0, 5, 12), seed_fn])`, each any single target form.
+
+    A 2-D tensor (or nested list) of ids shaped [batch, K] means K class or token ids per sample.
+    """
+
+
+def seeds(
+    target: Any, out: torch.Tensor, positions: torch.Tensor | None = None, contrastive: bool = False
+) -> tuple[Seed, int | None]:
+    """(seed, K): the seed of one target shaped like `out`, or of K targets shaped [K, *out.shape]."""
+    if isinstance(target, Targets):
+        if not target:
+            raise TargetError("Targets needs at least one target")
+        return _stack([make_seed(t, out, positions, contrastive) for t in target]), len(target)
+    if _is_id_matrix(target, out):
+        ids = torch.as_tensor(target).long()
+        parts = [make_seed(ids[:, k], out, positions, contrastive) for k in range(ids.shape[1])]
+        return _stack(parts), ids.shape[1]
+    return make_seed(target, out, positions, contrastive), None
+
+
+def _stack(parts: list[Seed]) -> Seed:
+    if all(isinstance(p, RowSparse) for p in parts):
+        return RowSparse.stack(parts)
+    return torch.stack([p.dense() if isinstance(p, RowSparse) else p for p in parts])
+
+
+def _is_id_matrix(target: Any, out: torch.Tensor) -> bool:
+    if isinstance(target, torch.Tensor):
+        return target.dim() == 2 and not target.is_floating_point() and tuple(target.shape) != tuple(out.shape)
+    return (
+        isinstance(target, list)
+        and bool(target)
+        and all(isinstance(row, (list, tuple)) for row in target)
+        and all(isinstance(i, int) for row in target for i in row)
+    )
+
+
+def make_seed(
+    target: Target, out: torch.Tensor, positions: torch.Tensor | None = None, contrastive: bool = False
+) -> Seed:
+    """The relevance placed on `out`; `positions` [B] are the last real positions of sequence outputs.
+
+    contrastive: the target's unit seed minus the mean of the other classes' (e_t − (1 − e_t)/(C − 1)),
+    each part summing to one, as absLRP seeds; needs a class id or an index tuple.
+    """
+    if contrastive:
+        return _contrastive(target, out, positions)
+    if callable(target) and not isinstance(target, torch.Tensor):
+        seed = target(out)
+        if not isinstance(seed, torch.Tensor) or tuple(seed.shape) != tuple(out.shape):
+            shape = tuple(seed.shape) if isinstance(seed, torch.Tensor) else type(seed).__name__
+            raise TargetError(
+                f"the target function must return a tensor shaped like the output {tuple(out.shape)}, got {shape}"
+            )
+        return seed.to(out.dtype)
+    if (
+        isinstance(target, torch.Tensor)
+        and target.shape == out.shape
+        and target.dim() > 0
+        and (target.is_floating_point() or out.dim() > 1)
+    ):
+        return target.to(device=out.device, dtype=out.dtype)
+    if isinstance(target, tuple):
+        return _at_index(out, target)
+    ids = _class_ids(target, out)
+    return _at_classes(out, ids, positions)
+
+
+def _class_ids(target: Any, out: torch.Tensor) -> torch.Tensor:
+    if out.dim() < 2:
+        raise TargetError(
+            "a class id needs an output shaped [batch, classes] or [batch, positions, classes], "
+            f"got {tuple(out.shape)}; pass an index tuple, a seed tensor or a function instead"
+        )
+    batch, classes = out.shape[0], out.shape[-1]
+    if target is None:
+        flat = out if out.dim() == 2 else out[:, -1]
+        return flat.argmax(-1)
+    if isinstance(target, bool):
+        raise TargetError("target must be a class id, not a bool")
+    if isinstance(target, int):
+        ids = torch.full((batch,), target, dtype=torch.long)
+    else:
+        try:
+            ids = torch.as_tensor(target).long().reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise TargetError(f"cannot read target {target!r} as class ids") from None
+        if ids.numel() != batch:
+            raise TargetError(f"{ids.numel()} target ids given for a batch of {batch}")
+    bad = ids[(ids < 0) | (ids >= classes)]
+    if bad.numel():
+        raise TargetError(
+            f"target id {int(bad[0])} is out of range for {classes} classes (output shape {tuple(out.shape)})"
+        )
+    return ids.to(out.device)
+
+
+def _at_classes(out: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor | None) -> Seed:
+    if out.dim() not in (2, 3):
+        raise TargetError(f"class ids need an output of 2 or 3 dimensions, got {tuple(out.shape)}; pass an index tuple")
+    rows = torch.arange(out.shape[0], device=out.device)
+    if out.dim() == 2:
+        seed = torch.zeros_like(out)
+        seed[rows, ids] = out[rows, ids]
+        return seed
+    pos = positions.to(out.device) if positions is not None else torch.full_like(rows, out.shape[1] - 1)
+    index = rows * out.shape[1] + pos  # rows of the [batch·positions, vocab] view
+    values = torch.zeros((len(rows), out.shape[-1]), dtype=out.dtype, device=out.device)
+    values[torch.arange(len(rows), device=out.device), ids] = out[rows, pos, ids]
+    return _merge_rows(index, values, out.shape)
+
+
+def _merge_rows(index: torch.Tensor, values: torch.Tensor, shape: torch.Size) -> RowSparse:
+    unique, inverse = torch.unique(index, return_inverse=True)
+    merged = values.new_zeros((len(unique), values.shape[-1])).index_add_(0, inverse, values)
+    return RowSparse(unique, merged, shape)
+
+
+def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
+    if len(index) != out.dim() or not all(isinstance(i, int) for i in index):
+        raise TargetError(
+            f"an index target needs {out.dim()} ints for an output of shape {tuple(out.shape)}, got {index!r}"
+        )
+    for i, (k, n) in enumerate(zip(index, out.shape, strict=True)):
+        if not -n <= k < n:
+            raise TargetError(
+                f"index {k} is out of range for dimension {i} of size {n} (output shape {tuple(out.shape)})"
+            )
+    if out.dim() == 3:
+        b, t, c = (k % n for k, n in zip(index, out.shape, strict=True))
+        values = torch.zeros((1, out.shape[-1]), dtype=out.dtype, device=out.device)
+        values[0, c] = out[index]
+        return RowSparse(torch.tensor([b * out.shape[1] + t], device=out.device), values, out.shape)
+    seed = torch.zeros_like(out)
+    seed[index] = out[index]
+    return seed
+
+
+def _contrastive(target: Target, out: torch.Tensor, positions: torch.Tensor | None) -> Seed:
+    if callable(target) or (isinstance(target, torch.Tensor) and target.shape == out.shape):
+        raise TargetError("contrastive=True needs a class id (or an index tuple), not a seed tensor or function")
+    if out.dim() < 2:
+        raise TargetError("a contrastive seed needs an output with a class dimension")
+    ones = torch.ones_like(out)  # one-hot seeds: e_t in every selected row
+    one_hot = (
+        _at_index(ones, target) if isinstance(target, tuple) else _at_classes(ones, _class_ids(target, out), positions)
+    )
+    others = 1 / (out.shape[-1] - 1)
+    if isinstance(one_hot, RowSparse):
+        return RowSparse(one_hot.index, one_hot.values * (1 + others) - others, one_hot.shape, one_hot.lead)
+    rows = one_hot.any(-1, keepdim=True).to(out.dtype)
+    return one_hot * (1 + others) - rows * others
+
+
+def last_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last non-zero entry (the last real token, for left or right padding)."""
+    flipped = (mask != 0).flip(-1).to(torch.int8)
+    return mask.shape[-1] - 1 - flipped.argmax(-1)

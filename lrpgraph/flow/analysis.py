@@ -1,0 +1,59 @@
+"""What the passes find on one traced graph: scales, pointwise regions, roles, positional sources, flows.
+
+`analyse` runs once per graph: it first exposes positional operands (the one rewrite: an explicit
+broadcast node per candidate, so the relevance it receives is per sample and per use), then finds
+the facts the rule choice reads. Relevance flows are derived per explained output and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx
+
+from ..trace.graph import Graph
+from .norm_scale import normalisation_scales
+from .pointwise import pointwise_regions
+from .positional import PositionalSource, expose_positional_operands, mixing_nodes
+from .relevance import Flow, relevance_flow
+from .roles import product_roles
+
+
+@dataclass
+class Analysis:
+    graph: Graph
+    cuts: set[fx.Node]
+    redirects: dict[fx.Node, fx.Node]
+    roles: dict[fx.Node, str] = field(default_factory=dict)
+    positional: list[PositionalSource] = field(default_factory=list)
+    _flows: dict[tuple, Flow] = field(default_factory=dict, repr=False)
+
+    def flow(self, output: fx.Node, sources: frozenset[fx.Node] = frozenset()) -> Flow:
+        """Relevance flow to `output`, with `sources` (positional encodings) as extra relevance sources."""
+        key = (output, sources)
+        if key not in self._flows:
+            self._flows[key] = relevance_flow(self.graph, output, self.cuts, self.redirects, sources)
+        return self._flows[key]
+
+    def explainable_inputs(self) -> list[fx.Node]:
+        """User inputs relevance can reach from some floating-point output (ids via embeddings, not masks)."""
+        found: set[fx.Node] = set()
+        for node in self.graph.outputs:
+            val = getattr(node, "meta", {}).get("val")
+            if isinstance(node, fx.Node) and isinstance(val, torch.Tensor) and val.is_floating_point():
+                found.update(n for n in self.flow(node).live if n.op == "placeholder")
+        return [n for n in self.graph.module.graph.find_nodes(op="placeholder") if n in found]
+
+
+def analyse(graph: Graph) -> Analysis:
+    """Run the passes over a graph (once per graph: the caller keeps the result)."""
+    fx_graph = graph.module.graph
+    anywhere = fx_graph.output_node()
+    relevant = relevance_flow(graph, anywhere).relevant  # before normalisation scales are cut
+    positional = expose_positional_operands(graph, relevant, mixing_nodes(graph, relevant))
+    cuts = normalisation_scales(fx_graph, relevant)
+    relevant = relevance_flow(graph, anywhere, cuts).relevant
+    redirects = pointwise_regions(fx_graph, relevant)
+    roles = product_roles(fx_graph, relevant, redirects)
+    return Analysis(graph, cuts, redirects, roles, positional)

@@ -1,0 +1,127 @@
+"""Which nodes carry relevance, and along which edges it flows back.
+
+Relevance starts at user inputs and flows only through floating-point values: an integer or bool
+tensor (ids, masks, positions) carries relevance only while it is re-indexed, until an embedding
+lookup turns it into floats. A float computed from integers (a cast of the attention mask, a
+position table) is a constant. Graph passes can cut nodes (normalisation scales, treated as
+constants) and redirect nodes (a pointwise region such as x·sigmoid(x) hands its relevance
+straight to x).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx
+
+from ..ops.registry import lookup
+from ..trace.graph import INPUT, Graph, is_float
+from ..trace.node_args import normalized_args
+
+aten = torch.ops.aten
+
+# products and quotients that scale a tensor (by a constant, or by another tensor)
+SCALINGS = {aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar}
+# ops that look rows of a constant table up by relevant integer ids: argument holding the ids
+LOOKUPS = {aten.embedding.default: "indices", aten.index.Tensor: "indices", aten.index_select.default: "index"}
+
+
+@dataclass
+class Flow:
+    """`edges[n]` are the nodes n hands relevance to; `live` the nodes relevance can reach from the output."""
+
+    edges: dict[fx.Node, list[fx.Node]]
+    live: list[fx.Node]
+    relevant: set[fx.Node] = field(default_factory=set)
+
+
+def is_index(value) -> bool:
+    """An integer tensor (ids, positions), or a tuple of them."""
+    if isinstance(value, (tuple, list)):
+        return bool(value) and all(is_index(v) for v in value)
+    return isinstance(value, torch.Tensor) and not is_float(value) and value.dtype != torch.bool
+
+
+def _any_float(value) -> bool:
+    """Some output of the node is floating point."""
+    if isinstance(value, (tuple, list)):
+        return any(_any_float(v) for v in value)
+    return is_float(value)
+
+
+def moves_values(node: fx.Node) -> bool:
+    """A node that only moves, copies or selects values (views, casts, getitem)."""
+    return getattr(lookup(node.target), "moves_values", False)
+
+
+def relevance_flow(
+    graph: Graph,
+    output: fx.Node,
+    cuts: Iterable[fx.Node] = (),
+    redirects: dict[fx.Node, fx.Node] | None = None,
+    sources: Iterable[fx.Node] = (),
+) -> Flow:
+    """Edges of relevance and the live nodes, from the user inputs (and extra `sources`) to `output`."""
+    cuts, redirects, sources = set(cuts), redirects or {}, set(sources)
+    edges: dict[fx.Node, list[fx.Node]] = {}
+    relevant: set[fx.Node] = set()
+    for node in graph.module.graph.nodes:
+        val = node.meta.get("val")
+        if node.op == "placeholder":
+            if graph.kinds.get(node) == INPUT and (is_float(val) or is_index(val)):
+                relevant.add(node)
+            continue
+        if node.op != "call_function":
+            continue
+        if node in sources:
+            relevant.add(node)
+            edges[node] = []
+            continue
+        if node in cuts:
+            continue
+        if node in redirects:
+            root = redirects[node]
+            if root in relevant:
+                edges[node] = [root]
+                relevant.add(node)
+            continue
+        inputs = [n for n in node.all_input_nodes if n in relevant]
+        if not inputs:
+            continue
+        if _any_float(val):
+            into = [n for n in inputs if _any_float(n.meta.get("val"))]
+            ids_arg = LOOKUPS.get(node.target)
+            if ids_arg is not None:
+                ids = _arg(node, ids_arg)
+                into += [n for n in inputs if n in ids and is_index(n.meta.get("val"))]
+        elif moves_values(node):
+            into = [n for n in inputs if is_index(n.meta.get("val"))]
+        else:
+            into = []
+        if into:
+            edges[node] = into
+            relevant.add(node)
+    live = _reachable(output, edges) if output in relevant else []
+    return Flow(edges={n: edges.get(n, []) for n in live}, live=live, relevant=relevant)
+
+
+def _arg(node: fx.Node, name: str) -> list[fx.Node]:
+    value = normalized_args(node).get(name)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, fx.Node)]
+
+
+def _reachable(output: fx.Node, edges: dict[fx.Node, list[fx.Node]]) -> list[fx.Node]:
+    """Nodes relevance reaches from `output`, in reverse topological (walk) order."""
+    seen = {output}
+    stack = [output]
+    while stack:
+        node = stack.pop()
+        for n in edges.get(node, ()):
+            if n not in seen:
+                seen.add(n)
+                stack.append(n)
+    order = {n: i for i, n in enumerate(output.graph.nodes)}
+    return sorted(seen, key=order.__getitem__, reverse=True)

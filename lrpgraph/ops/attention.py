@@ -1,0 +1,279 @@
+"""Attention: softmax, attention-weighted values, scaled_dot_product_attention, and gates.
+
+Op classes and their kernels (formulas: RULES.md, "Attention (AttnLRP)"):
+- "softmax": `taylor`, AttnLRP's softmax rule R_x = x ⊙ (R − s·ΣR), masked (−inf) entries count as 0.
+- "attention_values": a matrix product of attention probabilities with values (written-out
+  attention); `uniform` (AttnLRP) or `values` (CP-LRP: probabilities constant, all to the values).
+- "attention": `aten.scaled_dot_product_attention` as one op — scale, boolean and additive masks,
+  is_causal and grouped-query heads; `uniform` composes the uniform rule on p·v, the softmax rule
+  and the uniform rule on q·kᵀ; `values` is CP-LRP.
+Gates (act(gate)·up, MoE routing weights) are elementwise products: elementwise.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .adapter import Adapter
+from .bilinear import Bilinear, uniform
+from .elementwise import ADD, GATE
+from .registry import declare, register_ops, rule
+from .tensors import stabilize, unbroadcast
+
+aten = torch.ops.aten
+
+SOFTMAX = declare("softmax", absorbs="rules")
+ATTENTION_VALUES = declare("attention_values", absorbs="rules")
+ATTENTION = declare("attention", absorbs="rules")
+
+# elements of one [query block × keys] score matrix held at once by the attention rules
+_BLOCK_ELEMENTS = 1 << 21  # 8 MiB of float32 scores per block: fastest on CPU, small on GPU
+
+
+def _masked_to_zero(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+@rule(SOFTMAX, "taylor", needs=("x", "out"), default=True)
+def softmax_taylor(R, x, out, dim: int):
+    """R_x = x ⊙ (R − s·ΣR) over the softmax dim (AttnLRP Prop. 3.1); −inf inputs count as 0."""
+    s = out.to(R.dtype)
+    return _masked_to_zero(x.to(R.dtype)) * (R - s * R.sum(dim, keepdim=True))
+
+
+class LogSoftmaxAdapter(Adapter):
+    """log_softmax(x) = x − logsumexp(x): the log-normaliser is a constant term of a sum."""
+
+    def __init__(self):
+        super().__init__(ADD)
+
+    def constant_terms(self, args):
+        return True
+
+    def needs(self, op_class, kernel, args, relevant):
+        return {"self"}, True
+
+    def apply(self, call):
+        x = call.args["self"]
+        (r, _) = call.run([x, call.out - x], call.out, [True, False])
+        return {"self": r}
+
+
+class GluAdapter(Adapter):
+    """glu(x) = a·σ(b) for the two halves a, b of x: a gate on its own input."""
+
+    def __init__(self):
+        super().__init__(GATE)
+
+    def needs(self, op_class, kernel, args, relevant):
+        return set(), False
+
+    def apply(self, call):
+        x, dim = call.args["self"], call.args.get("dim", -1)
+        shape = list(x.shape)
+        shape[dim] //= 2
+        halves = [torch.empty(shape, device="meta"), torch.empty(shape, device="meta")]
+        ra, rb = call.run(halves, [True, True], 1)
+        zeros = call.R.new_zeros(shape)
+        return {"self": torch.cat([zeros if ra is None else ra, zeros if rb is None else rb], dim)}
+
+
+class SoftmaxAdapter(Adapter):
+    mixes_positions = True
+    gate_source = "softmax"
+
+    def __init__(self):
+        super().__init__(SOFTMAX)
+
+    def apply(self, call):
+        return {"self": call.run(call.args["self"], call.out, call.args["dim"])}
+
+
+@rule(ATTENTION_VALUES, "uniform", needs=("a", "b", "out"), default=True)
+def attention_values_uniform(R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6):
+    """AttnLRP: the uniform rule, as for any product of two relevant tensors."""
+    return uniform(R, a, b, out, product, epsilon=epsilon)
+
+
+@rule(ATTENTION_VALUES, "values", needs=("a", "b", "out"))
+def attention_values_only(R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6):
+    """CP-LRP: attention probabilities are constants; epsilon rule to the values, nothing to the scores."""
+    s = R / stabilize(out.to(R.dtype), epsilon)
+    if probs_first:
+        return None, b * unbroadcast(product.adjoint_b(s, a.to(s.dtype)), b.shape)
+    return a * unbroadcast(product.adjoint_a(s, b.to(s.dtype)), a.shape), None
+
+
+class Attention:
+    """scaled_dot_product_attention(q, k, v, mask, is_causal, scale, enable_gqa), recomputed in query blocks."""
+
+    def __init__(self, q, k, v, mask, is_causal: bool, scale: float | None, gqa: bool, maps: int = 1):
+        self.q, self.k, self.v, self.mask, self.is_causal = q, k, v, mask, bool(is_causal)
+        self.maps = maps  # relevance maps carried at once: blocks shrink by it
+        self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        heads, kv_heads = q.shape[-3] if q.dim() >= 3 else 1, k.shape[-3] if k.dim() >= 3 else 1
+        self.groups = heads // kv_heads if gqa and heads != kv_heads else 1
+
+    def repeat(self, t):
+        """Keys/values as the queries see them: grouped heads repeated, broadcast batch dims expanded."""
+        if self.groups > 1:
+            t = t.repeat_interleave(self.groups, dim=-3)
+        return t.expand(*self.q.shape[:-2], *t.shape[-2:])
+
+    def fold(self, t, like):
+        """Adjoint of `repeat`: sum the copies back into `like`'s shape."""
+        if self.groups > 1:
+            shape = list(t.shape)
+            t = t.reshape([*shape[:-3], shape[-3] // self.groups, self.groups, *shape[-2:]]).sum(-3)
+        return unbroadcast(t, like.shape)
+
+    def causal_keys(self) -> bool:
+        """Whether query i attends to keys ≤ i only (is_causal, or a boolean mask with nothing above the diagonal)."""
+        L, S = self.q.shape[-2], self.k.shape[-2]
+        if self.is_causal:
+            return True
+        mask = self.mask
+        return (
+            L == S
+            and mask is not None
+            and mask.dtype == torch.bool
+            and mask.shape[-2] == L
+            and not bool(mask.triu(1).any())
+        )
+
+    def blocks(self, dtype):
+        """(rows, keys, scaled q block, probabilities, additive mask block or None) per block of query rows.
+
+        Under causal masking a block of rows only needs the keys up to its last row, so blocks are
+        smaller and skip the masked upper triangle (about half the work, as flash attention does).
+        """
+        q, k = self.q.to(dtype), self.repeat(self.k.to(dtype))
+        L, S = q.shape[-2], k.shape[-2]
+        lead = math.prod(q.shape[:-2]) if q.dim() > 2 else 1
+        step = max(min(L, 64), _BLOCK_ELEMENTS // max(1, lead * S * self.maps))
+        causal = self.causal_keys()
+        if causal:
+            step = min(step, max(64, -(-L // 8)))
+        for start in range(0, L, step):
+            rows = slice(start, min(L, start + step))
+            keys = slice(0, rows.stop if causal else S)
+            qb = q[..., rows, :] * self.scale
+            scores = qb @ k[..., keys, :].mT
+            keep, additive = self._mask_block(rows, keys, L, q.device)
+            if additive is not None:
+                scores += additive.to(dtype)
+            if keep is not None:
+                scores.masked_fill_(~keep, float("-inf"))
+            probs = torch.softmax(scores, dim=-1)
+            del scores
+            if additive is not None or (keep is not None and not bool(keep.any(-1).all())):
+                probs = torch.nan_to_num_(probs, nan=0.0)  # fully masked rows attend to nothing
+            yield rows, keys, qb, probs, additive
+
+    def _mask_block(self, rows: slice, keys: slice, L: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(boolean keep mask, additive float mask) for a block of query rows and keys."""
+        keep = additive = None
+        mask = self.mask
+        if mask is not None:
+            block = mask[..., rows, :] if mask.dim() >= 2 and mask.shape[-2] == L and L != 1 else mask
+            block = block[..., keys] if block.shape[-1] != 1 else block
+            if block.dtype == torch.bool:
+                keep = block
+            else:
+                additive = block
+        if self.is_causal:
+            positions = torch.arange(rows.start, rows.stop, device=device)
+            causal = torch.arange(keys.start, keys.stop, device=device) <= positions[:, None]
+            keep = causal if keep is None else keep & causal
+        return keep, additive
+
+
+@rule(ATTENTION, "uniform", needs=("q", "k", "v", "mask", "out"), default=True)
+def attention_uniform(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
+    """AttnLRP on SDPA: uniform rule on p·v, softmax rule, epsilon split with an additive mask, uniform on q·kᵀ.
+
+    With f = R_p − p·ΣR_p (the softmax rule's factor), the scores get scores ⊙ f; the epsilon split
+    of scores = logits + mask gives logits ⊙ f and mask ⊙ f, and the uniform rule on q·kᵀ divides
+    logits ⊙ f by 2·logits again. Those ratios cancel exactly, so the rule uses f/2 directly (the
+    stabiliser's limit), saving two passes over the score matrix and never dividing by −inf.
+    Returns (R_q, R_k, R_v, R_mask); R_mask only when `want_mask` (a mask that carries relevance).
+    """
+    dtype = R.dtype
+    v = attention.repeat(attention.v.to(dtype))
+    k = attention.repeat(attention.k.to(dtype))
+    Rq = R.new_empty(attention.q.shape, dtype=dtype)
+    Rk = R.new_zeros(k.shape, dtype=dtype)
+    Rv = R.new_zeros(v.shape, dtype=dtype)
+    Rmask = R.new_zeros(attention.mask.shape, dtype=dtype) if want_mask else None
+    for rows, keys, qb, probs, additive in attention.blocks(dtype):
+        s_out = R[..., rows, :] / stabilize(2 * out[..., rows, :].to(dtype), epsilon)
+        Rv[..., keys, :] += probs.mT @ s_out
+        factor = (s_out @ v[..., keys, :].mT).mul_(probs)  # R_p, the relevance of the probabilities
+        factor -= probs * factor.sum(-1, keepdim=True)
+        del probs
+        if Rmask is not None and additive is not None:
+            _accumulate_mask(Rmask, _masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
+        half_q = qb * 0.5
+        Rq[..., rows, :] = (factor @ k[..., keys, :]).mul_(half_q)
+        Rk[..., keys, :] += factor.mT @ half_q
+    return Rq, attention.fold(k * Rk, attention.k), attention.fold(v * Rv, attention.v), Rmask
+
+
+@rule(ATTENTION, "values", needs=("q", "k", "v", "mask", "out"))
+def attention_values_sdpa(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
+    """CP-LRP on SDPA: the attention probabilities are constants; epsilon rule to the values only."""
+    dtype = R.dtype
+    v = attention.repeat(attention.v.to(dtype))
+    Rv = R.new_zeros(v.shape, dtype=dtype)
+    for rows, keys, _, probs, _ in attention.blocks(dtype):
+        Rv[..., keys, :] += probs.mT @ (R[..., rows, :] / stabilize(out[..., rows, :].to(dtype), epsilon))
+    return None, None, attention.fold(v * Rv, attention.v), None
+
+
+def _accumulate_mask(Rmask: torch.Tensor, part: torch.Tensor, rows: slice, keys: slice, length: int) -> None:
+    """Add one block's mask relevance into a mask that may broadcast over batch, heads, rows or keys."""
+    target = Rmask[..., rows, :] if Rmask.dim() >= 2 and Rmask.shape[-2] == length and length != 1 else Rmask
+    if target.shape[-1] != 1:
+        target = target[..., keys]
+    target += unbroadcast(part, target.shape)
+
+
+class AttentionAdapter(Adapter):
+    """aten.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)."""
+
+    expensive = True
+    mixes_positions = True
+
+    def __init__(self):
+        super().__init__(ATTENTION)
+
+    def needs(self, op_class, kernel, args, relevant):
+        names = {"query", "key", "value"}
+        if args.get("attn_mask") is not None:
+            names.add("attn_mask")
+        return names, "out" in kernel.needs
+
+    def apply(self, call):
+        a = call.args
+        if float(a.get("dropout_p", 0.0)) != 0.0:
+            raise ValueError("attention dropout must be 0 (the model is explained in eval mode)")
+        attention = Attention(
+            a["query"],
+            a["key"],
+            a["value"],
+            a.get("attn_mask"),
+            a.get("is_causal", False),
+            a.get("scale"),
+            bool(a.get("enable_gqa", False)),
+            call.maps,
+        )
+        Rq, Rk, Rv, Rmask = call.run(attention, call.out, bool(call.relevant.get("attn_mask")))
+        return {"query": Rq, "key": Rk, "value": Rv, "attn_mask": Rmask}
+
+
+register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)
+register_ops(LogSoftmaxAdapter(), aten.log_softmax.int, aten._log_softmax.default)
+register_ops(GluAdapter(), aten.glu.default)
+register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default)

@@ -1,0 +1,35 @@
+"""Products of two relevant tensors contracted over an index: q·kᵀ, attn·v, bmm, matmul (op class "matmul").
+
+Kernels are `fn(R, a, b, out, product, **params) -> (R_a, R_b)`; `product` is a `Bilinear` giving
+the forward and the two adjoints of the contraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .registry import declare, rule
+from .tensors import stabilize, unbroadcast
+
+MATMUL = declare("matmul", absorbs="rules")
+
+
+@dataclass(frozen=True)
+class Bilinear:
+    """out = forward(a, b); adjoint_a(s, b) and adjoint_b(s, a) are its transposes in a and b."""
+
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    adjoint_a: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    adjoint_b: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@rule(MATMUL, "uniform", needs=("a", "b", "out"), default=True)
+def uniform(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6):
+    """AttnLRP's uniform epsilon rule: each product term splits its share in half between a and b."""
+    s = R / stabilize(2 * out.to(R.dtype), epsilon)
+    ra = a * unbroadcast(product.adjoint_a(s, b.to(s.dtype)), a.shape)
+    rb = b * unbroadcast(product.adjoint_b(s, a.to(s.dtype)), b.shape)
+    return ra, rb

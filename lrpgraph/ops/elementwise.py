@@ -1,0 +1,192 @@
+"""Elementwise ops: sums (add/sub), products and quotients, gates, and pointwise nonlinearities.
+
+Op classes: "add" (kernels take the list of additive terms), "scale" (a product or quotient with
+one relevant operand), "product" (two relevant factors), "gate" (a product whose one factor is an
+activation or softmax output: act(gate)·up, MoE routing weights), "quotient" (relevant numerator
+and denominator) and "activation" (a pointwise function of one relevant tensor).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .adapter import Adapter, is_tensor
+from .registry import declare, register_ops, rule
+from .tensors import stabilize, unbroadcast
+
+aten = torch.ops.aten
+
+ADD = declare("add")
+SCALE = declare("scale", absorbs="rules", exact=True)
+PRODUCT = declare("product", absorbs="rules")
+GATE = declare("gate", absorbs="rules")
+QUOTIENT = declare("quotient", absorbs="rules")
+ACTIVATION = declare("activation", exact=True)
+
+
+@rule(ACTIVATION, "pass", default=True)
+def pass_through(R, x, out):
+    """Identity rule: a pointwise nonlinearity hands its relevance on unchanged (AttnLRP eq. 9)."""
+    return R
+
+
+@rule(ADD, "norm", needs=("terms", "out"), default=True)
+def add_norm(R, terms, out, relevant, *, stabilizer: float = 1e-6):
+    """Epsilon split of a sum: each term gets term/stab(sum)·R; non-relevant terms keep their share."""
+    s = R / stabilize(out.to(R.dtype), stabilizer)
+    return [unbroadcast(t * s, t.shape) if rel else None for t, rel in zip(terms, relevant, strict=True)]
+
+
+@rule(SCALE, "pass", default=True)
+def scale_pass(R, operands, relevant):
+    """A product or quotient with a constant: all relevance to the one relevant operand."""
+    return [unbroadcast(R, op.shape) if rel else None for op, rel in zip(operands, relevant, strict=True)]
+
+
+@rule(PRODUCT, "uniform", default=True)
+def product_uniform(R, operands, relevant):
+    """Product of two relevant tensors: each factor gets half (AttnLRP Prop. 3.2)."""
+    half = R / 2
+    return [unbroadcast(half, op.shape) if rel else None for op, rel in zip(operands, relevant, strict=True)]
+
+
+@rule(QUOTIENT, "numerator", default=True)
+def quotient_numerator(R, operands, relevant):
+    """a / b with both relevant: b is a normaliser, all relevance goes to a."""
+    return [unbroadcast(R, operands[0].shape), None]
+
+
+@rule(GATE, "uniform", default=True)
+def gate_uniform(R, operands, relevant, gate: int):
+    """AttnLRP: a gated product splits uniformly, half to the gate and half to the gated signal."""
+    half = R / 2
+    return [unbroadcast(half, op.shape) if rel else None for op, rel in zip(operands, relevant, strict=True)]
+
+
+@rule(GATE, "constant-gate")
+def gate_constant(R, operands, relevant, gate: int):
+    """CP-LRP: the gate is a constant; the gated signal gets all the relevance."""
+    return [None if i == gate else unbroadcast(R, op.shape) for i, op in enumerate(operands)]
+
+
+class AddAdapter(Adapter):
+    """add/sub/rsub: the output is the sum of the two terms c·operand; scalar operands are constants."""
+
+    def __init__(self, mode: str):
+        super().__init__(ADD)
+        self.mode = mode
+
+    def _coefficients(self, alpha) -> dict[str, float]:
+        return {
+            "add": {"self": 1, "other": alpha},
+            "sub": {"self": 1, "other": -alpha},
+            "rsub": {"self": -alpha, "other": 1},
+        }[self.mode]
+
+    def constant_terms(self, args):
+        return not all(is_tensor(args.get(n)) for n in ("self", "other"))
+
+    def needs(self, op_class, kernel, args, relevant):
+        if "terms" not in kernel.needs:
+            return set(), "out" in kernel.needs
+        return {n for n in ("self", "other") if is_tensor(args.get(n))}, "out" in kernel.needs
+
+    def apply(self, call):
+        args = call.args
+        coefficients = self._coefficients(args.get("alpha", 1))
+        names = [n for n in ("self", "other") if is_tensor(args.get(n))]
+        terms = [args[n] if coefficients[n] == 1 else args[n] * coefficients[n] for n in names]
+        result = call.run(terms, call.out, [bool(call.relevant.get(n)) for n in names])
+        return dict(zip(names, result, strict=True))
+
+
+class ProductAdapter(Adapter):
+    """mul/div: class by how many operands carry relevance."""
+
+    def __init__(self, quotient: bool):
+        super().__init__(SCALE)
+        self.quotient = quotient
+
+    def op_class(self, args, relevant, role):
+        both = bool(relevant.get("self")) and bool(relevant.get("other"))
+        if not both:
+            return SCALE
+        if self.quotient:
+            return QUOTIENT
+        return GATE if role is not None and role.startswith("gate:") else PRODUCT
+
+    def needs(self, op_class, kernel, args, relevant):
+        names = {n for n in ("self", "other") if is_tensor(args.get(n))} if "operands" in kernel.needs else set()
+        return names, "out" in kernel.needs
+
+    def apply(self, call):
+        names = [n for n in ("self", "other") if is_tensor(call.args.get(n))]
+        operands = [call.args[n] for n in names]
+        relevant = [bool(call.relevant.get(n)) for n in names]
+        if call.op_class is GATE:
+            gate = names.index(call.role.split(":", 1)[1])
+            result = call.run(operands, relevant, gate)
+        else:
+            result = call.run(operands, relevant)
+        return dict(zip(names, result, strict=True))
+
+
+class PointwiseAdapter(Adapter):
+    """A pointwise function of its first argument (extra arguments are constants)."""
+
+    def __init__(self, activation: bool):
+        super().__init__(ACTIVATION)
+        self.gate_source = "activation" if activation else None
+
+
+register_ops(AddAdapter("add"), aten.add.Tensor, aten.add.Scalar)
+register_ops(AddAdapter("sub"), aten.sub.Tensor, aten.sub.Scalar)
+register_ops(AddAdapter("rsub"), aten.rsub.Tensor, aten.rsub.Scalar)
+register_ops(ProductAdapter(quotient=False), aten.mul.Tensor, aten.mul.Scalar)
+register_ops(ProductAdapter(quotient=True), aten.div.Tensor, aten.div.Scalar)
+
+ACTIVATIONS = [
+    aten.relu.default,
+    aten.relu6.default,
+    aten.gelu.default,
+    aten.silu.default,
+    aten.sigmoid.default,
+    aten.tanh.default,
+    aten.elu.default,
+    aten.selu.default,
+    aten.celu.default,
+    aten.leaky_relu.default,
+    aten.hardtanh.default,
+    aten.hardsigmoid.default,
+    aten.hardswish.default,
+    aten.softplus.default,
+    aten.mish.default,
+    aten.log_sigmoid.default,
+    aten.exp.default,
+    aten.log.default,
+    aten.log1p.default,
+    aten.expm1.default,
+    aten.sqrt.default,
+    aten.rsqrt.default,
+    aten.reciprocal.default,
+    aten.sin.default,
+    aten.cos.default,
+    aten.erf.default,
+    aten.clamp.default,
+    aten.clamp.Tensor,
+    aten.clamp_min.default,
+    aten.clamp_max.default,
+    aten.threshold.default,
+    aten.prelu.default,
+    aten.softshrink.default,
+    aten.hardshrink.default,
+    aten.logit.default,
+    aten.sign.default,
+    aten.sgn.default,
+]
+# pointwise functions that do not act as a gate when multiplied with a signal
+OTHER_POINTWISE = [aten.abs.default, aten.neg.default, aten.square.default, aten.pow.Tensor_Scalar]
+POINTWISE = ACTIVATIONS + OTHER_POINTWISE
+register_ops(PointwiseAdapter(activation=True), *ACTIVATIONS)
+register_ops(PointwiseAdapter(activation=False), *OTHER_POINTWISE)
+REDIRECT = PointwiseAdapter(activation=False)  # a pointwise region found by a graph pass: relevance to its input

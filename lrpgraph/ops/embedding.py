@@ -1,0 +1,69 @@
+"""Embedding lookups: relevance of each looked-up row becomes the relevance of its token id.
+
+Op class "embedding": the table is a constant, the relevant input is an integer index tensor
+(input_ids). Kernels are `fn(R, ids, out, table_dims) -> R_ids` with R_ids shaped like the ids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .adapter import Adapter
+from .registry import declare, register_ops, rule
+from .reindex import REINDEX, ReindexAdapter, _index, _index_select
+
+aten = torch.ops.aten
+
+EMBEDDING = declare("embedding")
+
+
+@rule(EMBEDDING, "token", default=True)
+def token(R, ids, out, table_dims: int):
+    """R_token = Σ over the embedding dims of the looked-up row's relevance."""
+    return R.sum(dim=tuple(range(R.dim() - table_dims, R.dim()))) if table_dims else R
+
+
+class EmbeddingAdapter(Adapter):
+    """aten.embedding(weight, indices): out = weight[indices]."""
+
+    def __init__(self):
+        super().__init__(EMBEDDING, data="indices")
+
+    def op_class(self, args, relevant, role):
+        if relevant.get("weight"):
+            raise TypeError("embedding with a relevant table is not supported")
+        return EMBEDDING
+
+    def apply(self, call):
+        table_dims = call.args["weight"].dim() - 1
+        return {"indices": call.run(call.args["indices"], call.out, table_dims)}
+
+
+class TableIndexAdapter(ReindexAdapter):
+    """index / index_select: a re-indexing of a relevant tensor, or a lookup of relevant ids in a table."""
+
+    def __init__(self, adjoint, ids: str, always: tuple[str, ...]):
+        super().__init__(adjoint, always)
+        self.ids = ids
+
+    def op_class(self, args, relevant, role):
+        return REINDEX if relevant.get("self") else EMBEDDING
+
+    def apply(self, call):
+        if call.op_class is REINDEX:
+            return super().apply(call)
+        args = call.args
+        ids = args[self.ids]
+        table_dims = args["self"].dim() - 1
+        if isinstance(ids, list):
+            if len(ids) != 1 or ids[0] is None:
+                raise TypeError("a table lookup must index the first dimension with one index tensor")
+            return {self.ids: [call.run(ids[0], call.out, table_dims)]}
+        if args.get("dim", 0) != 0:
+            raise TypeError("a table lookup must select along dimension 0")
+        return {self.ids: call.run(ids, call.out, table_dims)}
+
+
+register_ops(EmbeddingAdapter(), aten.embedding.default)
+register_ops(TableIndexAdapter(_index, "indices", always=("indices",)), aten.index.Tensor)
+register_ops(TableIndexAdapter(_index_select, "index", always=("index",)), aten.index_select.default)

@@ -1,0 +1,142 @@
+"""Normalisation layers: layer, group, RMS and batch norm.
+
+Op class "norm" (scale from the input's own statistics): the scale is held constant and the
+epsilon rule runs through the linear map that is left (AttnLRP Prop. 3.4). Op class "batchnorm"
+(eval mode, running statistics): a per-channel affine map; where it follows a conv or linear
+layer the graph pass `fold_batchnorm` has already merged it into that layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .adapter import LayerAdapter, RuleCall
+from .linear_maps import ChannelAffine, FrozenScaleNorm
+from .registry import declare, register_ops, rule
+
+aten = torch.ops.aten
+
+NORM = declare("norm", absorbs="bias")
+BATCHNORM = declare("batchnorm", absorbs="bias")
+
+
+@rule((NORM, BATCHNORM), "pass", needs=("x",))
+def layer_pass(R, x, layer, out):
+    """Identity: the normalisation hands relevance on unchanged (Zennit's choice for batch norm).
+
+    It reads nothing itself; x is declared because the layer's statistics are built from it.
+    """
+    return R
+
+
+def _channel_view(t: torch.Tensor | None, rank: int) -> torch.Tensor | None:
+    return None if t is None else t.reshape([1, -1] + [1] * (rank - 2))
+
+
+def _layer_norm(args):
+    x = args["input"]
+    k = len(args["normalized_shape"])
+    return FrozenScaleNorm(
+        x, list(range(x.dim() - k, x.dim())), None, args.get("weight"), args.get("bias"), float(args.get("eps", 1e-5))
+    )
+
+
+def _rms_norm(args):
+    x = args["input"]
+    k = len(args["normalized_shape"])
+    eps = args.get("eps")
+    eps = torch.finfo(x.dtype).eps if eps is None else float(eps)
+    return FrozenScaleNorm(x, list(range(x.dim() - k, x.dim())), None, args.get("weight"), None, eps, center=False)
+
+
+def _group_norm(args):
+    x = args["input"]
+    groups = int(args["num_groups"])
+    shape = [x.shape[0], groups, -1]
+    view = [1, -1] + [1] * (x.dim() - 2)
+    weight, bias = args.get("weight"), args.get("bias")
+    weight = None if weight is None else weight.reshape(view)
+    bias = None if bias is None else bias.reshape(view)
+    return FrozenScaleNorm(x, [2], shape, weight, bias, float(args.get("eps", 1e-5)))
+
+
+def _batch_norm_statistics(args):
+    """Batch norm normalising with the batch's own statistics (train form, or no running stats)."""
+    x = args["input"]
+    dims = [0, *range(2, x.dim())]
+    return FrozenScaleNorm(
+        x,
+        dims,
+        None,
+        _channel_view(args.get("weight"), x.dim()),
+        _channel_view(args.get("bias"), x.dim()),
+        float(args["eps"]),
+    )
+
+
+def _batch_norm_running(args):
+    x = args["input"]
+    inv_std = torch.rsqrt(args["running_var"].float() + float(args["eps"]))
+    weight, bias = args.get("weight"), args.get("bias")
+    scale = inv_std if weight is None else weight * inv_std
+    shift = -args["running_mean"] * scale + (0 if bias is None else bias)
+    return ChannelAffine(x.shape, scale, shift)
+
+
+def _first_output(call: RuleCall) -> RuleCall:
+    """The call seen through the op's first output (ops returning output and saved statistics)."""
+    R = call.R[0] if isinstance(call.R, list) else call.R
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    return dataclasses.replace(call, R=R, out=out)
+
+
+class NormAdapter(LayerAdapter):
+    """Layer, RMS and group norm: statistics over features or positions of each sample."""
+
+    mixes_positions = True
+
+
+class TupleNormAdapter(NormAdapter):
+    """Norm ops returning (output, saved statistics…): only the first output carries relevance."""
+
+    def apply(self, call):
+        return super().apply(_first_output(call))
+
+
+class BatchNormAdapter(LayerAdapter):
+    """batch_norm: running statistics (class "batchnorm") or the batch's own (class "norm")."""
+
+    always = ("weight", "bias", "running_mean", "running_var")
+
+    def __init__(self, training: str | None):
+        super().__init__(BATCHNORM, "input", _batch_norm_running)
+        self.training = training
+
+    def _uses_batch_statistics(self, args) -> bool:
+        if self.training is None:
+            return args.get("running_mean") is None
+        return bool(args.get(self.training))
+
+    def op_class(self, args, relevant, role):
+        return NORM if self._uses_batch_statistics(args) else BATCHNORM
+
+    def apply(self, call):
+        call = _first_output(call)
+        layer = (_batch_norm_statistics if call.op_class is NORM else _batch_norm_running)(call.args)
+        return {"input": call.run(call.args["input"], layer, call.out)}
+
+
+register_ops(NormAdapter(NORM, "input", _layer_norm), aten.layer_norm.default)
+register_ops(TupleNormAdapter(NORM, "input", _layer_norm), aten.native_layer_norm.default)
+register_ops(NormAdapter(NORM, "input", _rms_norm), aten.rms_norm.default)
+register_ops(NormAdapter(NORM, "input", _group_norm), aten.group_norm.default)
+register_ops(BatchNormAdapter(None), aten._native_batch_norm_legit_no_training.default)
+register_ops(
+    BatchNormAdapter("training"),
+    aten._native_batch_norm_legit.default,
+    aten.batch_norm.default,
+    aten._native_batch_norm_legit_functional.default,
+)
+register_ops(BatchNormAdapter(None), aten._native_batch_norm_legit.no_stats)

@@ -1,0 +1,331 @@
+"""Re-indexing ops (views, permutes, slices, cats, gathers, casts, …): relevance moves exactly as values did.
+
+The rule is the op's adjoint: a value copied to several places collects the relevance of every
+copy, a value dropped (sliced away, masked) passes none, so relevance is conserved. Each op has
+an explicit adjoint; rarer pure re-indexing ops use `traced_adjoint`, which runs the op on a
+tensor of element indices to learn where each output element came from.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import torch
+
+from ..trace.graph import float_node
+from .adapter import Adapter, with_marks
+from .registry import declare, register_ops, rule
+from .tensors import unbroadcast
+
+aten = torch.ops.aten
+Adjoint = Callable[[torch.Tensor, dict], dict]
+
+REINDEX = declare("reindex", exact=True)
+
+
+@rule(REINDEX, "exact", default=True)
+def exact(R, adjoint):
+    """Relevance moves back exactly as the values moved forward (the op's adjoint)."""
+    return adjoint(R)
+
+
+class ReindexAdapter(Adapter):
+    """`adjoint(R, args)` — or `adjoint(R, args, out)` for ops whose output says where values went."""
+
+    moves_values = True
+
+    def __init__(
+        self, adjoint: Adjoint, always: tuple[str, ...] = (), reads_output: bool = False, conserving: bool = True
+    ):
+        super().__init__(REINDEX)
+        self.adjoint, self.always, self.reads_output = adjoint, always, reads_output
+        self.conserving = conserving  # False where outputs can come from constants (padding, filling, masking)
+
+    def needs(self, op_class, kernel, args, relevant):
+        names, _ = super().needs(op_class, kernel, args, relevant)
+        return names, self.reads_output
+
+    def conserves(self, args, relevant):
+        """All it receives moves on when the op copies only values and every float operand is relevant."""
+        return self.conserving and all(
+            mark is not False
+            for name, value in args.items()
+            for v, mark in with_marks(value, relevant.get(name))
+            if float_node(v)
+        )
+
+    def apply(self, call):
+        if self.reads_output:
+            return call.run(lambda r: self.adjoint(r, call.args, call.out))
+        return call.run(lambda r: self.adjoint(r, call.args))
+
+
+def _zeros(R: torch.Tensor, shape) -> torch.Tensor:
+    return R.new_zeros(shape)
+
+
+def _reshape(R, a):
+    return {"self": R.reshape(a["self"].shape)}
+
+
+def _expand(R, a):
+    return {"self": unbroadcast(R, a["self"].shape)}
+
+
+def _permute(R, a):
+    dims = [d % R.dim() for d in a["dims"]]
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d] = i
+    return {"self": R.permute(inverse)}
+
+
+def _transpose(R, a):
+    return {"self": R.transpose(a["dim0"], a["dim1"])}
+
+
+def _t(R, a):
+    return {"self": R.t() if R.dim() == 2 else R}
+
+
+def _movedim(R, a):
+    return {"self": R.movedim(a["destination"], a["source"])}
+
+
+def _bounds(a, size: int) -> tuple[int, int, int]:
+    """A slice's start, end and step clamped to the dimension (exported graphs use INT64_MAX for ':')."""
+    start, end, step = a.get("start"), a.get("end"), a.get("step", 1) or 1
+    start, end, _ = slice(start, end).indices(size)
+    return start, max(start, end), step
+
+
+def _slice(R, a):
+    x, dim = a["self"], a["dim"]
+    start, end, step = _bounds(a, x.shape[dim])
+    return {"self": _zeros(R, x.shape).slice_scatter(R, dim, start, end, step)}
+
+
+def _narrow(R, a):
+    start = a["start"]
+    return {"self": _zeros(R, a["self"].shape).slice_scatter(R, a["dim"], start, start + a["length"])}
+
+
+def _select(R, a):
+    return {"self": _zeros(R, a["self"].shape).select_scatter(R, a["dim"], a["index"])}
+
+
+def _cat(R, a):
+    tensors, dim = a["tensors"], a.get("dim", 0) % R.dim()
+    sizes = [t.shape[dim] if t.dim() == R.dim() else 0 for t in tensors]  # legacy 1-D empties take none
+    chunks = torch.split(R, sizes, dim=dim)
+    return {"tensors": [c.reshape(t.shape) for c, t in zip(chunks, tensors, strict=True)]}
+
+
+def _stack(R, a):
+    return {"tensors": list(R.unbind(a.get("dim", 0)))}
+
+
+def _split(R, a):
+    x, dim = a["self"], a.get("dim", 0)
+    sizes = _split_sizes(x.shape[dim], a)
+    filled = [r if r is not None else _zeros(_first(R), _with(x.shape, dim, n)) for r, n in zip(R, sizes, strict=True)]
+    return {"self": torch.cat(filled, dim=dim)}
+
+
+def _split_sizes(total: int, a) -> list[int]:
+    if "split_sizes" in a:
+        return list(a["split_sizes"])
+    size = a["split_size"]
+    return [min(size, total - i) for i in range(0, total, size)]
+
+
+def _unbind(R, a):
+    x, dim = a["self"], a.get("dim", 0)
+    slot = _with(x.shape, dim, None)
+    filled = [r if r is not None else _zeros(_first(R), slot) for r in R]
+    return {"self": torch.stack(filled, dim=dim)}
+
+
+def _with(shape, dim: int, n: int | None) -> list[int]:
+    shape = list(shape)
+    if n is None:
+        del shape[dim]
+    else:
+        shape[dim] = n
+    return shape
+
+
+def _first(parts):
+    return next(p for p in parts if p is not None)
+
+
+def _getitem(R, a):
+    source = a["0"]
+    parts: list = [None] * len(source)
+    parts[a["1"]] = R
+    return {"0": parts}
+
+
+def _index(R, a):
+    return {"self": aten.index_put(_zeros(R, a["self"].shape), a["indices"], R, True)}
+
+
+def _index_select(R, a):
+    return {"self": _zeros(R, a["self"].shape).index_add_(a["dim"], a["index"], R)}
+
+
+def _gather(R, a):
+    return {"self": _zeros(R, a["self"].shape).scatter_add_(a["dim"], a["index"], R)}
+
+
+def _roll(R, a):
+    shifts, dims = [-s for s in a["shifts"]], list(a.get("dims") or [])
+    if dims:
+        return {"self": R.roll(shifts, dims)}
+    return {"self": R.reshape(-1).roll(shifts[0]).reshape(R.shape)}
+
+
+def _flip(R, a):
+    return {"self": R.flip(a["dims"])}
+
+
+def _pad(R, a):
+    return {"self": aten.constant_pad_nd(R, [-p for p in a["pad"]], 0.0)}
+
+
+def _pad_any_mode(R, a):
+    if a.get("mode", "constant") == "constant":
+        return _pad(R, a)
+    return traced_adjoint(aten.pad.default)(R, a)
+
+
+def _where(R, a):
+    cond = a["condition"]
+    zero = torch.zeros((), dtype=R.dtype, device=R.device)
+    result = {}
+    for name, keep in (("self", cond), ("other", ~cond)):
+        value = a.get(name)
+        if isinstance(value, torch.Tensor):
+            result[name] = unbroadcast(torch.where(keep, R, zero), value.shape)
+    return result
+
+
+def _masked_fill(R, a):
+    zero = torch.zeros((), dtype=R.dtype, device=R.device)
+    return {"self": unbroadcast(torch.where(a["mask"], zero, R), a["self"].shape)}
+
+
+def _selected_values(R, a, out):
+    """topk / sort: values = x gathered at the returned indices along dim."""
+    values_R, indices = R[0], out[1]
+    return {"self": _zeros(values_R, a["self"].shape).scatter_add_(a.get("dim", -1), indices, values_R)}
+
+
+def _tril(R, a):
+    return {"self": R.tril(a.get("diagonal", 0))}
+
+
+def _triu(R, a):
+    return {"self": R.triu(a.get("diagonal", 0))}
+
+
+def _slice_scatter(R, a):
+    dim = a.get("dim", 0)
+    start, end, step = _bounds(a, a["self"].shape[dim])
+    src = a["src"]
+    return {
+        "self": R.slice_scatter(_zeros(R, src.shape), dim, start, end, step),
+        "src": R.slice(dim, start, end, step).reshape(src.shape),
+    }
+
+
+def _select_scatter(R, a):
+    src = a["src"]
+    return {
+        "self": R.select_scatter(_zeros(R, src.shape), a["dim"], a["index"]),
+        "src": R.select(a["dim"], a["index"]).reshape(src.shape),
+    }
+
+
+def traced_adjoint(op: Callable, data: str = "self") -> Adjoint:
+    """Adjoint of a pure re-indexing op learned by running it on element indices (float64: exact to 2**53)."""
+
+    def adjoint(R, a):
+        x = a[data]
+        ids = torch.arange(x.numel(), device=R.device, dtype=torch.float64).reshape(x.shape)
+        moved = op(**{**a, data: ids}).round().long()
+        flat = _zeros(R, (x.numel(),)).index_add_(0, moved.reshape(-1), R.reshape(-1))
+        return {data: flat.reshape(x.shape)}
+
+    return adjoint
+
+
+register_ops(
+    ReindexAdapter(_reshape),
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.view_copy.default,
+    aten.flatten.using_ints,
+    aten.unflatten.int,
+    aten.squeeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.unsqueeze.default,
+    aten.alias.default,
+    aten.clone.default,
+    aten.detach.default,
+    aten.lift_fresh_copy.default,
+    aten.contiguous.default,
+    aten._to_copy.default,
+    aten.view_as.default,
+    aten.reshape_as.default,
+    aten.type_as.default,
+)
+register_ops(ReindexAdapter(_expand), aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default)
+register_ops(ReindexAdapter(_permute), aten.permute.default, aten.permute_copy.default)
+register_ops(ReindexAdapter(_transpose), aten.transpose.int)
+register_ops(ReindexAdapter(_t), aten.t.default)
+register_ops(ReindexAdapter(_movedim), aten.movedim.int, aten.movedim.intlist)
+register_ops(ReindexAdapter(_slice), aten.slice.Tensor)
+register_ops(ReindexAdapter(_narrow), aten.narrow.default)
+register_ops(ReindexAdapter(_select), aten.select.int)
+register_ops(ReindexAdapter(_cat), aten.cat.default, aten.concat.default)
+register_ops(ReindexAdapter(_stack), aten.stack.default)
+register_ops(ReindexAdapter(_split), aten.split.Tensor, aten.split_with_sizes.default, aten.unsafe_split.Tensor)
+register_ops(ReindexAdapter(_unbind), aten.unbind.int)
+register_ops(ReindexAdapter(_getitem), operator.getitem)
+register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default)
+register_ops(ReindexAdapter(_roll), aten.roll.default)
+register_ops(ReindexAdapter(_flip), aten.flip.default)
+register_ops(ReindexAdapter(_pad, conserving=False), aten.constant_pad_nd.default)
+register_ops(ReindexAdapter(_pad_any_mode, conserving=False), aten.pad.default)
+register_ops(ReindexAdapter(_where, always=("condition",)), aten.where.self)
+register_ops(
+    ReindexAdapter(_masked_fill, always=("mask",), conserving=False), aten.masked_fill.Scalar, aten.masked_fill.Tensor
+)
+register_ops(
+    ReindexAdapter(_selected_values, reads_output=True), aten.topk.default, aten.sort.default, aten.sort.stable
+)
+register_ops(ReindexAdapter(_tril, conserving=False), aten.tril.default)
+register_ops(ReindexAdapter(_triu, conserving=False), aten.triu.default)
+register_ops(ReindexAdapter(_slice_scatter), aten.slice_scatter.default)
+register_ops(ReindexAdapter(_select_scatter), aten.select_scatter.default)
+for _op in (
+    aten.repeat.default,
+    aten.as_strided.default,
+    aten.unfold.default,
+    aten.diagonal.default,
+    aten.pixel_shuffle.default,
+    aten.pixel_unshuffle.default,
+    aten.channel_shuffle.default,
+    aten.tile.default,
+    aten.repeat_interleave.self_int,
+    aten.upsample_nearest1d.default,
+    aten.upsample_nearest2d.default,
+    aten.upsample_nearest3d.default,
+):
+    register_ops(ReindexAdapter(traced_adjoint(_op)), _op)
+for _op in (aten.upsample_nearest1d.vec, aten.upsample_nearest2d.vec, aten.upsample_nearest3d.vec):
+    register_ops(ReindexAdapter(traced_adjoint(_op, data="input")), _op)

@@ -1,0 +1,88 @@
+"""Writes into a tensor: index_add, scatter_add, index_put, scatter — mixtures of experts combine with them.
+
+Accumulating writes (out = self + scattered src) split each output's relevance in proportion to what
+`self` and every source element put there (the epsilon rule of a sum). Overwriting writes move
+relevance: the written positions' relevance goes to the source, the rest stays with `self`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .adapter import Adapter, is_tensor
+from .registry import declare, register_ops, rule
+from .tensors import stabilize, unbroadcast
+
+aten = torch.ops.aten
+
+SCATTER = declare("scatter")
+
+
+@rule(SCATTER, "norm", needs=("operands", "out"), default=True)
+def scatter_norm(R, self_value, source, out, gather, accumulate: bool, *, stabilizer: float = 1e-6):
+    """(R_self, R_source): proportional shares where writes add up, relevance moved where they overwrite.
+
+    `gather(t)` reads, for every source element, the entry of an output-shaped t it was written to.
+    """
+    if accumulate:
+        s = R / stabilize(out.to(R.dtype), stabilizer)
+        r_self = self_value * s if isinstance(self_value, torch.Tensor) and self_value.device.type != "meta" else None
+        return r_self, source * gather(s)
+    return None, gather(R)
+
+
+class ScatterAdapter(Adapter):
+    """index_add / scatter_add / index_put / scatter: `self` receives `source` at index positions."""
+
+    def __init__(self, source: str, accumulate: bool | None, make_gather, make_clear):
+        super().__init__(SCATTER)
+        self.source, self.accumulate = source, accumulate
+        self.make_gather, self.make_clear = make_gather, make_clear
+        self.always = ("index", "indices")
+
+    def needs(self, op_class, kernel, args, relevant):
+        names = {n for n in ("self", self.source, "index", "indices") if is_tensor(args.get(n))}
+        return names, True
+
+    def apply(self, call):
+        a = call.args
+        accumulate = bool(a.get("accumulate", False)) if self.accumulate is None else self.accumulate
+        gather = self.make_gather(a)
+        source = a.get(self.source)
+        alpha = a.get("alpha", 1)
+        if accumulate:
+            source_term = source if alpha == 1 else source * alpha
+            r_self, r_source = call.run(a["self"], source_term, call.out, gather, True)
+        else:
+            _, r_source = call.run(a["self"], source, call.out, gather, False)
+            r_self = self.make_clear(a, call.R)
+        result = {"self": r_self}
+        if is_tensor(source):
+            result[self.source] = unbroadcast(r_source, source.shape)
+        return result
+
+
+def _index_add_gather(a):
+    return lambda t: t.index_select(a["dim"], a["index"])
+
+
+def _scatter_gather(a):
+    return lambda t: t.gather(a["dim"], a["index"])
+
+
+def _index_put_gather(a):
+    return lambda t: aten.index(t, a["indices"])
+
+
+def _scatter_clear(a, R):
+    return R.scatter(a["dim"], a["index"], 0.0)
+
+
+def _index_put_clear(a, R):
+    return aten.index_put(R, a["indices"], R.new_zeros(()), False)
+
+
+register_ops(ScatterAdapter("source", True, _index_add_gather, None), aten.index_add.default)
+register_ops(ScatterAdapter("src", True, _scatter_gather, None), aten.scatter_add.default)
+register_ops(ScatterAdapter("src", False, _scatter_gather, _scatter_clear), aten.scatter.src, aten.scatter.value)
+register_ops(ScatterAdapter("values", None, _index_put_gather, _index_put_clear), aten.index_put.default)

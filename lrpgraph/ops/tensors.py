@@ -1,0 +1,76 @@
+"""Small tensor helpers every rule kernel uses: the stabiliser and un-broadcasting."""
+
+from __future__ import annotations
+
+import torch
+
+
+def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """z + eps·sign(z) with sign(0) = +1, as Zennit's stabilizer: safe to divide by."""
+    return (z >= 0).to(z.dtype).mul_(2 * eps).sub_(eps).add_(z)
+
+
+def divide(r: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
+    """r / stab(z), in the relevance's precision (a bfloat16 z is widened first)."""
+    return r / stabilize(z.to(torch.promote_types(z.dtype, r.dtype)), eps)
+
+
+def nonzero_rows(R: torch.Tensor, lead: int = 0) -> torch.Tensor | None:
+    """Indices of the rows (all dims but the last, flattened) where R is not zero — None if that is most rows.
+
+    A seed at one position of a [B, T, vocab] output leaves all other rows zero; layers acting on the
+    last dim alone can then skip them, exactly, since every rule is linear in R. `lead` leading dims
+    (several relevance maps) share one set of rows: a row counts if any map has it.
+    """
+    if R.dim() < 2 + lead or R.numel() < 1 << 20:
+        return None
+    live = R.reshape(*R.shape[:lead], -1, R.shape[-1]).ne(0).any(-1)
+    for _ in range(lead):
+        live = live.any(0)
+    count = int(live.sum())
+    if count * 2 > live.shape[0]:
+        return None
+    return live.nonzero().squeeze(1)
+
+
+def take_rows(t: torch.Tensor, index: torch.Tensor, lead: int = 0) -> torch.Tensor:
+    """Rows `index` of t viewed as [*lead dims, rows, last dim] (meta stand-ins keep only the shape)."""
+    if t.device.type == "meta":
+        return torch.empty((*t.shape[:lead], index.numel(), t.shape[-1]), dtype=t.dtype, device="meta")
+    return t.reshape(*t.shape[:lead], -1, t.shape[-1]).index_select(lead, index.to(t.device))
+
+
+def put_rows(values: torch.Tensor, index: torch.Tensor, shape: torch.Size, lead: int = 0) -> torch.Tensor:
+    """Zeros of `shape` with rows `index` (of the [*lead dims, rows, last dim] view) set to `values`."""
+    rows = 1
+    for n in shape[lead:-1]:
+        rows *= n
+    out = values.new_zeros((*shape[:lead], rows, shape[-1]))
+    return out.index_copy_(lead, index, values).reshape(shape)
+
+
+def unbroadcast(t: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Sum `t` down to `shape`, undoing broadcasting (the adjoint of expand)."""
+    shape = tuple(shape)
+    if tuple(t.shape) == shape:
+        return t
+    extra = t.dim() - len(shape)
+    if extra > 0:
+        t = t.sum(dim=tuple(range(extra)))
+    dims = tuple(i for i, (a, b) in enumerate(zip(t.shape, shape, strict=True)) if b == 1 and a != 1)
+    if dims:
+        t = t.sum(dim=dims, keepdim=True)
+    return t.reshape(shape)
+
+
+def ones_like_shape(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A tensor of ones with x's shape on `like`'s device and dtype, without materialising copies."""
+    return torch.ones((), dtype=like.dtype, device=like.device).expand(x.shape)
+
+
+def positive(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def negative(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(max=0)

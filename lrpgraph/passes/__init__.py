@@ -1,1 +1,0 @@
-"""Canonicalisation passes over a traced graph: rewrites and facts the rule choice depends on."""

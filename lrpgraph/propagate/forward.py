@@ -1,0 +1,42 @@
+"""The forward pass: the traced graph run as generated code, without autograd, returning what the plan keeps.
+
+For each set of activations to keep, a copy of the graph whose output also returns those nodes is
+compiled once (torch.fx code generation, which frees every other value after its last use). This
+is the fx Interpreter's job without its per-node Python overhead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..errors import InputError, first_line
+from ..trace.graph import Graph
+from .store import ActivationStore
+
+
+class Forward:
+    """The graph as a GraphModule returning (graph outputs, kept activations), for one keep set."""
+
+    def __init__(self, graph: Graph, keep: frozenset[fx.Node]):
+        order = {n: i for i, n in enumerate(graph.module.graph.nodes)}
+        self.kept = sorted(keep, key=order.__getitem__)
+        new = fx.Graph()
+        mapping: dict[fx.Node, fx.Node] = {}
+        outputs = new.graph_copy(graph.module.graph, mapping)
+        new.output((outputs, tuple(mapping[n] for n in self.kept)))
+        self.module = fx.GraphModule(graph.module, new)
+
+    def run(self, placeholder_values: list[Any], store: ActivationStore) -> tuple[Any, ...]:
+        """All graph outputs (flat), filling `store` with the kept activations; no autograd graph is built."""
+        try:
+            with torch.inference_mode():
+                outputs, values = self.module(*placeholder_values)
+        except Exception as error:
+            message = f"the model failed on these inputs: {type(error).__name__}: {first_line(error)}"
+            raise InputError(message) from error
+        for node, value in zip(self.kept, values, strict=True):
+            store.put(node, value)
+        return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)

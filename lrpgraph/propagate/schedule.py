@@ -1,0 +1,222 @@
+"""Memory schedule: which activations the forward keeps, and how the others are recomputed (promises).
+
+Every activation a rule reads is a promise. The schedule decides, per activation, whether the
+forward keeps it or the walk recomputes it — from the nearest kept values (checkpoints), once,
+sharing the result with every rule that reads it. The walker and the rules never see which.
+
+- Default (no budget): keep what rules read, except values that are cheap to recompute
+  (elementwise and re-indexing chains, constants) from values that are kept anyway.
+- With a budget: the forward keeps only checkpoints at the points where a single value carries
+  everything forward (a transformer's residual stream between blocks), spaced so that the
+  checkpoints plus one segment's activations fit the budget (√N-style); a segment is recomputed
+  when the walk first enters it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx
+
+from ..ops.registry import lookup
+from ..trace.graph import Graph
+
+_MAX_CHEAP_RECIPE = 64  # nodes a cheap recomputation may run (rotary tables and masks included)
+
+
+@dataclass
+class Schedule:
+    """keep: activations the forward stores. recipes: for every other activation a rule reads, the nodes
+    to run (in order) to recompute it. last_reader: the walk step after which a value is released."""
+
+    keep: frozenset[fx.Node]
+    recipes: dict[fx.Node, list[fx.Node]]
+    last_reader: dict[fx.Node, fx.Node]
+    checkpoints: list[fx.Node] = field(default_factory=list)
+    predicted_peak: int = 0
+
+
+def nbytes(node: fx.Node) -> int:
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        return val.numel() * val.element_size()
+    if isinstance(val, (tuple, list)):
+        return sum(v.numel() * v.element_size() for v in val if isinstance(v, torch.Tensor))
+    return 0
+
+
+def is_cheap(node: fx.Node) -> bool:
+    """Elementwise, re-indexing and small reductions: cheaper to recompute than to hold."""
+    return node.op == "call_function" and not getattr(lookup(node.target), "expensive", False)
+
+
+def make_schedule(
+    graph: Graph, order: list[fx.Node], reads: dict[fx.Node, list[fx.Node]], budget: int | None
+) -> Schedule:
+    """order: the walk order; reads: activations each step reads."""
+    position = {n: i for i, n in enumerate(graph.module.graph.nodes)}
+    walk_index = {n: i for i, n in enumerate(order)}
+    first_read: dict[fx.Node, int] = {}
+    for node in order:
+        for r in reads.get(node, ()):
+            first_read.setdefault(r, walk_index[node])
+    needed = sorted((n for n in first_read if n.op != "placeholder"), key=position.__getitem__)
+    outputs = {n for n in graph.outputs if isinstance(n, fx.Node)}
+    keep, recipes = _cheap_schedule(needed, outputs, position)
+    checkpoints: list[fx.Node] = []
+    if budget is not None and sum(nbytes(n) for n in keep) > budget:
+        keep, recipes, checkpoints = _segment_schedule(graph, needed, outputs, keep, recipes, budget, position)
+    last_reader = _last_readers(order, reads, recipes, first_read, keep)
+    peak = sum(nbytes(n) for n in keep) + _largest_segment(needed, keep, checkpoints, position)
+    return Schedule(frozenset(keep), recipes, last_reader, checkpoints, peak)
+
+
+def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node], position: dict) -> tuple[set[fx.Node], dict]:
+    """Keep every needed value except cheap ones recomputable from kept values and placeholders."""
+    keep: set[fx.Node] = set()
+    recipes: dict[fx.Node, list[fx.Node]] = {}
+    for node in needed:
+        recipe = None if node in outputs or not is_cheap(node) else recipe_for(node, keep, _MAX_CHEAP_RECIPE, position)
+        if recipe is None:
+            keep.add(node)
+        else:
+            recipes[node] = recipe
+    return keep, recipes
+
+
+def recipe_for(
+    node: fx.Node,
+    available: set[fx.Node],
+    limit: int | None,
+    position: dict[fx.Node, int] | None = None,
+    cheap_only: bool = True,
+) -> list[fx.Node] | None:
+    """The nodes to run, in graph order, to compute `node` from `available` values and placeholders.
+
+    `position`: each node's index in the graph (computed here when not given)."""
+    found: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n in found or n in available or n.op in ("placeholder", "get_attr"):
+            continue
+        if n.op != "call_function" or (cheap_only and not is_cheap(n)):
+            return None
+        found.add(n)
+        if limit is not None and len(found) > limit:
+            return None
+        stack.extend(n.all_input_nodes)
+    if len(found) < 2:
+        return list(found)
+    position = position or {n: i for i, n in enumerate(node.graph.nodes)}
+    return sorted(found, key=position.__getitem__)
+
+
+def _segment_schedule(graph, needed, outputs, keep, recipes, budget, position):
+    """Keep checkpoints at cuts of the forward; recompute each segment from the checkpoint before it."""
+    live = _live_sets(graph, position)
+    expensive = [n for n in needed if n in keep and n not in outputs]
+    best = None
+    segment = max(1, budget)
+    for _ in range(60):
+        checkpoints = _place_checkpoints(expensive, live, segment, position)
+        kept = set(checkpoints) | {n for n in keep if n in outputs}
+        largest = _largest_segment(needed, kept, checkpoints, position)
+        peak = sum(nbytes(n) for n in kept) + largest
+        if best is None or peak < best[0]:
+            best = (peak, checkpoints, kept)
+        if peak <= budget or segment <= 1:
+            break
+        segment = int(segment * 0.8)
+    _, checkpoints, kept = best
+    recipes = {}
+    for node in needed:
+        if node in kept:
+            continue
+        recipe = recipe_for(node, kept, None, position, cheap_only=False)
+        if recipe is None:  # cannot be recomputed (should not happen for graph nodes): keep it
+            kept.add(node)
+        else:
+            recipes[node] = recipe
+    return kept, recipes, checkpoints
+
+
+def _live_sets(graph: Graph, position: dict) -> list[frozenset[fx.Node]]:
+    """After each node (in forward order), the values live across that point that cannot be cheaply
+    recomputed from the inputs alone: storing them is enough to restart the forward there.
+
+    Masks, positions and rotary tables are cheap functions of the inputs and do not count; in a
+    transformer the smallest sets are the residual stream between blocks.
+    """
+    nodes = list(graph.module.graph.nodes)
+    last_use = {}
+    for n in nodes:
+        for i in n.all_input_nodes:
+            last_use[i] = position[n]
+    derivable: set[fx.Node] = set()
+    for n in nodes:
+        if n.op in ("placeholder", "get_attr") or (is_cheap(n) and all(i in derivable for i in n.all_input_nodes)):
+            derivable.add(n)
+    live: set[fx.Node] = set()
+    sets = []
+    for n in nodes:
+        if n.op == "call_function" and n not in derivable and last_use.get(n, -1) > position[n]:
+            live.add(n)
+        live = {v for v in live if last_use.get(v, -1) > position[n]}
+        sets.append(frozenset(live))
+    return sets
+
+
+def _place_checkpoints(expensive: list[fx.Node], live: list[frozenset], segment: int, position: dict) -> list[fx.Node]:
+    """Walk forward; once a segment's activations would exceed `segment` bytes, close it at the point
+    since the last cut where the fewest bytes are live, and keep those values."""
+    checkpoints: set[fx.Node] = set()
+    last_cut, total = -1, 0
+    for node in expensive:
+        size, here = nbytes(node), position[node]
+        if total + size > segment and here - last_cut > 1:
+            cut = min(range(last_cut + 1, here), key=lambda i: (sum(nbytes(v) for v in live[i]), -i))
+            checkpoints |= live[cut]
+            last_cut = cut
+            total = sum(nbytes(n) for n in expensive if cut < position[n] < here)
+        total += size
+    return sorted(checkpoints, key=position.__getitem__)
+
+
+def _largest_segment(needed, kept, checkpoints, position) -> int:
+    """Bytes of recomputed activations between consecutive checkpoints, at most (all held at once)."""
+    if not checkpoints:
+        return 0
+    bounds = sorted(position[c] for c in checkpoints)
+    sizes = [0] * (len(bounds) + 1)
+    for node in needed:
+        if node in kept:
+            continue
+        segment = sum(1 for b in bounds if b < position[node])
+        sizes[segment] += nbytes(node)
+    return max(sizes)
+
+
+def _last_readers(order, reads, recipes, first_read, keep) -> dict[fx.Node, fx.Node]:
+    """The walk step after which each held value can go: its own last reader, and recipes' uses of it."""
+    last: dict[fx.Node, fx.Node] = {}
+    for node in order:
+        for r in reads.get(node, ()):
+            last[r] = node
+    walk_index = {n: i for i, n in enumerate(order)}
+
+    def extend(node: fx.Node, reader: fx.Node) -> None:
+        current = last.get(node)
+        if current is None or walk_index[current] < walk_index[reader]:
+            last[node] = reader
+
+    for target, recipe in recipes.items():
+        reader = order[first_read[target]]
+        for n in recipe:
+            if n in recipes:  # a value other rules read too: computed once, held for this recipe as well
+                extend(n, reader)
+            for source in n.all_input_nodes:
+                if source in keep or source in recipes:
+                    extend(source, reader)
+    return last

@@ -1,0 +1,62 @@
+"""Normalise what users pass as model inputs into the model's call (args, kwargs) and name every tensor leaf."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from ..errors import InputError
+
+
+def as_call(inputs: Any) -> tuple[tuple, dict]:
+    """A tensor, a tuple/list of positional inputs, or a mapping of keyword inputs → (args, kwargs)."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):  # dict, tokenizer BatchEncoding
+        return (), {str(k): v for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    raise InputError(
+        f"inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, "
+        f"not {type(inputs).__name__}"
+    )
+
+
+def prepare_call(model: torch.nn.Module, inputs: Any) -> tuple[tuple, dict]:
+    """(args, kwargs) for the model's forward; asks models that can return caches not to."""
+    args, kwargs = as_call(inputs)
+    if "use_cache" not in kwargs and _accepts(model, "use_cache"):
+        kwargs["use_cache"] = False
+    return args, kwargs
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def leaf_names(model: torch.nn.Module, args: tuple, kwargs: dict) -> list[str]:
+    """One readable name per flattened (args, kwargs) leaf: the keyword, or the forward parameter name."""
+    params = _positional_names(model, len(args))
+    names = []
+    for path, _ in pytree.tree_flatten_with_path((args, kwargs))[0]:
+        top, *rest = path[1:]
+        base = params[top.idx] if path[0].idx == 0 else str(top.key)
+        suffix = "".join(f".{getattr(k, 'key', getattr(k, 'idx', k))}" for k in rest)
+        names.append(base + suffix)
+    return names
+
+
+def _positional_names(model: torch.nn.Module, count: int) -> list[str]:
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return [f"args_{i}" for i in range(count)]
+    names = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [names[i] if i < len(names) else f"args_{i}" for i in range(count)]
