@@ -4,7 +4,7 @@ import lrpgraph
 ex = lrpgraph.explain(model, inputs, target=3, rules="epsilon")
 ex.relevance["x"]        # relevance in the input's shape
 
-Layers, each importing only from those above it in this list: trace/ (torch.export → Graph),
+Layers, each importing only from those above it in this list: capture/ (torch.export → Graph),
 ops/ (the op table: registry, adapters, rule kernels), flow/ (graph facts), presets/ (rule sets),
 propagate/ (plan, schedule, store, forward, walker), api/ (explain), tools/ and metrics/.
 """

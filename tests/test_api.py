@@ -79,16 +79,18 @@ def test_batch_equals_separate_calls():
         torch.testing.assert_close(batch.relevance["input"][i : i + 1], alone.relevance["input"])
 
 
-def test_graph_is_cached_per_input_signature(monkeypatch):
+def test_graph_is_cached_per_call_structure(monkeypatch):
     model = mlp()
     calls = []
-    original = traced_module.export
-    monkeypatch.setattr(traced_module, "export", lambda *a: calls.append(1) or original(*a))
+    original = traced_module.export_program
+    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
     lrpgraph.explain(model, torch.randn(2, 6, dtype=torch.float64), target=0)
     lrpgraph.explain(model, torch.randn(2, 6, dtype=torch.float64), target=1, rules="epsilon-plus-flat")
     assert len(calls) == 1
     lrpgraph.explain(model, torch.randn(5, 6, dtype=torch.float64), target=1)
-    assert len(calls) == 2
+    assert len(calls) == 1  # one dynamic trace serves every batch size
+    lrpgraph.explain(model, {"input": torch.randn(5, 6, dtype=torch.float64)}, target=1)
+    assert len(calls) == 2  # a keyword input is another call structure
 
 
 def test_cached_graph_sees_updated_weights():

@@ -11,11 +11,11 @@ from models import vgg_like
 import lrpgraph
 from lrpgraph.api.targets import seeds
 from lrpgraph.api.traced import traced
-from lrpgraph.propagate.schedule import nbytes
+from lrpgraph.capture.call import prepare_call
+from lrpgraph.propagate.schedule import byte_sizes
 from lrpgraph.propagate.store import ActivationStore
 from lrpgraph.propagate.walker import Walker
 from lrpgraph.tools.zoo import architectures
-from lrpgraph.trace.call import prepare_call
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,9 @@ def test_budget_gives_the_same_relevance_and_is_respected(deep_llama, fraction):
         tight = lrpgraph.explain(model, inputs, target=7, rules="attnlrp", memory_budget=budget)
     assert close(tight.relevance["input_ids"], free.relevance["input_ids"]) <= 1e-6
     assert tight.stats["checkpoints"] > 0 and tight.stats["recomputed_nodes"] > 0
-    graph = lrpgraph.trace(model, inputs)
-    largest = max(nbytes(n) for n in graph.nodes if n.op == "call_function")
+    model_trace, values = _traced(model, inputs)
+    nbytes = byte_sizes(model_trace.shapes(values))
+    largest = max(nbytes(n) for n in model_trace.graph.nodes if n.op == "call_function")
     assert tight.stats["peak_activation_bytes"] <= budget + largest
     assert tight.stats["peak_activation_bytes"] < free.stats["peak_activation_bytes"]
 
@@ -140,14 +141,21 @@ def test_k_targets_through_a_bilinear_linear_op():
         assert close(together.relevance["x"][k], alone.relevance["x"]) <= 1e-10
 
 
-def test_each_dropped_activation_is_recomputed_once(llama):
-    model, inputs = llama
+def _traced(model, inputs):
+    """The traced model of a call and the call's placeholder values."""
     args, kwargs = prepare_call(model, inputs)
     model_trace = traced(model, args, kwargs)
+    return model_trace, model_trace.graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
+
+
+def test_each_dropped_activation_is_recomputed_once(llama):
+    model, inputs = llama
+    model_trace, values = _traced(model, inputs)
     graph = model_trace.graph
+    shapes = model_trace.shapes(values)
     plan = model_trace.plan(graph.outputs[0], lrpgraph.preset("attnlrp"), None)
     with pytest.warns(UserWarning):
-        schedule = plan.schedule(1)
+        schedule = plan.schedule(shapes, 1)
     counts = {}
 
     class Counting(ActivationStore):
@@ -157,9 +165,8 @@ def test_each_dropped_activation_is_recomputed_once(llama):
             counts[target] = counts.get(target, 0) + (self.recomputed_nodes > before)
             return value
 
-    values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
     placeholders = graph.module.graph.find_nodes(op="placeholder")
-    store = Counting(dict(zip(placeholders, values, strict=True)), schedule.recipes)
+    store = Counting(dict(zip(placeholders, values, strict=True)), shapes, schedule.recipes)
     out = model_trace.forward(schedule.keep).run(values, store)[0]
     seed, _ = seeds(7, out)
     Walker(plan, schedule, store).run(seed)

@@ -11,13 +11,14 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
+from ..capture.call import prepare_call
+from ..capture.graph import Graph
+from ..capture.shapes import Shapes
 from ..errors import InputError
 from ..flow.positional import PositionalSource
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.store import ActivationStore
 from ..propagate.walker import BatchedWalker, Walker
-from ..trace.call import prepare_call
-from ..trace.graph import Graph
 from .explanation import Explanation, Walked, assemble
 from .positional import select_sources
 from .targets import Target, last_positions, seeds
@@ -72,10 +73,11 @@ def explain(
     recorded = record_nodes(graph, record)
     values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
     value_of = dict(zip(graph.module.graph.find_nodes(op="placeholder"), values, strict=True))
-    sources = _positional_sources(model, model_trace, ruleset, value_of)
+    shapes = model_trace.shapes(values)
+    sources = _positional_sources(model, model_trace, ruleset, value_of, shapes)
     plan = model_trace.plan(graph.outputs[index], ruleset, fallback, frozenset(s.node for s in sources))
-    schedule = plan.schedule(memory_budget)
-    store = ActivationStore(value_of, schedule.recipes, offload)
+    schedule = plan.schedule(shapes, memory_budget)
+    store = ActivationStore(value_of, shapes, schedule.recipes, offload)
     out = model_trace.forward(schedule.keep).run(values, store)[index]
     seed, k = seeds(target, out, _last_positions(kwargs, out), contrastive)
     seed = seed if dtype is None else seed.to(dtype)
@@ -86,12 +88,12 @@ def explain(
 
 
 def _positional_sources(
-    model: torch.nn.Module, model_trace: TracedModel, ruleset: RuleSet, value_of: dict[fx.Node, Any]
+    model: torch.nn.Module, model_trace: TracedModel, ruleset: RuleSet, value_of: dict[fx.Node, Any], shapes: Shapes
 ) -> list[PositionalSource]:
     """PA-LRP's positional encodings for this call (none for other rule sets); warns when there are none."""
     if not ruleset.positional:
         return []
-    sources = select_sources(model_trace.graph, model_trace.analysis.positional, value_of)
+    sources = select_sources(model_trace.graph, model_trace.analysis.positional, value_of, shapes)
     if not sources:
         warnings.warn(
             f"rules '{ruleset.name}' give positions relevance, but no positional encoding was found in "

@@ -126,7 +126,8 @@ def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, 
         positional=None if signed is None else signed.double(),
     )
     latent = {
-        path: _latent(w.result.latent.get(node), node, dtype, out.device, lead) for path, node in w.recorded.items()
+        path: _latent(w.result.latent.get(node), store.shapes.of(node), dtype, out.device, lead)
+        for path, node in w.recorded.items()
     }
     return Explanation(
         relevance=relevance,
@@ -165,11 +166,10 @@ def _per_sample(t: torch.Tensor | RowSparse, batch: int, lead: tuple = ()) -> to
     return (total / batch).unsqueeze(-1).expand(*lead, batch)
 
 
-def _latent(r: Any, node: fx.Node, dtype: torch.dtype, device: torch.device, lead: tuple = ()) -> torch.Tensor:
-    """Relevance recorded at a module's output; zeros when none reached it."""
+def _latent(r: Any, shape: tuple, dtype: torch.dtype, device: torch.device, lead: tuple = ()) -> torch.Tensor:
+    """Relevance recorded at a module's output (of this `shape`); zeros when none reached it."""
     if r is None:
-        val = node.meta["val"]
-        return torch.zeros((*lead, *val.shape), dtype=dtype, device=device)
+        return torch.zeros((*lead, *shape), dtype=dtype, device=device)
     return _plain(r.dense() if isinstance(r, RowSparse) else r)
 
 

@@ -12,26 +12,27 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..capture.graph import INPUT, Graph
+from ..capture.shapes import Shapes
 from ..flow.positional import PositionalSource
 from ..propagate.schedule import recipe_for
 from ..propagate.store import ActivationStore
-from ..trace.graph import INPUT, Graph
 
 
 def select_sources(
-    graph: Graph, candidates: list[PositionalSource], value_of: dict[fx.Node, Any]
+    graph: Graph, candidates: list[PositionalSource], value_of: dict[fx.Node, Any], shapes: Shapes
 ) -> list[PositionalSource]:
     """The candidates that are positional: computed rotary factors and tables, and lookups by position ids."""
-    return [s for s in candidates if s.ids is None or _are_positions(graph, s.ids, value_of)]
+    return [s for s in candidates if s.ids is None or _are_positions(graph, s.ids, value_of, shapes)]
 
 
-def _are_positions(graph: Graph, ids: fx.Node, value_of: dict[fx.Node, Any]) -> bool:
+def _are_positions(graph: Graph, ids: fx.Node, value_of: dict[fx.Node, Any], shapes: Shapes) -> bool:
     if ids.op == "placeholder" and graph.kinds.get(ids) == INPUT:
         return "position" in graph.input_names.get(ids, "")
     recipe = recipe_for(ids, set(), None, cheap_only=False)
     if recipe is None:
         return False
-    value = ActivationStore(value_of, {ids: recipe}).get(ids)
+    value = ActivationStore(value_of, shapes, {ids: recipe}).get(ids)
     if not isinstance(value, torch.Tensor) or value.numel() < 2:
         return False
     return bool((value != value.reshape(-1)[0]).any())  # positions differ; token-type ids are all alike

@@ -1,68 +1,226 @@
-"""A model's traced graph and everything derived from it once: analyses, plans, forward modules.
+"""A model's traced graphs and everything derived from each once: analyses, plans, shapes, forwards.
 
-`traced(model, args, kwargs)` returns the TracedModel for a call, tracing only when no cached one
-fits; the caches hang here, per model, never on the model itself.
+`traced(model, args, kwargs)` returns the TracedModel serving a call. Traces are kept per model
+(never on it) and per call structure; one dynamic trace serves every shape its guard check admits,
+so a new sequence length or batch size does not trace again. The cache is keyed by everything the
+graph depends on (`trace/fingerprint.py`): change a module's attribute, a hook or a submodule and
+the model is traced again. Tracing is serialised (torch.export is not thread-safe, and it swaps a
+model's parameters while it runs): threads making a first call wait and then share one trace.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import warnings
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import fx
 
+from ..capture.call import prepare_call
+from ..capture.disk import DiskCache, Uncacheable, default_directory, entry_key
+from ..capture.export import export_program, to_graph
+from ..capture.fingerprint import Unfingerprintable, call_structure, model_key
+from ..capture.graph import Graph
+from ..capture.shapes import GuardCheck, ShapeFunction, Shapes
 from ..flow.analysis import Analysis, analyse
 from ..presets.ruleset import RuleSet
 from ..propagate.forward import Forward
 from ..propagate.plan import Plan, build_plan
-from ..trace.call import prepare_call
-from ..trace.export import export
-from ..trace.fingerprint import signature
-from ..trace.graph import Graph
 
 
 class TracedModel:
-    """One traced graph; its analysis, plans (per output, rule set, fallback, sources) and forwards (per keep set)."""
+    """One traced graph; its analysis, plans (per output, rule set, fallback, sources), shapes and forwards."""
 
     def __init__(self, graph: Graph):
         self.graph = graph
+        self._lock = threading.RLock()  # lazy builds: the analysis rewrites the graph once
         self._analysis: Analysis | None = None
+        self._shapes: ShapeFunction | None = None
         self._plans: dict[tuple, Plan] = {}
         self._forwards: dict[frozenset[fx.Node], Forward] = {}
 
     @property
     def analysis(self) -> Analysis:
-        if self._analysis is None:
-            self._analysis = analyse(self.graph)
-        return self._analysis
+        with self._lock:
+            if self._analysis is None:
+                self._analysis = analyse(self.graph)
+            return self._analysis
+
+    def shapes(self, values: list[Any]) -> Shapes:
+        """Every node's concrete shape for a call with these placeholder values (after the analysis' rewrite)."""
+        with self._lock:
+            if self._shapes is None:
+                self.analysis  # noqa: B018 - nodes the analysis inserts need shapes too
+                self._shapes = ShapeFunction(self.graph.module.graph)
+        return self._shapes(values)
 
     def plan(
         self, output: fx.Node, ruleset: RuleSet, fallback: str | None, sources: frozenset[fx.Node] = frozenset()
     ) -> Plan:
         """The plan for this output and rule set (rebuilt when the rule set changes)."""
         key = (output, ruleset.fingerprint(), fallback, sources)
-        if key not in self._plans:
-            self._plans[key] = build_plan(self.graph, self.analysis, output, ruleset, fallback, sources)
-        return self._plans[key]
+        with self._lock:
+            if key not in self._plans:
+                self._plans[key] = build_plan(self.graph, self.analysis, output, ruleset, fallback, sources)
+            return self._plans[key]
 
     def forward(self, keep: frozenset[fx.Node]) -> Forward:
         """The forward that also returns the activations in `keep`."""
-        if keep not in self._forwards:
-            self._forwards[keep] = Forward(self.graph, keep)
-        return self._forwards[keep]
+        with self._lock:
+            if keep not in self._forwards:
+                self._forwards[keep] = Forward(self.graph, keep)
+            return self._forwards[keep]
 
 
-_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, TracedModel]] = weakref.WeakKeyDictionary()
+class _ModelTraces:
+    """The traces of one model: by call structure, valid while the model's key stays the same."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.key: tuple | None = None
+        self.by_structure: dict[tuple, list[TracedModel]] = {}
+        self.warned: set[str] = set()
+
+    def warn_once(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            warnings.warn(message, stacklevel=4)
 
 
-def traced(model: torch.nn.Module, args: tuple, kwargs: dict) -> TracedModel:
-    """The TracedModel of `model(*args, **kwargs)`, traced on first use of its signature."""
-    key = signature(model, args, kwargs)
-    per_model = _CACHE.setdefault(model, {})
-    if key not in per_model:
-        per_model[key] = TracedModel(export(model, args, kwargs))
-    return per_model[key]
+_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, _ModelTraces] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+_EXPORT_LOCK = threading.Lock()  # torch.export keeps global state: one export at a time in this process
+
+
+def traced(
+    model: torch.nn.Module, args: tuple, kwargs: dict, cache_dir: str | os.PathLike | None = None
+) -> TracedModel:
+    """The TracedModel serving `model(*args, **kwargs)`, traced on first use (of this model state and structure).
+
+    cache_dir: also keep traces on disk there, for later processes (default: $LRPGRAPH_CACHE_DIR if set).
+    """
+    with _CACHE_LOCK:
+        traces = _CACHE.setdefault(model, _ModelTraces())
+    with traces.lock:
+        try:
+            key = model_key(model)
+        except Unfingerprintable as reason:
+            key = None
+            traces.warn_once(f"{type(model).__name__} is traced at every call, never cached: {reason}")
+        if key is None or key != traces.key:
+            traces.by_structure.clear()
+            traces.key = key
+        structure = call_structure(args, kwargs)
+        candidates = traces.by_structure.setdefault(structure, [])
+        user = [leaf for leaf in pytree.tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)]
+        broken = []
+        for candidate in candidates:
+            violations = candidate.graph.check.violations(user)
+            if not violations:
+                return candidate
+            broken.append((candidate.graph, violations))
+        dimensions = "all" if any(_varies_a_float_dim(v, user) for _, v in broken) else "batch-and-ids"
+        disk = _disk(cache_dir) if key is not None else None
+        graph = _from_disk(model, args, kwargs, disk, (structure, dimensions), user, traces)
+        if graph is None:
+            graph = _trace(model, args, kwargs, disk, (structure, dimensions), traces, dimensions)
+            _report(model, graph, traces, broken)
+        found = TracedModel(graph)
+        if key is not None:
+            candidates.append(found)
+        return found
+
+
+def _disk(cache_dir: str | os.PathLike | None) -> DiskCache | None:
+    if cache_dir is None and not os.environ.get("LRPGRAPH_CACHE_DIR"):
+        return None
+    return DiskCache(default_directory() if cache_dir is None else cache_dir)
+
+
+def _varies_a_float_dim(violations: list[tuple], user: list[torch.Tensor]) -> bool:
+    """A float input's non-batch dimension (an image size) differs from a trace's: trace them all symbolically."""
+    return any(len(v) == 4 and v[2] >= 1 and user[v[1]].is_floating_point() for v in violations)
+
+
+def _disk_key(model: torch.nn.Module, structure: tuple, traces: _ModelTraces) -> str | None:
+    try:
+        return entry_key(model_key(model, stable=True), structure)
+    except Unfingerprintable as reason:
+        traces.warn_once(f"{type(model).__name__}'s traces are not kept on disk: {reason}")
+        return None
+
+
+def _from_disk(model, args, kwargs, disk: DiskCache | None, structure: tuple, user: list, traces) -> Graph | None:
+    """A trace an earlier process left on disk that serves this call, if there is one."""
+    key = None if disk is None else _disk_key(model, structure, traces)
+    for path in disk.entries(key) if key is not None else ():
+        try:
+            exported = disk.load(path)
+        except Uncacheable:
+            continue
+        if not GuardCheck(exported.guards).violations(user):
+            return to_graph(model, exported, args, kwargs)
+    return None
+
+
+def _trace(model, args, kwargs, disk: DiskCache | None, structure: tuple, traces: _ModelTraces, dimensions: str):
+    with _EXPORT_LOCK, _state_restored(model):
+        exported = export_program(model, args, kwargs, dimensions)
+    key = None if disk is None else _disk_key(model, structure, traces)
+    if key is not None:
+        try:
+            disk.save(key, exported)
+        except Uncacheable as reason:
+            traces.warn_once(f"{type(model).__name__}'s trace is not kept on disk: {reason}")
+    return to_graph(model, exported, args, kwargs)
+
+
+@contextmanager
+def _state_restored(model: torch.nn.Module) -> Iterator[None]:
+    """Put back any parameter or buffer object an export left replaced (by a fake tensor), whatever happened."""
+    params = {name: p for name, p in model.named_parameters(remove_duplicate=False)}
+    buffers = {name: b for name, b in model.named_buffers(remove_duplicate=False)}
+    try:
+        yield
+    finally:
+        for table, getter, kind in (
+            (params, model.named_parameters, "_parameters"),
+            (buffers, model.named_buffers, "_buffers"),
+        ):
+            now = dict(getter(remove_duplicate=False))
+            for name, original in table.items():
+                if now.get(name) is not original:
+                    owner, _, leaf = name.rpartition(".")
+                    getattr(model.get_submodule(owner), kind)[leaf] = original
+
+
+def _report(model: torch.nn.Module, graph: Graph, traces: _ModelTraces, broken: list[tuple[Graph, list]]) -> None:
+    """Say once per reason why a model is traced again: static shapes only, or a dimension its code fixes."""
+    name = type(model).__name__
+    if graph.static_reason is not None:
+        traces.warn_once(
+            f"{name} could not be traced with dynamic shapes ({graph.static_reason}); it is traced again "
+            "for every new input shape"
+        )
+        return
+    for previous, violations in broken:
+        fixed = {f.input: f for f in previous.check.fixed}
+        for violation in violations:
+            if len(violation) == 4:  # (input, index, dim, traced size): a dimension the trace holds static
+                forced = fixed.get(f"{violation[0]}.shape[{violation[2]}]")
+                if forced is not None:  # asked symbolic, but the model's code fixed it
+                    traces.warn_once(
+                        f"{name} fixes {forced.input} in its code ({forced.where}: {forced.line}); "
+                        "each new size of it is traced again"
+                    )
+            else:
+                traces.warn_once(f"{name}: a trace holds only where {violation[0]}; other calls are traced again")
 
 
 def trace(model: torch.nn.Module, inputs: Any) -> Graph:
@@ -73,7 +231,8 @@ def trace(model: torch.nn.Module, inputs: Any) -> Graph:
 
 def clear_cache(model: torch.nn.Module | None = None) -> None:
     """Forget traced graphs (of one model, or all)."""
-    if model is None:
-        _CACHE.clear()
-    else:
-        _CACHE.pop(model, None)
+    with _CACHE_LOCK:
+        if model is None:
+            _CACHE.clear()
+        else:
+            _CACHE.pop(model, None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
-from ..trace.graph import Graph
+from ..capture.graph import Graph
 from .norm_scale import normalisation_scales
 from .pointwise import pointwise_regions
 from .positional import PositionalSource, expose_positional_operands, mixing_nodes

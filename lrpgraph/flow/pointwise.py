@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from ..capture.shapes import same_shape
 from ..ops.elementwise import POINTWISE
 
 aten = torch.ops.aten
@@ -55,4 +56,6 @@ def _same_shape(node: fx.Node, others: list[fx.Node]) -> bool:
     val = node.meta.get("val")
     if not isinstance(val, torch.Tensor):
         return False
-    return all(isinstance(o.meta.get("val"), torch.Tensor) and o.meta["val"].shape == val.shape for o in others)
+    return all(
+        isinstance(o.meta.get("val"), torch.Tensor) and same_shape(o.meta["val"].shape, val.shape) for o in others
+    )

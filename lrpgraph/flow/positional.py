@@ -9,8 +9,9 @@
   fixed sinusoidal table. Biases (no position axis) do not count; a lookup whose ids are all the same
   (token-type embeddings) is rejected later, when its ids are known.
 
-Each such operand is given its own `expand` node, shaped like the op's output, so that the relevance
-it receives is per sample and per use (per layer for rotary). Those nodes are the positional sources.
+Each such operand is given its own `expand_as` node, broadcast to the op's output (the shape of its
+relevant operand), so that the relevance it receives is per sample and per use (per layer for
+rotary). Those nodes are the positional sources.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from ..capture.graph import INPUT, Graph, float_node
+from ..capture.node_args import normalized_args
+from ..capture.rewrite import insert_call
+from ..capture.shapes import above_one, same_shape
 from ..ops.registry import lookup
-from ..trace.graph import INPUT, Graph, float_node
-from ..trace.node_args import normalized_args
-from ..trace.rewrite import insert_call
-from .relevance import LOOKUPS, SCALINGS, moves_values
+from .relevance import LOOKUPS, SCALINGS, moves_values, value_inputs
 
 aten = torch.ops.aten
 _TRIG = {aten.cos.default, aten.sin.default}
@@ -67,10 +69,11 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
             continue
         origin = (_rotary_origin if kind == "rotary" else _table_origin)(graph, value)
         axis = _position_axis(value, node)
-        if origin is None or axis is None:
+        (signal,) = relevant_ops
+        if origin is None or axis is None or not same_shape(signal.meta["val"].shape, node.meta["val"].shape):
             continue
         with fx_graph.inserting_before(node):
-            full = insert_call(fx_graph, aten.expand.default, (value, list(node.meta["val"].shape)), node)
+            full = insert_call(fx_graph, aten.expand_as.default, (value, signal), node)
         node.replace_input_with(value, full)
         normalized_args(node).update({name: full})
         found.append(PositionalSource(full, kind, axis, origin if isinstance(origin, fx.Node) else None))
@@ -160,7 +163,7 @@ def _input_independent(graph: Graph, node: fx.Node) -> bool:
         seen.add(n)
         if n.op == "placeholder" and graph.kinds.get(n) == INPUT:
             return False
-        stack.extend(n.all_input_nodes)
+        stack.extend(value_inputs(n))
     return True
 
 
@@ -168,5 +171,5 @@ def _position_axis(value: fx.Node, consumer: fx.Node) -> int | None:
     """The axis (of the consumer's shape) along which the constant varies, other than the last (features)."""
     shape, full = list(value.meta["val"].shape), list(consumer.meta["val"].shape)
     shape = [1] * (len(full) - len(shape)) + shape
-    axes = [i for i in range(len(full) - 1) if shape[i] > 1 and i > 0]
+    axes = [i for i in range(1, len(full) - 1) if above_one(shape[i])]
     return axes[-1] if axes else None

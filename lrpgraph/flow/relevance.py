@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
+from ..capture.graph import INPUT, Graph, is_float
+from ..capture.node_args import normalized_args
 from ..ops.registry import lookup
-from ..trace.graph import INPUT, Graph, is_float
-from ..trace.node_args import normalized_args
 
 aten = torch.ops.aten
 
@@ -87,7 +87,7 @@ def relevance_flow(
                 edges[node] = [root]
                 relevant.add(node)
             continue
-        inputs = [n for n in node.all_input_nodes if n in relevant]
+        inputs = [n for n in value_inputs(node) if n in relevant]
         if not inputs:
             continue
         if _any_float(val):
@@ -105,6 +105,15 @@ def relevance_flow(
             relevant.add(node)
     live = _reachable(output, edges) if output in relevant else []
     return Flow(edges={n: edges.get(n, []) for n in live}, live=live, relevant=relevant)
+
+
+def value_inputs(node: fx.Node) -> list[fx.Node]:
+    """The node's inputs whose values (not only shapes) its output depends on."""
+    shape_only = getattr(lookup(node.target), "shape_only", ())
+    if not shape_only:
+        return node.all_input_nodes
+    excluded = {n for name in shape_only for n in _arg(node, name)}
+    return [n for n in node.all_input_nodes if n not in excluded]
 
 
 def _arg(node: fx.Node, name: str) -> list[fx.Node]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from ..capture.node_args import normalized_args
 from ..ops.registry import lookup
-from ..trace.node_args import normalized_args
 from .relevance import SCALINGS, moves_values
 
 aten = torch.ops.aten

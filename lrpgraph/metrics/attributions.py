@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..api.explain import explain
-from ..trace.model_state import evaluation_mode
+from ..capture.model_state import evaluation_mode
 from .features import model_output, target_scores
 
 Attribution = Callable[[torch.nn.Module, dict, Any], torch.Tensor]

@@ -64,6 +64,7 @@ class Adapter:
     expensive = False  # a matrix product or convolution: keep its output rather than recompute it
     mixes_positions = False  # mixes positions (attention, softmax, matrix products, normalisation)
     gate_source: str | None = None  # "softmax" or "activation": a product with this op's output is a gate
+    shape_only: tuple[str, ...] = ()  # arguments whose shape alone the op uses (expand_as's `other`)
 
     def __init__(self, op_class: OpClass, data: str | None = None):
         self._op_class = op_class

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..trace.graph import float_node
+from ..capture.graph import float_node
 from .adapter import Adapter, with_marks
 from .registry import declare, register_ops, rule
 from .tensors import unbroadcast
@@ -36,10 +36,15 @@ class ReindexAdapter(Adapter):
     moves_values = True
 
     def __init__(
-        self, adjoint: Adjoint, always: tuple[str, ...] = (), reads_output: bool = False, conserving: bool = True
+        self,
+        adjoint: Adjoint,
+        always: tuple[str, ...] = (),
+        reads_output: bool = False,
+        conserving: bool = True,
+        shape_only: tuple[str, ...] = (),
     ):
         super().__init__(REINDEX)
-        self.adjoint, self.always, self.reads_output = adjoint, always, reads_output
+        self.adjoint, self.always, self.reads_output, self.shape_only = adjoint, always, reads_output, shape_only
         self.conserving = conserving  # False where outputs can come from constants (padding, filling, masking)
 
     def needs(self, op_class, kernel, args, relevant):
@@ -279,11 +284,12 @@ register_ops(
     aten.lift_fresh_copy.default,
     aten.contiguous.default,
     aten._to_copy.default,
-    aten.view_as.default,
-    aten.reshape_as.default,
-    aten.type_as.default,
+)
+register_ops(
+    ReindexAdapter(_reshape, shape_only=("other",)), aten.view_as.default, aten.reshape_as.default, aten.type_as.default
 )
 register_ops(ReindexAdapter(_expand), aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default)
+register_ops(ReindexAdapter(_expand, shape_only=("other",)), aten.expand_as.default)
 register_ops(ReindexAdapter(_permute), aten.permute.default, aten.permute_copy.default)
 register_ops(ReindexAdapter(_transpose), aten.transpose.int)
 register_ops(ReindexAdapter(_t), aten.t.default)
@@ -329,3 +335,28 @@ for _op in (
     register_ops(ReindexAdapter(traced_adjoint(_op)), _op)
 for _op in (aten.upsample_nearest1d.vec, aten.upsample_nearest2d.vec, aten.upsample_nearest3d.vec):
     register_ops(ReindexAdapter(traced_adjoint(_op, data="input")), _op)
+
+
+class ShapeOnlyAdapter(Adapter):
+    """Ops whose output depends on their tensor arguments' shapes only (zeros_like, new_ones, …): constants."""
+
+    shape_only = ("self",)
+
+
+register_ops(
+    ShapeOnlyAdapter(REINDEX),
+    aten.zeros_like.default,
+    aten.ones_like.default,
+    aten.empty_like.default,
+    aten.full_like.default,
+    aten.rand_like.default,
+    aten.randn_like.default,
+    aten.new_zeros.default,
+    aten.new_ones.default,
+    aten.new_empty.default,
+    aten.new_full.default,
+    aten.sym_size.int,
+    aten.sym_numel.default,
+    aten.sym_stride.int,
+    aten.sym_storage_offset.default,
+)

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..capture.graph import Graph
 from ..errors import InputError, first_line
-from ..trace.graph import Graph
 from .store import ActivationStore
 
 

@@ -13,6 +13,9 @@ from typing import Any
 
 from torch import fx
 
+from ..capture.graph import PARAMETER, Graph, float_node, op_name
+from ..capture.node_args import normalized_args
+from ..capture.shapes import Shapes
 from ..errors import MissingRuleError, RuleSetError
 from ..flow.analysis import Analysis
 from ..ops.adapter import Adapter, with_marks
@@ -20,9 +23,7 @@ from ..ops.elementwise import REDIRECT
 from ..ops.fallback import FALLBACK, MODES
 from ..ops.registry import Kernel, OpClass, kernel, lookup
 from ..presets.ruleset import Choice, RuleSet
-from ..trace.graph import PARAMETER, Graph, float_node, op_name
-from ..trace.node_args import normalized_args
-from .schedule import Schedule, make_schedule
+from .schedule import Schedule, byte_sizes, make_schedule
 
 
 @dataclass
@@ -60,21 +61,26 @@ class Plan:
     inputs: list[fx.Node]
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     sources: frozenset[fx.Node] = frozenset()  # positional encodings that receive relevance (PA-LRP)
-    _schedules: dict[int | None, Schedule] = field(default_factory=dict, repr=False)
+    _schedules: dict[tuple, Schedule] = field(default_factory=dict, repr=False)
 
-    def schedule(self, memory_budget: int | None = None) -> Schedule:
-        """Which activations the forward keeps and how the rest are recomputed (cached per budget)."""
-        if memory_budget not in self._schedules:
+    def schedule(self, shapes: Shapes, memory_budget: int | None = None) -> Schedule:
+        """Which activations the forward keeps and how the rest are recomputed.
+
+        Without a budget the choice does not depend on sizes (one schedule serves every call); with
+        one it does, and is cached per budget and concrete shapes.
+        """
+        key = (None,) if memory_budget is None else (memory_budget, shapes.values)
+        if key not in self._schedules:
             reads = {node: step.reads for node, step in self.steps.items()}
-            schedule = make_schedule(self.graph, self.order, reads, memory_budget)
+            schedule = make_schedule(self.graph, self.order, reads, memory_budget, byte_sizes(shapes))
             if memory_budget is not None and schedule.predicted_peak > memory_budget:
                 warnings.warn(
                     f"memory_budget={memory_budget} bytes is below what the smallest schedule holds at once "
                     f"(about {schedule.predicted_peak} bytes: checkpoints plus one segment); using that one",
                     stacklevel=3,
                 )
-            self._schedules[memory_budget] = schedule
-        return self._schedules[memory_budget]
+            self._schedules[key] = schedule
+        return self._schedules[key]
 
     def rule_counts(self) -> dict[str, int]:
         """How many nodes use each (op class, rule), for reports."""

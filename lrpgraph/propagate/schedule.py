@@ -14,13 +14,17 @@ sharing the result with every rule that reads it. The walker and the rules never
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import fx
 
+from ..capture.graph import Graph
+from ..capture.shapes import Shapes
 from ..ops.registry import lookup
-from ..trace.graph import Graph
 
 _MAX_CHEAP_RECIPE = 64  # nodes a cheap recomputation may run (rotary tables and masks included)
 
@@ -37,12 +41,25 @@ class Schedule:
     predicted_peak: int = 0
 
 
-def nbytes(node: fx.Node) -> int:
-    val = node.meta.get("val")
+Size = Callable[[fx.Node], int]
+
+
+def byte_sizes(shapes: Shapes) -> Size:
+    """Bytes of each node's value for one call's concrete shapes."""
+
+    def size(node: fx.Node) -> int:
+        return _bytes(node.meta.get("val"), shapes.of(node) if node in shapes.index else None)
+
+    return size
+
+
+def _bytes(val: Any, shape: Any) -> int:
+    if shape is None:
+        return 0
     if isinstance(val, torch.Tensor):
-        return val.numel() * val.element_size()
+        return math.prod(shape) * val.element_size()
     if isinstance(val, (tuple, list)):
-        return sum(v.numel() * v.element_size() for v in val if isinstance(v, torch.Tensor))
+        return sum(_bytes(v, s) for v, s in zip(val, shape, strict=True) if s is not None)
     return 0
 
 
@@ -52,9 +69,9 @@ def is_cheap(node: fx.Node) -> bool:
 
 
 def make_schedule(
-    graph: Graph, order: list[fx.Node], reads: dict[fx.Node, list[fx.Node]], budget: int | None
+    graph: Graph, order: list[fx.Node], reads: dict[fx.Node, list[fx.Node]], budget: int | None, nbytes: Size
 ) -> Schedule:
-    """order: the walk order; reads: activations each step reads."""
+    """order: the walk order; reads: activations each step reads; nbytes: each value's size in this call."""
     position = {n: i for i, n in enumerate(graph.module.graph.nodes)}
     walk_index = {n: i for i, n in enumerate(order)}
     first_read: dict[fx.Node, int] = {}
@@ -66,9 +83,9 @@ def make_schedule(
     keep, recipes = _cheap_schedule(needed, outputs, position)
     checkpoints: list[fx.Node] = []
     if budget is not None and sum(nbytes(n) for n in keep) > budget:
-        keep, recipes, checkpoints = _segment_schedule(graph, needed, outputs, keep, recipes, budget, position)
+        keep, recipes, checkpoints = _segment_schedule(graph, needed, outputs, keep, recipes, budget, position, nbytes)
     last_reader = _last_readers(order, reads, recipes, first_read, keep)
-    peak = sum(nbytes(n) for n in keep) + _largest_segment(needed, keep, checkpoints, position)
+    peak = sum(nbytes(n) for n in keep) + _largest_segment(needed, keep, checkpoints, position, nbytes)
     return Schedule(frozenset(keep), recipes, last_reader, checkpoints, peak)
 
 
@@ -113,16 +130,16 @@ def recipe_for(
     return sorted(found, key=position.__getitem__)
 
 
-def _segment_schedule(graph, needed, outputs, keep, recipes, budget, position):
+def _segment_schedule(graph, needed, outputs, keep, recipes, budget, position, nbytes):
     """Keep checkpoints at cuts of the forward; recompute each segment from the checkpoint before it."""
     live = _live_sets(graph, position)
     expensive = [n for n in needed if n in keep and n not in outputs]
     best = None
     segment = max(1, budget)
     for _ in range(60):
-        checkpoints = _place_checkpoints(expensive, live, segment, position)
+        checkpoints = _place_checkpoints(expensive, live, segment, position, nbytes)
         kept = set(checkpoints) | {n for n in keep if n in outputs}
-        largest = _largest_segment(needed, kept, checkpoints, position)
+        largest = _largest_segment(needed, kept, checkpoints, position, nbytes)
         peak = sum(nbytes(n) for n in kept) + largest
         if best is None or peak < best[0]:
             best = (peak, checkpoints, kept)
@@ -168,7 +185,9 @@ def _live_sets(graph: Graph, position: dict) -> list[frozenset[fx.Node]]:
     return sets
 
 
-def _place_checkpoints(expensive: list[fx.Node], live: list[frozenset], segment: int, position: dict) -> list[fx.Node]:
+def _place_checkpoints(
+    expensive: list[fx.Node], live: list[frozenset], segment: int, position: dict, nbytes: Size
+) -> list[fx.Node]:
     """Walk forward; once a segment's activations would exceed `segment` bytes, close it at the point
     since the last cut where the fewest bytes are live, and keep those values."""
     checkpoints: set[fx.Node] = set()
@@ -184,7 +203,7 @@ def _place_checkpoints(expensive: list[fx.Node], live: list[frozenset], segment:
     return sorted(checkpoints, key=position.__getitem__)
 
 
-def _largest_segment(needed, kept, checkpoints, position) -> int:
+def _largest_segment(needed, kept, checkpoints, position, nbytes: Size) -> int:
     """Bytes of recomputed activations between consecutive checkpoints, at most (all held at once)."""
     if not checkpoints:
         return 0

@@ -14,6 +14,8 @@ import torch
 from torch import fx
 from torch.fx.node import map_arg
 
+from ..capture.shapes import Shapes
+
 
 def tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
@@ -21,21 +23,6 @@ def tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, (tuple, list)):
         return [t for v in value for t in tensors(v)]
     return []
-
-
-def meta_value(node: fx.Node) -> Any:
-    """A stand-in with the node's shape and dtype but no data (device 'meta')."""
-    return _meta(node.meta.get("val"))
-
-
-def _meta(val: Any) -> Any:
-    if isinstance(val, torch.Tensor):
-        return torch.empty(val.shape, dtype=val.dtype, device="meta")
-    if isinstance(val, (tuple, list)):
-        return type(val)(_meta(v) for v in val)
-    if isinstance(val, torch.SymInt):
-        return int(val)
-    return val
 
 
 def _to(value: Any, device: torch.device, pin: bool) -> Any:
@@ -52,17 +39,21 @@ def _to(value: Any, device: torch.device, pin: bool) -> Any:
 class ActivationStore:
     """Kept, offloaded and recomputable activations by node; placeholder values (inputs, parameters) are free.
 
-    `peak_bytes` counts values held on the compute device, each storage once (views of one tensor
-    kept for several nodes count once); `recomputed_nodes` and `recompute_seconds` what promises cost.
+    `shapes` gives every node's concrete shape for this call: shape-only stand-ins for values a rule
+    does not read, and the values of symbolic-integer nodes. `peak_bytes` counts values held on the
+    compute device, each storage once (views of one tensor kept for several nodes count once);
+    `recomputed_nodes` and `recompute_seconds` what promises cost.
     """
 
     def __init__(
         self,
         placeholders: dict[fx.Node, Any],
+        shapes: Shapes,
         recipes: dict[fx.Node, list[fx.Node]] | None = None,
         offload: bool = False,
     ):
         self._fixed = placeholders
+        self.shapes = shapes
         self._held: dict[fx.Node, Any] = {}
         self._offloaded: dict[fx.Node, tuple[Any, torch.device]] = {}
         self._storages: dict[int, list[int]] = {}  # storage pointer → [bytes, references]
@@ -84,6 +75,10 @@ class ActivationStore:
         else:
             self._hold(node, value)
 
+    def stand_in(self, node: fx.Node) -> Any:
+        """A data-free tensor with the node's shape and dtype for this call (an int for symbolic-integer nodes)."""
+        return self.shapes.stand_in(node)
+
     def get(self, node: fx.Node) -> Any:
         """Resolve a promise: held, offloaded, or recomputed — the caller cannot tell which."""
         if node in self._fixed:
@@ -95,6 +90,8 @@ class ActivationStore:
             value = _to(host, device, pin=False) if device.type != "cpu" else host
             self._hold(node, value)
             return value
+        if isinstance(node.meta.get("val"), (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return self.shapes.of(node)
         if node in self.recipes:
             return self._recompute(node)
         raise RuntimeError(f"activation of '{node.name}' was neither kept nor recomputable")

@@ -23,7 +23,7 @@ from ..ops.adapter import RuleCall
 from ..ops.sparse import RowSparse
 from .plan import Plan, Step
 from .schedule import Schedule
-from .store import ActivationStore, meta_value
+from .store import ActivationStore
 
 
 @dataclass
@@ -126,7 +126,7 @@ class Walker:
             R = R.dense()
         reads = set(step.reads)
         args = {name: self._resolve(value, reads) for name, value in step.args.items()}
-        out = self.store.get(step.node) if step.needs_out else meta_value(step.node)
+        out = self.store.get(step.node) if step.needs_out else self.store.stand_in(step.node)
         return RuleCall(
             step.op_class, step.kernel, step.choice.params, R, args, out, step.relevant, step.role, samples=self.samples
         )
@@ -140,19 +140,19 @@ class Walker:
 
     def _resolve(self, value: Any, reads: set[fx.Node]) -> Any:
         if isinstance(value, fx.Node):
-            return self.store.get(value) if value in reads or value.op == "placeholder" else meta_value(value)
+            return self.store.get(value) if value in reads or value.op == "placeholder" else self.store.stand_in(value)
         if isinstance(value, (list, tuple)):
             return [self._resolve(v, reads) for v in value]
         return value
 
     def _check_shape(self, step: Step, receiver: fx.Node, r: Any) -> None:
-        val = receiver.meta.get("val")
-        if not isinstance(r, torch.Tensor) or not isinstance(val, torch.Tensor):
+        if not isinstance(r, torch.Tensor) or not isinstance(receiver.meta.get("val"), torch.Tensor):
             return
-        if tuple(r.shape[self.lead :]) != tuple(val.shape):
+        shape = self.store.shapes.of(receiver)
+        if tuple(r.shape[self.lead :]) != tuple(shape):
             raise RuleError(
                 f"rule '{step.choice.name}' of {step.op_class} node '{step.node.name}' returned relevance of shape "
-                f"{tuple(r.shape)} for '{receiver.name}' of shape {tuple(val.shape)}"
+                f"{tuple(r.shape)} for '{receiver.name}' of shape {tuple(shape)}"
             )
 
 
@@ -174,7 +174,7 @@ class BatchedWalker(Walker):
         R = call.R
         if isinstance(R, list):  # tuple outputs: give unreached outputs explicit zeros so vmap sees tensors
             K = _maps(R)
-            shapes = [v.shape for v in step.node.meta["val"]]
+            shapes = self.store.shapes.of(step.node)
             R = [
                 r if r is not None else torch.zeros((K, *shape), dtype=_dtype(call.R), device=_device(call.R))
                 for r, shape in zip(R, shapes, strict=True)

@@ -20,11 +20,11 @@ import torch
 
 from ..api.explain import explain, output_index
 from ..api.traced import traced
+from ..capture.call import prepare_call
+from ..capture.graph import op_name
 from ..errors import first_line
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.plan import build_plan
-from ..trace.call import prepare_call
-from ..trace.graph import op_name
 
 
 @dataclass

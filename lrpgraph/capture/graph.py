@@ -9,6 +9,8 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
+from .shapes import GuardCheck
+
 INPUT, PARAMETER, BUFFER, CONSTANT = "input", "parameter", "buffer", "constant"
 
 
@@ -18,7 +20,7 @@ class Graph:
 
     `kinds` says for every placeholder whether it is a user input, a parameter, a buffer or a
     lifted constant; parameters and buffers are looked up on the model by name at run time, so a
-    cached graph always sees the model's current weights.
+    cached graph always sees the model's current weights. Shapes may be symbolic (`shapes.py`).
     """
 
     module: fx.GraphModule
@@ -30,6 +32,8 @@ class Graph:
     out_spec: pytree.TreeSpec
     outputs: list[Any]
     output_names: list[str]
+    check: GuardCheck  # which calls the graph serves (all of one structure, for a dynamic trace)
+    static_reason: str | None = None  # why the trace has static shapes only, when dynamic tracing failed
     _stacks: dict[fx.Node, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
 
     @property

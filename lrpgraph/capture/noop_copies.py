@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import fx
 
+from .shapes import same_shape
+
 aten = torch.ops.aten
 _ALIASES = {aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default}
 
@@ -36,4 +38,4 @@ def _same(source: fx.Node, node: fx.Node) -> bool:
         return False
     if node.kwargs.get("memory_format") not in (None, torch.preserve_format):
         return False
-    return a.dtype == b.dtype and a.device == b.device and a.layout == b.layout and a.stride() == b.stride()
+    return a.dtype == b.dtype and a.device == b.device and a.layout == b.layout and same_shape(a.stride(), b.stride())

@@ -1,0 +1,402 @@
+"""The trace cache on disk: exported programs (never weights) reused by later processes.
+
+An entry is one file written by `torch.save` holding only strings, numbers, lists, dicts and the
+program's lifted constant tensors, so it loads with `torch.load(weights_only=True)`; the program is
+torch.export's own JSON serialisation, read back with its deserializer after checking every string
+that would reach `eval` or an import (symbolic expressions, pytree contexts) and every operator it
+names. Parameters and buffers are rebuilt as data-free meta tensors: a cached graph always reads the
+live model's weights. Writes are atomic (a temporary file renamed into place), the directory is
+owner-only, and an entry another user could have written is refused: loading must never become a
+way to run someone else's code. A corrupt, truncated or stale entry is reported, removed and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import os
+import re
+import stat
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import sympy
+import torch
+import torch.utils._pytree as pytree
+from torch._export.serde import schema
+from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass, serialize
+from torch.export.graph_signature import InputKind
+
+from ..errors import LRPGraphError
+from .export import Exported
+from .shapes import GuardSpec
+
+FORMAT = 1
+_SUFFIX = ".pt2c"
+
+
+class Uncacheable(Exception):
+    """Why a program cannot be written to, or read from, the disk cache."""
+
+
+def default_directory() -> Path:
+    """$LRPGRAPH_CACHE_DIR, else $XDG_CACHE_HOME/lrpgraph, else ~/.cache/lrpgraph."""
+    if os.environ.get("LRPGRAPH_CACHE_DIR"):
+        return Path(os.environ["LRPGRAPH_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "lrpgraph"
+
+
+def versions() -> dict[str, str]:
+    """What a cached program depends on besides the model: torch, transformers and lrpgraph versions, format."""
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "none"
+
+    return {"torch": str(torch.__version__), "transformers": version("transformers"), "lrpgraph": version("lrpgraph"),
+            "format": str(FORMAT)}  # fmt: skip
+
+
+def entry_key(*parts: Any) -> str:
+    """The file-name key of a trace: a hash of the model's stable key, the call structure and the trace mode."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:40]
+
+
+class DiskCache:
+    """Traced programs under `directory`, keyed by `entry_key`; several per key (one per set of fixed dims)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory).expanduser()
+        if self.directory.exists():
+            _check_owner(self.directory, "cache directory")
+        else:
+            self.directory.mkdir(parents=True, mode=0o700)
+            os.chmod(self.directory, 0o700)
+
+    def entries(self, key: str) -> list[Path]:
+        return sorted(self.directory.glob(f"{key}-*{_SUFFIX}"))
+
+    def load(self, path: Path) -> Exported:
+        """The entry's program and guards; Uncacheable (after removing the file) if it is unusable."""
+        try:
+            _check_owner(path, "cache entry")
+            payload = torch.load(path, weights_only=True, map_location="cpu")
+            if not isinstance(payload, dict) or payload.get("versions") != versions():
+                found = payload.get("versions") if isinstance(payload, dict) else None
+                raise Uncacheable(f"stale entry written by {found}")
+            return _deserialize(payload)
+        except LRPGraphError:
+            raise
+        except Exception as error:
+            reason = error if isinstance(error, Uncacheable) else f"unreadable entry ({type(error).__name__}: {error})"
+            warnings.warn(f"lrpgraph trace cache: {path.name}: {reason}; tracing again", stacklevel=5)
+            path.unlink(missing_ok=True)
+            raise Uncacheable(str(reason)) from None
+
+    def save(self, key: str, exported: Exported) -> Path:
+        """Write a program atomically as a new entry of `key` (before its graph is rewritten)."""
+        payload = _serialize(exported)
+        taken = {p.name for p in self.entries(key)}
+        index = next(i for i in range(len(taken) + 1) if f"{key}-{i}{_SUFFIX}" not in taken)
+        path = self.directory / f"{key}-{index}{_SUFFIX}"
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                torch.save(payload, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    def info(self) -> tuple[int, int]:
+        """(entries, bytes)."""
+        files = list(self.directory.glob(f"*{_SUFFIX}"))
+        return len(files), sum(f.stat().st_size for f in files)
+
+    def clear(self) -> int:
+        """Remove every entry (and leftover temporary files); returns how many entries there were."""
+        count = 0
+        for file in self.directory.glob(f"*{_SUFFIX}"):
+            count += not file.name.startswith(".tmp-")
+            file.unlink(missing_ok=True)
+        return count
+
+
+def _check_owner(path: Path, what: str) -> None:
+    """Refuse a file or directory another user owns or can write to."""
+    info = path.stat()
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise LRPGraphError(f"{what} {path} belongs to another user; refusing to use it")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise LRPGraphError(f"{what} {path} can be written by other users; refusing to use it (chmod go-w)")
+
+
+def _serialize(exported: Exported) -> dict:
+    program = exported.program
+    live = {s.target for s in program.graph_signature.input_specs if s.kind == InputKind.BUFFER}
+    constants, meta_constants = {}, []
+    for name, value in program.constants.items():
+        if type(value) not in (torch.Tensor, torch.nn.Parameter):
+            raise Uncacheable(f"constant '{name}' is a {type(value).__name__}, not a plain tensor")
+        if name in live:  # a non-persistent buffer: read from the live model, keep its shape only
+            meta_constants.append([name, list(value.shape), _dtype_name(value.dtype)])
+        else:
+            constants[name] = value.detach().clone().contiguous()
+    state = [
+        [spec.target, spec.kind == InputKind.PARAMETER, list(t.shape), _dtype_name(t.dtype)]
+        for spec in program.graph_signature.input_specs
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER)
+        and (t := program.state_dict.get(spec.target)) is not None
+    ]
+    try:
+        artifact = serialize(
+            program, serialize_state_dict=False, serialize_constants=False, serialize_example_inputs=False
+        )
+    except Exception as error:
+        raise Uncacheable(f"torch.export cannot serialise it ({type(error).__name__})") from error
+    return {
+        "versions": versions(),
+        "program": artifact.exported_program.decode("utf-8"),
+        "state": state,
+        "constants": constants,
+        "meta_constants": meta_constants,
+        "guards": json.dumps(exported.guards.to_json()),
+        "static_reason": exported.static_reason or "",
+    }
+
+
+def _deserialize(payload: dict) -> Exported:
+    raw = json.loads(payload["program"])
+    _check_strings(raw)
+    _check_operators(raw)
+    _check_pytree_types(raw)
+    constants = dict(payload["constants"])
+    for name, shape, dtype in payload["meta_constants"]:
+        constants[name] = torch.empty(shape, dtype=_dtype(dtype), device="meta")
+    state = {}
+    for name, is_parameter, shape, dtype in payload["state"]:
+        tensor = torch.empty(shape, dtype=_dtype(dtype), device="meta")
+        state[name] = torch.nn.Parameter(tensor, requires_grad=False) if is_parameter else tensor
+    serialized = _dict_to_dataclass(schema.ExportedProgram, raw)
+    program = ExportedProgramDeserializer().deserialize(serialized, state, constants, None)
+    _drop_unused_outputs(program)
+    guards = GuardSpec.from_json(json.loads(payload["guards"]), _parse)
+    return Exported(program, guards, payload["static_reason"] or None)
+
+
+def _drop_unused_outputs(program: torch.export.ExportedProgram) -> None:
+    """The deserializer adds a getitem for every output of a multi-output op; the traced graph had the used ones."""
+    graph = program.graph_module.graph
+    for node in reversed(list(graph.nodes)):
+        if (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and not node.users
+            and "_unused_" in node.name
+        ):
+            graph.erase_node(node)
+    program.graph_module.recompile()
+
+
+# Symbolic expressions reach sympy.sympify, which evaluates them: let through numbers, quoted names,
+# operators and sympy's and torch's function names only (no '.', '[' or dunder: nothing to reach with).
+_TOKEN = re.compile(
+    r"\s*(?:(\d+(?:\.\d+)?(?:e[+-]?\d+)?)|('[A-Za-z0-9_.+-]*')|([A-Za-z][A-Za-z0-9_]*)"
+    r"|(\*\*|//|<=|>=|==|!=|[-+*/%(),<>&|~=]))"
+)
+_SYMBOL = re.compile(r"^[a-z]+\d+$")
+_NAMES = frozenset(
+    [
+        "Symbol",
+        "Integer",
+        "Rational",
+        "Float",
+        "Add",
+        "Mul",
+        "Pow",
+        "Mod",
+        "Max",
+        "Min",
+        "Abs",
+        "Eq",
+        "Ne",
+        "Lt",
+        "Le",
+        "Gt",
+        "Ge",
+        "Equality",
+        "Unequality",
+        "StrictLessThan",
+        "LessThan",
+        "StrictGreaterThan",
+        "GreaterThan",
+        "And",
+        "Or",
+        "Not",
+        "BooleanTrue",
+        "BooleanFalse",
+        "true",
+        "false",
+        "True",
+        "False",
+        "Infinity",
+        "NegativeInfinity",
+        "oo",
+        "zoo",
+        "nan",
+        "NaN",
+        "One",
+        "Zero",
+        "NegativeOne",
+        "Half",
+        "Tuple",
+        "floor",
+        "ceiling",
+        "sqrt",
+        "Piecewise",
+        "ExprCondPair",
+        "positive",
+        "negative",
+        "integer",
+        "real",
+        "nonnegative",
+        "nonpositive",
+        "finite",
+        "infinite",
+        "commutative",
+        "precision",
+        "zero",
+        "extended_real",
+        "even",
+        "odd",
+        "FloorDiv",
+        "ModularIndexing",
+        "Where",
+        "PythonMod",
+        "CleanDiv",
+        "CeilToInt",
+        "FloorToInt",
+        "CeilDiv",
+        "LShift",
+        "RShift",
+        "PowByNatural",
+        "FloatPow",
+        "FloatTrueDiv",
+        "IntTrueDiv",
+        "IsNonOverlappingAndDenseIndicator",
+        "TruncToFloat",
+        "TruncToInt",
+        "RoundToInt",
+        "RoundDecimal",
+        "ToFloat",
+        "Identity",
+        "IntInfinity",
+        "NegativeIntInfinity",
+    ]
+)
+
+
+def _safe(text: str) -> bool:
+    position = 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if not match or match.end() == position:
+            return text[position:].strip() == ""
+        name = match.group(3)
+        if name is not None and not (_SYMBOL.match(name) or name in _NAMES):
+            return False
+        position = match.end()
+    return True
+
+
+def _parse(text: str) -> Any:
+    if not _safe(text):
+        raise Uncacheable(f"refusing symbolic expression {text[:80]!r}")
+    from torch.utils._sympy import functions
+
+    names = {n: getattr(functions, n) for n in dir(functions) if n in _NAMES}
+    return sympy.sympify(text, locals=names)
+
+
+def _check_strings(obj: Any, key: str | None = None) -> None:
+    """Refuse JSON that would make the deserializer evaluate or import something."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_strings(v, k)
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_strings(v, key)
+    elif isinstance(obj, str):
+        if key == "expr_str" and not _safe(obj):
+            raise Uncacheable(f"refusing symbolic expression {obj[:80]!r}")
+        if key in ("in_spec", "out_spec") and ("__enum__" in obj or "default_factory_module" in obj):
+            raise Uncacheable("refusing a pytree spec that imports modules")
+
+
+def _nodes(obj: Any):
+    if isinstance(obj, dict):
+        if isinstance(obj.get("target"), str) and "inputs" in obj and "outputs" in obj:
+            yield obj
+        for v in obj.values():
+            yield from _nodes(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _nodes(v)
+
+
+def _check_operators(raw: dict) -> None:
+    """Every operator must exist in this process (custom ops exist once their library is imported)."""
+    missing = set()
+    for node in _nodes(raw):
+        target = node["target"]
+        if target.startswith("torch.ops."):
+            found: Any = torch
+            for part in target.split(".")[1:]:
+                found = getattr(found, part, None)
+                if found is None:
+                    missing.add(target)
+                    break
+    if missing:
+        raise Uncacheable(f"operators not registered in this process: {sorted(missing)}")
+
+
+def _check_pytree_types(raw: dict) -> None:
+    """The output types an entry names (HF ModelOutputs) must be registered with pytree in this process."""
+    names: set[str] = set()
+
+    def collect(spec: dict) -> None:
+        if spec.get("type") is not None:
+            names.add(spec["type"])
+        for child in spec.get("children_spec", []):
+            collect(child)
+
+    for entry in raw["graph_module"]["module_call_graph"]:
+        signature = entry.get("signature") or {}
+        for key in ("in_spec", "out_spec"):
+            if signature.get(key):
+                collect(json.loads(signature[key])[1])
+    missing = sorted(n for n in names if n not in pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE)
+    if missing:
+        raise Uncacheable(f"output types not registered in this process: {missing}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype(name: str) -> torch.dtype:
+    value = getattr(torch, name, None) if isinstance(name, str) else None
+    if not isinstance(value, torch.dtype):
+        raise Uncacheable(f"unknown dtype {name!r}")
+    return value

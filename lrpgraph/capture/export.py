@@ -1,0 +1,209 @@
+"""Export a model call with torch.export (non-strict) into a Graph of high-level ATen ops.
+
+The export keeps dimensions symbolic where the model allows it (`Dim.AUTO`), so one graph serves
+every batch size and sequence length; torch fixes the others (a dimension a weight's shape or the
+model's Python code depends on). Which dimensions are asked: "batch-and-ids" (the default) asks the
+first dimension of every tensor and every dimension of integer inputs (token ids, masks,
+positions); "all" also asks the other dimensions of float inputs (image sizes, audio frames,
+embedded sequences). Those are asked only once a call varies them, because symbolic image sizes
+can make tracing slow by orders of magnitude (Swin: 1.3 s static, 1.8 s with a symbolic batch,
+55 s with symbolic height and width), while a symbolic sequence length costs 2–4× a static trace.
+Traced at a size of 1, a dimension would be fixed to 1, so the example traced has 2 where the call
+has 1 (torch.export's own contract: a graph traced at sizes ≥ 2 also serves size 1). `Graph.check`
+then tells which calls the graph serves.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch.export import Dim
+from torch.export.graph_signature import InputKind
+
+from ..errors import TraceError, first_line
+from .call import leaf_names
+from .fold_batchnorm import fold_batchnorm
+from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
+from .model_state import evaluation_mode
+from .noop_copies import remove_noop_copies
+from .shapes import GuardCheck, GuardSpec
+
+_KINDS = {
+    InputKind.USER_INPUT: INPUT,
+    InputKind.PARAMETER: PARAMETER,
+    InputKind.BUFFER: BUFFER,
+    InputKind.CONSTANT_TENSOR: CONSTANT,
+}
+
+
+@dataclass
+class Exported:
+    """An exported program (no weights of its own) and the conditions it holds under: what the disk cache keeps."""
+
+    program: torch.export.ExportedProgram
+    guards: GuardSpec
+    static_reason: str | None = None  # why the shapes are static, when dynamic tracing failed
+
+
+DIMENSIONS = ("static", "batch-and-ids", "all")
+
+
+def export(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions: str = "batch-and-ids") -> Graph:
+    """Trace `model(*args, **kwargs)` into a Graph (see `export_program`, `to_graph`)."""
+    return to_graph(model, export_program(model, args, kwargs, dimensions), args, kwargs)
+
+
+def export_program(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions: str = "batch-and-ids") -> Exported:
+    """Trace `model(*args, **kwargs)` in eval mode under `torch.no_grad()`.
+
+    dimensions: which to keep symbolic where the model allows it (DIMENSIONS); a model that cannot be
+    traced so is traced with static shapes. High-level ops such as linear, layer_norm and
+    scaled_dot_product_attention are kept; dropout, in-place ops and dtype casts are made functional.
+    The model's own train/eval flags are restored.
+    """
+    names = leaf_names(model, args, kwargs)
+    reason = None
+    for example in _examples(args, kwargs, dimensions == "all") if dimensions != "static" else []:
+        try:
+            return Exported(*_export(model, *example, _dynamic_shapes(model, *example, dimensions == "all"), names))
+        except Exception as failure:  # try a smaller change to the example, then static shapes
+            reason = reason or f"{type(failure).__name__}: {first_line(failure)}"
+    try:
+        return Exported(*_export(model, args, kwargs, None, names), reason)
+    except Exception as failure:
+        raise TraceError(_describe_failure(model, failure)) from failure
+
+
+def _export(
+    model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_shapes: Any, names: list[str]
+) -> tuple[torch.export.ExportedProgram, GuardSpec]:
+    with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
+        program = program.run_decompositions({})
+    user = [
+        node
+        for node, spec in zip(
+            program.graph.find_nodes(op="placeholder"), program.graph_signature.input_specs, strict=True
+        )
+        if spec.kind == InputKind.USER_INPUT
+    ]
+    return program, GuardSpec.of_trace(program.graph, user, names)
+
+
+def _examples(args: tuple, kwargs: dict, everything: bool) -> list[tuple[tuple, dict]]:
+    """Calls to trace: size-1 dimensions asked dynamic made 2, then only batch dimensions, then the call itself."""
+    candidates = [_widened(args, kwargs, everything), _widened(args, kwargs, None), (args, kwargs)]
+    unique: list[tuple[tuple, dict]] = []
+    for candidate in candidates:
+        if not any(_same_call(candidate, u) for u in unique):
+            unique.append(candidate)
+    return unique
+
+
+def _widened(args: tuple, kwargs: dict, everything: bool | None) -> tuple[tuple, dict]:
+    """The call with size-1 dimensions doubled: those asked dynamic (`everything` as in `_dynamic_shapes`),
+    or with None the first dimension of each tensor only."""
+
+    def widen(leaf: Any) -> Any:
+        if not isinstance(leaf, torch.Tensor) or leaf.dim() == 0:
+            return leaf
+        every = everything or (everything is not None and not leaf.is_floating_point())
+        for d in range(leaf.dim() if every else 1):
+            if leaf.shape[d] == 1:
+                leaf = torch.cat([leaf, leaf], dim=d)
+        return leaf
+
+    return pytree.tree_map(widen, (args, kwargs))
+
+
+def _same_call(a: tuple, b: tuple) -> bool:
+    shapes = [[tuple(x.shape) if isinstance(x, torch.Tensor) else x for x in pytree.tree_leaves(c)] for c in (a, b)]
+    return shapes[0] == shapes[1]
+
+
+def _dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict, everything: bool) -> Any:
+    """Dim.AUTO on the dimensions asked (see the module's docstring), keyed by the forward's parameter names."""
+
+    def spec(leaf: Any) -> Any:
+        if not isinstance(leaf, torch.Tensor) or leaf.dim() == 0:
+            return None
+        asked = range(leaf.dim()) if everything or not leaf.is_floating_point() else range(1)
+        return {d: Dim.AUTO for d in asked}
+
+    bound = inspect.signature(model.forward).bind(*args, **kwargs).arguments
+    return {name: pytree.tree_map(spec, value) for name, value in bound.items()}
+
+
+def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: dict) -> Graph:
+    """The Graph of an exported program: batch norms folded, no-op copies removed, placeholders told apart.
+
+    It rewrites the program's graph module in place (save the program first, if it is to be kept).
+    """
+    program = exported.program
+    fold_batchnorm(program.graph_module)
+    remove_noop_copies(program.graph_module)
+    gm = program.graph_module
+    placeholders = list(gm.graph.find_nodes(op="placeholder"))
+    names = iter(leaf_names(model, args, kwargs))
+    kinds, input_names, state_names, constants = {}, {}, {}, {}
+    for node, spec in zip(placeholders, program.graph_signature.input_specs, strict=True):
+        kind = _KINDS.get(spec.kind)
+        if kind is None:
+            raise TraceError(f"unsupported graph input kind {spec.kind} for '{node.name}'")
+        kinds[node] = kind
+        if kind == INPUT:
+            input_names[node] = next(names)
+        elif kind in (PARAMETER, BUFFER):
+            state_names[node] = spec.target
+        else:
+            constants[node] = program.constants[spec.target]
+    out_spec = program.call_spec.out_spec
+    output_node = gm.graph.output_node()
+    return Graph(
+        module=gm,
+        kinds=kinds,
+        input_names=input_names,
+        state_names=state_names,
+        constants=constants,
+        in_spec=program.call_spec.in_spec,
+        out_spec=out_spec,
+        outputs=list(pytree.tree_leaves(output_node.args[0])),
+        output_names=output_names(out_spec),
+        check=GuardCheck(exported.guards),
+        static_reason=exported.static_reason,
+    )
+
+
+def _describe_failure(model: torch.nn.Module, error: BaseException) -> str:
+    """A few lines: what failed, in which of the model's modules, at which source line, and what to try."""
+    names = {id(m): name for name, m in model.named_modules()}
+    where, line = None, None
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, torch.nn.Module) and id(owner) in names:
+            where = (names[id(owner)] or "<model>", type(owner).__name__)
+            line = f"{frame.f_code.co_filename}:{lineno}"
+    message = str(error).strip().splitlines()
+    summary = " ".join(message[:3])[:600] if message else ""
+    text = f"could not trace {type(model).__name__} with torch.export (non-strict): {type(error).__name__}: {summary}"
+    if where:
+        text += f"\n  in module '{where[0]}' ({where[1]}) at {line}"
+    text += f"\n  hint: {_hint(error)}"
+    return text
+
+
+def _hint(error: BaseException) -> str:
+    """What to try, by what kind of failure it was."""
+    if "DataDependent" in type(error).__name__ or "data-dependent" in str(error):
+        return "the model's Python code branches on tensor values (data-dependent control flow), which cannot be traced"
+    return (
+        "call the model the way its forward expects (a tensor, a tuple or a dict of keyword inputs); "
+        "torch.export's own error is chained to this one"
+    )
