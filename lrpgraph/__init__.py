@@ -14,6 +14,7 @@ import sys
 from .api import seeds
 from .api.explain import explain
 from .api.explanation import Conservation, Explanation
+from .api.many import ExplainManyError, explain_many
 from .api.targets import Targets
 from .api.traced import clear_cache, trace
 from .errors import (
@@ -36,6 +37,7 @@ sys.modules[f"{__name__}.viz"] = viz
 __all__ = [
     "Conservation",
     "CoverageReport",
+    "ExplainManyError",
     "Explanation",
     "InputError",
     "LRPGraphError",
@@ -50,6 +52,7 @@ __all__ = [
     "clear_cache",
     "coverage",
     "explain",
+    "explain_many",
     "preset",
     "preset_names",
     "seeds",

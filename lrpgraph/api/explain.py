@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ from ..flow.positional import PositionalSource
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.store import ActivationStore
 from ..propagate.walker import BatchedWalker, Walker
+from .arguments import check_inputs, check_options, check_output
 from .explanation import Explanation, Walked, assemble
 from .positional import select_sources
 from .targets import Target, last_positions, seeds
@@ -38,36 +40,32 @@ def explain(
     offload: bool = False,
     dtype: torch.dtype | None = None,
     contrastive: bool = False,
+    strict: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Explanation:
-    """Explain `model(inputs)` with LRP computed per ATen op.
+    """Explain `model(inputs)` with LRP computed per ATen op; the model is left exactly as it was.
 
     inputs: a tensor, a tuple of positional inputs, or a dict / tokenizer output of keyword inputs.
     target: a class or token id (per sample: a 1-D tensor of ids; default: the predicted class), an
         index tuple into the output, a seed tensor shaped like the output, or a function of the
-        output returning that seed.
+        output returning that seed; `lrpgraph.Targets([...])` or [batch, K] ids for K maps at once.
     rules: a preset name or file (see `lrpgraph.preset_names()`), a RuleSet, or a dict in preset form.
-    output: which model output to explain, by name ("logits", "last_hidden_state") or flat index;
-        default: the first floating-point tensor output.
+    output: which model output to explain, by name ("logits") or flat index (default: the first float one).
     record: module paths whose output relevance to return in `Explanation.latent`.
-    fallback: None (an op without a rule is an error), "absorb" or "pass"; nodes that used it are
-        listed in `Explanation.fallbacks`.
-    memory_budget: bytes the activations held for the walk may take; the forward then keeps only
-        checkpoints and the walk recomputes the rest (None: keep what the rules read).
+    fallback: None (an op without a rule is an error), "absorb" or "pass" (reported in `fallbacks`).
+    memory_budget: bytes the activations held for the walk may take (recomputed beyond it).
     offload: keep activations in host memory (pinned, on CUDA) and fetch each when a rule reads it.
     dtype: the relevance's precision, e.g. torch.float32 for a bfloat16 model (default: the output's).
-    contrastive: seed the target's unit relevance minus the mean of the other classes' (absLRP's seed;
-        for any preset) instead of the target's output value.
-
-    Several targets at once: `lrpgraph.Targets([...])`, or a [batch, K] tensor of ids; relevance
-    then has a leading dimension K, and the K maps share the forward pass and every activation.
-
-    The model is traced in eval mode; its parameters, buffers, hooks, train/eval flags and `.grad`
-    are left as they were. No autograd graph is built.
+    contrastive: seed the target's unit relevance minus the mean of the other classes'.
+    strict: NaN or infinity in the inputs or the output is an error (False: a warning).
+    cache_dir: keep traces on disk there for later processes (default: $LRPGRAPH_CACHE_DIR if set).
     """
     started = time.perf_counter()
+    check_options(memory_budget, offload, dtype, fallback, contrastive, strict, record)
     ruleset = resolve(rules)
     args, kwargs = prepare_call(model, inputs)
-    model_trace = traced(model, args, kwargs)
+    check_inputs(model, args, kwargs, strict)
+    model_trace = traced(model, args, kwargs, cache_dir)
     graph = model_trace.graph
     index = output_index(graph, output)
     recorded = record_nodes(graph, record)
@@ -79,6 +77,7 @@ def explain(
     schedule = plan.schedule(shapes, memory_budget)
     store = ActivationStore(value_of, shapes, schedule.recipes, offload)
     out = model_trace.forward(schedule.keep).run(values, store)[index]
+    check_output(out, graph.output_names[index], strict)
     seed, k = seeds(target, out, _last_positions(kwargs, out), contrastive)
     seed = seed if dtype is None else seed.to(dtype)
     walker = (Walker if k is None else BatchedWalker)(plan, schedule, store, frozenset(recorded.values()))

@@ -129,9 +129,11 @@ def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, 
         path: _latent(w.result.latent.get(node), store.shapes.of(node), dtype, out.device, lead)
         for path, node in w.recorded.items()
     }
+    caller = {t.untyped_storage().data_ptr() for t in w.value_of.values() if isinstance(t, torch.Tensor)}
+    own = out.clone() if out.untyped_storage().data_ptr() in caller else _plain(out)  # never the caller's tensor
     return Explanation(
         relevance=relevance,
-        output=_plain(out),
+        output=own,
         seed_relevance=w.seed if isinstance(w.seed, RowSparse) else _plain(w.seed),
         conservation=conservation,
         rules=w.ruleset.name,

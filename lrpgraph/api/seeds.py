@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..errors import TargetError
+
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Sentence embeddings [B, D]: the mean of each row's token states [B, T, D] over its real tokens."""
@@ -28,6 +30,14 @@ def cosine_similarity(
     """
 
     def seed(hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.dim() != 3 or attention_mask.shape != hidden.shape[:2]:
+            raise TargetError(
+                f"cosine_similarity seeds token states [batch, tokens, features] matching the attention mask "
+                f"{tuple(attention_mask.shape)}, got {tuple(hidden.shape)}"
+            )
+        outside = [pair for pair in pairs if not all(0 <= i < hidden.shape[0] for i in pair)]
+        if outside:
+            raise TargetError(f"pairs {outside} name rows outside the batch of {hidden.shape[0]}")
         mask = attention_mask.to(device=hidden.device, dtype=hidden.dtype).unsqueeze(-1)
         counts = mask.sum(1)
         embeddings = mean_pool(hidden, attention_mask)

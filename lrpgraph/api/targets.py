@@ -7,9 +7,11 @@ function of the output is used as given — pass a one-hot tensor for Zennit's u
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import TargetError
@@ -75,14 +77,14 @@ def make_seed(
             raise TargetError(
                 f"the target function must return a tensor shaped like the output {tuple(out.shape)}, got {shape}"
             )
-        return seed.to(out.dtype)
+        return seed.to(dtype=out.dtype, copy=True)  # never the caller's (or the output's) tensor itself
     if (
         isinstance(target, torch.Tensor)
         and target.shape == out.shape
         and target.dim() > 0
         and (target.is_floating_point() or out.dim() > 1)
     ):
-        return target.to(device=out.device, dtype=out.dtype)
+        return target.to(device=out.device, dtype=out.dtype, copy=True)
     if isinstance(target, tuple):
         return _at_index(out, target)
     ids = _class_ids(target, out)
@@ -99,23 +101,41 @@ def _class_ids(target: Any, out: torch.Tensor) -> torch.Tensor:
     if target is None:
         flat = out if out.dim() == 2 else out[:, -1]
         return flat.argmax(-1)
-    if isinstance(target, bool):
-        raise TargetError("target must be a class id, not a bool")
-    if isinstance(target, int):
-        ids = torch.full((batch,), target, dtype=torch.long)
-    else:
-        try:
-            ids = torch.as_tensor(target).long().reshape(-1)
-        except (TypeError, ValueError, RuntimeError):
-            raise TargetError(f"cannot read target {target!r} as class ids") from None
-        if ids.numel() != batch:
-            raise TargetError(f"{ids.numel()} target ids given for a batch of {batch}")
+    ids = _integers(target)
+    if ids.dim() == 0:
+        ids = ids.expand(batch)
+    elif ids.dim() != 1 or ids.numel() != batch:
+        raise TargetError(f"{ids.numel()} target ids of shape {tuple(ids.shape)} given for a batch of {batch}")
     bad = ids[(ids < 0) | (ids >= classes)]
     if bad.numel():
         raise TargetError(
             f"target id {int(bad[0])} is out of range for {classes} classes (output shape {tuple(out.shape)})"
         )
     return ids.to(out.device)
+
+
+def _integers(target: Any) -> torch.Tensor:
+    """Class ids as a long tensor: ints (Python, numpy, 0-d or 1-d integer tensors) or lists of them, nothing else."""
+    if isinstance(target, (bool, np.bool_)):
+        raise TargetError("target must be a class id, not a bool")
+    if isinstance(target, numbers.Integral):
+        return torch.tensor(int(target))
+    if isinstance(target, (torch.Tensor, np.ndarray)):
+        tensor = torch.as_tensor(target)
+        if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+            raise TargetError(
+                f"target ids must be integers, got a {tensor.dtype} tensor of shape {tuple(tensor.shape)}; "
+                "a float seed tensor must have the output's shape"
+            )
+        return tensor.long().cpu()
+    if isinstance(target, (list, tuple)) and all(
+        isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in target
+    ):
+        return torch.tensor([int(i) for i in target], dtype=torch.long)
+    raise TargetError(
+        f"cannot read target {target!r} as class ids: pass an int, a list or 1-D integer tensor of ids, an index "
+        "tuple, a seed tensor shaped like the output, or a function of the output"
+    )
 
 
 def _at_classes(out: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor | None) -> Seed:
@@ -140,10 +160,11 @@ def _merge_rows(index: torch.Tensor, values: torch.Tensor, shape: torch.Size) ->
 
 
 def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
-    if len(index) != out.dim() or not all(isinstance(i, int) for i in index):
+    if len(index) != out.dim() or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index):
         raise TargetError(
             f"an index target needs {out.dim()} ints for an output of shape {tuple(out.shape)}, got {index!r}"
         )
+    index = tuple(int(i) for i in index)
     for i, (k, n) in enumerate(zip(index, out.shape, strict=True)):
         if not -n <= k < n:
             raise TargetError(
@@ -162,8 +183,8 @@ def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
 def _contrastive(target: Target, out: torch.Tensor, positions: torch.Tensor | None) -> Seed:
     if callable(target) or (isinstance(target, torch.Tensor) and target.shape == out.shape):
         raise TargetError("contrastive=True needs a class id (or an index tuple), not a seed tensor or function")
-    if out.dim() < 2:
-        raise TargetError("a contrastive seed needs an output with a class dimension")
+    if out.dim() < 2 or out.shape[-1] < 2:
+        raise TargetError(f"a contrastive seed needs an output with two or more classes, got shape {tuple(out.shape)}")
     ones = torch.ones_like(out)  # one-hot seeds: e_t in every selected row
     one_hot = (
         _at_index(ones, target) if isinstance(target, tuple) else _at_classes(ones, _class_ids(target, out), positions)

@@ -85,11 +85,13 @@ class _ModelTraces:
         self.lock = threading.RLock()
         self.key: tuple | None = None
         self.by_structure: dict[tuple, list[TracedModel]] = {}
-        self.warned: set[str] = set()
+        self.warned: set[Any] = set()
 
-    def warn_once(self, message: str) -> None:
-        if message not in self.warned:
-            self.warned.add(message)
+    def warn_once(self, message: str, about: Any = None) -> None:
+        """Warn the first time for each subject (`about`, or the message itself)."""
+        key = message if about is None else about
+        if key not in self.warned:
+            self.warned.add(key)
             warnings.warn(message, stacklevel=4)
 
 
@@ -217,10 +219,15 @@ def _report(model: torch.nn.Module, graph: Graph, traces: _ModelTraces, broken: 
                 if forced is not None:  # asked symbolic, but the model's code fixed it
                     traces.warn_once(
                         f"{name} fixes {forced.input} in its code ({forced.where}: {forced.line}); "
-                        "each new size of it is traced again"
+                        "each new size of it is traced again",
+                        about=(forced.input,),
                     )
             else:
-                traces.warn_once(f"{name}: a trace holds only where {violation[0]}; other calls are traced again")
+                condition, where, dims = violation
+                origin = f" (its code at {where})" if where else ""
+                traces.warn_once(
+                    f"{name} is traced for {condition} only{origin}; other calls are traced again", about=dims
+                )
 
 
 def trace(model: torch.nn.Module, inputs: Any) -> Graph:

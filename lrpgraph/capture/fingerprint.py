@@ -42,8 +42,7 @@ _VOLATILE = frozenset({"_original_object_hash"})
 _MAX_DEPTH = 6
 _MAX_TENSOR_BYTES = 1 << 24  # unregistered tensors larger than this are not hashed for the disk cache
 
-_TOKENS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-_PINNED: dict[int, tuple[Any, int]] = {}  # objects that cannot be weakly referenced: kept alive, so ids stay theirs
+_TOKENS: dict[int, tuple[Any, int]] = {}  # id → (weak reference, or the object itself when it has none; token)
 _COUNTER = itertools.count()
 
 
@@ -52,17 +51,29 @@ class Unfingerprintable(Exception):
 
 
 def token(obj: Any) -> int:
-    """A number identifying `obj` for as long as it lives; a later object never gets the same one."""
+    """A number identifying `obj` for as long as it lives; a later object never gets the same one.
+
+    Objects that cannot be weakly referenced are kept alive here, so that their id stays theirs.
+    """
+    key = id(obj)
+    entry = _TOKENS.get(key)
+    if entry is not None:
+        held = entry[0]() if isinstance(entry[0], weakref.ref) else entry[0]
+        if held is obj:
+            return entry[1]
+    number = next(_COUNTER)
     try:
-        found = _TOKENS.get(obj)
-        if found is None:
-            found = _TOKENS[obj] = next(_COUNTER)
-        return found
-    except TypeError:  # not weakly referenceable (or unhashable): pin it
-        entry = _PINNED.get(id(obj))
-        if entry is None or entry[0] is not obj:
-            entry = _PINNED[id(obj)] = (obj, next(_COUNTER))
-        return entry[1]
+        reference: Any = weakref.ref(obj, lambda ref, key=key: _forget(key, ref))
+    except TypeError:
+        reference = obj
+    _TOKENS[key] = (reference, number)
+    return number
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    entry = _TOKENS.get(key)
+    if entry is not None and entry[0] is ref:
+        del _TOKENS[key]
 
 
 def call_structure(args: tuple, kwargs: dict) -> tuple:

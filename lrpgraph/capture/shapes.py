@@ -162,16 +162,17 @@ class Fixed:
 class GuardSpec:
     """The conditions a trace holds under, as data (a trace kept on disk loses its ShapeEnv, not these).
 
-    bindings: (symbol, user input index, dim) of each dynamic dimension; static: (input name, user
-    input index, dim, size) of each dimension the graph holds fixed; conditions: sympy conditions over
-    the bound symbols — ranges (a lower bound of 2 is torch's 0/1-specialisation artefact and is not
-    enforced, as torch.export does not enforce it), equalities between inputs, shape guards; fixed:
-    the dimensions asked dynamic that the model's code fixed, and where.
+    bindings: (symbol, input name, user input index, dim) of each dynamic dimension; static: (input
+    name, user input index, dim, size) of each dimension the graph holds fixed; conditions: (sympy
+    condition over the bound symbols, where in the model's code it arose) — ranges (a lower bound of 2
+    is torch's 0/1-specialisation artefact and is not enforced, as torch.export does not enforce it),
+    equalities between inputs, shape guards; fixed: the dimensions asked dynamic that the model's code
+    fixed, and where.
     """
 
-    bindings: list[tuple[str, int, int]]
+    bindings: list[tuple[str, str, int, int]]
     static: list[tuple[str, int, int, int]]
-    conditions: list[Any]
+    conditions: list[tuple[Any, str]]
     fixed: list[Fixed]
 
     @classmethod
@@ -184,29 +185,33 @@ class GuardSpec:
                 if isinstance(expr, int):
                     static.append((name, i, d, expr))
                 elif isinstance(expr, sympy.Symbol) and expr not in bound:
-                    bindings.append((str(expr), i, d))
+                    bindings.append((str(expr), name, i, d))
                     bound.add(expr)
         env = shape_env(graph)
         if env is None:
             return cls(bindings, static, [], [])
-        conditions = []
+        conditions: list[tuple[Any, str]] = []
         for symbol in sorted(bound, key=str):
             bounds = env.var_to_range.get(symbol)
+            where = _origin(env, symbol)
             if bounds is not None and isinstance(bounds.lower, sympy.Integer) and int(bounds.lower) > 2:
-                conditions.append(sympy.Ge(symbol, bounds.lower))
+                conditions.append((sympy.Ge(symbol, bounds.lower), where))
             if bounds is not None and isinstance(bounds.upper, sympy.Integer):
-                conditions.append(sympy.Le(symbol, bounds.upper))
+                conditions.append((sympy.Le(symbol, bounds.upper), where))
         for symbol, replacement in env.replacements.items():
             if symbol in bound and replacement.free_symbols <= bound and not replacement.is_number:
-                conditions.append(sympy.Eq(symbol, replacement))
-        conditions += [g.expr for g in env.guards if g.expr.free_symbols and g.expr.free_symbols <= bound]
+                conditions.append((sympy.Eq(symbol, replacement), ""))
+        for guard in env.guards:
+            if guard.expr.free_symbols and guard.expr.free_symbols <= bound:
+                where, line, inside = _location(guard.sloc)
+                conditions.append((guard.expr, "" if inside else f"{where}: {line}"))
         return cls(bindings, static, conditions, _fixed(env, bound))
 
     def to_json(self) -> dict:
         return {
             "bindings": self.bindings,
             "static": self.static,
-            "conditions": [sympy.srepr(c) for c in self.conditions],
+            "conditions": [[sympy.srepr(c), where] for c, where in self.conditions],
             "fixed": [vars(f) for f in self.fixed],
         }
 
@@ -216,7 +221,7 @@ class GuardSpec:
         return cls(
             [tuple(b) for b in data["bindings"]],
             [tuple(s) for s in data["static"]],
-            [parse(c) for c in data["conditions"]],
+            [(parse(c), where) for c, where in data["conditions"]],
             [Fixed(**f) for f in data["fixed"]],
         )
 
@@ -228,13 +233,17 @@ class GuardCheck:
         self.spec = spec
         printer = PythonPrinter()
         lines = ["    bad = []"]
-        lines += [f"    {symbol} = values[{i}].shape[{d}]" for symbol, i, d in spec.bindings]
+        lines += [f"    {symbol} = values[{i}].shape[{d}]" for symbol, _, i, d in spec.bindings]
         lines += [
             f"    if values[{i}].shape[{d}] != {size}: bad.append(({name!r}, {i}, {d}, {size}))"
             for name, i, d, size in spec.static
         ]
         # once one condition failed, a later one may divide by zero: stop at the first
-        lines += [f"    if not bad and not ({printer.doprint(c)}): bad.append(({str(c)!r},))" for c in spec.conditions]
+        names = {symbol: f"{name}.shape[{d}]" for symbol, name, _, d in spec.bindings}
+        for condition, where in spec.conditions:
+            readable = condition.xreplace({s: sympy.Symbol(names.get(str(s), str(s))) for s in condition.free_symbols})
+            report = (str(readable), where, tuple(sorted(names.get(str(s), str(s)) for s in condition.free_symbols)))
+            lines.append(f"    if not bad and not ({printer.doprint(condition)}): bad.append({report!r})")
         self._fn = _compile("violations", [*lines, "    return bad"])
 
     @property
@@ -242,7 +251,8 @@ class GuardCheck:
         return self.spec.fixed
 
     def violations(self, values: list[Any]) -> list[tuple]:
-        """What these user-input values break: (input name, input index, dim, traced size) or (condition,)."""
+        """What these user-input values break: (input name, input index, dim, traced size), or (condition,
+        where in the model's code it arose, the input dimensions it involves)."""
         return self._fn(values)
 
 
@@ -259,6 +269,16 @@ def _fixed(env: Any, bound: set) -> list[Fixed]:
         where, line, _ = user[0]
         found.append(Fixed(_source_name(sources[0].name), int(value), where, line))
     return found
+
+
+def _origin(env: Any, symbol: sympy.Symbol) -> str:
+    """Where in the model's code a symbol was first constrained ('' when only torch constrained it)."""
+    for guard in env.guards:
+        if symbol in guard.expr.free_symbols:
+            where, line, inside = _location(guard.sloc)
+            if not inside:
+                return f"{where}: {line}"
+    return ""
 
 
 def _chain(env: Any, symbol: sympy.Symbol) -> list[sympy.Symbol]:

@@ -7,8 +7,14 @@ import torch
 
 def completeness_error(relevance: torch.Tensor, explained: torch.Tensor) -> torch.Tensor:
     """|Σ relevance − explained value| / |explained value| per sample (0 where both are 0)."""
+    if not isinstance(relevance, torch.Tensor) or relevance.dim() == 0:
+        raise ValueError("relevance must be a tensor with a batch dimension")
+    explained = torch.as_tensor(explained).double().reshape(-1)
+    if explained.numel() != relevance.shape[0]:
+        raise ValueError(
+            f"explained has {explained.numel()} values for a relevance batch of {relevance.shape[0]}: one per sample"
+        )
     total = relevance.reshape(relevance.shape[0], -1).double().sum(1)
-    explained = explained.double().reshape(-1)
     gap = (total - explained).abs()
     return torch.where(gap == 0, torch.zeros_like(gap), gap / explained.abs().clamp_min(1e-300))
 

@@ -12,6 +12,7 @@ import copy
 import fnmatch
 import importlib.resources
 import inspect
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 RuleSpec = str | Mapping[str, Any]
+_SECTIONS = frozenset({"description", "params", "rules", "first", "override", "name", "positional", "strict"})
 _EMPTY = inspect.Parameter.empty
 
 
@@ -77,6 +79,13 @@ class RuleSet:
     strict: bool = False  # every op class a node needs must be listed (methods that cover only some ops)
 
     def __post_init__(self):
+        for field_name in ("rules", "params", "first"):
+            if not isinstance(getattr(self, field_name), Mapping):
+                raise RuleSetError(
+                    f"RuleSet {field_name} must be a dict, not {type(getattr(self, field_name)).__name__}"
+                )
+        if isinstance(self.overrides, (str, Mapping)) or not isinstance(self.overrides, (list, tuple)):
+            raise RuleSetError(f"RuleSet overrides must be a list, not {type(self.overrides).__name__}")
         if self.positional not in (None, "abs", "signed"):
             raise RuleSetError(f"positional must be 'abs', 'signed' or absent, not {self.positional!r}")
         self.overrides = [o if isinstance(o, Override) else _override(o) for o in self.overrides]
@@ -229,17 +238,19 @@ class RuleSet:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "custom") -> RuleSet:
-        allowed = {"description", "params", "rules", "first", "override", "name", "positional", "strict"}
-        extra = sorted(set(data) - allowed)
+        extra = sorted(set(data) - _SECTIONS)
         if extra:
             raise RuleSetError(
-                f"preset '{name}': unknown section(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}"
+                f"preset '{name}': unknown section(s) {', '.join(extra)}; allowed: {', '.join(sorted(_SECTIONS))}"
             )
+        overrides = data.get("override", [])
+        if not isinstance(overrides, (list, tuple)):
+            raise RuleSetError(f"preset '{name}': [[override]] must be a list of tables")
         return cls(
-            rules=dict(data.get("rules", {})),
-            params=dict(data.get("params", {})),
-            first=dict(data.get("first", {})),
-            overrides=[_override(o) for o in data.get("override", [])],
+            rules=_table(data, "rules", name),
+            params=_table(data, "params", name),
+            first=_table(data, "first", name),
+            overrides=[_override(o) for o in overrides],
             name=str(data.get("name", name)),
             description=str(data.get("description", "")),
             positional=dict(data.get("positional", {})).get("mode") if "positional" in data else None,
@@ -256,9 +267,18 @@ class RuleSet:
         return cls.from_dict(data, name=path.stem)
 
 
+def _table(data: Mapping[str, Any], key: str, name: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise RuleSetError(f"preset '{name}': [{key}] must be a table, not {type(value).__name__}")
+    return dict(value)
+
+
 def _override(data: Mapping[str, Any] | Override) -> Override:
     if isinstance(data, Override):
         return data
+    if not isinstance(data, Mapping):
+        raise RuleSetError(f"an override must be a table with 'rules' and 'module' or 'type', not {data!r}")
     extra = sorted(set(data) - {"module", "type", "rules"})
     if extra or "rules" not in data or not ({"module", "type"} & set(data)):
         raise RuleSetError(
@@ -284,6 +304,8 @@ def preset_names() -> list[str]:
 
 def preset(name: str, **params: Any) -> RuleSet:
     """A shipped preset by name (or a preset file by path), with parameters overridden."""
+    if not isinstance(name, str):
+        raise RuleSetError(f"a preset is named by a string, not {type(name).__name__}")
     if name.endswith(".toml") or "/" in name:
         ruleset = RuleSet.from_file(name)
     else:
@@ -300,6 +322,8 @@ def resolve(rules: str | RuleSet | Mapping[str, Any]) -> RuleSet:
         return rules
     if isinstance(rules, str):
         return preset(rules)
-    if isinstance(rules, Mapping):
-        return RuleSet.from_dict(rules)
+    if isinstance(rules, Mapping):  # a preset's tables, or just its [rules] table ({"linear": "epsilon"})
+        return RuleSet.from_dict(rules if set(rules) & _SECTIONS or not rules else {"rules": rules})
+    if isinstance(rules, os.PathLike):
+        return preset(os.fspath(rules))
     raise RuleSetError(f"rules must be a preset name, a RuleSet or a dict, not {type(rules).__name__}")

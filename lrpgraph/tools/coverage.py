@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -174,6 +175,7 @@ def add_command(sub: Any) -> None:
 def _command(args: argparse.Namespace) -> int:
     from .zoo import architectures, from_file
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs from local folders or the cache, as `explain` loads
     entries = from_file(args.zoo) if args.zoo else architectures(args.only)
     resolve(args.rules)
     rows = run_zoo(entries, args.rules)

@@ -1,0 +1,61 @@
+"""Checks of `explain`'s arguments: every bad one a clear error naming it, raised before the model runs."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+
+from ..capture.call import leaf_names
+from ..errors import InputError
+from ..ops.fallback import MODES
+
+
+def check_options(
+    memory_budget: Any, offload: Any, dtype: Any, fallback: Any, contrastive: Any, strict: Any, record: Any
+) -> None:
+    """The keyword options, by type and range."""
+    if memory_budget is not None and (
+        not isinstance(memory_budget, numbers.Integral) or isinstance(memory_budget, bool) or memory_budget < 0
+    ):
+        raise InputError(f"memory_budget must be a number of bytes ≥ 0 (or None), not {memory_budget!r}")
+    for name, flag in (("offload", offload), ("contrastive", contrastive), ("strict", strict)):
+        if not isinstance(flag, bool):
+            raise InputError(f"{name} must be True or False, not {flag!r}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"dtype must be a floating-point torch.dtype such as torch.float32 (or None), not {dtype!r}")
+    if fallback is not None and fallback not in MODES:
+        raise InputError(f"fallback must be one of {', '.join(MODES)} or None, not {fallback!r}")
+    if not isinstance(record, str) and not (
+        isinstance(record, Iterable) and all(isinstance(path, str) for path in record)
+    ):
+        raise InputError(f"record must be a module path or a list of them, not {record!r}")
+
+
+def check_inputs(model: torch.nn.Module, args: tuple, kwargs: dict, strict: bool) -> None:
+    """No empty tensors; no NaN or infinity in float inputs (an error, or with strict=False a warning)."""
+    leaves = pytree.tree_leaves((args, kwargs))
+    for name, leaf in zip(leaf_names(model, args, kwargs), leaves, strict=True):
+        if not isinstance(leaf, torch.Tensor):
+            continue
+        if leaf.numel() == 0:
+            raise InputError(f"input '{name}' is empty (shape {tuple(leaf.shape)}): there is nothing to explain")
+        if (leaf.is_floating_point() or leaf.is_complex()) and not bool(torch.isfinite(leaf).all()):
+            _non_finite(f"input '{name}'", strict)
+
+
+def check_output(out: torch.Tensor, name: str, strict: bool) -> None:
+    """The explained output has no NaN or infinity (an error, or with strict=False a warning)."""
+    if not bool(torch.isfinite(out).all()):
+        _non_finite(f"the model's output '{name}'", strict)
+
+
+def _non_finite(what: str, strict: bool) -> None:
+    message = f"{what} contains NaN or infinite values, so relevance would be NaN"
+    if strict:
+        raise InputError(message + "; pass strict=False to explain anyway")
+    warnings.warn(message, stacklevel=4)

@@ -1,0 +1,192 @@
+"""`explain_many`: a corpus of inputs through one trace — grouped by length into padded batches.
+
+Texts (with a tokenizer), token dicts or image tensors are sorted by length, cut into batches of
+similar length, padded on the right (where a causal model's real tokens see exactly what they would
+alone, and a bidirectional one masks the padding) and explained together; each result is then cut
+back to its own input, as if it had been explained alone with a batch of one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from ..errors import InputError, LRPGraphError
+from .explain import explain
+from .explanation import Conservation, Explanation
+
+
+class ExplainManyError(LRPGraphError):
+    """Some inputs could not be explained; `failures` maps their index to the error, `results` holds the rest."""
+
+    def __init__(self, failures: dict[int, BaseException], results: list[Explanation | None]):
+        self.failures, self.results = failures, results
+        shown = "; ".join(f"input {i}: {type(e).__name__}: {e}" for i, e in list(failures.items())[:3])
+        more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
+        super().__init__(
+            f"{len(failures)} of {len(results)} inputs failed — {shown}{more}; the others are in this error's .results"
+        )
+
+
+def explain_many(
+    model: torch.nn.Module,
+    inputs: Iterable[Any],
+    target: Any = None,
+    rules: Any = "epsilon",
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 8,
+    progress: bool | None = None,
+    **options: Any,
+) -> list[Explanation]:
+    """Explain every input, in input order; each result equals `explain` of that input alone (batch of one).
+
+    inputs: texts (needs `tokenizer`), dicts of token tensors (one sample each, [T] or [1, T]), or image
+        tensors ([C, H, W] or [1, C, H, W]).
+    target: None (the predicted class or next token), one target for every input, or a sequence of one
+        per input (class or token ids).
+    batch_size: inputs explained together (all of similar length).
+    progress: show a progress bar (default: when stderr is a terminal and there is more than one batch).
+    options: the keyword options of `explain` (output, record, memory_budget, dtype, cache_dir, …).
+    A bad input does not stop the others: ExplainManyError lists the failures by index and carries the
+    other results.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, not {batch_size!r}")
+    items = [_as_item(x, tokenizer, i) for i, x in enumerate(inputs)]
+    targets = _targets(target, len(items))
+    order = sorted(range(len(items)), key=lambda i: _length(items[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    results: list[Explanation | None] = [None] * len(items)
+    failures: dict[int, BaseException] = {}
+    for batch in _progress(batches, progress):
+        try:
+            _explain_batch(model, items, targets, batch, rules, _pad_id(tokenizer), options, results)
+        except Exception:  # find the bad input: explain this batch's inputs one by one
+            for i in batch:
+                try:
+                    _explain_batch(model, items, targets, [i], rules, _pad_id(tokenizer), options, results)
+                except Exception as error:
+                    failures[i] = error
+    if failures:
+        raise ExplainManyError(dict(sorted(failures.items())), results)
+    return results
+
+
+def _as_item(value: Any, tokenizer: Any, index: int) -> dict[str, torch.Tensor]:
+    """One input as a dict of tensors with a batch dim of one."""
+    if isinstance(value, str):
+        if tokenizer is None:
+            raise InputError(f"input {index} is text: pass tokenizer= to explain texts")
+        return dict(tokenizer(value, return_tensors="pt"))
+    if isinstance(value, torch.Tensor):
+        if value.dim() < 2:
+            raise InputError(
+                f"input {index}: an image tensor needs [C, H, W] or [1, C, H, W], got {tuple(value.shape)}"
+            )
+        return {"": value if value.dim() == 4 and value.shape[0] == 1 else value.unsqueeze(0)}
+    if isinstance(value, Mapping):
+        item = {}
+        for key, tensor in value.items():
+            tensor = torch.as_tensor(tensor)
+            item[str(key)] = tensor.unsqueeze(0) if tensor.dim() == 1 else tensor
+        if any(t.dim() < 2 or t.shape[0] != 1 for t in item.values()):
+            raise InputError(f"input {index}: token dicts hold one sample each ([T] or [1, T] tensors)")
+        return item
+    raise InputError(f"input {index} is a {type(value).__name__}: pass texts, dicts of token tensors or image tensors")
+
+
+def _targets(target: Any, count: int) -> list[Any]:
+    """One target per input: a list or 1-D tensor gives them one by one, anything else is shared."""
+    if isinstance(target, list) or (isinstance(target, torch.Tensor) and target.dim() == 1):
+        values = [int(t) if isinstance(t, torch.Tensor) else t for t in target]
+        if len(values) != count:
+            raise InputError(f"target has {len(values)} entries for {count} inputs: give one per input, or one for all")
+        return values
+    return [target] * count
+
+
+def _length(item: dict[str, torch.Tensor]) -> tuple:
+    return tuple(t.shape[1:] for t in item.values())
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return 0 if pad is None else int(pad)
+
+
+def _explain_batch(model, items, targets, batch, rules, pad_id, options, results) -> None:
+    inputs, lengths, longest = _collate([items[i] for i in batch], pad_id)
+    chosen = [targets[i] for i in batch]
+    if len(batch) == 1 or all(t is None for t in chosen):
+        target = chosen[0]
+    elif all(isinstance(t, int) and not isinstance(t, bool) for t in chosen):
+        target = torch.tensor(chosen)
+    else:
+        raise InputError("inputs explained together need class or token ids as targets (or none)")
+    ex = explain(model, inputs[""] if set(inputs) == {""} else inputs, target=target, rules=rules, **options)
+    for row, (i, length) in enumerate(zip(batch, lengths, strict=True)):
+        results[i] = _one(ex, row, length, longest)
+
+
+def _collate(group: list[dict[str, torch.Tensor]], pad_id: int) -> tuple[dict, list[int | None], int | None]:
+    """The group stacked, token tensors right-padded (ids with pad_id, masks with 0): (batch, lengths, longest)."""
+    keys = list(group[0])
+    if any(list(item) != keys for item in group):
+        raise InputError("inputs explained together must have the same keys")
+    main = "input_ids" if "input_ids" in keys else "attention_mask" if "attention_mask" in keys else None
+    lengths = [item[main].shape[1] if main else None for item in group]
+    longest = max(lengths) if main else None
+    batch = {}
+    for key in keys:
+        parts = [item[key] for item in group]
+        if main and parts[0].dim() == 2 and all(p.shape[1] == n for p, n in zip(parts, lengths, strict=True)):
+            fill = pad_id if key == "input_ids" else 0
+            parts = [torch.nn.functional.pad(p, (0, longest - p.shape[1]), value=fill) for p in parts]
+        if any(p.shape[1:] != parts[0].shape[1:] for p in parts):
+            raise InputError(f"'{key}' differs in shape between inputs of one batch: {[tuple(p.shape) for p in parts]}")
+        batch[key] = torch.cat(parts)
+    if main == "input_ids" and "attention_mask" not in batch and longest is not None:
+        batch["attention_mask"] = torch.stack([(torch.arange(longest) < n).long() for n in lengths])
+    return batch, lengths, longest
+
+
+def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> Explanation:
+    """Sample `row` of a batched explanation, its token dimension cut back from `longest` to `length`."""
+
+    def cut(t: Any, smallest: int = 2) -> Any:
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return t
+        t = t[row : row + 1]
+        return t[:, :length] if length is not None and t.dim() >= smallest and t.shape[1] == longest else t
+
+    c = ex.conservation
+    conservation = Conservation(
+        seed=c.seed[row : row + 1],
+        inputs={k: v[row : row + 1] for k, v in c.inputs.items()},
+        absorbed=dict(c.absorbed),  # totals over the batch it was explained in
+        positional=None if c.positional is None else c.positional[row : row + 1],
+    )
+    return replace(
+        ex,
+        relevance={k: cut(v) for k, v in ex.relevance.items()},
+        output=cut(ex.output, 3),  # [B, T, V] outputs have a token dim, [B, C] ones do not
+        seed_relevance=cut(ex.seed, 3),
+        conservation=conservation,
+        latent={k: cut(v, 3) for k, v in ex.latent.items()},
+        positional=cut(ex.positional) if isinstance(ex.positional, torch.Tensor) else ex.positional,
+        combined=cut(ex.combined) if isinstance(ex.combined, torch.Tensor) else ex.combined,
+    )
+
+
+def _progress(batches: list, progress: bool | None) -> Sequence:
+    show = progress if progress is not None else sys.stderr.isatty() and len(batches) > 1
+    if not show:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc="explaining", unit="batch", file=sys.stderr)

@@ -1,0 +1,75 @@
+"""explain_many: a corpus through one trace, in input order, padding removed, equal to one-by-one explains."""
+
+import pytest
+import torch
+import transformers
+from models import vgg_like
+
+import lrpgraph
+from lrpgraph.api import traced as traced_module
+
+
+@pytest.fixture(scope="module")
+def llama():
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config).double().eval()
+
+
+@pytest.fixture(scope="module")
+def bert():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_labels=3,
+    )  # fmt: skip
+    return transformers.BertForSequenceClassification(config).double().eval()
+
+
+def _corpus(lengths):
+    generator = torch.Generator().manual_seed(7)
+    return [{"input_ids": torch.randint(3, 64, (n,), generator=generator)} for n in lengths]
+
+
+@pytest.mark.parametrize("name", ["llama", "bert"])
+def test_each_result_equals_its_own_explain(name, request, monkeypatch):
+    model = request.getfixturevalue(name)
+    corpus = _corpus([5, 9, 3, 9, 12, 1, 7, 4])
+    targets = [5, 11, 2, 7, 5, 3, 9, 1] if name == "llama" else [0, 1, 2, 0, 1, 2, 0, 1]
+    lrpgraph.clear_cache(model)
+    calls = []
+    original = traced_module.export_program
+    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    results = lrpgraph.explain_many(model, corpus, target=targets, rules="attnlrp", batch_size=3)
+    assert len(calls) == 1  # three padded batches of different lengths, one trace
+    for item, target, ex in zip(corpus, targets, results, strict=True):
+        alone = lrpgraph.explain(model, {"input_ids": item["input_ids"][None]}, target=target, rules="attnlrp")
+        assert ex.relevance["input_ids"].shape == (1, len(item["input_ids"]))  # padding removed
+        scale = alone.relevance["input_ids"].abs().max()
+        assert (ex.relevance["input_ids"] - alone.relevance["input_ids"]).abs().max() <= 1e-6 * scale
+        torch.testing.assert_close(ex.output, alone.output)
+        torch.testing.assert_close(ex.conservation.seed, alone.conservation.seed)
+
+
+def test_images_and_an_empty_corpus():
+    model = vgg_like()
+    images = [torch.randn(3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    results = lrpgraph.explain_many(model, images, target=2, rules="epsilon-plus", batch_size=2)
+    for image, ex in zip(images, results, strict=True):
+        alone = lrpgraph.explain(model, image[None], target=2, rules="epsilon-plus")
+        torch.testing.assert_close(ex.relevance["input"], alone.relevance["input"])
+    assert lrpgraph.explain_many(model, [], target=2) == []
+
+
+def test_a_bad_input_is_reported_by_index_and_the_others_are_kept(llama):
+    corpus = _corpus([4, 6, 5])
+    corpus.insert(1, {"input_ids": torch.tensor([1, 2, 99])})  # 99 is outside the vocabulary
+    with pytest.raises(lrpgraph.ExplainManyError, match=r"1 of 4 inputs failed — input 1: InputError") as info:
+        lrpgraph.explain_many(llama, corpus, target=5, rules="attnlrp", batch_size=4)
+    results = info.value.results
+    assert results[1] is None and all(r is not None for i, r in enumerate(results) if i != 1)
+    assert list(info.value.failures) == [1]
+    alone = lrpgraph.explain(llama, {"input_ids": corpus[2]["input_ids"][None]}, target=5, rules="attnlrp")
+    torch.testing.assert_close(results[2].relevance["input_ids"], alone.relevance["input_ids"])

@@ -1,0 +1,165 @@
+"""The trace cache on disk: reused by a second process, rebuilt when stale or corrupt, never loaded unsafely."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from models import mlp, vgg_like
+
+import lrpgraph
+from lrpgraph.api import traced as traced_module
+from lrpgraph.capture.disk import DiskCache, versions
+from lrpgraph.capture.export import export_program
+from lrpgraph.tools.cli import main as cli
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    calls = []
+    original = traced_module.export_program
+    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
+def _explain(model, x, cache):
+    lrpgraph.clear_cache(model)  # the memory cache would answer first
+    return lrpgraph.explain(model, x, target=1, rules="epsilon-plus", cache_dir=cache).relevance["input"]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from models import vgg_like
+    import lrpgraph
+    from lrpgraph.api import traced
+    calls = []
+    original = traced.export_program
+    traced.export_program = lambda *a: calls.append(1) or original(*a)
+    torch.manual_seed(0)
+    model = vgg_like()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    r = lrpgraph.explain(model, x, target=1, rules="epsilon-plus", cache_dir={cache!r}).relevance["input"]
+    print(len(calls), repr(r.sum().item()))
+    """
+)
+
+
+def test_a_second_process_reuses_the_trace(tmp_path):
+    script = SCRIPT.format(tests=str(HERE), cache=str(tmp_path / "cache"))
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    second = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    exports_first, total_first = first.stdout.split()
+    exports_second, total_second = second.stdout.split()
+    assert (exports_first, exports_second) == ("1", "0")  # traced once, then loaded
+    assert total_first == total_second
+    assert oct(os.stat(tmp_path / "cache").st_mode & 0o777) == "0o700"
+
+
+def test_hit_and_misses_by_what_the_graph_depends_on(tmp_path, exports):
+    cache = tmp_path / "cache"
+    x = torch.randn(2, 6, dtype=torch.float64)
+    torch.manual_seed(0)
+    reference = _explain(mlp(), x, cache)
+    torch.manual_seed(1)
+    other_weights = mlp()
+    reused = _explain(other_weights, x, cache)  # same make-up, other weights: the trace is reused,
+    assert len(exports) == 1  # and the weights are read from the live model
+    assert not torch.allclose(reused, reference)
+    torch.testing.assert_close(
+        reused, lrpgraph.explain(other_weights, x, target=1, rules="epsilon-plus").relevance["input"]
+    )
+    wider = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).double()
+    _explain(wider, x, cache)  # another weight shape
+    model = mlp()
+    model[1] = torch.nn.LeakyReLU(0.2)  # another module, another setting
+    _explain(model, x, cache)
+    model[1].negative_slope = 0.3
+    _explain(model, x, cache)
+    assert len(exports) == 4
+
+
+def _entry(cache: Path) -> Path:
+    (path,) = cache.glob("*.pt2c")
+    return path
+
+
+def test_corrupt_truncated_and_stale_entries_are_rebuilt_with_a_warning(tmp_path, exports):
+    cache = tmp_path / "cache"
+    model, x = vgg_like(), torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    expected = _explain(model, x, cache)
+    entry = _entry(cache)
+    damages = {
+        "corrupt": lambda: entry.write_bytes(b"not a torch file"),
+        "truncated": lambda: entry.write_bytes(entry.read_bytes()[:1000]),
+        "stale": lambda: _rewrite_versions(entry),
+    }
+    for count, (name, damage) in enumerate(damages.items(), start=2):
+        damage()
+        with pytest.warns(UserWarning, match="stale entry" if name == "stale" else "unreadable entry"):
+            torch.testing.assert_close(_explain(model, x, cache), expected)
+        assert len(exports) == count  # traced again
+        entry = _entry(cache)  # and rewritten: the next process gets a good one
+        DiskCache(cache).load(entry)
+
+
+def _rewrite_versions(entry: Path) -> None:
+    payload = torch.load(entry, weights_only=True)
+    payload["versions"] = {**versions(), "torch": "1.0.0"}
+    torch.save(payload, entry)
+
+
+def test_concurrent_writes_of_one_entry_leave_good_files(tmp_path):
+    model, x = mlp(), torch.randn(2, 6, dtype=torch.float64)
+    cache = DiskCache(tmp_path / "cache")
+    programs = [export_program(model, (x,), {}) for _ in range(4)]
+    threads = [threading.Thread(target=cache.save, args=("key", p)) for p in programs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entries = cache.entries("key")
+    assert entries and not list((tmp_path / "cache").glob(".tmp-*"))
+    for entry in entries:
+        cache.load(entry)
+
+
+def test_an_entry_or_directory_others_can_write_is_refused(tmp_path):
+    cache = tmp_path / "cache"
+    model, x = mlp(), torch.randn(2, 6, dtype=torch.float64)
+    _explain(model, x, cache)
+    entry = _entry(cache)
+    entry.chmod(0o666)
+    with pytest.raises(lrpgraph.LRPGraphError, match="can be written by other users"):
+        _explain(model, x, cache)
+    entry.chmod(0o600)
+    cache.chmod(0o777)
+    with pytest.raises(lrpgraph.LRPGraphError, match="can be written by other users"):
+        _explain(model, x, cache)
+
+
+def test_a_symbolic_expression_that_would_run_code_is_refused(tmp_path):
+    from lrpgraph.capture.disk import Uncacheable, _parse
+
+    assert str(_parse("Le(Symbol('s0', integer=True), Integer(5))")) == "s0 <= 5"
+    for text in ("__import__('os').system('true')", "Symbol('s0').__class__", "open('x')"):
+        with pytest.raises(Uncacheable, match="refusing"):
+            _parse(text)
+
+
+def test_cache_command_reports_and_clears(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    _explain(mlp(), torch.randn(2, 6, dtype=torch.float64), cache)
+    assert cli(["cache", "info", "--cache-dir", str(cache)]) == 0
+    assert "1 cached trace(s)" in capsys.readouterr().out
+    assert cli(["cache", "clear", "--cache-dir", str(cache)]) == 0
+    assert "removed 1" in capsys.readouterr().out
+    assert not list(cache.glob("*.pt2c"))

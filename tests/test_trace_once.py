@@ -1,0 +1,134 @@
+"""One trace serves every shape: batch sizes and lengths from one dynamic export, equal to fresh static traces."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+import transformers
+from models import vgg_like
+from torch import nn
+
+import lrpgraph
+from lrpgraph.api import traced as traced_module
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Counts torch.export runs; `exports.static(...)` explains through a fresh static trace instead."""
+    original = traced_module.export_program
+    counted = []
+
+    def counting(model, args, kwargs, dimensions="batch-and-ids"):
+        counted.append(dimensions)
+        return original(model, args, kwargs, dimensions)
+
+    def static(model, inputs, **kwargs):
+        twin = copy.deepcopy(model)  # its own cache: the model's traces stay
+        monkeypatch.setattr(traced_module, "export_program", lambda m, a, k, d: original(m, a, k, "static"))
+        try:
+            return lrpgraph.explain(twin, inputs, **kwargs)
+        finally:
+            monkeypatch.setattr(traced_module, "export_program", counting)
+
+    monkeypatch.setattr(traced_module, "export_program", counting)
+    counting.calls, counting.static = counted, static
+    return counting
+
+
+def _language_model(name):
+    torch.manual_seed(0)
+    if name == "llama":
+        config = transformers.LlamaConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=512,
+        )  # fmt: skip
+        return transformers.LlamaForCausalLM(config).double().eval()
+    if name == "gpt2":
+        config = transformers.GPT2Config(vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=512)
+        return transformers.GPT2LMHeadModel(config).double().eval()
+    config = transformers.BertConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_labels=3,
+        max_position_embeddings=512,
+    )  # fmt: skip
+    return transformers.BertForSequenceClassification(config).double().eval()
+
+
+def _close(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "bert"])
+def test_one_trace_serves_every_batch_and_length(name, exports):
+    model = _language_model(name)
+    shapes = [(b, t) for t in (7, 2, 1, 300) for b in (2, 1, 5)]
+    target = 2 if name == "bert" else 5
+    results = {}
+    for batch, length in shapes:
+        ids = torch.randint(3, 64, (batch, length), generator=torch.Generator().manual_seed(batch * 1000 + length))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        results[(batch, length)] = (inputs, lrpgraph.explain(model, inputs, target=target, rules="attnlrp"))
+    assert exports.calls == ["batch-and-ids"]  # one export for all twelve shapes
+    for (batch, length), (inputs, ex) in results.items():
+        if (batch, length) in ((1, 1), (5, 2), (2, 300)):  # a static reference for a few of them
+            reference = exports.static(model, inputs, target=target, rules="attnlrp")
+            assert ex.relevance["input_ids"].shape == (batch, length)
+            assert _close(ex.relevance["input_ids"], reference.relevance["input_ids"]) <= 1e-6
+
+
+def test_a_cnn_serves_every_batch_and_image_size_after_a_second_size(exports):
+    model = vgg_like()
+    for size in (16, 24, 20):
+        for batch in (1, 2, 5):
+            x = torch.randn(batch, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
+            ex = lrpgraph.explain(model, x, target=1, rules="epsilon-plus")
+            if batch == 2:
+                reference = exports.static(model, x, target=1, rules="epsilon-plus")
+                assert _close(ex.relevance["input"], reference.relevance["input"]) <= 1e-6
+    # the batch is symbolic from the start; image sizes become symbolic once a second size is seen
+    assert exports.calls == ["batch-and-ids", "all"]
+
+
+class Unrolled(nn.Module):
+    """Python loop over the sequence, like Mamba's CPU scan: torch.export fixes the length."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, input_ids):
+        h = self.emb(input_ids)
+        state = torch.zeros_like(h[:, 0])
+        for t in range(h.shape[1]):
+            state = 0.5 * state + h[:, t]
+        return self.head(state)
+
+
+def test_a_dimension_the_model_fixes_is_traced_per_size_and_said_once(exports):
+    model = Unrolled().double().eval()
+    ids = torch.randint(0, 10, (2, 4))
+    lrpgraph.explain(model, {"input_ids": ids}, target=0)
+    lrpgraph.explain(model, {"input_ids": torch.randint(0, 10, (3, 4))}, target=0)
+    assert len(exports.calls) == 1  # the batch is still symbolic
+    with pytest.warns(UserWarning, match=r"input_ids\.shape\[1\].*traced again"):
+        lrpgraph.explain(model, {"input_ids": torch.randint(0, 10, (2, 5))}, target=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        lrpgraph.explain(model, {"input_ids": torch.randint(0, 10, (2, 6))}, target=0)
+    assert len(exports.calls) == 3
+
+
+def test_memory_budget_schedules_follow_the_call_shape(exports):
+    model = _language_model("llama")
+    for length in (16, 48):
+        ids = torch.randint(3, 64, (2, length))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        free = lrpgraph.explain(model, inputs, target=5, rules="attnlrp")
+        budget = free.stats["peak_activation_bytes"] // 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tight = lrpgraph.explain(model, inputs, target=5, rules="attnlrp", memory_budget=budget)
+        assert _close(tight.relevance["input_ids"], free.relevance["input_ids"]) <= 1e-9
+        assert tight.stats["peak_activation_bytes"] < free.stats["peak_activation_bytes"]
+    assert len(exports.calls) == 1
