@@ -28,6 +28,7 @@ from torch.export.graph_signature import InputKind
 
 from ..errors import TraceError, first_line
 from .call import leaf_names
+from .canonical import canonicalise, is_functional
 from .fold_batchnorm import fold_batchnorm
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .model_state import evaluation_mode
@@ -86,7 +87,8 @@ def _export(
     with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
-        program = program.run_decompositions({})
+        if not is_functional(program.graph):  # in-place ops: let torch make the graph functional
+            program = program.run_decompositions({})
     user = [
         node
         for node, spec in zip(
@@ -147,6 +149,7 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
     It rewrites the program's graph module in place (save the program first, if it is to be kept).
     """
     program = exported.program
+    canonicalise(program.graph_module)
     fold_batchnorm(program.graph_module)
     remove_noop_copies(program.graph_module)
     gm = program.graph_module

@@ -30,3 +30,8 @@ def normalized_args(node: fx.Node) -> dict[str, Any]:
         args.update(node.kwargs)
     node.meta[_KEY] = args
     return args
+
+
+def without_cached_args(meta: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a node's meta for another node: everything but this node's cached arguments."""
+    return {k: v for k, v in meta.items() if k != _KEY}

@@ -145,6 +145,16 @@ def _split_sizes(total: int, a) -> list[int]:
     return [min(size, total - i) for i in range(0, total, size)]
 
 
+def _chunk(R, a):
+    x, dim = a["self"], a.get("dim", 0)
+    size = -(-x.shape[dim] // a["chunks"])
+    return _split(R, {"self": x, "dim": dim, "split_size": size})
+
+
+def _numpy_t(R, a):
+    return {"self": R.permute(*reversed(range(R.dim())))}
+
+
 def _unbind(R, a):
     x, dim = a["self"], a.get("dim", 0)
     slot = _with(x.shape, dim, None)
@@ -300,6 +310,8 @@ register_ops(ReindexAdapter(_select), aten.select.int)
 register_ops(ReindexAdapter(_cat), aten.cat.default, aten.concat.default)
 register_ops(ReindexAdapter(_stack), aten.stack.default)
 register_ops(ReindexAdapter(_split), aten.split.Tensor, aten.split_with_sizes.default, aten.unsafe_split.Tensor)
+register_ops(ReindexAdapter(_chunk), aten.chunk.default)
+register_ops(ReindexAdapter(_numpy_t), aten.numpy_T.default)
 register_ops(ReindexAdapter(_unbind), aten.unbind.int)
 register_ops(ReindexAdapter(_getitem), operator.getitem)
 register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default)
