@@ -13,6 +13,7 @@ import torch.utils._pytree as pytree
 from ..capture.call import leaf_names
 from ..errors import InputError
 from ..ops.fallback import MODES
+from ..ops.sparse import RowSparse
 
 
 def check_options(
@@ -48,9 +49,14 @@ def check_inputs(model: torch.nn.Module, args: tuple, kwargs: dict, strict: bool
             _non_finite(f"input '{name}'", strict)
 
 
-def check_output(out: torch.Tensor, name: str, strict: bool) -> None:
-    """The explained output has no NaN or infinity (an error, or with strict=False a warning)."""
-    if not bool(torch.isfinite(out).all()):
+def check_seed(seed: Any, name: str, strict: bool) -> None:
+    """The explained part of the output has no NaN or infinity (an error, or with strict=False a warning).
+
+    The seed holds the output's values where relevance starts (a NaN in the model's hidden states
+    reaches them); checking it rather than all of a language model's logits costs nothing.
+    """
+    values = seed.values if isinstance(seed, RowSparse) else seed
+    if not bool(torch.isfinite(values).all()):
         _non_finite(f"the model's output '{name}'", strict)
 
 

@@ -20,7 +20,7 @@ from ..flow.positional import PositionalSource
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.store import ActivationStore
 from ..propagate.walker import BatchedWalker, Walker
-from .arguments import check_inputs, check_options, check_output
+from .arguments import check_inputs, check_options, check_seed
 from .explanation import Explanation, Walked, assemble
 from .positional import select_sources
 from .targets import Target, last_positions, seeds
@@ -77,8 +77,8 @@ def explain(
     schedule = plan.schedule(shapes, memory_budget)
     store = ActivationStore(value_of, shapes, schedule.recipes, offload)
     out = model_trace.forward(schedule.keep).run(values, store)[index]
-    check_output(out, graph.output_names[index], strict)
     seed, k = seeds(target, out, _last_positions(kwargs, out), contrastive)
+    check_seed(seed, graph.output_names[index], strict)
     seed = seed if dtype is None else seed.to(dtype)
     walker = (Walker if k is None else BatchedWalker)(plan, schedule, store, frozenset(recorded.values()))
     result = walker.run(seed)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, LRPGraphError
+from ..ops.sparse import RowSparse
 from .explain import explain
 from .explanation import Conservation, Explanation
 
@@ -156,14 +157,17 @@ def _collate(group: list[dict[str, torch.Tensor]], pad_id: int) -> tuple[dict, l
 
 
 def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> Explanation:
-    """Sample `row` of a batched explanation, its token dimension cut back from `longest` to `length`."""
+    """Sample `row` of a batched explanation, its token dimension cut back from `longest` to `length`; copies,
+    so that no result keeps its whole batch alive."""
 
     def cut(t: Any, smallest: int = 2) -> Any:
         if not isinstance(t, torch.Tensor) or t.dim() == 0:
             return t
         t = t[row : row + 1]
-        return t[:, :length] if length is not None and t.dim() >= smallest and t.shape[1] == longest else t
+        return (t[:, :length] if length is not None and t.dim() >= smallest and t.shape[1] == longest else t).clone()
 
+    seed = ex.seed_relevance
+    sparse = isinstance(seed, RowSparse) and seed.lead == 0 and len(seed.shape) == 3
     c = ex.conservation
     conservation = Conservation(
         seed=c.seed[row : row + 1],
@@ -175,7 +179,7 @@ def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> 
         ex,
         relevance={k: cut(v) for k, v in ex.relevance.items()},
         output=cut(ex.output, 3),  # [B, T, V] outputs have a token dim, [B, C] ones do not
-        seed_relevance=cut(ex.seed, 3),
+        seed_relevance=seed.sample(row, length or seed.shape[1]) if sparse else cut(ex.seed, 3),
         conservation=conservation,
         latent={k: cut(v, 3) for k, v in ex.latent.items()},
         positional=cut(ex.positional) if isinstance(ex.positional, torch.Tensor) else ex.positional,

@@ -90,43 +90,26 @@ class Conv(LinearMap):
         super().__init__(x_shape)
         dims = weight.dim() - 2
         self.weight, self.bias = weight, bias
-        self.stride = as_list(stride, dims)
-        self.padding = as_list(padding, dims)
-        self.dilation = as_list(dilation, dims)
-        self.output_padding = as_list(output_padding, dims)
-        self.transposed, self.groups = bool(transposed), int(groups)
+        # stride, padding, dilation, transposed, output_padding, groups: as aten.convolution and its backward take them
+        self.geometry = (
+            as_list(stride, dims),
+            as_list(padding, dims),
+            as_list(dilation, dims),
+            bool(transposed),
+            as_list(output_padding, dims),
+            int(groups),
+        )
 
     def forward(self, x, weight, bias):
-        return aten.convolution(
-            x,
-            weight.to(x.dtype),
-            None if bias is None else bias.to(x.dtype),
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.transposed,
-            self.output_padding,
-            self.groups,
-        )
+        bias = None if bias is None else bias.to(x.dtype)
+        return aten.convolution(x, weight.to(x.dtype), bias, *self.geometry)
 
     def bias_term(self, bias):
         return bias.reshape([-1] + [1] * (len(self.x_shape) - 2))
 
     def adjoint(self, s, weight):
         dummy = torch.zeros((), dtype=s.dtype, device=s.device).expand(self.x_shape)
-        return aten.convolution_backward(
-            s,
-            dummy,
-            weight.to(s.dtype),
-            None,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.transposed,
-            self.output_padding,
-            self.groups,
-            [True, False, False],
-        )[0]
+        return aten.convolution_backward(s, dummy, weight.to(s.dtype), None, *self.geometry, [True, False, False])[0]
 
 
 class Reduction(LinearMap):

@@ -49,6 +49,14 @@ class RowSparse:
         out = per_row.new_zeros((*lead, batch_dim_rows))
         return out.index_add_(self.lead, torch.div(self.index, rows_per_sample, rounding_mode="floor"), per_row)
 
+    def sample(self, row: int, length: int) -> RowSparse:
+        """Sample `row` of a [B, T, C] seed (no leading maps), cut to its first `length` positions: [1, length, C]."""
+        positions = self.shape[1]
+        keep = (torch.div(self.index, positions, rounding_mode="floor") == row) & (self.index % positions < length)
+        return RowSparse(
+            self.index[keep] % positions, self.values[keep].clone(), torch.Size((1, length, self.shape[-1]))
+        )
+
     @staticmethod
     def stack(seeds: list[RowSparse]) -> RowSparse:
         """K seeds over the same dense shape → one with a leading dim K over the union of their rows."""
