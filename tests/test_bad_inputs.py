@@ -131,7 +131,8 @@ def test_nan_or_infinity_is_an_error_or_with_strict_false_a_warning(model):
     with torch.no_grad():
         model[-1].bias[0] = float("inf")  # the output, not the input
     with pytest.raises(lrpgraph.InputError, match="output 'output' contains NaN or infinite"):
-        lrpgraph.explain(model, X, target=1)
+        lrpgraph.explain(model, X, target=0)  # the explained logit is infinite
+    assert torch.isfinite(lrpgraph.explain(model, X, target=1).relevance["input"]).all()  # another one is not
 
 
 def test_results_never_alias_the_callers_tensors():
