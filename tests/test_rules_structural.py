@@ -330,3 +330,17 @@ def test_log_softmax_keeps_the_normaliser_share():
     seed = torch.tensor([[3.0, 5.0]], dtype=torch.float64)
     ex = lrpgraph.explain(Op(lambda x: torch.log_softmax(x, -1)), x, target=seed, rules=TIGHT)
     torch.testing.assert_close(ex.relevance["x"], x / out * seed)
+
+
+def test_elementwise_maximum_and_minimum_give_the_winner_all():
+    class MaxMin(nn.Module):
+        def forward(self, a, b):
+            return torch.maximum(a, b) + torch.minimum(a, 2 * b)
+
+    a = torch.tensor([[1.0, -2.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([[0.5, 1.0, 3.0]], dtype=torch.float64)
+    ex = lrpgraph.explain(MaxMin(), (a, b), target=torch.ones(1, 3, dtype=torch.float64), rules=TIGHT)
+    # the sum splits R = 1 by max = [1, 1, 3] and min = [1, −2, 3] over [2, −1, 6]: [.5, −1, .5] and [.5, 2, .5];
+    # max: a wins, b wins, tie (halves); min against 2b = [1, 2, 6]: tie, a wins, a wins
+    torch.testing.assert_close(ex.relevance["a"], torch.tensor([[0.75, 2.0, 0.75]], dtype=torch.float64))
+    torch.testing.assert_close(ex.relevance["b"], torch.tensor([[0.25, -1.0, 0.25]], dtype=torch.float64))

@@ -1,20 +1,11 @@
 """The op table: what each ATen op does to relevance — registry, adapters, rule kernels.
 
-Importing this package fills the registry; each module declares its op classes next to their kernels.
+Importing this package imports every module in it, and so fills the registry: a new op class is one
+new file here (declare it, register its kernels and its ATen ops), nothing else changes.
 """
 
-from . import (  # noqa: F401 - imported for their registrations
-    absolute,
-    attention,
-    bilinear,
-    elementwise,
-    embedding,
-    fallback,
-    grouped,
-    layer_ops,
-    layer_rules,
-    normalization,
-    pooling,
-    reindex,
-    scatter,
-)
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
