@@ -121,11 +121,15 @@ def test_rotary_attention_with_four_positions():
     model = RotaryHead().double()
     x = torch.randn(1, 4, 4, dtype=torch.float64)
     tokens, per_use = rotary_reference(model, x, target=1)
-    signed = lrpgraph.explain(model, x, target=1, rules=lrpgraph.preset("pa-lrp", positional="signed", **TIGHT))
-    absolute = lrpgraph.explain(model, x, target=1, rules=lrpgraph.preset("pa-lrp", **TIGHT))
+    tight = lrpgraph.preset("pa-lrp", **TIGHT).with_rules(attention={"rule": "uniform", "epsilon": 1e-12})
+    signed = lrpgraph.explain(model, x, target=1, rules=tight.with_params(positional="signed"))
+    absolute = lrpgraph.explain(model, x, target=1, rules=tight)
     torch.testing.assert_close(signed.relevance["x"], tokens, rtol=1e-6, atol=1e-10)
     torch.testing.assert_close(signed.positional[0], sum(per_use), rtol=1e-6, atol=1e-10)
-    torch.testing.assert_close(absolute.positional[0], sum(u.abs() for u in per_use), rtol=1e-6, atol=1e-10)
+    # per layer and factor, what q and k send to cos (and to sin) is added before |·|
+    cos_q, sin_q, cos_k, sin_k = per_use
+    by_factor = (cos_q + cos_k).abs() + (sin_q + sin_k).abs()
+    torch.testing.assert_close(absolute.positional[0], by_factor, rtol=1e-6, atol=1e-10)
     # AttnLRP gives rotary tables nothing; tokens plus signed positions are what AttnLRP gives the tokens
     attn = lrpgraph.explain(model, x, target=1, rules=lrpgraph.preset("attnlrp", **TIGHT))
     torch.testing.assert_close(signed.conservation.accounted, attn.conservation.input_total, rtol=1e-9, atol=1e-12)
@@ -150,10 +154,12 @@ def test_vision_positions_per_patch_and_on_pixels():
     with torch.no_grad():  # a position table that is not zero
         model.vit.embeddings.position_embeddings.normal_()
     ex = lrpgraph.explain(model, inputs, rules="pa-lrp")
-    assert ex.positional.shape == (2, 17)  # CLS + 4×4 patches
-    pixels = lrpgraph.viz.patches_to_pixels(ex.positional[:, 1:], image_size=16, patch_size=4)
+    assert ex.positional.shape == (2, 16)  # 4×4 patches, the class token's row dropped
+    pixels = lrpgraph.viz.patches_to_pixels(ex.positional, image_size=16, patch_size=4)
     assert pixels.shape == (2, 16, 16)
-    torch.testing.assert_close(pixels[:, :4, :4].sum((1, 2)), 16 * ex.positional[:, 1])
+    torch.testing.assert_close(pixels[:, :4, :4].sum((1, 2)), ex.positional[:, 0])  # spread by 1/p²
+    expected = torch.relu(ex.relevance["pixel_values"].sum(1) + pixels)
+    torch.testing.assert_close(ex.combined, expected)  # the authors' image map
 
 
 def test_encoder_decoder_has_one_positional_map_per_sequence():

@@ -23,7 +23,7 @@ from ..propagate.walker import BatchedWalker, Walker
 from .arguments import check_inputs, check_options, check_seed
 from .explanation import Explanation, Walked, assemble
 from .positional import select_sources
-from .targets import Target, last_positions, seeds
+from .targets import Target, contrast, last_positions, seeds
 from .traced import TracedModel, traced
 
 
@@ -56,7 +56,8 @@ def explain(
     memory_budget: bytes the activations held for the walk may take (recomputed beyond it).
     offload: keep activations in host memory (pinned, on CUDA) and fetch each when a rule reads it.
     dtype: the relevance's precision, e.g. torch.float32 for a bfloat16 model (default: the output's).
-    contrastive: seed the target's unit relevance minus the mean of the other classes'.
+    contrastive: explain the target against the other classes (as the rule set says: one pass seeded with
+        its unit relevance minus the mean of the others', or absLRP's Nmax(P − Q) of two normalised passes).
     strict: NaN or infinity in the inputs or the output is an error (False: a warning).
     cache_dir: keep traces on disk there for later processes (default: $LRPGRAPH_CACHE_DIR if set).
     """
@@ -65,7 +66,7 @@ def explain(
     ruleset = resolve(rules)
     args, kwargs = prepare_call(model, inputs)
     check_inputs(model, args, kwargs, strict)
-    model_trace = traced(model, args, kwargs, cache_dir)
+    model_trace = traced(model, args, kwargs, cache_dir).for_rules(ruleset)
     graph = model_trace.graph
     index = output_index(graph, output)
     recorded = record_nodes(graph, record)
@@ -77,11 +78,13 @@ def explain(
     schedule = plan.schedule(shapes, memory_budget)
     store = ActivationStore(value_of, shapes, schedule.recipes, offload)
     out = model_trace.forward(schedule.keep).run(values, store)[index]
-    seed, k = seeds(target, out, _last_positions(kwargs, out), contrastive)
+    style = ruleset.seed_style(contrastive)
+    seed, k = seeds(target, out, _last_positions(kwargs, out), style)
     check_seed(seed, graph.output_names[index], strict)
     seed = seed if dtype is None else seed.to(dtype)
-    walker = (Walker if k is None else BatchedWalker)(plan, schedule, store, frozenset(recorded.values()))
-    result = walker.run(seed)
+    result = (Walker if k is None else BatchedWalker)(plan, schedule, store, frozenset(recorded.values())).run(seed)
+    if style == "passes":
+        (result, seed), k = contrast(result, seed, out.shape[0]), None
     walked = Walked(model_trace, value_of, out, seed, k, result, ruleset, sources, recorded)
     return assemble(walked, plan, schedule, store, started)
 

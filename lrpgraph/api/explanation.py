@@ -70,8 +70,11 @@ class Explanation:
     conservation: Conservation
     rules: str
     latent: dict[str, torch.Tensor] = field(default_factory=dict)
-    positional: torch.Tensor | None = None  # PA-LRP: relevance per position [B, T] (per patch for images)
-    combined: torch.Tensor | None = None  # PA-LRP: (token + positional relevance) / its max |·|, per sample
+    # PA-LRP: relevance per position [B, T]; for an image, per patch [B, N] (row-major, class token rows dropped)
+    positional: torch.Tensor | None = None
+    # PA-LRP: (token + positional relevance) / its max |·| per sample [B, T]; for an image the authors' map
+    # relu(Σ_channels R_pixels + R_patch/p² painted on its pixels) [B, H, W]
+    combined: torch.Tensor | None = None
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
 

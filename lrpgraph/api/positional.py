@@ -7,6 +7,7 @@ the walk leaves at each source is summed to one value per (sample, position).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -41,21 +42,45 @@ def _are_positions(graph: Graph, ids: fx.Node, value_of: dict[fx.Node, Any], sha
 def per_position(
     sources: list[PositionalSource], reached: dict[fx.Node, Any], mode: str, lead: int
 ) -> dict[int, torch.Tensor]:
-    """{sequence length: [*lead, B, T]}: additive sources signed, rotary sources |Σ| per source (mode "abs")
-    or signed. Sources are grouped by the length of their position axis (an encoder-decoder has two)."""
-    totals: dict[int, torch.Tensor] = {}
-    for source in sources:
+    """{sequence length: [*lead, B, T]}: additive sources signed; rotary sources summed per layer and factor
+    (q's and k's relevance to one layer's cos added), then |·| (mode "abs", REFERENCE-METHODS.md) or signed.
+    Sources are grouped by the length of their position axis (an encoder-decoder has two)."""
+    groups: dict[tuple, torch.Tensor] = {}
+    for index, source in enumerate(sources):
         R = reached.get(source.node)
         if R is None:
             continue
         axis = source.axis + lead
         dims = [d for d in range(R.dim()) if d not in (*range(lead), lead, axis)]
         values = R.sum(dim=dims) if dims else R
-        if mode == "abs" and source.kind == "rotary":
+        key = (values.shape[-1], source.kind, source.group or index)
+        groups[key] = values if key not in groups else groups[key] + values
+    totals: dict[int, torch.Tensor] = {}
+    for (length, kind, _), values in groups.items():
+        if mode == "abs" and kind == "rotary":
             values = values.abs()
-        length = values.shape[-1]
         totals[length] = values if length not in totals else totals[length] + values
     return totals
+
+
+def paint(per_patch: torch.Tensor, height: int, width: int, patch: int) -> torch.Tensor:
+    """Per-patch values [..., N] (row-major) painted on their patch × patch pixels: [..., H, W]."""
+    grid = per_patch.reshape(*per_patch.shape[:-1], height // patch, width // patch)
+    return grid.repeat_interleave(patch, -2).repeat_interleave(patch, -1)
+
+
+def _on_image(positional: torch.Tensor, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(positional relevance per patch, class and distillation token rows dropped; PA-LRP's image map
+    relu(Σ_channels R_pixels + R_pos/p² painted on its patch)) — or the positions as they are, and None,
+    when they match no patch grid of the image."""
+    height, width, length = pixels.shape[-2], pixels.shape[-1], positional.shape[-1]
+    for special in (1, 2, 0):
+        patches = length - special
+        p = math.isqrt(height * width // patches) if patches > 0 else 0
+        if p and height % p == 0 and width % p == 0 and (height // p) * (width // p) == patches:
+            per_patch = positional[..., special:]
+            return per_patch, torch.relu(pixels.sum(-3) + paint(per_patch, height, width, p) / p**2)
+    return positional, None
 
 
 def combined(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
@@ -87,6 +112,10 @@ def positional_outputs(
         zeros = torch.zeros((*lead, batch, length), dtype=dtype, device=device)
         by_length, signed_by_length = {length: zeros}, {length: zeros}
     signed = sum(t.sum(-1) for t in signed_by_length.values())
+    image = next((r for r in relevance.values() if r.dim() == len(lead) + 4), None)
+    if image is not None and len(by_length) == 1:  # a vision transformer: per patch, and painted on the pixels
+        patches, mixed = _on_image(next(iter(by_length.values())), image)
+        return patches, signed, mixed
     if len(by_length) == 1:
         ((length, positional),) = by_length.items()
         name = sequences.get(length)

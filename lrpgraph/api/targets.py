@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from ..errors import TargetError
+from ..ops.absolute import nmax
 from ..ops.sparse import RowSparse
+from ..propagate.walker import WalkResult
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | tuple | None
 Seed = torch.Tensor | RowSparse
@@ -28,19 +30,31 @@ class Targets(list):
     """
 
 
+STYLES = ("value", "one-hot", "contrastive", "passes")
+
+
 def seeds(
-    target: Any, out: torch.Tensor, positions: torch.Tensor | None = None, contrastive: bool = False
+    target: Any, out: torch.Tensor, positions: torch.Tensor | None = None, style: str = "value"
 ) -> tuple[Seed, int | None]:
-    """(seed, K): the seed of one target shaped like `out`, or of K targets shaped [K, *out.shape]."""
+    """(seed, K): the seed of one target shaped like `out`, or of K targets shaped [K, *out.shape].
+
+    style: what a class id (or index tuple) seeds — "value" the output's value there, "one-hot" 1,
+    "contrastive" e_t minus the mean of the other classes (one pass), "passes" the two seeds e_t and
+    (1 − e_t)/(C − 1) walked as two maps (absLRP's contrastive map, combined by `contrast`).
+    """
+    if style == "passes":
+        if isinstance(target, Targets) or _is_id_matrix(target, out):
+            raise TargetError("absLRP's contrastive map explains one target at a time, not Targets")
+        return _stack([make_seed(target, out, positions, "one-hot"), make_seed(target, out, positions, "others")]), 2
     if isinstance(target, Targets):
         if not target:
             raise TargetError("Targets needs at least one target")
-        return _stack([make_seed(t, out, positions, contrastive) for t in target]), len(target)
+        return _stack([make_seed(t, out, positions, style) for t in target]), len(target)
     if _is_id_matrix(target, out):
         ids = torch.as_tensor(target).long()
-        parts = [make_seed(ids[:, k], out, positions, contrastive) for k in range(ids.shape[1])]
+        parts = [make_seed(ids[:, k], out, positions, style) for k in range(ids.shape[1])]
         return _stack(parts), ids.shape[1]
-    return make_seed(target, out, positions, contrastive), None
+    return make_seed(target, out, positions, style), None
 
 
 def _stack(parts: list[Seed]) -> Seed:
@@ -60,16 +74,15 @@ def _is_id_matrix(target: Any, out: torch.Tensor) -> bool:
     )
 
 
-def make_seed(
-    target: Target, out: torch.Tensor, positions: torch.Tensor | None = None, contrastive: bool = False
-) -> Seed:
+def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None = None, style: str = "value") -> Seed:
     """The relevance placed on `out`; `positions` [B] are the last real positions of sequence outputs.
 
-    contrastive: the target's unit seed minus the mean of the other classes' (e_t − (1 − e_t)/(C − 1)),
-    each part summing to one, as absLRP seeds; needs a class id or an index tuple.
+    A seed tensor or a function of the output is used as given; a class id or index tuple seeds by
+    `style` (see `seeds`; "others" is the second of absLRP's passes, (1 − e_t)/(C − 1)).
     """
-    if contrastive:
-        return _contrastive(target, out, positions)
+    given = callable(target) or (isinstance(target, torch.Tensor) and target.shape == out.shape and target.dim() > 0)
+    if given and style not in ("value", "one-hot"):
+        raise TargetError("contrastive=True needs a class id (or an index tuple), not a seed tensor or function")
     if callable(target) and not isinstance(target, torch.Tensor):
         seed = target(out)
         if not isinstance(seed, torch.Tensor) or tuple(seed.shape) != tuple(out.shape):
@@ -85,10 +98,22 @@ def make_seed(
         and (target.is_floating_point() or out.dim() > 1)
     ):
         return target.to(device=out.device, dtype=out.dtype, copy=True)
-    if isinstance(target, tuple):
-        return _at_index(out, target)
-    ids = _class_ids(target, out)
-    return _at_classes(out, ids, positions)
+    if style in ("contrastive", "others") and (out.dim() < 2 or out.shape[-1] < 2):
+        raise TargetError(f"a contrastive seed needs an output with two or more classes, got shape {tuple(out.shape)}")
+    values = out if style == "value" else torch.ones_like(out)
+    one_hot = (
+        _at_index(values, target)
+        if isinstance(target, tuple)
+        else _at_classes(values, _class_ids(target, out), positions)
+    )
+    if style in ("value", "one-hot"):
+        return one_hot
+    others = 1 / (out.shape[-1] - 1)  # e_t·(1 + others) − others in the selected rows: e_t − (1 − e_t)/(C − 1)
+    keep, scale = (1 + others, -others) if style == "contrastive" else (-others, others)
+    if isinstance(one_hot, RowSparse):
+        return RowSparse(one_hot.index, one_hot.values * keep + scale, one_hot.shape, one_hot.lead)
+    rows = one_hot.any(-1, keepdim=True).to(out.dtype)
+    return one_hot * keep + rows * scale
 
 
 def _class_ids(target: Any, out: torch.Tensor) -> torch.Tensor:
@@ -180,20 +205,17 @@ def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
     return seed
 
 
-def _contrastive(target: Target, out: torch.Tensor, positions: torch.Tensor | None) -> Seed:
-    if callable(target) or (isinstance(target, torch.Tensor) and target.shape == out.shape):
-        raise TargetError("contrastive=True needs a class id (or an index tuple), not a seed tensor or function")
-    if out.dim() < 2 or out.shape[-1] < 2:
-        raise TargetError(f"a contrastive seed needs an output with two or more classes, got shape {tuple(out.shape)}")
-    ones = torch.ones_like(out)  # one-hot seeds: e_t in every selected row
-    one_hot = (
-        _at_index(ones, target) if isinstance(target, tuple) else _at_classes(ones, _class_ids(target, out), positions)
-    )
-    others = 1 / (out.shape[-1] - 1)
-    if isinstance(one_hot, RowSparse):
-        return RowSparse(one_hot.index, one_hot.values * (1 + others) - others, one_hot.shape, one_hot.lead)
-    rows = one_hot.any(-1, keepdim=True).to(out.dtype)
-    return one_hot * (1 + others) - rows * others
+def contrast(result: WalkResult, seed: Seed, batch: int) -> tuple[WalkResult, torch.Tensor]:
+    """absLRP's contrastive map from its two passes (walked as two maps): Nmax(P − Q) per sample, and the seed P − Q."""
+
+    def difference(r: Any) -> Any:
+        r = r.dense() if isinstance(r, RowSparse) else r
+        return nmax(r[0] - r[1], batch)
+
+    inputs = {node: difference(r) for node, r in result.inputs.items()}
+    latent = {node: difference(r) for node, r in result.latent.items()}
+    both = seed.dense() if isinstance(seed, RowSparse) else seed
+    return WalkResult(inputs, latent, result.absorbed), both[0] - both[1]
 
 
 def last_positions(mask: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from ..capture.call import prepare_call
 from ..capture.disk import DiskCache, Uncacheable, default_directory, entry_key
 from ..capture.export import export_program, to_graph
 from ..capture.fingerprint import Unfingerprintable, call_structure, model_key
+from ..capture.fold_batchnorm import fold_batchnorm, foldable
 from ..capture.graph import Graph
 from ..capture.shapes import GuardCheck, ShapeFunction, Shapes
 from ..flow.analysis import Analysis, analyse
@@ -44,6 +45,19 @@ class TracedModel:
         self._shapes: ShapeFunction | None = None
         self._plans: dict[tuple, Plan] = {}
         self._forwards: dict[frozenset[fx.Node], Forward] = {}
+        self._folded: TracedModel | None = None
+
+    def for_rules(self, ruleset: RuleSet) -> TracedModel:
+        """This trace as the rule set wants it: with eval batch norms merged into the layers before them
+        (a copy of the graph, made once) when it asks to fold them and there are any."""
+        if not ruleset.fold_batchnorm or not foldable(self.graph.module.graph):
+            return self
+        with self._lock:
+            if self._folded is None:
+                folded = self.graph.copy()
+                fold_batchnorm(folded.module)
+                self._folded = TracedModel(folded)
+            return self._folded
 
     @property
     def analysis(self) -> Analysis:

@@ -29,7 +29,6 @@ from torch.export.graph_signature import InputKind
 from ..errors import TraceError, first_line
 from .call import leaf_names
 from .canonical import canonicalise, is_functional
-from .fold_batchnorm import fold_batchnorm
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .model_state import evaluation_mode
 from .noop_copies import remove_noop_copies
@@ -144,13 +143,13 @@ def _dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict, everythin
 
 
 def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: dict) -> Graph:
-    """The Graph of an exported program: batch norms folded, no-op copies removed, placeholders told apart.
+    """The Graph of an exported program: canonical op spellings, no-op copies removed, placeholders told apart.
 
     It rewrites the program's graph module in place (save the program first, if it is to be kept).
+    Batch norm stays its own op here; `fold_batchnorm` merges it into the layer before it on a copy.
     """
     program = exported.program
     canonicalise(program.graph_module)
-    fold_batchnorm(program.graph_module)
     remove_noop_copies(program.graph_module)
     gm = program.graph_module
     placeholders = list(gm.graph.find_nodes(op="placeholder"))
@@ -168,7 +167,6 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
         else:
             constants[node] = program.constants[spec.target]
     out_spec = program.call_spec.out_spec
-    output_node = gm.graph.output_node()
     return Graph(
         module=gm,
         kinds=kinds,
@@ -177,7 +175,6 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
         constants=constants,
         in_spec=program.call_spec.in_spec,
         out_spec=out_spec,
-        outputs=list(pytree.tree_leaves(output_node.args[0])),
         output_names=output_names(out_spec),
         check=GuardCheck(exported.guards),
         static_reason=exported.static_reason,

@@ -18,6 +18,12 @@ aten = torch.ops.aten
 _LAYERS = {aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.linear.default}
 
 
+def foldable(graph: fx.Graph) -> bool:
+    """Whether some eval batch norm follows a conv or linear layer it could be merged into."""
+    norms = graph.find_nodes(op="call_function", target=aten._native_batch_norm_legit_no_training.default)
+    return any(_foldable(bn.args[0], bn) for bn in norms)
+
+
 def fold_batchnorm(gm: fx.GraphModule) -> int:
     """Rewrite every foldable conv/linear → eval batch norm pair; returns how many were folded."""
     graph = gm.graph

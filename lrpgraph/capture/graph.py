@@ -9,6 +9,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
+from .node_args import without_cached_args
 from .shapes import GuardCheck
 
 INPUT, PARAMETER, BUFFER, CONSTANT = "input", "parameter", "buffer", "constant"
@@ -30,11 +31,15 @@ class Graph:
     constants: dict[fx.Node, torch.Tensor]
     in_spec: pytree.TreeSpec
     out_spec: pytree.TreeSpec
-    outputs: list[Any]
     output_names: list[str]
     check: GuardCheck  # which calls the graph serves (all of one structure, for a dynamic trace)
     static_reason: str | None = None  # why the trace has static shapes only, when dynamic tracing failed
     _stacks: dict[fx.Node, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The graph's flat outputs (nodes, or constants), as its output node holds them now."""
+        return list(pytree.tree_leaves(self.module.graph.output_node().args[0]))
 
     @property
     def nodes(self) -> list[fx.Node]:
@@ -72,6 +77,29 @@ class Graph:
         """Qualified class name of the innermost module that computed the node."""
         stack = self.module_stack(node)
         return stack[-1][1] if stack else ""
+
+    def copy(self) -> Graph:
+        """An independent copy (its own nodes and GraphModule), to be rewritten without touching this one."""
+        graph, mapping = fx.Graph(), {}
+        graph.output(graph.graph_copy(self.module.graph, mapping))
+        for node in graph.nodes:
+            node.meta = without_cached_args(node.meta)
+
+        def mapped(table: dict) -> dict:
+            return {mapping[n]: v for n, v in table.items()}
+
+        return Graph(
+            module=fx.GraphModule(self.module, graph),
+            kinds=mapped(self.kinds),
+            input_names=mapped(self.input_names),
+            state_names=mapped(self.state_names),
+            constants=mapped(self.constants),
+            in_spec=self.in_spec,
+            out_spec=self.out_spec,
+            output_names=list(self.output_names),
+            check=self.check,
+            static_reason=self.static_reason,
+        )
 
     def describe(self, node: fx.Node) -> str:
         """One line naming a node, its op and its module for error messages."""

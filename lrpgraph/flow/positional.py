@@ -41,6 +41,7 @@ class PositionalSource:
     kind: str  # "rotary" or "additive"
     axis: int  # the position axis of the node's (full) shape
     ids: fx.Node | None = None  # for table lookups: the ids, checked for being positions
+    group: tuple = ()  # rotary: (the consuming attention module, cos or sin): q's and k's relevance add up there
 
 
 def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set[fx.Node]) -> list[PositionalSource]:
@@ -68,6 +69,7 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
         if not float_node(value):
             continue
         origin = (_rotary_origin if kind == "rotary" else _table_origin)(graph, value)
+        group = (graph.module_path(node), _factor(value)) if kind == "rotary" else ()
         axis = _position_axis(value, node)
         (signal,) = relevant_ops
         if origin is None or axis is None or not same_shape(signal.meta["val"].shape, node.meta["val"].shape):
@@ -76,7 +78,7 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
             full = insert_call(fx_graph, aten.expand_as.default, (value, signal), node)
         node.replace_input_with(value, full)
         normalized_args(node).update({name: full})
-        found.append(PositionalSource(full, kind, axis, origin if isinstance(origin, fx.Node) else None))
+        found.append(PositionalSource(full, kind, axis, origin if isinstance(origin, fx.Node) else None, group))
     if found:
         graph.module.recompile()
     return found
@@ -133,6 +135,16 @@ def _rotary_origin(graph: Graph, node: fx.Node):
                     return ids
             return None
     return None
+
+
+def _factor(node: fx.Node) -> str:
+    """Which rotary factor a value is: "cos" or "sin" (computed in the graph), else the table it was read from."""
+    for n in _through(node):
+        if n.op == "call_function" and n.target in _TRIG:
+            return "cos" if n.target is aten.cos.default else "sin"
+        if n.op == "placeholder":
+            return n.name
+    return node.name
 
 
 def _table_origin(graph: Graph, node: fx.Node):

@@ -1,130 +1,208 @@
-"""absLRP (relative absolute magnitude LRP): positive contributions over the absolute total, then each
-layer's input relevance rescaled per sample to unit absolute sum.
+"""absLRP (relative absolute magnitude LRP), exactly as the authors' code computes it (REFERENCE-METHODS.md).
 
-For contributions z_ij = x_i w_ij of output j: R_i = Σ_j (z_ij + |z_ij|) / (|z|_j + eps) · R_j with
-|z|_j = Σ_i |x_i||w_ij| + |b_j|. The same rule runs on layers, on both operands of bilinear products
-(attention) and of elementwise products, and on each branch of a sum. Kernels are named "abs".
+For an op y = f(x_1..x_n; θ) and f~ the same op on |x_k| with |θ|:
+    s = R / (|y| + 1e-9), y the actual output (bias included),
+    R_k = N1(x_k ⊙ J_f,k(x)ᵀ s + |x_k| ⊙ J_f~,k(|x|)ᵀ s),
+every input normalised on its own, N1(R) = R / (Σ|R| + 1e-9) per sample. Written out per op class:
+layers (linear, conv), pools, sums (residuals), products, both attention matmuls and fused
+attention, softmax (max and denominator detached), layer and batch norm (statistics detached;
+elementwise, no centring term), pointwise functions (f'), max pooling (no division: both routes),
+and the positivity filter N1((y + |y|)·R/(|y| + 1e-9)) that the authors' dropout, flatten and CLS
+select apply. Kernels are named "abs" ("filter" for the positivity filter).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .attention import ATTENTION, ATTENTION_VALUES, Attention
+from .attention import ATTENTION, ATTENTION_VALUES, SOFTMAX, Attention, _masked_to_zero
 from .bilinear import MATMUL, Bilinear
-from .elementwise import ADD, GATE, PRODUCT
+from .elementwise import ACTIVATION, ADD, GATE, PRODUCT
 from .layer_rules import CONV, LINEAR
 from .linear_maps import LinearMap
-from .pooling import AVGPOOL, SUM
+from .normalization import BATCHNORM, NORM
+from .pooling import AVGPOOL, MAXPOOL, SUM, MaxPool
 from .registry import rule
+from .reindex import REINDEX
 from .tensors import unbroadcast
 
+EPS = 1e-9  # the authors' stabiliser, in every denominator and in N1
 
-def unit(R: torch.Tensor, samples: int) -> torch.Tensor:
-    """R rescaled per sample (dim 0, or the leading block of a flattened batch) to Σ|R| = 1."""
+
+def n1(R: torch.Tensor, samples: int) -> torch.Tensor:
+    """N1: R / (Σ|R| + 1e-9) per sample (dim 0, or the leading block of a flattened batch)."""
     groups = R.reshape(samples, -1) if samples and R.numel() % samples == 0 else R.reshape(1, -1)
-    total = groups.abs().sum(-1, keepdim=True).clamp_min(torch.finfo(R.dtype).tiny)
-    return (groups / total).reshape(R.shape)
+    return (groups / (groups.abs().sum(-1, keepdim=True) + EPS)).reshape(R.shape)
 
 
-@rule((LINEAR, CONV, SUM, AVGPOOL), "abs", needs=("x",))
-def abs_layer(R, x, layer: LinearMap, out, *, epsilon: float = 1e-6, samples: int):
-    """R_x = x ⊙ Aᵀ(s; w) + |x| ⊙ Aᵀ(s; |w|) with s = R / (A(|x|; |w|) + |b| + eps), then unit-normalised."""
-    w, b = layer.weight, layer.bias
-    if w is None:  # sums and pools: nonnegative coefficients
-        s = R / (layer.forward(x.abs(), None, None).to(R.dtype) + epsilon)
-        return unit((x + x.abs()) * layer.adjoint(s, None), samples)
-    total = layer.forward(x.abs(), w.abs(), None if b is None else b.abs())
-    s = R / (total.to(R.dtype) + epsilon)
-    return unit(x * layer.adjoint(s, w) + x.abs() * layer.adjoint(s, w.abs()), samples)
+def nmax(R: torch.Tensor, samples: int) -> torch.Tensor:
+    """Nmax: R / (max|R| + 1e-9) per sample."""
+    groups = R.reshape(samples, -1)
+    return (groups / (groups.abs().amax(-1, keepdim=True) + EPS)).reshape(R.shape)
 
 
-@rule(ADD, "abs", needs=("terms",))
-def abs_add(R, terms, out, relevant, *, epsilon: float = 1e-6, samples: int):
-    """Each branch of a sum: (t + |t|)/(Σ|t| + eps)·R, normalised on its own (absLRP's residual rule)."""
-    total = sum(t.abs().to(R.dtype) for t in terms) + epsilon
+def _over(R: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """s = R / (|y| + 1e-9)."""
+    return R / (y.to(R.dtype).abs() + EPS)
+
+
+@rule((LINEAR, CONV), "abs", needs=("x", "out"), linear=False)
+def abs_layer(R, x, layer: LinearMap, out, *, samples: int):
+    """R_i = N1(Σ_j (x_i w_ij + |x_i||w_ij|) R_j / (|z_j| + 1e-9)), z the layer's output with its bias."""
+    s = _over(R, out)
+    x = x.to(R.dtype)
+    return n1(x * layer.adjoint(s, layer.weight) + x.abs() * layer.adjoint(s, layer.weight.abs()), samples)
+
+
+@rule((SUM, AVGPOOL), "abs", needs=("x", "out"), linear=False)
+def abs_pool(R, x, layer: LinearMap, out, *, samples: int):
+    """Sums and average pools: R_i = N1((x_i + |x_i|)/n · R_j / (|y_j| + 1e-9))."""
+    x = x.to(R.dtype)
+    return n1((x + x.abs()) * layer.adjoint(_over(R, out), None), samples)
+
+
+@rule(ADD, "abs", needs=("terms", "out"), linear=False)
+def abs_add(R, terms, out, relevant, *, samples: int):
+    """Each term of a sum (residual, tokens + positions): N1((t + |t|)·R / (|Σ t| + 1e-9))."""
+    s = _over(R, out)
     return [
-        unit(unbroadcast((t + t.abs()) * R / total, t.shape), samples) if rel else None
+        n1(unbroadcast((t + t.abs()).to(R.dtype) * s, t.shape), samples) if rel else None
         for t, rel in zip(terms, relevant, strict=True)
     ]
 
 
-def _product_abs(R, operands, relevant, epsilon, samples):
+def _product_abs(R, operands, relevant, samples):
     a, b = operands
     z = a * b
-    share = (z + z.abs()).to(R.dtype) * R / (z.abs().to(R.dtype) + epsilon)
+    share = (z + z.abs()).to(R.dtype) * _over(R, z)
     return [
-        unit(unbroadcast(share, op.shape), samples) if rel else None for op, rel in zip(operands, relevant, strict=True)
+        n1(unbroadcast(share, op.shape), samples) if rel else None for op, rel in zip(operands, relevant, strict=True)
     ]
 
 
-@rule(PRODUCT, "abs", needs=("operands",))
-def abs_product(R, operands, relevant, *, epsilon: float = 1e-6, samples: int):
-    """Both factors of a product get (z + |z|)/(|z| + eps)·R, each normalised."""
-    return _product_abs(R, operands, relevant, epsilon, samples)
+@rule(PRODUCT, "abs", needs=("operands",), linear=False)
+def abs_product(R, operands, relevant, *, samples: int):
+    """Both factors of a product: N1((z + |z|)·R / (|z| + 1e-9)), z = a·b."""
+    return _product_abs(R, operands, relevant, samples)
 
 
-@rule(GATE, "abs", needs=("operands",))
-def abs_gate(R, operands, relevant, gate: int, *, epsilon: float = 1e-6, samples: int):
+@rule(GATE, "abs", needs=("operands",), linear=False)
+def abs_gate(R, operands, relevant, gate: int, *, samples: int):
     """A gate is a product like any other for absLRP."""
-    return _product_abs(R, operands, relevant, epsilon, samples)
+    return _product_abs(R, operands, relevant, samples)
 
 
-def _bilinear_abs(R, a, b, product: Bilinear, epsilon, samples):
+def _bilinear_abs(R, a, b, out, product: Bilinear, samples):
     a, b = a.to(R.dtype), b.to(R.dtype)
-    s = R / (product.forward(a.abs(), b.abs()) + epsilon)
+    s = _over(R, out)
     ra = a * unbroadcast(product.adjoint_a(s, b), a.shape) + a.abs() * unbroadcast(
         product.adjoint_a(s, b.abs()), a.shape
     )
     rb = b * unbroadcast(product.adjoint_b(s, a), b.shape) + b.abs() * unbroadcast(
         product.adjoint_b(s, a.abs()), b.shape
     )
-    return unit(ra, samples), unit(rb, samples)
+    return n1(ra, samples), n1(rb, samples)
 
 
-@rule(MATMUL, "abs", needs=("a", "b"))
-def abs_matmul(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6, samples: int):
-    """Both operands of a matrix product get the absolute-magnitude rule, each normalised."""
-    return _bilinear_abs(R, a, b, product, epsilon, samples)
+@rule(MATMUL, "abs", needs=("a", "b", "out"), linear=False)
+def abs_matmul(R, a, b, out, product: Bilinear, *, samples: int):
+    """q·kᵀ and any product of two relevant matrices: R_a = N1(a ⊙ (s bᵀ) + |a| ⊙ (s |b|ᵀ)), s = R/(|ab| + 1e-9)."""
+    return _bilinear_abs(R, a, b, out, product, samples)
 
 
-@rule(ATTENTION_VALUES, "abs", needs=("a", "b"))
-def abs_attention_values(R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6, samples: int):
-    return _bilinear_abs(R, a, b, product, epsilon, samples)
+@rule(ATTENTION_VALUES, "abs", needs=("a", "b", "out"), linear=False)
+def abs_attention_values(R, a, b, out, product: Bilinear, probs_first: bool, *, samples: int):
+    """A·v: the same absolute rule for both operands."""
+    return _bilinear_abs(R, a, b, out, product, samples)
 
 
-@rule(ATTENTION, "abs", needs=("q", "k", "v", "mask", "out"))
-def abs_attention(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6, samples: int):
-    """SDPA: the absolute rule on p·v and on q·kᵀ, AttnLRP's softmax rule between them; q, k, v normalised.
+@rule(SOFTMAX, "abs", needs=("x", "out"), linear=False)
+def abs_softmax(R, x, out, dim: int, *, samples: int):
+    """Max and denominator detached (a diagonal Jacobian): N1((x ⊙ p + |x| ⊙ p~) ⊙ R / (p + 1e-9)),
+    p~ = softmax(|x|)."""
+    x = x.to(R.dtype)
+    p = out.to(R.dtype)
+    finite = torch.isfinite(x)
+    p_abs = torch.softmax(torch.where(finite, x.abs(), float("-inf")), dim)
+    return n1((_masked_to_zero(x) * p + torch.where(finite, x.abs(), 0.0) * p_abs) * R / (p + EPS), samples)
 
-    The probabilities are nonnegative, so on p·v: s = R/(p|v| + eps), R_v = (v + |v|) ⊙ pᵀs and
-    R_p = p ⊙ s(v + |v|)ᵀ. The softmax rule gives the logits logits ⊙ (R_p − p ΣR_p) (an additive mask
-    keeps its epsilon share), and on q·kᵀ: s' = R_logits/(|q||k|ᵀ + eps).
+
+@rule(ATTENTION, "abs", needs=("q", "k", "v", "mask", "out"), linear=False)
+def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int):
+    """Fused attention as the three rules above in turn: A·v, softmax, q·kᵀ (q scaled); q, k, v each N1.
+
+    The normalisations between them rescale each sample by one positive factor, which the rules after
+    are linear in and the final N1 removes: the blocks over query rows need no pass of their own.
     """
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))
     k = attention.repeat(attention.k.to(dtype))
+    s_out = _over(R, out)
     Rq = R.new_empty(attention.q.shape, dtype=dtype)
-    to_k, to_abs_k, to_v = (
-        R.new_zeros(k.shape, dtype=dtype),
-        R.new_zeros(k.shape, dtype=dtype),
-        R.new_zeros(v.shape, dtype=dtype),
-    )
-    for rows, keys, qb, probs, _ in attention.blocks(dtype):
-        vb, kb = v[..., keys, :], k[..., keys, :]
-        s_out = R[..., rows, :] / (probs @ vb.abs() + epsilon)
-        to_v[..., keys, :] += probs.mT @ s_out
-        R_probs = probs * (s_out @ (vb + vb.abs()).mT)
-        R_logits = (qb @ kb.mT) * (R_probs - probs * R_probs.sum(-1, keepdim=True))
-        s_qk = R_logits / (qb.abs() @ kb.abs().mT + epsilon)
+    to_k, to_abs_k = R.new_zeros(k.shape, dtype=dtype), R.new_zeros(k.shape, dtype=dtype)
+    to_v = R.new_zeros(v.shape, dtype=dtype)
+    for rows, keys, qb, probs, additive in attention.blocks(dtype):
+        vb, kb, sb = v[..., keys, :], k[..., keys, :], s_out[..., rows, :]
+        to_v[..., keys, :] += probs.mT @ sb  # probabilities are ≥ 0: |A| = A
+        R_probs = probs * (sb @ vb.mT) + probs * (sb @ vb.abs().mT)
+        logits = qb @ kb.mT
+        scores = logits if additive is None else logits + additive.to(dtype)
+        if not attention.is_causal and additive is None:
+            finite = torch.ones_like(scores, dtype=torch.bool)
+        else:
+            finite = probs > 0
+        p_abs = torch.softmax(torch.where(finite, scores.abs(), float("-inf")), -1).nan_to_num_(0.0)
+        R_logits = (torch.where(finite, scores, 0.0) * probs + torch.where(finite, scores.abs(), 0.0) * p_abs) * (
+            R_probs / (probs + EPS)
+        )
+        s_qk = R_logits / (logits.abs() + EPS)
         Rq[..., rows, :] = qb * (s_qk @ kb) + qb.abs() * (s_qk @ kb.abs())
         to_k[..., keys, :] += s_qk.mT @ qb
         to_abs_k[..., keys, :] += s_qk.mT @ qb.abs()
     Rk = k * to_k + k.abs() * to_abs_k
     Rv = (v + v.abs()) * to_v
     return (
-        unit(Rq, samples),
-        unit(attention.fold(Rk, attention.k), samples),
-        unit(attention.fold(Rv, attention.v), samples),
+        n1(Rq, samples),
+        n1(attention.fold(Rk, attention.k), samples),
+        n1(attention.fold(Rv, attention.v), samples),
         None,
     )
+
+
+@rule(NORM, "abs", needs=("x", "out"), linear=False)
+def abs_norm(R, x, layer, out, *, samples: int):
+    """Layer norm, statistics detached: N1((x ⊙ w/σ + |x| ⊙ |w|/σ~) ⊙ R / (|y| + 1e-9)), σ~ the statistic of |x|."""
+    x = x.to(R.dtype)
+    return n1((x * layer.gain(x) + x.abs() * layer.gain(x.abs(), absolute=True)) * _over(R, out), samples)
+
+
+@rule(BATCHNORM, "abs", needs=("x", "out"), linear=False)
+def abs_batchnorm(R, x, layer, out, *, samples: int):
+    """Eval batch norm on its own: N1((x γ/σ + |x| |γ|/σ) · R / (|y| + 1e-9))."""
+    x = x.to(R.dtype)
+    scale = layer.scale.to(R.dtype)
+    return n1((x * scale + x.abs() * scale.abs()) * _over(R, out), samples)
+
+
+@rule(ACTIVATION, "abs", needs=("x", "out"), linear=False)
+def abs_activation(R, x, out, slope, *, samples: int):
+    """Pointwise f: N1((x f'(x) + |x| f'(|x|)) ⊙ R / (|f(x)| + 1e-9)); without a known f' the identity."""
+    if slope is None:  # the identity rule: scalings, casts, functions the authors' models do not have
+        return R
+    x = x.to(R.dtype)
+    gain = x * slope(x) + x.abs() * slope(x.abs())
+    return n1(gain * _over(R, out), samples)
+
+
+@rule(MAXPOOL, "abs", needs=("x",), linear=False)
+def abs_maxpool(R, x, pool: MaxPool, *, samples: int):
+    """No division: N1(x ⊙ route_argmax(x)(R) + |x| ⊙ route_argmax(|x|)(R)) (after a ReLU: N1(2·y·R) at the winner)."""
+    x = x.to(R.dtype)
+    return n1(x * pool.to_winners(R) + x.abs() * pool.of(x.abs()).to_winners(R), samples)
+
+
+@rule(REINDEX, "filter", needs=("out",), linear=False)
+def positivity_filter(R, adjoint, out, *, samples: int):
+    """The authors' dropout, flatten and CLS select: N1((y + |y|)·R / (|y| + 1e-9)), then moved as the values were."""
+    y = out.to(R.dtype)
+    return adjoint(n1((y + y.abs()) * _over(R, y), samples))

@@ -43,6 +43,7 @@ class RuleCall:
     maps: int = 1
     vmapped: bool = False
     samples: int = 1
+    op: Any = None  # the ATen op the node calls (adapters serving several ops look facts up by it)
 
     def run(self, *inputs: Any) -> Any:
         """kernel(R, *inputs, **params)."""

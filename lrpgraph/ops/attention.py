@@ -92,18 +92,35 @@ class SoftmaxAdapter(Adapter):
 
 
 @rule(ATTENTION_VALUES, "uniform", needs=("a", "b", "out"), default=True)
-def attention_values_uniform(R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6):
+def attention_values_uniform(
+    R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6, sign_aware: bool = True
+):
     """AttnLRP: the uniform rule, as for any product of two relevant tensors."""
-    return uniform(R, a, b, out, product, epsilon=epsilon)
+    return uniform(R, a, b, out, product, epsilon=epsilon, sign_aware=sign_aware)
 
 
-@rule(ATTENTION_VALUES, "values", needs=("a", "b", "out"))
-def attention_values_only(R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6):
-    """CP-LRP: attention probabilities are constants; epsilon rule to the values, nothing to the scores."""
-    s = R / stabilize(out.to(R.dtype), epsilon)
+def _values(R, a, b, out, product: Bilinear, probs_first: bool, halves: int, epsilon: float, sign_aware: bool):
+    """Epsilon rule to the values only (the probabilities are constants): R/stab(halves·out) moved to v."""
+    s = R / stabilize(halves * out.to(R.dtype), epsilon, sign_aware)
     if probs_first:
         return None, b * unbroadcast(product.adjoint_b(s, a.to(s.dtype)), b.shape)
     return a * unbroadcast(product.adjoint_a(s, b.to(s.dtype)), a.shape), None
+
+
+@rule(ATTENTION_VALUES, "values", needs=("a", "b", "out"))
+def attention_values_only(
+    R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6, sign_aware: bool = True
+):
+    """CP-LRP: attention probabilities are constants; epsilon rule to the values, nothing to the scores."""
+    return _values(R, a, b, out, product, probs_first, 1, epsilon, sign_aware)
+
+
+@rule(ATTENTION_VALUES, "half-values", needs=("a", "b", "out"))
+def attention_half_values(
+    R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6, sign_aware: bool = True
+):
+    """PA-LRP's vision setting: the uniform rule's half for the values, the probabilities' half discarded."""
+    return _values(R, a, b, out, product, probs_first, 2, epsilon, sign_aware)
 
 
 class Attention:
@@ -191,13 +208,23 @@ class Attention:
 
 
 @rule(ATTENTION, "uniform", needs=("q", "k", "v", "mask", "out"), default=True)
-def attention_uniform(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
+def attention_uniform(
+    R,
+    attention: Attention,
+    out,
+    want_mask: bool,
+    *,
+    epsilon: float = 1e-6,
+    logit_epsilon: float | None = None,
+    sign_aware: bool = True,
+):
     """AttnLRP on SDPA: uniform rule on p·v, softmax rule, epsilon split with an additive mask, uniform on q·kᵀ.
 
     With f = R_p − p·ΣR_p (the softmax rule's factor), the scores get scores ⊙ f; the epsilon split
     of scores = logits + mask gives logits ⊙ f and mask ⊙ f, and the uniform rule on q·kᵀ divides
-    logits ⊙ f by 2·logits again. Those ratios cancel exactly, so the rule uses f/2 directly (the
-    stabiliser's limit), saving two passes over the score matrix and never dividing by −inf.
+    logits ⊙ f by 2·logits again. With `logit_epsilon` None those ratios cancel exactly (the
+    stabiliser's limit), so the rule uses f/2 directly, saving passes over the score matrix and never
+    dividing by −inf; with a number the q·kᵀ rule is stabilised by it as written.
     Returns (R_q, R_k, R_v, R_mask); R_mask only when `want_mask` (a mask that carries relevance).
     """
     dtype = R.dtype
@@ -208,28 +235,46 @@ def attention_uniform(R, attention: Attention, out, want_mask: bool, *, epsilon:
     Rv = R.new_zeros(v.shape, dtype=dtype)
     Rmask = R.new_zeros(attention.mask.shape, dtype=dtype) if want_mask else None
     for rows, keys, qb, probs, additive in attention.blocks(dtype):
-        s_out = R[..., rows, :] / stabilize(2 * out[..., rows, :].to(dtype), epsilon)
+        s_out = R[..., rows, :] / stabilize(2 * out[..., rows, :].to(dtype), epsilon, sign_aware)
         Rv[..., keys, :] += probs.mT @ s_out
         factor = (s_out @ v[..., keys, :].mT).mul_(probs)  # R_p, the relevance of the probabilities
         factor -= probs * factor.sum(-1, keepdim=True)
         del probs
         if Rmask is not None and additive is not None:
             _accumulate_mask(Rmask, _masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
-        half_q = qb * 0.5
-        Rq[..., rows, :] = (factor @ k[..., keys, :]).mul_(half_q)
-        Rk[..., keys, :] += factor.mT @ half_q
+        if logit_epsilon is None:
+            half = factor.mul_(0.5)
+        else:  # (logits ⊙ f) / stab(2·logits): the q·kᵀ rule with its own stabiliser
+            logits = qb @ k[..., keys, :].mT
+            half = factor.mul_(logits).div_(stabilize(2 * logits, logit_epsilon, sign_aware))
+        Rq[..., rows, :] = (half @ k[..., keys, :]).mul_(qb)
+        Rk[..., keys, :] += half.mT @ qb
     return Rq, attention.fold(k * Rk, attention.k), attention.fold(v * Rv, attention.v), Rmask
 
 
-@rule(ATTENTION, "values", needs=("q", "k", "v", "mask", "out"))
-def attention_values_sdpa(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6):
-    """CP-LRP on SDPA: the attention probabilities are constants; epsilon rule to the values only."""
+def _sdpa_values(R, attention: Attention, out, halves: int, epsilon: float, sign_aware: bool):
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))
     Rv = R.new_zeros(v.shape, dtype=dtype)
     for rows, keys, _, probs, _ in attention.blocks(dtype):
-        Rv[..., keys, :] += probs.mT @ (R[..., rows, :] / stabilize(out[..., rows, :].to(dtype), epsilon))
+        Rv[..., keys, :] += probs.mT @ (
+            R[..., rows, :] / stabilize(halves * out[..., rows, :].to(dtype), epsilon, sign_aware)
+        )
     return None, None, attention.fold(v * Rv, attention.v), None
+
+
+@rule(ATTENTION, "values", needs=("q", "k", "v", "mask", "out"))
+def attention_values_sdpa(R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6, sign_aware=True):
+    """CP-LRP on SDPA: the attention probabilities are constants; epsilon rule to the values only."""
+    return _sdpa_values(R, attention, out, 1, epsilon, sign_aware)
+
+
+@rule(ATTENTION, "half-values", needs=("q", "k", "v", "mask", "out"))
+def attention_half_values_sdpa(
+    R, attention: Attention, out, want_mask: bool, *, epsilon: float = 1e-6, sign_aware: bool = True
+):
+    """PA-LRP's vision setting on SDPA: the values get the uniform rule's half, the probabilities' half is discarded."""
+    return _sdpa_values(R, attention, out, 2, epsilon, sign_aware)
 
 
 def _accumulate_mask(Rmask: torch.Tensor, part: torch.Tensor, rows: slice, keys: slice, length: int) -> None:

@@ -27,9 +27,9 @@ class Bilinear:
 
 
 @rule(MATMUL, "uniform", needs=("a", "b", "out"), default=True)
-def uniform(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6):
+def uniform(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6, sign_aware: bool = True):
     """AttnLRP's uniform epsilon rule: each product term splits its share in half between a and b."""
-    s = R / stabilize(2 * out.to(R.dtype), epsilon)
+    s = R / stabilize(2 * out.to(R.dtype), epsilon, sign_aware)
     ra = a * unbroadcast(product.adjoint_a(s, b.to(s.dtype)), a.shape)
     rb = b * unbroadcast(product.adjoint_b(s, a.to(s.dtype)), b.shape)
     return ra, rb

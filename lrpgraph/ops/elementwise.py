@@ -8,6 +8,8 @@ and denominator) and "activation" (a pointwise function of one relevant tensor).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .adapter import Adapter, is_tensor
@@ -25,15 +27,15 @@ ACTIVATION = declare("activation", exact=True)
 
 
 @rule(ACTIVATION, "pass", default=True)
-def pass_through(R, x, out):
+def pass_through(R, x, out, slope):
     """Identity rule: a pointwise nonlinearity hands its relevance on unchanged (AttnLRP eq. 9)."""
     return R
 
 
 @rule(ADD, "norm", needs=("terms", "out"), default=True)
-def add_norm(R, terms, out, relevant, *, stabilizer: float = 1e-6):
+def add_norm(R, terms, out, relevant, *, stabilizer: float = 1e-6, sign_aware: bool = True):
     """Epsilon split of a sum: each term gets term/stab(sum)·R; non-relevant terms keep their share."""
-    s = R / stabilize(out.to(R.dtype), stabilizer)
+    s = R / stabilize(out.to(R.dtype), stabilizer, sign_aware)
     return [unbroadcast(t * s, t.shape) if rel else None for t, rel in zip(terms, relevant, strict=True)]
 
 
@@ -132,11 +134,44 @@ class ProductAdapter(Adapter):
 
 
 class PointwiseAdapter(Adapter):
-    """A pointwise function of its first argument (extra arguments are constants)."""
+    """A pointwise function of its first argument (extra arguments are constants).
+
+    Kernels get `slope(x)`, the function's derivative at x (None for functions without one in SLOPES).
+    """
 
     def __init__(self, activation: bool):
         super().__init__(ACTIVATION)
         self.gate_source = "activation" if activation else None
+
+    def apply(self, call):
+        derivative = SLOPES.get(call.op)
+        slope = None if derivative is None else (lambda x: derivative(x, call.args))
+        return {self.data: call.run(call.args[self.data], call.out, slope)}
+
+
+def _gelu_slope(x, args):
+    if args.get("approximate", "none") == "tanh":
+        c = math.sqrt(2 / math.pi)
+        inner = c * (x + 0.044715 * x**3)
+        t = torch.tanh(inner)
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+    return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+def _silu_slope(x, args):
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+# derivatives of activations, for rules that need f'(x) (absLRP): (x, the node's arguments) → f'(x)
+SLOPES = {
+    aten.relu.default: lambda x, a: (x > 0).to(x.dtype),
+    aten.gelu.default: _gelu_slope,
+    aten.silu.default: _silu_slope,
+    aten.sigmoid.default: lambda x, a: torch.sigmoid(x) * (1 - torch.sigmoid(x)),
+    aten.tanh.default: lambda x, a: 1 - torch.tanh(x) ** 2,
+    aten.leaky_relu.default: lambda x, a: torch.where(x > 0, 1.0, float(a.get("negative_slope", 0.01))).to(x.dtype),
+}
 
 
 register_ops(AddAdapter("add"), aten.add.Tensor, aten.add.Scalar)

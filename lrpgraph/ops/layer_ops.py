@@ -119,7 +119,8 @@ def _rowwise(call, x, build):
     if isinstance(call.R, RowSparse):
         index, R_rows = call.R.index, call.R.values
     else:
-        index = nonzero_rows(call.R, call.lead) if widening and not per_element and not call.vmapped else None
+        shortcut = widening and not per_element and not call.vmapped and call.kernel.linear
+        index = nonzero_rows(call.R, call.lead) if shortcut else None
         if index is None:
             return call.run(x, build(x), call.out)
         R_rows = take_rows(call.R, index, call.lead)

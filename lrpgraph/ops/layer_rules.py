@@ -33,9 +33,9 @@ def _alpha_beta(params: dict) -> None:
 
 
 @rule((*WEIGHTED, NORM, BATCHNORM), "epsilon", needs=("x", "out"), default=True)
-def epsilon(R, x, layer: LinearMap, out, *, epsilon: float = 1e-6):
+def epsilon(R, x, layer: LinearMap, out, *, epsilon: float = 1e-6, sign_aware: bool = True):
     """R_i = x_i Σ_j A_ij R_j / stab(z_j); the bias keeps its share."""
-    return x * layer.adjoint(divide(R, out, epsilon), layer.weight)
+    return x * layer.adjoint(divide(R, out, epsilon, sign_aware), layer.weight)
 
 
 @rule((SUM, AVGPOOL), "norm", needs=("x", "out"), default=True)

@@ -240,14 +240,25 @@ class FrozenScaleNorm(LinearMap):
         center: bool = True,
     ):
         super().__init__(x.shape)
-        self.reduce_dims, self.group_shape, self.center = list(reduce_dims), group_shape, center
+        self.reduce_dims, self.group_shape, self.center, self.eps = list(reduce_dims), group_shape, center, eps
+        self.inv_std = self._inverse_std(x)
+        self.affine_weight, self.bias = weight, bias
+
+    def _inverse_std(self, x: torch.Tensor) -> torch.Tensor:
         xg = self._group(x.to(torch.promote_types(x.dtype, torch.float32)))
-        if center:
+        if self.center:
             var = xg.var(dim=self.reduce_dims, unbiased=False, keepdim=True)
         else:
             var = xg.pow(2).mean(dim=self.reduce_dims, keepdim=True)
-        self.inv_std = torch.rsqrt(var + eps)
-        self.affine_weight, self.bias = weight, bias
+        return torch.rsqrt(var + self.eps)
+
+    def gain(self, t: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+        """weight / std(t) per element of t (|weight| when `absolute`): the norm's slope with its statistics held."""
+        scale = (torch.ones_like(self._group(t)) * self._inverse_std(t).to(t.dtype)).reshape(self.x_shape)
+        weight = self.affine_weight
+        if weight is None:
+            return scale
+        return scale * (weight.abs() if absolute else weight).to(t.dtype)
 
     def _group(self, t):
         return t.reshape(self.group_shape) if self.group_shape is not None else t

@@ -31,6 +31,13 @@ def layer_pass(R, x, layer, out):
     return R
 
 
+@rule(NORM, "epsilon-own", needs=("x", "out"))
+def epsilon_own(R, x, layer, out):
+    """The PA-LRP authors' norm rule: σ held, epsilon through the centring with the norm's own eps, additive:
+    g = (w/σ) ⊙ R/(y + eps), R_x = x ⊙ (g − mean g)."""
+    return x * layer.adjoint(R / (out.to(R.dtype) + layer.eps), None)
+
+
 def _channel_view(t: torch.Tensor | None, rank: int) -> torch.Tensor | None:
     return None if t is None else t.reshape([1, -1] + [1] * (rank - 2))
 

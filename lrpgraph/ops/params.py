@@ -17,11 +17,13 @@ import torch
 
 @dataclass(frozen=True)
 class Param:
-    """What a parameter means, and what values it takes: a real number ≥ `minimum`, or a bound."""
+    """What a parameter means, and what values it takes: a real number ≥ `minimum`, a bound, or a flag."""
 
     meaning: str
     minimum: float | None = 0.0
     tensor: bool = False  # a float, or a tensor broadcastable to the layer's input
+    flag: bool = False  # true or false
+    optional: bool = False  # None allowed (its documented default behaviour)
 
 
 PARAMS: dict[str, Param] = {
@@ -32,6 +34,11 @@ PARAMS: dict[str, Param] = {
     "beta": Param("weight of negative contributions (αβ)"),
     "low": Param("lowest value the input can take (z^B)", minimum=None, tensor=True),
     "high": Param("highest value the input can take (z^B)", minimum=None, tensor=True),
+    "sign_aware": Param("stabilise as z + ε·sign(z) (Zennit, LXT) rather than z + ε (the PA-LRP authors)", flag=True),
+    "logit_epsilon": Param(
+        "stabiliser of the q·kᵀ product inside fused attention (None: its limit ε → 0, which needs no pass of its own)",
+        optional=True,
+    ),
 }
 
 
@@ -45,7 +52,11 @@ def check_declared(where: str, params: dict[str, Any]) -> None:
 def validate(name: str, value: Any) -> Any:
     """The value, normalised (numbers → float); ValueError saying what is wrong with it."""
     spec = PARAMS.get(name)
-    if spec is None:
+    if spec is None or (spec.optional and value is None):
+        return value
+    if spec.flag:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, not {value!r}")
         return value
     if spec.tensor and isinstance(value, torch.Tensor):
         if not value.is_floating_point() or not bool(torch.isfinite(value).all()):

@@ -37,6 +37,10 @@ class MaxPool:
             op = aten.max_pool2d_with_indices if d == 2 else aten.max_pool3d_with_indices
             self.indices = op(self.x, *self.window)[1]
 
+    def of(self, x: torch.Tensor) -> MaxPool:
+        """The same pooling over another input (its own winners)."""
+        return MaxPool(x, self.dims, self.adaptive, self.args)
+
     def to_winners(self, R: torch.Tensor) -> torch.Tensor:
         R = R.unsqueeze(-2) if self.dims == 1 else R
         x = self.x.to(R.dtype)
@@ -71,7 +75,7 @@ class MaxPoolAdapter(Adapter):
     def apply(self, call):
         R = call.R[0] if isinstance(call.R, list) else call.R  # *_with_indices: the values output only
         pool = MaxPool(call.args["self"], self.dims, self.adaptive, call.args)
-        return {"self": call.kernel.fn(R, call.args["self"], pool, **call.params)}
+        return {"self": call.run_on(R, call.args["self"], pool)}
 
 
 class MaxAdapter(Adapter):
@@ -91,7 +95,7 @@ class MaxAdapter(Adapter):
         dim = call.args.get("dim")
         dims = list(range(x.dim())) if dim is None or dim == [] else [d % max(x.dim(), 1) for d in _as_dims(dim)]
         kept = [1 if d in dims else n for d, n in enumerate(x.shape)]
-        return {"self": call.kernel.fn(R.reshape(kept), x, out.reshape(kept), dims, **call.params)}
+        return {"self": call.run_on(R.reshape(kept), x, out.reshape(kept), dims)}
 
 
 def _reduction(mean: bool):

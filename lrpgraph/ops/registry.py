@@ -49,6 +49,7 @@ class Kernel:
     params: dict[str, Any]  # keyword parameter → default (inspect.Parameter.empty when required)
     check: Callable[[dict[str, Any]], None] | None = None  # relations between parameters (e.g. low < high)
     context: frozenset[str] = frozenset()  # facts of the call it takes as keywords (CONTEXT), not parameters
+    linear: bool = True  # linear in R: may run on a few rows of R, or on K relevance maps at once
 
     def bind(self, values: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments this kernel takes from `values`, defaults filled in."""
@@ -94,11 +95,13 @@ def rule(
     needs: Iterable[str] = (),
     default: bool = False,
     check: Callable[[dict[str, Any]], None] | None = None,
+    linear: bool = True,
 ):
     """Register a kernel under `name` for one or several op classes.
 
     Its keyword-only parameters are the rule's parameters; each must be declared in `params.py`
-    (type and range), and `check(bound params)` may test relations between them.
+    (type and range), and `check(bound params)` may test relations between them. `linear=False` for
+    kernels that are not linear in R (they normalise it): they always see all of R, one map at a time.
     """
     classes = [op_classes] if isinstance(op_classes, OpClass) else list(op_classes)
 
@@ -110,7 +113,9 @@ def rule(
         for op_class in classes:
             if CLASSES.get(op_class.name) is not op_class:
                 raise RuntimeError(f"op class '{op_class.name}' is not declared")
-            KERNELS[op_class.name][name] = Kernel(op_class.name, name, fn, frozenset(needs), params, check, context)
+            KERNELS[op_class.name][name] = Kernel(
+                op_class.name, name, fn, frozenset(needs), params, check, context, linear
+            )
             if default:
                 DEFAULTS[op_class.name] = name
         return fn

@@ -25,7 +25,7 @@ REINDEX = declare("reindex", exact=True)
 
 
 @rule(REINDEX, "exact", default=True)
-def exact(R, adjoint):
+def exact(R, adjoint, out):
     """Relevance moves back exactly as the values moved forward (the op's adjoint)."""
     return adjoint(R)
 
@@ -42,14 +42,19 @@ class ReindexAdapter(Adapter):
         reads_output: bool = False,
         conserving: bool = True,
         shape_only: tuple[str, ...] = (),
+        lead_free: bool = False,
     ):
         super().__init__(REINDEX)
         self.adjoint, self.always, self.reads_output, self.shape_only = adjoint, always, reads_output, shape_only
+        self.lead_free = lead_free  # the adjoint works on R with leading relevance maps as it is
         self.conserving = conserving  # False where outputs can come from constants (padding, filling, masking)
 
+    def batched(self, op_class):
+        return self.lead_free
+
     def needs(self, op_class, kernel, args, relevant):
-        names, _ = super().needs(op_class, kernel, args, relevant)
-        return names, self.reads_output
+        names, out = super().needs(op_class, kernel, args, relevant)
+        return names, out or self.reads_output
 
     def conserves(self, args, relevant):
         """All it receives moves on when the op copies only values and every float operand is relevant."""
@@ -62,8 +67,8 @@ class ReindexAdapter(Adapter):
 
     def apply(self, call):
         if self.reads_output:
-            return call.run(lambda r: self.adjoint(r, call.args, call.out))
-        return call.run(lambda r: self.adjoint(r, call.args))
+            return call.run(lambda r: self.adjoint(r, call.args, call.out), call.out)
+        return call.run(lambda r: self.adjoint(r, call.args), call.out)
 
 
 def _zeros(R: torch.Tensor, shape) -> torch.Tensor:
@@ -143,6 +148,12 @@ def _split_sizes(total: int, a) -> list[int]:
         return list(a["split_sizes"])
     size = a["split_size"]
     return [min(size, total - i) for i in range(0, total, size)]
+
+
+def _dropout(R, a):
+    if a.get("train"):
+        raise ValueError("dropout in training mode: the model is explained in eval mode")
+    return {"input": R}
 
 
 def _chunk(R, a):
@@ -311,9 +322,10 @@ register_ops(ReindexAdapter(_cat), aten.cat.default, aten.concat.default)
 register_ops(ReindexAdapter(_stack), aten.stack.default)
 register_ops(ReindexAdapter(_split), aten.split.Tensor, aten.split_with_sizes.default, aten.unsafe_split.Tensor)
 register_ops(ReindexAdapter(_chunk), aten.chunk.default)
+register_ops(ReindexAdapter(_dropout), aten.dropout.default)
 register_ops(ReindexAdapter(_numpy_t), aten.numpy_T.default)
 register_ops(ReindexAdapter(_unbind), aten.unbind.int)
-register_ops(ReindexAdapter(_getitem), operator.getitem)
+register_ops(ReindexAdapter(_getitem, lead_free=True), operator.getitem)
 register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default)
 register_ops(ReindexAdapter(_roll), aten.roll.default)
 register_ops(ReindexAdapter(_flip), aten.flip.default)

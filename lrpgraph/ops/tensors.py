@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 
 
-def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """z + eps·sign(z) with sign(0) = +1, as Zennit's stabilizer: safe to divide by."""
+def stabilize(z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Tensor:
+    """z + eps·sign(z) with sign(0) = +1 (Zennit's stabilizer: safe to divide by); or z + eps (additive)."""
+    if not sign_aware:
+        return z + eps
     return (z >= 0).to(z.dtype).mul_(2 * eps).sub_(eps).add_(z)
 
 
-def divide(r: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
+def divide(r: torch.Tensor, z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Tensor:
     """r / stab(z), in the relevance's precision (a bfloat16 z is widened first)."""
-    return r / stabilize(z.to(torch.promote_types(z.dtype, r.dtype)), eps)
+    return r / stabilize(z.to(torch.promote_types(z.dtype, r.dtype)), eps, sign_aware)
 
 
 def nonzero_rows(R: torch.Tensor, lead: int = 0) -> torch.Tensor | None:

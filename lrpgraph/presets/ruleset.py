@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .. import ops as _registered  # noqa: F401 - fills the registry
+from ..capture.fingerprint import token
 from ..errors import RuleSetError
 from ..ops.params import validate
 from ..ops.registry import DEFAULTS, KERNELS, OPS, Kernel, kernel
@@ -32,7 +33,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 RuleSpec = str | Mapping[str, Any]
-_SECTIONS = frozenset({"description", "params", "rules", "first", "override", "name", "positional", "strict"})
+_SECTIONS = frozenset({"description", "params", "rules", "first", "override", "name", "positional", "strict", "method"})
+SEEDS = ("value", "one-hot")  # a class id seeds the output's value there, or 1
+CONTRASTIVE = ("seed", "passes")  # contrastive=True: one pass with e_t − mean of the others, or Nmax(P − Q) of two
 _EMPTY = inspect.Parameter.empty
 
 
@@ -77,6 +80,9 @@ class RuleSet:
     description: str = ""
     positional: str | None = None  # PA-LRP: "abs" or "signed" positional relevance; None: positions are constants
     strict: bool = False  # every op class a node needs must be listed (methods that cover only some ops)
+    seed: str = "value"  # what a class id seeds: the output's value there, or "one-hot" 1
+    contrastive: str = "seed"  # contrastive=True: one pass ("seed"), or two normalised passes, Nmax(P − Q)
+    fold_batchnorm: bool = True  # merge eval batch norm into the layer before it (Zennit's canonizer)
 
     def __post_init__(self):
         for field_name in ("rules", "params", "first"):
@@ -88,6 +94,11 @@ class RuleSet:
             raise RuleSetError(f"RuleSet overrides must be a list, not {type(self.overrides).__name__}")
         if self.positional not in (None, "abs", "signed"):
             raise RuleSetError(f"positional must be 'abs', 'signed' or absent, not {self.positional!r}")
+        if self.seed not in SEEDS or self.contrastive not in CONTRASTIVE or not isinstance(self.fold_batchnorm, bool):
+            raise RuleSetError(
+                f"rule set '{self.name}': [method] seed must be one of {SEEDS}, contrastive one of {CONTRASTIVE}, "
+                f"fold_batchnorm true or false; got {self.seed!r}, {self.contrastive!r}, {self.fold_batchnorm!r}"
+            )
         self.overrides = [o if isinstance(o, Override) else _override(o) for o in self.overrides]
         for table in [self.rules, self.first, *(o.rules for o in self.overrides)]:
             for key, spec in table.items():
@@ -164,6 +175,12 @@ class RuleSet:
                     names.update(k.params)
         return names
 
+    def seed_style(self, contrastive: bool) -> str:
+        """What a class id seeds (targets.STYLES): the method's seed, or its kind of contrastive seed."""
+        if contrastive:
+            return "passes" if self.contrastive == "passes" else "contrastive"
+        return self.seed
+
     def with_params(self, **overrides: Any) -> RuleSet:
         """A copy with shared parameters replaced (each name must be taken by one of its rules).
 
@@ -225,7 +242,7 @@ class RuleSet:
 
         def plain(value: Any) -> Any:
             if isinstance(value, torch.Tensor):
-                return ("tensor", id(value), tuple(value.shape), value._version)
+                return ("tensor", token(value), tuple(value.shape), value._version)
             if isinstance(value, Mapping):
                 return tuple(sorted((k, plain(v)) for k, v in value.items()))
             if isinstance(value, (list, tuple)):
@@ -234,7 +251,11 @@ class RuleSet:
                 return (value.module, value.type, plain(value.rules))
             return value
 
-        return repr(plain((self.rules, self.params, self.first, self.overrides, self.positional, self.strict)))
+        return repr(
+            plain(
+                (self.rules, self.params, self.first, self.overrides, self.positional, self.strict, self.fold_batchnorm)
+            )
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str = "custom") -> RuleSet:
@@ -255,6 +276,7 @@ class RuleSet:
             description=str(data.get("description", "")),
             positional=dict(data.get("positional", {})).get("mode") if "positional" in data else None,
             strict=bool(data.get("strict", False)),
+            **_method(data, name),
         )
 
     @classmethod
@@ -265,6 +287,15 @@ class RuleSet:
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise RuleSetError(f"cannot read preset file {path}: {error}") from None
         return cls.from_dict(data, name=path.stem)
+
+
+def _method(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The [method] table: seed, contrastive, fold_batchnorm — how the method is run beyond its rules."""
+    method = _table(data, "method", name)
+    extra = sorted(set(method) - {"seed", "contrastive", "fold_batchnorm"})
+    if extra:
+        raise RuleSetError(f"preset '{name}': [method] takes seed, contrastive and fold_batchnorm, not {extra}")
+    return method
 
 
 def _table(data: Mapping[str, Any], key: str, name: str) -> dict[str, Any]:

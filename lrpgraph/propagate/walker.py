@@ -122,13 +122,22 @@ class Walker:
 
     def rule_call(self, step: Step, R: Any) -> RuleCall:
         """The arguments the rule reads resolved (held, offloaded or recomputed), the rest as shape stand-ins."""
-        if isinstance(R, RowSparse) and not step.adapter.row_sparse(step.op_class):
+        if isinstance(R, RowSparse) and not (step.adapter.row_sparse(step.op_class) and step.kernel.linear):
             R = R.dense()
         reads = set(step.reads)
         args = {name: self._resolve(value, reads) for name, value in step.args.items()}
         out = self.store.get(step.node) if step.needs_out else self.store.stand_in(step.node)
         return RuleCall(
-            step.op_class, step.kernel, step.choice.params, R, args, out, step.relevant, step.role, samples=self.samples
+            step.op_class,
+            step.kernel,
+            step.choice.params,
+            R,
+            args,
+            out,
+            step.relevant,
+            step.role,
+            samples=self.samples,
+            op=step.node.target,
         )
 
     def free(self, node: fx.Node) -> None:
@@ -164,7 +173,7 @@ class BatchedWalker(Walker):
 
     def call_rule(self, step: Step, R: Any) -> list[Any]:
         call = dataclasses.replace(self.rule_call(step, R), maps=_maps(R))
-        if step.adapter.batched(step.op_class):
+        if step.adapter.batched(step.op_class) and step.kernel.linear:
             return _per_receiver(step, step.adapter.apply(dataclasses.replace(call, lead=1)))
         return self._vmapped(step, call)
 

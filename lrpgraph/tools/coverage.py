@@ -64,11 +64,12 @@ def coverage(
 ) -> CoverageReport:
     """Trace `model` on `inputs` and report, per op and rule, which nodes carrying relevance have a rule."""
     started = time.perf_counter()
-    model_trace = traced(model, *prepare_call(model, inputs))
+    ruleset = resolve(rules)
+    model_trace = traced(model, *prepare_call(model, inputs)).for_rules(ruleset)
     trace_seconds = time.perf_counter() - started
     graph = model_trace.graph
     out_node = graph.outputs[output_index(graph, output)]
-    plan = build_plan(graph, model_trace.analysis, out_node, resolve(rules), fallback="absorb")
+    plan = build_plan(graph, model_trace.analysis, out_node, ruleset, fallback="absorb")
     calls = [n for n in graph.nodes if n.op == "call_function"]
     by_op = Counter(op_name(n) for n in plan.steps)
     missing: dict[str, MissingOp] = {}

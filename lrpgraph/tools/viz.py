@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..api.positional import paint
+
 _MARKERS = ("Ġ", "▁", "Ċ")
 
 
@@ -73,10 +75,9 @@ def tokens_html(rows: Sequence[tuple[str, Sequence[str], torch.Tensor]], title: 
 
 
 def patches_to_pixels(per_patch: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
-    """Paint per-patch values [B, N] (row-major patches) back onto pixels [B, H, W]."""
-    grid = image_size // patch_size
-    values = per_patch.reshape(per_patch.shape[0], grid, grid)
-    return values.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
+    """Per-patch relevance [B, N] (row-major) spread evenly over its pixels [B, H, W]: each of a patch's p²
+    pixels gets 1/p² of it, so sums are kept (PA-LRP's vision map)."""
+    return paint(per_patch, image_size, image_size, patch_size) / patch_size**2
 
 
 def image_heatmap(image: torch.Tensor, relevance: torch.Tensor, path: str | Path, title: str = "") -> Path:
