@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers
 from models import vgg_like
+from reference_models import models
 
 import lrpgraph
 
@@ -46,6 +47,7 @@ def names():
         "t3": rome,
         "bf16_model": copy.deepcopy(model).to(torch.bfloat16),
         "cnn": vgg_like(),
+        "vit": models()[1],
         "images": torch.randn(2, 3, 16, 16, dtype=torch.float64),
         "labels": torch.tensor([1, 4]),
         "mask": mask,
