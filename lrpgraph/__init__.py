@@ -11,10 +11,12 @@ propagate/ (plan, schedule, store, forward, walker), api/ (explain), tools/ and 
 
 import sys
 
+from . import integrations
 from .api import seeds
 from .api.explain import explain
 from .api.explanation import Conservation, Explanation
 from .api.many import ExplainManyError, explain_many
+from .api.saved import load
 from .api.targets import Targets
 from .api.traced import clear_cache, trace
 from .errors import (
@@ -53,6 +55,8 @@ __all__ = [
     "coverage",
     "explain",
     "explain_many",
+    "integrations",
+    "load",
     "preset",
     "preset_names",
     "seeds",

@@ -125,3 +125,15 @@ def test_cli_coverage_of_a_user_zoo_file(tmp_path):
     result = run("coverage", "--zoo", str(zoo), "--format", "md")
     assert result.returncode == 0, result.stderr
     assert "| " + str(folder) + " | user |" in result.stdout
+
+
+def test_cli_coverage_is_offline_for_hub_ids(tmp_path):
+    zoo = tmp_path / "zoo.txt"
+    zoo.write_text("some-org/not-cached-anywhere\n")
+    env = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lrpgraph", "coverage", "--zoo", str(zoo)], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 1
+    assert "is not a local folder nor in the HuggingFace cache, and the hub is offline" in result.stdout
+    assert "| **total** (1) | | 0 | 0 | — |" in result.stdout

@@ -51,6 +51,15 @@ def test_each_result_equals_its_own_explain(name, request, monkeypatch):
         assert (ex.relevance["input_ids"] - alone.relevance["input_ids"]).abs().max() <= 1e-6 * scale
         torch.testing.assert_close(ex.output, alone.output)
         torch.testing.assert_close(ex.conservation.seed, alone.conservation.seed)
+        parts, own = ex.conservation.where_it_went(), alone.conservation.where_it_went()
+        assert sum(parts.values()) == pytest.approx(float(ex.conservation.seed.sum()), rel=1e-9)
+        absorbed = {k: v for k, v in parts.items() if k not in ex.relevance}
+        own_absorbed = {k: v for k, v in own.items() if k not in ex.relevance}
+        assert set(absorbed) <= {*own_absorbed, "mixed"}  # the batch's one category, or "mixed"
+        assert sum(absorbed.values()) == pytest.approx(sum(own_absorbed.values()), rel=1e-6, abs=1e-12)
+    single = lrpgraph.explain_many(model, corpus[:2], target=targets[:2], rules="attnlrp", batch_size=1)
+    own = lrpgraph.explain(model, {"input_ids": corpus[1]["input_ids"][None]}, target=targets[1], rules="attnlrp")
+    assert single[1].conservation.absorbed == pytest.approx(own.conservation.absorbed, rel=1e-9)
 
 
 def test_images_and_an_empty_corpus():

@@ -1,5 +1,7 @@
 """HuggingFace ergonomics: token targets, explicit positions, outputs by name, latent relevance, padding."""
 
+import warnings
+
 import pytest
 import torch
 import transformers
@@ -103,3 +105,15 @@ def test_eager_attention_and_sdpa_give_the_same_relevance(name, method):
         model.set_attn_implementation("sdpa")
     assert any(k.startswith("attention_values:") for k in manual.stats["rules"])
     torch.testing.assert_close(fused.relevance["input_ids"], manual.relevance["input_ids"], rtol=1e-4, atol=1e-7)
+
+
+def test_tokenizer_token_type_ids_are_left_out_for_models_without_them(llama):
+    model, inputs = llama
+    batch = transformers.BatchEncoding({**inputs, "token_type_ids": torch.zeros_like(inputs["input_ids"])})
+    lrpgraph.clear_cache(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # traced with dynamic shapes: no "traced again for every shape" warning
+        ex = lrpgraph.explain(model, batch, target=17, rules="attnlrp")
+    plain = lrpgraph.explain(model, inputs, target=17, rules="attnlrp")
+    assert list(ex.relevance) == list(plain.relevance)
+    torch.testing.assert_close(ex.relevance["input_ids"], plain.relevance["input_ids"])

@@ -3,8 +3,11 @@ assembled from one walk."""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +30,8 @@ class Conservation:
 
     `absorbed` holds what rules did not pass on: "bias" (biases and parameter terms of sums),
     "constants" (constant operands: masks, position tables, scalars), "rules" (stabilisers and
-    non-conservative rules such as flat, z^B, alpha-beta) and "fallback" (explicit fallbacks).
+    non-conservative rules such as flat, z^B, alpha-beta) and "fallback" (explicit fallbacks); a result of
+    `explain_many` holds its own sample's share, under "mixed" when its batch absorbed in several categories.
     """
 
     seed: torch.Tensor
@@ -49,6 +53,16 @@ class Conservation:
     def error(self) -> torch.Tensor:
         """seed − (inputs + positions) per sample, relative to |seed|: 0 for a conserving explanation."""
         return (self.seed - self.accounted) / self.seed.abs().clamp_min(1e-30)
+
+    def where_it_went(self) -> dict[str, float]:
+        """The seed's relevance split over where it ended, in totals over the batch (and targets): each input,
+        "positions" (PA-LRP), and what rules absorbed ("bias", "constants", "rules", "fallback"); the parts
+        sum to the seed. A preset that does not conserve by design shows it here, not as an error."""
+        parts = {name: float(r.sum()) for name, r in self.inputs.items()}
+        if self.positional is not None:
+            parts["positions"] = float(self.positional.sum())
+        parts.update({k: v for k, v in sorted(self.absorbed.items()) if v != 0.0})
+        return parts
 
     def __repr__(self) -> str:
         inputs = ", ".join(f"{k}={v.sum().item():.6g}" for k, v in self.inputs.items())
@@ -83,6 +97,27 @@ class Explanation:
         """The relevance placed on the output, as a dense tensor shaped like the output ([K, …] for K targets)."""
         seed = self.seed_relevance
         return seed.dense() if hasattr(seed, "dense") else seed
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this explanation to a .safetensors file that `lrpgraph.load` reads back (no pickle)."""
+        from .saved import save
+
+        return save(self, path)
+
+    def show(self, tokens: Sequence[str] | None = None, sample: int = 0) -> Any:
+        """Heatmap of one sample: HTML in a notebook, coloured text (or an image) in a terminal.
+
+        tokens: the input's token strings (for token ids); without them tokens are shown by position.
+        """
+        from ..tools.viz import show  # the drawing lives with the other tools; the API only hands over
+
+        return show(self, tokens, sample)
+
+    def _repr_html_(self) -> str:
+        """Notebooks display an explanation as the heatmap of its first sample."""
+        from ..tools.viz import explanation_html
+
+        return explanation_html(self)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.relevance.items())

@@ -172,7 +172,7 @@ def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> 
     conservation = Conservation(
         seed=c.seed[row : row + 1],
         inputs={k: v[row : row + 1] for k, v in c.inputs.items()},
-        absorbed=dict(c.absorbed),  # totals over the batch it was explained in
+        absorbed=_absorbed(c, row),
         positional=None if c.positional is None else c.positional[row : row + 1],
     )
     return replace(
@@ -185,6 +185,18 @@ def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> 
         positional=cut(ex.positional) if isinstance(ex.positional, torch.Tensor) else ex.positional,
         combined=cut(ex.combined) if isinstance(ex.combined, torch.Tensor) else ex.combined,
     )
+
+
+def _absorbed(c: Conservation, row: int) -> dict[str, float]:
+    """Sample `row`'s absorbed relevance (the walk books totals per batch): exactly seed − inputs − positions,
+    under the batch's one category, or "mixed" when the batch's absorption fell in several (explain_many with
+    batch_size=1 splits it)."""
+    if c.seed.shape[0] == 1:
+        return dict(c.absorbed)
+    booked = [k for k, v in c.absorbed.items() if v != 0.0]
+    if not booked:
+        return {}
+    return {booked[0] if len(booked) == 1 else "mixed": float(c.seed[row] - c.accounted[row])}
 
 
 def _progress(batches: list, progress: bool | None) -> Sequence:

@@ -27,11 +27,18 @@ def as_call(inputs: Any) -> tuple[tuple, dict]:
 
 
 def prepare_call(model: torch.nn.Module, inputs: Any) -> tuple[tuple, dict]:
-    """(args, kwargs) for the model's forward; asks models that can return caches not to."""
+    """(args, kwargs) for the model's forward; asks models that can return caches not to, and leaves out the
+    token_type_ids a tokenizer adds for a model whose forward has no such parameter."""
     args, kwargs = as_call(inputs)
+    if _tokenizer_output(inputs) and "token_type_ids" in kwargs and not _accepts(model, "token_type_ids"):
+        del kwargs["token_type_ids"]  # a tokenizer's habit the model does not read (it would land in **kwargs)
     if "use_cache" not in kwargs and _accepts(model, "use_cache"):
         kwargs["use_cache"] = False
     return args, kwargs
+
+
+def _tokenizer_output(inputs: Any) -> bool:
+    return type(inputs).__name__ == "BatchEncoding"
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:

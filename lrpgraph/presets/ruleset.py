@@ -9,6 +9,7 @@ the op's own name (e.g. "aten.linear.default"), its op class ("linear"), the op 
 from __future__ import annotations
 
 import copy
+import difflib
 import fnmatch
 import importlib.resources
 import inspect
@@ -342,7 +343,9 @@ def preset(name: str, **params: Any) -> RuleSet:
     else:
         resource = importlib.resources.files("lrpgraph.presets.tables") / f"{name}.toml"
         if not resource.is_file():
-            raise RuleSetError(f"unknown preset '{name}'; shipped presets: {', '.join(preset_names())}")
+            close = difflib.get_close_matches(name, preset_names(), n=1)
+            guess = f"did you mean '{close[0]}'? " if close else ""
+            raise RuleSetError(f"unknown preset '{name}'; {guess}shipped presets: {', '.join(preset_names())}")
         ruleset = RuleSet.from_dict(tomllib.loads(resource.read_text()), name=name)
     return ruleset.with_params(**params) if params else ruleset
 

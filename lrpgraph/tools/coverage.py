@@ -146,16 +146,17 @@ def markdown(rows: list[ZooRow], rules: str) -> str:
     ]
     for r in rows:
         ok = "yes" if r.explained else ("no: " + r.error if r.error else "no")
+        share = f"{100 * r.covered:.2f}%" if r.nodes else "—"  # not traced: nothing to cover
         lines.append(
-            f"| {r.name} | {r.family} | {r.nodes} | {r.relevant} | {100 * r.covered:.2f}% | {r.trace_seconds:.2f} | "
+            f"| {r.name} | {r.family} | {r.nodes} | {r.relevant} | {share} | {r.trace_seconds:.2f} | "
             f"{r.explain_seconds:.2f} | {ok} | {', '.join(r.missing) or '—'} |"
         )
     relevant = sum(r.relevant for r in rows)
     covered = sum(r.covered * r.relevant for r in rows)
     explained = sum(r.explained for r in rows)
-    share = 100 * covered / relevant if relevant else 100.0
+    share = f"{100 * covered / relevant:.2f}%" if relevant else "—"
     lines.append(
-        f"| **total** ({len(rows)}) | | {sum(r.nodes for r in rows)} | {relevant} | {share:.2f}% | "
+        f"| **total** ({len(rows)}) | | {sum(r.nodes for r in rows)} | {relevant} | {share} | "
         f"{sum(r.trace_seconds for r in rows):.1f} | {sum(r.explain_seconds for r in rows):.1f} | "
         f"{explained}/{len(rows)} | |"
     )
@@ -164,7 +165,12 @@ def markdown(rows: list[ZooRow], rules: str) -> str:
 
 def add_command(sub: Any) -> None:
     parser = sub.add_parser("coverage", help="coverage of a model zoo: nodes with a rule, and end-to-end explain")
-    parser.add_argument("--zoo", type=Path, help="file of HuggingFace model ids or local folders, one per line")
+    parser.add_argument(
+        "--zoo",
+        type=Path,
+        help="file of HuggingFace model ids or local folders, one per line (configs only; offline unless "
+        "HF_HUB_OFFLINE=0)",
+    )
     parser.add_argument("--only", nargs="+", help="names of built-in zoo architectures to run")
     parser.add_argument("--rules", default="attnlrp", help="preset (default: attnlrp)")
     parser.add_argument("--format", choices=("md", "json"), default="md")

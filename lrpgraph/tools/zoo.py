@@ -6,6 +6,7 @@ and model class, the config's size arguments, and the kind of inputs the model t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -384,7 +385,15 @@ class ConfigEntry:
         import transformers
 
         torch.manual_seed(seed)
-        config = transformers.AutoConfig.from_pretrained(self.name)
+        try:
+            config = transformers.AutoConfig.from_pretrained(self.name)
+        except OSError:
+            if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+                raise
+            raise OSError(
+                f"'{self.name}' is not a local folder nor in the HuggingFace cache, and the hub is offline "
+                "(HF_HUB_OFFLINE=1; unset it to download configs)"
+            ) from None
         _, loader = auto_class(config)
         model = loader.from_config(config).eval()
         kind = (

@@ -1,0 +1,96 @@
+"""Explanations on disk: tensors in safetensors, everything else as JSON in its header — no pickle, so a
+file from anyone can be loaded without running code."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from .explanation import Conservation, Explanation
+
+FORMAT = "lrpgraph.explanation/1"
+_GROUPS = ("relevance", "latent", "conservation.inputs")
+_SINGLE = ("output", "seed", "conservation.seed", "conservation.positional", "positional", "combined")
+
+
+def save(ex: Explanation, path: str | os.PathLike) -> Path:
+    """Write `ex` to `path` (a .safetensors file); the seed is stored dense."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for group, values in zip(_GROUPS, (ex.relevance, ex.latent, ex.conservation.inputs), strict=True):
+        for name, value in values.items():
+            tensors[f"{group}/{name}"] = value
+    singles = (ex.output, ex.seed, ex.conservation.seed, ex.conservation.positional, ex.positional, ex.combined)
+    for name, value in zip(_SINGLE, singles, strict=True):
+        if value is not None:
+            tensors[name] = value
+    header = {
+        "format": FORMAT,
+        "rules": ex.rules,
+        "absorbed": ex.conservation.absorbed,
+        "fallbacks": ex.fallbacks,
+        "stats": ex.stats,
+    }
+    try:
+        metadata = {"lrpgraph": json.dumps(header)}
+    except TypeError as error:
+        raise InputError(f"this explanation's stats or fallbacks are not JSON: {error}") from None
+    path = Path(path)
+    save_file({k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}, str(path), metadata=metadata)
+    return path
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Explanation:
+    """An Explanation written by `Explanation.save`, its tensors on `device`."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"path {str(path)!r} is not a file")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            header = (f.metadata() or {}).get("lrpgraph")
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
+    except SafetensorError as error:
+        raise InputError(f"{path} is not a safetensors file: {error}") from None
+    meta = _header(header, path)
+    missing = [key for key in ("output", "seed", "conservation.seed") if key not in tensors]
+    if missing:
+        raise InputError(f"{path} lacks the tensor(s) {', '.join(missing)} of an lrpgraph explanation")
+    groups: dict[str, dict[str, torch.Tensor]] = {group: {} for group in _GROUPS}
+    for key, value in tensors.items():
+        group, _, name = key.partition("/")
+        if group in groups and name:
+            groups[group][name] = value
+    return Explanation(
+        relevance=groups["relevance"],
+        output=tensors["output"],
+        seed_relevance=tensors["seed"],
+        conservation=Conservation(
+            seed=tensors["conservation.seed"],
+            inputs=groups["conservation.inputs"],
+            absorbed={str(k): float(v) for k, v in meta["absorbed"].items()},
+            positional=tensors.get("conservation.positional"),
+        ),
+        rules=meta["rules"],
+        latent=groups["latent"],
+        positional=tensors.get("positional"),
+        combined=tensors.get("combined"),
+        fallbacks=meta["fallbacks"],
+        stats=meta["stats"],
+    )
+
+
+def _header(text: Any, path: Path) -> dict:
+    if text is None:
+        raise InputError(f"{path} holds no lrpgraph explanation (no 'lrpgraph' entry in its header)")
+    meta = json.loads(text)
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path} is in format {meta.get('format')!r}; this lrpgraph reads {FORMAT!r}")
+    return meta
