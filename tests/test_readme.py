@@ -66,3 +66,19 @@ def test_readme_snippet_runs(index, names):
         assert block in (Path(lrpgraph.__file__).parent / "ops" / "minmax.py").read_text()
         return
     exec(compile(block, f"README.md block {index + 1}", "exec"), dict(names))
+
+
+TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(TOML_BLOCKS)))
+def test_readme_preset_file_explains_a_cnn(index, tmp_path):
+    """The README's preset file is valid: it loads and explains a CNN whose head matches its override."""
+    path = tmp_path / "mine.toml"
+    path.write_text(TOML_BLOCKS[index])
+    model = torch.nn.Sequential()
+    model.add_module("features", torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten()))
+    model.add_module("classifier", torch.nn.Sequential(torch.nn.Linear(4 * 14 * 14, 3)))
+    x = torch.rand(2, 3, 16, 16) * 6 - 3
+    ex = lrpgraph.explain(model.eval(), x, target=1, rules=str(path))
+    assert ex.rules == "mine" and ex.stats["rules"]["conv:zbox"] == 1 and ex.stats["rules"]["linear:epsilon"] == 1
