@@ -15,9 +15,10 @@ from . import integrations
 from .api import seeds
 from .api.explain import explain
 from .api.explanation import Conservation, Explanation
+from .api.generation import Generation, explain_generation
 from .api.many import ExplainManyError, explain_many
 from .api.saved import load
-from .api.targets import Targets
+from .api.targets import Targets, TokenAt
 from .api.traced import clear_cache, trace
 from .errors import (
     InputError,
@@ -41,6 +42,7 @@ __all__ = [
     "CoverageReport",
     "ExplainManyError",
     "Explanation",
+    "Generation",
     "InputError",
     "LRPGraphError",
     "MissingRuleError",
@@ -50,10 +52,12 @@ __all__ = [
     "RuleSetError",
     "TargetError",
     "Targets",
+    "TokenAt",
     "TraceError",
     "clear_cache",
     "coverage",
     "explain",
+    "explain_generation",
     "explain_many",
     "integrations",
     "load",

@@ -119,3 +119,23 @@ def test_file_mode_writes_where_it_went(capsys, folders, tmp_path):
     for r in records:
         assert len(r["tokens"]) == len(r["relevance"])
         assert sum(r["where_it_went"].values()) == pytest.approx(r["explained"], rel=1e-4, abs=1e-6)
+
+
+def test_generate_explains_every_new_token(capsys, folders, tmp_path):
+    html = tmp_path / "gen.html"
+    argv = ["generate", "the cat sat", "--model", folders["causal"], "--max-new-tokens", "3", "--html", str(html)]
+    assert cli.main([*argv, "-q", "--colour", "never"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("causal: 'the cat sat' → ")
+    assert out[1].startswith("rules attnlrp; a line per generated token")
+    assert len(out) == 5 and all(" (logit " in line and " ← " in line for line in out[2:])
+    page = html.read_text()
+    assert page.count("<tr>") == 4 and "logit" in page
+
+
+@pytest.mark.usefixtures("no_weights")
+def test_generate_checks_before_loading(capsys, folders):
+    assert "does not generate" in _error(capsys, "generate", "x", "--model", folders["classifier"])
+    assert "--max-new-tokens must be at least 1" in _error(
+        capsys, "generate", "x", "--model", folders["causal"], "--max-new-tokens", "0"
+    )

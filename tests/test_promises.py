@@ -106,6 +106,23 @@ def test_k_targets_in_one_pass_equal_k_calls(llama, rules):
         torch.testing.assert_close(together.conservation.seed[k], alone.conservation.seed)
 
 
+@pytest.mark.parametrize("offload", [False, True])
+def test_k_maps_split_into_walks_under_a_budget(deep_llama, offload):
+    """A budget too small for K maps at once walks them in groups over one forward: the same relevance, latent
+    relevance and absorbed totals as one walk, what the forward stored kept for every walk."""
+    model, inputs = deep_llama
+    targets = lrpgraph.Targets([3, 11, 40, 95, 7])
+    whole = lrpgraph.explain(model, inputs, target=targets, rules="attnlrp", record=["model.layers.3"])
+    budget = whole.stats["peak_activation_bytes"] + 1
+    split = lrpgraph.explain(
+        model, inputs, target=targets, rules="attnlrp", record=["model.layers.3"], memory_budget=budget, offload=offload
+    )
+    assert split.stats["walks"] > 1 and split.stats["maps"] == 5
+    assert close(split.relevance["input_ids"], whole.relevance["input_ids"]) <= 1e-6
+    assert close(split.latent["model.layers.3"], whole.latent["model.layers.3"]) <= 1e-6
+    assert split.conservation.absorbed == pytest.approx(whole.conservation.absorbed, rel=1e-6, abs=1e-6)
+
+
 def test_k_ids_per_sample_and_mixed_targets():
     model = vgg_like()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)

@@ -17,9 +17,12 @@ from ..capture.graph import Graph
 from ..capture.shapes import Shapes
 from ..errors import InputError
 from ..flow.positional import PositionalSource
+from ..ops.sparse import RowSparse
 from ..presets.ruleset import RuleSet, resolve
+from ..propagate.plan import Plan
+from ..propagate.schedule import Schedule, byte_sizes
 from ..propagate.store import ActivationStore
-from ..propagate.walker import BatchedWalker, Walker
+from ..propagate.walker import BatchedWalker, Walker, WalkResult
 from .arguments import check_inputs, check_options, check_seed
 from .explanation import Explanation, Walked, assemble
 from .positional import select_sources
@@ -82,11 +85,15 @@ def explain(
     seed, k = seeds(target, out, _last_positions(kwargs, out), style)
     check_seed(seed, graph.output_names[index], strict)
     seed = seed if dtype is None else seed.to(dtype)
-    result = (Walker if k is None else BatchedWalker)(plan, schedule, store, frozenset(recorded.values())).run(seed)
+    per_walk = maps_per_walk(k, memory_budget, schedule.predicted_peak, plan, shapes, seed.dtype)
+    result = walk(plan, schedule, store, seed, k, frozenset(recorded.values()), per_walk)
     if style == "passes":
         (result, seed), k = contrast(result, seed, out.shape[0]), None
     walked = Walked(model_trace, value_of, out, seed, k, result, ruleset, sources, recorded)
-    return assemble(walked, plan, schedule, store, started)
+    ex = assemble(walked, plan, schedule, store, started)
+    if k is not None:
+        ex.stats.update(maps=k, maps_per_walk=min(per_walk, k), walks=-(-k // per_walk))
+    return ex
 
 
 def _positional_sources(
@@ -164,3 +171,55 @@ def _last_positions(kwargs: dict, out: torch.Tensor) -> torch.Tensor | None:
     if out.dim() == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == out.shape[1]:
         return last_positions(mask)
     return None
+
+
+def maps_per_walk(k: int | None, budget: int | None, held: int, plan: Plan, shapes: Shapes, dtype: torch.dtype) -> int:
+    """How many of K relevance maps one walk carries: all of them, or under a memory budget as many as fit
+    beside the activations (`held` bytes) at about two dense maps of the plan's largest value each."""
+    if k is None or budget is None:
+        return k or 1
+    size = byte_sizes(shapes)
+    largest = max((size(n) // n.meta["val"].element_size() for n in plan.steps if _is_tensor(n)), default=1)
+    per_map = 2 * largest * torch.empty((), dtype=dtype).element_size()
+    return max(1, min(k, (budget - held) // max(per_map, 1)))
+
+
+def walk(
+    plan: Plan, schedule: Schedule, store: ActivationStore, seed: Any, k: int | None, record: frozenset, per_walk: int
+) -> WalkResult:
+    """One walk, or for K maps walks of `per_walk` maps over the same forward, joined along the maps."""
+    if k is None:
+        return Walker(plan, schedule, store, record).run(seed)
+    if per_walk >= k:
+        return BatchedWalker(plan, schedule, store, record).run(seed)
+    parts, sizes = [], []
+    for first in range(0, k, per_walk):
+        walker = BatchedWalker(plan, schedule, store, record, retain=first + per_walk < k)
+        parts.append(walker.run(_maps(seed, first, first + per_walk)))
+        sizes.append(min(per_walk, k - first))
+    return WalkResult(
+        inputs=_joined([p.inputs for p in parts], sizes),
+        latent=_joined([p.latent for p in parts], sizes),
+        absorbed={key: sum(p.absorbed.get(key, 0.0) for p in parts) for key in {a for p in parts for a in p.absorbed}},
+    )
+
+
+def _is_tensor(node: fx.Node) -> bool:
+    return isinstance(node.meta.get("val"), torch.Tensor)
+
+
+def _maps(seed: Any, start: int, stop: int) -> Any:
+    """Maps start..stop of a seed with K leading maps."""
+    return seed.select_maps(start, stop) if isinstance(seed, RowSparse) else seed[start:stop]
+
+
+def _joined(walks: list[dict[fx.Node, Any]], sizes: list[int]) -> dict[fx.Node, torch.Tensor]:
+    """Each node's relevance from every walk, joined along the maps (zeros for a walk that sent none there)."""
+    joined = {}
+    for node in {n: None for w in walks for n in w}:
+        dense = [p.dense() if isinstance(p, RowSparse) else p for p in (w.get(node) for w in walks)]
+        like = next(p for p in dense if p is not None)
+        joined[node] = torch.cat(
+            [p if p is not None else like.new_zeros((n, *like.shape[1:])) for p, n in zip(dense, sizes, strict=True)]
+        )
+    return joined

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,15 @@ class Targets(list):
 
     A 2-D tensor (or nested list) of ids shaped [batch, K] means K class or token ids per sample.
     """
+
+
+@dataclass(frozen=True)
+class TokenAt:
+    """For each sample b, the logit of token `ids[b]` at position `positions[b]` of [batch, positions, vocab]
+    logits — e.g. each generated token at the position that produced it. An id of -1 explains nothing there."""
+
+    positions: torch.Tensor | Sequence[int]
+    ids: torch.Tensor | Sequence[int]
 
 
 STYLES = ("value", "one-hot", "contrastive", "passes")
@@ -101,17 +111,18 @@ def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None 
     if style in ("contrastive", "others") and (out.dim() < 2 or out.shape[-1] < 2):
         raise TargetError(f"a contrastive seed needs an output with two or more classes, got shape {tuple(out.shape)}")
     values = out if style == "value" else torch.ones_like(out)
-    one_hot = (
-        _at_index(values, target)
-        if isinstance(target, tuple)
-        else _at_classes(values, _class_ids(target, out), positions)
-    )
+    if isinstance(target, TokenAt):
+        one_hot = _token_at(values, target)
+    elif isinstance(target, tuple):
+        one_hot = _at_index(values, target)
+    else:
+        one_hot = _at_classes(values, _class_ids(target, out), positions)
     if style in ("value", "one-hot"):
         return one_hot
     others = 1 / (out.shape[-1] - 1)  # e_t·(1 + others) − others in the selected rows: e_t − (1 − e_t)/(C − 1)
     keep, scale = (1 + others, -others) if style == "contrastive" else (-others, others)
     if isinstance(one_hot, RowSparse):
-        return RowSparse(one_hot.index, one_hot.values * keep + scale, one_hot.shape, one_hot.lead)
+        return one_hot.with_values(one_hot.values * keep + scale)
     rows = one_hot.any(-1, keepdim=True).to(out.dtype)
     return one_hot * keep + rows * scale
 
@@ -176,6 +187,23 @@ def _at_classes(out: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor | 
     values = torch.zeros((len(rows), out.shape[-1]), dtype=out.dtype, device=out.device)
     values[torch.arange(len(rows), device=out.device), ids] = out[rows, pos, ids]
     return _merge_rows(index, values, out.shape)
+
+
+def _token_at(out: torch.Tensor, target: TokenAt) -> RowSparse:
+    if out.dim() != 3:
+        raise TargetError(f"TokenAt needs [batch, positions, vocab] logits, got shape {tuple(out.shape)}")
+    batch, length, vocab = out.shape
+    positions, ids = _integers(target.positions).reshape(-1), _integers(target.ids).reshape(-1)
+    if positions.numel() != batch or ids.numel() != batch:
+        raise TargetError(f"TokenAt needs one position and one id per sample ({batch}), got {positions.numel()} "
+                          f"and {ids.numel()}")  # fmt: skip
+    if bool(((positions < 0) | (positions >= length)).any()) or bool(((ids < -1) | (ids >= vocab)).any()):
+        raise TargetError(f"TokenAt positions must lie in 0..{length - 1} and ids in 0..{vocab - 1} (or -1)")
+    rows = torch.arange(batch)[ids >= 0].to(out.device)
+    positions, ids = positions.to(out.device)[rows], ids.to(out.device)[rows]
+    values = torch.zeros((len(rows), vocab), dtype=out.dtype, device=out.device)
+    values[torch.arange(len(rows), device=out.device), ids] = out[rows, positions, ids]
+    return _merge_rows(rows * length + positions, values, out.shape)
 
 
 def _merge_rows(index: torch.Tensor, values: torch.Tensor, shape: torch.Size) -> RowSparse:

@@ -30,9 +30,9 @@ def prepare_call(model: torch.nn.Module, inputs: Any) -> tuple[tuple, dict]:
     """(args, kwargs) for the model's forward; asks models that can return caches not to, and leaves out the
     token_type_ids a tokenizer adds for a model whose forward has no such parameter."""
     args, kwargs = as_call(inputs)
-    if _tokenizer_output(inputs) and "token_type_ids" in kwargs and not _accepts(model, "token_type_ids"):
+    if _tokenizer_output(inputs) and "token_type_ids" in kwargs and not accepts(model, "token_type_ids"):
         del kwargs["token_type_ids"]  # a tokenizer's habit the model does not read (it would land in **kwargs)
-    if "use_cache" not in kwargs and _accepts(model, "use_cache"):
+    if "use_cache" not in kwargs and accepts(model, "use_cache"):
         kwargs["use_cache"] = False
     return args, kwargs
 
@@ -41,7 +41,8 @@ def _tokenizer_output(inputs: Any) -> bool:
     return type(inputs).__name__ == "BatchEncoding"
 
 
-def _accepts(model: torch.nn.Module, name: str) -> bool:
+def accepts(model: torch.nn.Module, name: str) -> bool:
+    """Whether the model's forward names this parameter."""
     try:
         return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):

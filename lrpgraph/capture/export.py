@@ -80,9 +80,15 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions
         raise TraceError(_describe_failure(model, failure)) from failure
 
 
+def _plain_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.clone(memory_format=torch.contiguous_format) if t._base is not None or not t.is_contiguous() else t
+
+
 def _export(
     model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_shapes: Any, names: list[str]
 ) -> tuple[torch.export.ExportedProgram, GuardSpec]:
+    # views (a slice of a generated sequence) make torch.export's input guards fail: trace on plain copies
+    args, kwargs = pytree.tree_map_only(torch.Tensor, _plain_copy, (args, kwargs))
     with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)

@@ -117,6 +117,8 @@ def _rowwise(call, x, build):
     per_element = any(isinstance(v, torch.Tensor) and v.dim() > 1 for v in call.params.values())
     widening = call.R.shape[-1] >= 2 * x.shape[-1]  # vocabulary heads, MLP up-projections: worth a look
     if isinstance(call.R, RowSparse):
+        if call.R.maps is not None:
+            return _per_map_rows(call, x, build, call.R)
         index, R_rows = call.R.index, call.R.values
     else:
         shortcut = widening and not per_element and not call.vmapped and call.kernel.linear
@@ -128,6 +130,17 @@ def _rowwise(call, x, build):
     out = call.out if call.out.device.type == "meta" else take_rows(call.out, index)
     r = call.run_on(R_rows, x_rows, build(x_rows), out)
     return put_rows(r, index, (*call.R.shape[: call.lead], *x.shape), call.lead)
+
+
+def _per_map_rows(call, x, build, R: RowSparse) -> torch.Tensor:
+    """K seeds, each with relevance in its own rows (a generated token each): the kernel runs on each
+    (map, row) entry once, then the result is laid out as K dense maps."""
+    x_rows = take_rows(x, R.index)
+    out = call.out if call.out.device.type == "meta" else take_rows(call.out, R.index)
+    r = call.run_on(R.values, x_rows, build(x_rows), out)
+    per_map = x.numel() // x.shape[-1]
+    dense = r.new_zeros((R.shape[0] * per_map, x.shape[-1]))
+    return dense.index_copy_(0, R.maps * per_map + R.index, r).reshape(R.shape[0], *x.shape)
 
 
 def _without_bias(call, bias, beta: float, alpha: float):

@@ -1,7 +1,8 @@
 """Relevance that is nonzero in a few rows only — the seed of a token target on [batch, positions, vocab] logits.
 
 Held as row indices plus their values; layers that act on the last dim alone (the vocabulary head)
-consume it directly, everything else gets the dense tensor.
+consume it directly, everything else gets the dense tensor. K seeds (K targets) keep each its own rows,
+so K generated tokens cost K rows, not K × the rows of all of them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,18 @@ import torch
 
 @dataclass
 class RowSparse:
-    """values [*lead, n, C] at rows `index` [n] of the tensor viewed as [*lead, rows, C]; dense shape `shape`."""
+    """values [n, C] at rows `index` [n] of the tensor viewed as [rows, C] (dense shape `shape`); with `maps`
+    [n], the tensor has a leading dim of K maps and entry i lies in map `maps[i]`."""
 
     index: torch.Tensor
     values: torch.Tensor
     shape: torch.Size
-    lead: int = 0
+    maps: torch.Tensor | None = None
+
+    @property
+    def lead(self) -> int:
+        """Leading dims of maps: 1 for K seeds, 0 for one."""
+        return 0 if self.maps is None else 1
 
     @property
     def dtype(self) -> torch.dtype:
@@ -28,26 +35,37 @@ class RowSparse:
     def device(self) -> torch.device:
         return self.values.device
 
-    def dense(self) -> torch.Tensor:
-        lead = tuple(self.shape[: self.lead])
-        rows = 1
+    @property
+    def rows(self) -> int:
+        """Rows of one map (all dims but the maps' and the last, flattened)."""
+        count = 1
         for n in self.shape[self.lead : -1]:
-            rows *= n
-        out = self.values.new_zeros((*lead, rows, self.shape[-1]))
-        return out.index_copy_(self.lead, self.index, self.values).reshape(self.shape)
+            count *= n
+        return count
+
+    def flat_index(self) -> torch.Tensor:
+        """Each entry's row in the [maps × rows, C] view."""
+        return self.index if self.maps is None else self.maps * self.rows + self.index
+
+    def dense(self) -> torch.Tensor:
+        maps = self.shape[0] if self.lead else 1
+        out = self.values.new_zeros((maps * self.rows, self.shape[-1]))
+        return out.index_copy_(0, self.flat_index(), self.values).reshape(self.shape)
 
     def to(self, dtype: torch.dtype) -> RowSparse:
-        return RowSparse(self.index, self.values.to(dtype), self.shape, self.lead)
+        return RowSparse(self.index, self.values.to(dtype), self.shape, self.maps)
 
-    def sum_per(self, batch_dim_rows: int) -> torch.Tensor:
-        """Sums over each of the first `batch_dim_rows` groups of rows (per sample), as float64."""
+    def with_values(self, values: torch.Tensor) -> RowSparse:
+        return RowSparse(self.index, values, self.shape, self.maps)
+
+    def sum_per(self, batch: int) -> torch.Tensor:
+        """Sums per sample ([batch], or [K, batch] with maps), as float64."""
         per_row = self.values.sum(-1).double()
-        lead = tuple(self.shape[: self.lead])
-        rows_per_sample = 1
-        for n in self.shape[self.lead + 1 : -1]:
-            rows_per_sample *= n
-        out = per_row.new_zeros((*lead, batch_dim_rows))
-        return out.index_add_(self.lead, torch.div(self.index, rows_per_sample, rounding_mode="floor"), per_row)
+        sample = torch.div(self.index, self.rows // batch, rounding_mode="floor")
+        if self.maps is None:
+            return per_row.new_zeros(batch).index_add_(0, sample, per_row)
+        out = per_row.new_zeros((self.shape[0] * batch,))
+        return out.index_add_(0, self.maps * batch + sample, per_row).reshape(self.shape[0], batch)
 
     def sample(self, row: int, length: int) -> RowSparse:
         """Sample `row` of a [B, T, C] seed (no leading maps), cut to its first `length` positions: [1, length, C]."""
@@ -57,13 +75,16 @@ class RowSparse:
             self.index[keep] % positions, self.values[keep].clone(), torch.Size((1, length, self.shape[-1]))
         )
 
+    def select_maps(self, start: int, stop: int) -> RowSparse:
+        """Maps start..stop of K seeds."""
+        keep = (self.maps >= start) & (self.maps < stop)
+        shape = torch.Size((min(stop, self.shape[0]) - start, *self.shape[1:]))
+        return RowSparse(self.index[keep], self.values[keep], shape, self.maps[keep] - start)
+
     @staticmethod
     def stack(seeds: list[RowSparse]) -> RowSparse:
-        """K seeds over the same dense shape → one with a leading dim K over the union of their rows."""
-        index = torch.unique(torch.cat([s.index for s in seeds]))
-        position = {int(i): j for j, i in enumerate(index.tolist())}
-        values = seeds[0].values.new_zeros((len(seeds), len(index), seeds[0].shape[-1]))
-        for k, s in enumerate(seeds):
-            rows = torch.tensor([position[int(i)] for i in s.index.tolist()], device=values.device)
-            values[k].index_copy_(0, rows, s.values)
-        return RowSparse(index, values, torch.Size((len(seeds), *seeds[0].shape)), 1)
+        """K seeds over the same dense shape → one with a leading dim K, each keeping its own rows."""
+        maps = torch.cat([torch.full_like(s.index, k) for k, s in enumerate(seeds)])
+        index = torch.cat([s.index for s in seeds])
+        values = torch.cat([s.values for s in seeds])
+        return RowSparse(index, values, torch.Size((len(seeds), *seeds[0].shape)), maps)

@@ -86,7 +86,7 @@ class ActivationStore:
         if node in self._held:
             return self._held[node]
         if node in self._offloaded:
-            host, device = self._offloaded.pop(node)
+            host, device = self._offloaded[node]
             value = _to(host, device, pin=False) if device.type != "cpu" else host
             self._hold(node, value)
             return value
@@ -96,8 +96,13 @@ class ActivationStore:
             return self._recompute(node)
         raise RuntimeError(f"activation of '{node.name}' was neither kept nor recomputable")
 
-    def release(self, node: fx.Node) -> None:
-        self._offloaded.pop(node, None)
+    def release(self, node: fx.Node, keep_stored: bool = False) -> None:
+        """Free a value after its last reader; keep_stored: a value the forward stored stays for another walk
+        (held on the device, or its host copy when offloading)."""
+        if keep_stored and node not in self._offloaded:
+            return
+        if not keep_stored:
+            self._offloaded.pop(node, None)
         value = self._held.pop(node, None)
         for t in tensors(value):
             key = t.untyped_storage().data_ptr()

@@ -65,9 +65,16 @@ class Walker:
     lead = 0  # leading relevance dims (K maps) carried by every tensor
 
     def __init__(
-        self, plan: Plan, schedule: Schedule, store: ActivationStore, record: frozenset[fx.Node] = frozenset()
+        self,
+        plan: Plan,
+        schedule: Schedule,
+        store: ActivationStore,
+        record: frozenset[fx.Node] = frozenset(),
+        retain: bool = False,
     ):
-        self.plan, self.schedule, self.store, self.record = plan, schedule, store, record
+        """retain: keep what the forward stored for another walk over the same store (recomputed values
+        are still freed, and recomputed again by the next walk)."""
+        self.plan, self.schedule, self.store, self.record, self.retain = plan, schedule, store, record, retain
 
     def run(self, seed: Any) -> WalkResult:
         """One loop in reverse topological order; each value is freed after its last use."""
@@ -145,7 +152,7 @@ class Walker:
         step = self.plan.steps.get(node)
         for read in step.reads if step is not None else ():
             if self.schedule.last_reader.get(read) is node:
-                self.store.release(read)
+                self.store.release(read, keep_stored=self.retain and read in self.schedule.keep)
 
     def _resolve(self, value: Any, reads: set[fx.Node]) -> Any:
         if isinstance(value, fx.Node):

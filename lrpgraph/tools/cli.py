@@ -2,6 +2,7 @@
 
     lrpgraph explain "A man plays a guitar." "Someone performs music."   # default: all-MiniLM-L6-v2
     lrpgraph explain "The capital of France is" --model ./my-causal-lm
+    lrpgraph generate "The capital of France is" --model ./my-causal-lm --max-new-tokens 8
     lrpgraph coverage --format md
 
 Every argument is checked before a model's weights load; errors are one line plus a hint (--debug shows
@@ -11,6 +12,7 @@ the traceback); what it is doing goes to stderr (--quiet silences it), results t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
 import re
@@ -126,6 +128,19 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--debug", action="store_true", help="show tracebacks")
     explain.set_defaults(run=_explain)
 
+    generate = sub.add_parser("generate", help="generate with a causal or seq2seq LM and explain every new token")
+    generate.add_argument("prompt", help="the prompt (quoted)")
+    generate.add_argument("--model", required=True, help="a local HuggingFace causal or seq2seq LM folder")
+    generate.add_argument("--max-new-tokens", type=int, default=10, help="tokens to generate (default: 10)")
+    generate.add_argument("--rules", default="attnlrp", help="preset name or preset file (default: attnlrp)")
+    generate.add_argument("--html", type=Path, help="also write the relevance matrix as an HTML table")
+    generate.add_argument("--colour", "--color", dest="colour", choices=("auto", "always", "never"), default="auto")
+    generate.add_argument("--cache-dir", type=Path, help="where traces are kept between runs")
+    generate.add_argument("--no-cache", action="store_true", help="do not keep or reuse traces on disk")
+    generate.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    generate.add_argument("--debug", action="store_true", help="show tracebacks")
+    generate.set_defaults(run=_generate)
+
     cache = sub.add_parser("cache", help="the trace cache on disk: how big it is, or empty it")
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--cache-dir", type=Path, help=f"the cache directory (default: {_default_cache()})")
@@ -168,9 +183,10 @@ class _Model:
 
     path: str
     label: str
-    kind: str  # "embedding", "causal" or "classifier"
+    kind: str  # for explain: "embedding", "causal" or "classifier"
     loader: Any
     config: Any
+    generator: Any = None  # the Auto class that generates with it (causal or seq2seq LMs), else None
 
 
 class _Say:
@@ -244,9 +260,10 @@ def _inspect(path: str | None) -> _Model:
         label = Path(path).name
     config = AutoConfig.from_pretrained(path)
     kind, loader = auto_class(config)
+    generator = loader if kind in ("causal", "seq2seq") else None
     if kind not in ("causal", "classifier"):  # anything else: a sentence-embedding model
         kind, loader = "embedding", AutoModel
-    return _Model(path, label, kind, loader, config)
+    return _Model(path, label, kind, loader, config, generator)
 
 
 def _check_for_model(args: argparse.Namespace, info: _Model) -> None:
@@ -426,3 +443,37 @@ def _bar(items: list, progress: bool | None) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(items, desc="explaining", unit="line", file=sys.stderr)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Generate a continuation and print, per generated token, where it came from."""
+    from .. import explain_generation, preset
+    from .viz import generation_html, generation_text
+
+    say = _Say(args.quiet)
+    if args.max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens must be at least 1, not {args.max_new_tokens}", "--max-new-tokens 10")
+    if args.html is not None and not args.html.parent.is_dir():
+        raise CLIError(f"--html {args.html}: folder {args.html.parent} does not exist", "create it first")
+    rules = preset(args.rules)
+    info = _inspect(args.model)
+    if info.generator is None:
+        raise CLIError(f"{info.label} does not generate (not a causal or seq2seq LM)", "pass a generating model")
+    tokenizer = _tokenizer(info)
+    say(f"loading {info.label} …")
+    model = _load_weights(dataclasses.replace(info, loader=info.generator))
+    cache_dir = None if args.no_cache else args.cache_dir or _default_cache()
+    say(f"generating {args.max_new_tokens} token(s) and explaining each with {rules.name} …")
+    gen = explain_generation(model, tokenizer, args.prompt, args.max_new_tokens, rules, cache_dir=cache_dir)
+    colour = args.colour == "always" or (args.colour == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    print(f"{info.label}: {args.prompt!r} → {tokenizer.decode(gen.generated_ids)!r}")
+    print(generation_text(gen, colour))
+    if args.html:
+        args.html.write_text(
+            f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{info.label}</title></head><body>"
+            + generation_html(gen)
+            + "</body></html>\n"
+        )
+        print(f"wrote {args.html}", file=sys.stderr)
+    say(f"done (one forward, {gen.stats.get('walks', 1)} walk(s) for {len(gen.generated_ids)} token(s))")
+    return 0

@@ -224,6 +224,65 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
+def generation_html(gen: Any) -> str:
+    """The generation as an HTML table: a row per generated token, a column per source token, each row
+    coloured by its own largest |relevance|; hover shows the raw value, the last column the explained logit."""
+    sources = clean_tokens(gen.source_tokens)
+    head = "".join(
+        f"<th style='{'border-left:2px solid #333;' if i == gen.prompt_length else ''}writing-mode:vertical-rl'>"
+        f"{html.escape(t)}</th>"
+        for i, t in enumerate(sources)
+    )
+    rows = []
+    for step, token in enumerate(clean_tokens(gen.generated_tokens)):
+        scores = gen.relevance[step]
+        cells = []
+        for i, (value, raw) in enumerate(zip(_normalised(scores), scores.tolist(), strict=True)):
+            (r, g, b), (ir, ig, ib) = _rgb(value), _ink(value)
+            edge = "border-left:2px solid #333;" if i == gen.prompt_length else ""
+            text = f"{raw:+.2g}" if i < gen.seen(step) else ""
+            cells.append(
+                f"<td style='{edge}background:rgb({r},{g},{b});color:rgb({ir},{ig},{ib})' title='{raw:.4g}'>{text}</td>"
+            )
+        rows.append(f"<tr><th>{html.escape(token)}</th>{''.join(cells)}<td>{float(gen.logits[step]):.4g}</td></tr>")
+    return (
+        f"<style>{_STYLE}.lrp table{{border-collapse:collapse;font-size:80%}}.lrp td{{padding:2px 4px}}</style>"
+        f"<div class='lrp'><p>rules {html.escape(gen.rules)}; generated: {html.escape(''.join(gen.generated_tokens))}"
+        "</p><div class='legend'>−1<span class='bar'></span>+1 &nbsp; a row per generated token, a column per "
+        "source (prompt | generated); colour: relevance ÷ the row's largest |relevance|; numbers: raw relevance; "
+        "last column: the explained logit</div>"
+        f"<table><tr><th></th>{head}<th>logit</th></tr>{''.join(rows)}</table></div>"
+    )
+
+
+def generation_text(gen: Any, colour: bool = True) -> str:
+    """One line per generated token: the sources it could see, coloured (or the top three with values)."""
+    scale = "relevance of each source ÷ the line's largest |relevance|" if colour else "the top three sources (raw)"
+    lines = [f"rules {gen.rules}; a line per generated token: {scale}"]
+    for step, token in enumerate(gen.generated_tokens):
+        n = gen.seen(step)
+        scores = gen.relevance[step, :n]
+        if colour:
+            shown = tokens_terminal(gen.source_tokens[:n], scores)
+        else:
+            top = sorted(
+                zip(clean_tokens(gen.source_tokens[:n]), scores.tolist(), strict=True), key=lambda t: -abs(t[1])
+            )
+            shown = ", ".join(f"{t.strip()} {v:+.3g}" for t, v in top[:3])
+        lines.append(f"{token!r} (logit {float(gen.logits[step]):.4g}) ← {shown}")
+    return "\n".join(lines)
+
+
+def show_generation(gen: Any) -> None:
+    """Display a Generation: an HTML table in a notebook, lines of text on stdout otherwise."""
+    if _in_notebook():
+        from IPython.display import HTML, display
+
+        display(HTML(generation_html(gen)))
+        return
+    print(generation_text(gen, sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+
+
 def patches_to_pixels(per_patch: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
     """Per-patch relevance [B, N] (row-major) spread evenly over its pixels [B, H, W]: each of a patch's p²
     pixels gets 1/p² of it, so sums are kept (PA-LRP's vision map)."""
