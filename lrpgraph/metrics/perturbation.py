@@ -53,11 +53,15 @@ def orders(relevance: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, 
     return morf, lerf
 
 
+def rank_of(order: torch.Tensor) -> torch.Tensor:
+    """Each feature's place in its row's `order` (the inverse permutation, per row)."""
+    places = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, places)
+
+
 def _drop(order: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Mask of the first counts[b] features of each row's order."""
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
-    return ranks < counts[:, None]
+    return rank_of(order) < counts[:, None]
 
 
 def perturbation_curves(
