@@ -54,6 +54,9 @@ READING = """Reading the tables:
   "tokens + positions" scores each token by its own relevance plus its position's.
 - Removing a token (replacing its id) keeps its position, so perturbation metrics measure token evidence.
 - The first LRP row's time includes tracing the model; later rows reuse the cached graph.
+- GAE follows the authors' formulas: its contrastiveness weights σ_q = 2·p⁺(ℓ_q)/p⁺(ℓ⁺) − 1 are unbounded
+  when the positive image is misclassified (p⁺(ℓ⁺) small), so a few such mosaics lift Ctr (and GAE) above 1
+  on the ViT; the CNN's mosaics stay below. Mosaics tile the images they score (the consistent reading).
 
 """
 
