@@ -32,6 +32,7 @@ INPUT_KEYS = {
     "pixels": {"pixel_values"},
     "audio-features": {"input_features"},
     "audio-wave": {"input_values"},
+    "nodes": {"node_features"},
 }
 
 

@@ -137,3 +137,23 @@ def test_cli_coverage_is_offline_for_hub_ids(tmp_path):
     assert result.returncode == 1
     assert "is not a local folder nor in the HuggingFace cache, and the hub is offline" in result.stdout
     assert "| **total** (1) | | 0 | 0 | — |" in result.stdout
+
+
+def test_conservation_audit_names_the_rule_and_why():
+    from lrpgraph.tools.coverage import WHY, markdown, run_zoo
+
+    (row,) = run_zoo(architectures(["llama"]), "attnlrp", progress=False)
+    assert row.explained and sum(row.shares.values()) == pytest.approx(1.0, abs=1e-6)
+    assert row.kept_by and abs(sum(row.kept_by.values()) - (1 - row.shares["inputs"])) < 1e-6
+    assert "most at attention:uniform — " + WHY["attention:uniform"] in row.audit
+    assert f"- llama: {row.audit}" in markdown([row], "attnlrp")
+
+
+def test_absorbed_by_rule_adds_up_to_the_absorbed_totals():
+    (arch,) = architectures(["bert"])
+    model, inputs = arch.build()
+    ex = lrpgraph.explain(model, inputs, rules="attnlrp")
+    by_rule = ex.stats["absorbed_by_rule"]
+    for kind, total in ex.conservation.absorbed.items():
+        parts = sum(v for k, v in by_rule.items() if k.startswith(f"{kind} at "))
+        assert parts == pytest.approx(total, rel=1e-9, abs=1e-12)

@@ -154,6 +154,10 @@ def test_a_failing_export_restores_the_model():
     model = Broken().double()
     before = snapshot(model)
     with pytest.raises(lrpgraph.TraceError, match="data-dependent"):
+        lrpgraph.explain(model, torch.randn(2, 3, dtype=torch.float64), target=0, tracer="export")
+    assert_unchanged(before, model)
+    copy.deepcopy(model)
+    with pytest.warns(UserWarning, match="recording"):  # the default tracer records such a model instead
         lrpgraph.explain(model, torch.randn(2, 3, dtype=torch.float64), target=0)
     assert_unchanged(before, model)
     copy.deepcopy(model)

@@ -117,6 +117,16 @@ def _rewrite_versions(entry: Path) -> None:
     torch.save(payload, entry)
 
 
+def test_processes_started_together_trace_once_between_them(tmp_path):
+    script = SCRIPT.format(tests=str(HERE), cache=str(tmp_path / "cache"))
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=300)[0].split() for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert sorted(exports for exports, _ in outputs) == ["0", "1"]  # one traced, the other waited and loaded
+    assert outputs[0][1] == outputs[1][1]
+    assert len(list((tmp_path / "cache").glob("*.pt2c"))) == 1
+
+
 def test_concurrent_writes_of_one_entry_leave_good_files(tmp_path):
     model, x = mlp(), torch.randn(2, 6, dtype=torch.float64)
     cache = DiskCache(tmp_path / "cache")

@@ -45,6 +45,7 @@ def explain(
     contrastive: bool = False,
     strict: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    tracer: str = "auto",
 ) -> Explanation:
     """Explain `model(inputs)` with LRP computed per ATen op; the model is left exactly as it was.
 
@@ -63,13 +64,15 @@ def explain(
         its unit relevance minus the mean of the others', or absLRP's Nmax(P − Q) of two normalised passes).
     strict: NaN or infinity in the inputs or the output is an error (False: a warning).
     cache_dir: keep traces on disk there for later processes (default: $LRPGRAPH_CACHE_DIR if set).
+    tracer: "auto" (torch.export; a model it cannot trace is recorded per call instead, said once), "export"
+        (an export failure is an error) or "record" (the ops this call runs, valid for this input only).
     """
     started = time.perf_counter()
     check_options(memory_budget, offload, dtype, fallback, contrastive, strict, record)
     ruleset = resolve(rules)
     args, kwargs = prepare_call(model, inputs)
     check_inputs(model, args, kwargs, strict)
-    model_trace = traced(model, args, kwargs, cache_dir).for_rules(ruleset)
+    model_trace = traced(model, args, kwargs, cache_dir, tracer).for_rules(ruleset)
     graph = model_trace.graph
     index = output_index(graph, output)
     recorded = record_nodes(graph, record)
@@ -200,8 +203,13 @@ def walk(
     return WalkResult(
         inputs=_joined([p.inputs for p in parts], sizes),
         latent=_joined([p.latent for p in parts], sizes),
-        absorbed={key: sum(p.absorbed.get(key, 0.0) for p in parts) for key in {a for p in parts for a in p.absorbed}},
+        absorbed=_summed([p.absorbed for p in parts]),
+        by_rule=_summed([p.by_rule for p in parts]),
     )
+
+
+def _summed(books: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: sum(book.get(key, 0.0) for book in books) for key in {k for book in books for k in book}}
 
 
 def _is_tensor(node: fx.Node) -> bool:

@@ -189,6 +189,7 @@ def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, 
             "offloaded_bytes": store.offloaded_bytes,
             "nodes": len(plan.steps),
             "rules": plan.rule_counts(),
+            "absorbed_by_rule": {k: float(v) for k, v in sorted(w.result.by_rule.items()) if float(v) != 0.0},
         },
     )
 

@@ -243,7 +243,7 @@ def contrast(result: WalkResult, seed: Seed, batch: int) -> tuple[WalkResult, to
     inputs = {node: difference(r) for node, r in result.inputs.items()}
     latent = {node: difference(r) for node, r in result.latent.items()}
     both = seed.dense() if isinstance(seed, RowSparse) else seed
-    return WalkResult(inputs, latent, result.absorbed), both[0] - both[1]
+    return WalkResult(inputs, latent, result.absorbed, result.by_rule), both[0] - both[1]
 
 
 def last_positions(mask: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,10 @@ so a new sequence length or batch size does not trace again. The cache is keyed 
 graph depends on (`trace/fingerprint.py`): change a module's attribute, a hook or a submodule and
 the model is traced again. Tracing is serialised (torch.export is not thread-safe, and it swaps a
 model's parameters while it runs): threads making a first call wait and then share one trace.
+
+A model torch.export cannot trace (Python branching on tensor values) is, with `tracer="auto"`, recorded
+instead: the ops its call ran, valid for that input only (`capture/record.py`), recorded again at every
+call and never cached; it is said once per model.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -28,7 +32,9 @@ from ..capture.export import export_program, to_graph
 from ..capture.fingerprint import Unfingerprintable, call_structure, model_key
 from ..capture.fold_batchnorm import fold_batchnorm, foldable
 from ..capture.graph import Graph
+from ..capture.record import record_program
 from ..capture.shapes import GuardCheck, ShapeFunction, Shapes
+from ..errors import InputError, TraceError
 from ..flow.analysis import Analysis, analyse
 from ..presets.ruleset import RuleSet
 from ..propagate.forward import Forward
@@ -55,7 +61,8 @@ class TracedModel:
         with self._lock:
             if self._folded is None:
                 folded = self.graph.copy()
-                fold_batchnorm(folded.module)
+                with _EXPORT_LOCK:
+                    fold_batchnorm(folded.module)
                 self._folded = TracedModel(folded)
             return self._folded
 
@@ -63,7 +70,8 @@ class TracedModel:
     def analysis(self) -> Analysis:
         with self._lock:
             if self._analysis is None:
-                self._analysis = analyse(self.graph)
+                with _EXPORT_LOCK:  # symbolic sizes are compared: not while another thread exports (see there)
+                    self._analysis = analyse(self.graph)
             return self._analysis
 
     def shapes(self, values: list[Any]) -> Shapes:
@@ -71,7 +79,8 @@ class TracedModel:
         with self._lock:
             if self._shapes is None:
                 self.analysis  # noqa: B018 - nodes the analysis inserts need shapes too
-                self._shapes = ShapeFunction(self.graph.module.graph)
+                with _EXPORT_LOCK:
+                    self._shapes = ShapeFunction(self.graph.module.graph)
         return self._shapes(values)
 
     def plan(
@@ -81,7 +90,9 @@ class TracedModel:
         key = (output, ruleset.fingerprint(), fallback, sources)
         with self._lock:
             if key not in self._plans:
-                self._plans[key] = build_plan(self.graph, self.analysis, output, ruleset, fallback, sources)
+                analysis = self.analysis
+                with _EXPORT_LOCK:
+                    self._plans[key] = build_plan(self.graph, analysis, output, ruleset, fallback, sources)
             return self._plans[key]
 
     def forward(self, keep: frozenset[fx.Node]) -> Forward:
@@ -99,6 +110,7 @@ class _ModelTraces:
         self.lock = threading.RLock()
         self.key: tuple | None = None
         self.by_structure: dict[tuple, list[TracedModel]] = {}
+        self.unexportable: dict[tuple, str] = {}  # call structure → why torch.export failed (tracer="auto")
         self.warned: set[Any] = set()
 
     def warn_once(self, message: str, about: Any = None) -> None:
@@ -111,16 +123,31 @@ class _ModelTraces:
 
 _CACHE: weakref.WeakKeyDictionary[torch.nn.Module, _ModelTraces] = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
-_EXPORT_LOCK = threading.Lock()  # torch.export keeps global state: one export at a time in this process
+# torch.export keeps global state: one export at a time in this process. Its symbolic-shape dispatch is global
+# too (not per thread): arithmetic on another graph's symbolic sizes (analyses, plans) waits for the export.
+_EXPORT_LOCK = threading.Lock()
+
+
+TRACERS = ("auto", "export", "record")
 
 
 def traced(
-    model: torch.nn.Module, args: tuple, kwargs: dict, cache_dir: str | os.PathLike | None = None
+    model: torch.nn.Module,
+    args: tuple,
+    kwargs: dict,
+    cache_dir: str | os.PathLike | None = None,
+    tracer: str = "auto",
 ) -> TracedModel:
     """The TracedModel serving `model(*args, **kwargs)`, traced on first use (of this model state and structure).
 
     cache_dir: also keep traces on disk there, for later processes (default: $LRPGRAPH_CACHE_DIR if set).
+    tracer: "export" (torch.export: one graph for every input), "record" (the ops of this call only, see
+        `capture/record.py`), or "auto": export, and record the models export cannot trace (said once).
     """
+    if tracer not in TRACERS:
+        raise InputError(f"tracer must be one of {', '.join(map(repr, TRACERS))}, not {tracer!r}")
+    if tracer == "record":
+        return _record(model, args, kwargs)
     with _CACHE_LOCK:
         traces = _CACHE.setdefault(model, _ModelTraces())
     with traces.lock:
@@ -131,8 +158,11 @@ def traced(
             traces.warn_once(f"{type(model).__name__} is traced at every call, never cached: {reason}")
         if key is None or key != traces.key:
             traces.by_structure.clear()
+            traces.unexportable.clear()
             traces.key = key
         structure = call_structure(args, kwargs)
+        if structure in traces.unexportable and tracer == "auto":
+            return _recorded(model, args, kwargs, traces, traces.unexportable[structure])
         candidates = traces.by_structure.setdefault(structure, [])
         user = [leaf for leaf in pytree.tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)]
         broken = []
@@ -143,14 +173,42 @@ def traced(
             broken.append((candidate.graph, violations))
         dimensions = "all" if any(_varies_a_float_dim(v, user) for _, v in broken) else "batch-and-ids"
         disk = _disk(cache_dir) if key is not None else None
-        graph = _from_disk(model, args, kwargs, disk, (structure, dimensions), user, traces)
-        if graph is None:
-            graph = _trace(model, args, kwargs, disk, (structure, dimensions), traces, dimensions)
-            _report(model, graph, traces, broken)
+        disk_key = None if disk is None else _disk_key(model, (structure, dimensions), traces)
+        with disk.locked(disk_key) if disk_key is not None else nullcontext():
+            graph = _from_disk(model, args, kwargs, disk, disk_key, user)
+            if graph is None:
+                try:
+                    graph = _trace(model, args, kwargs, disk, disk_key, traces, dimensions)
+                except TraceError as failure:
+                    if tracer == "export":
+                        raise
+                    try:
+                        recorded = _recorded(model, args, kwargs, traces, str(failure))
+                    except TraceError:  # the call itself fails: export's account of it says where
+                        raise failure from None
+                    traces.unexportable[structure] = str(failure)
+                    return recorded
+                _report(model, graph, traces, broken)
         found = TracedModel(graph)
         if key is not None:
             candidates.append(found)
         return found
+
+
+def _recorded(model: torch.nn.Module, args: tuple, kwargs: dict, traces: _ModelTraces, why: str) -> TracedModel:
+    """This call recorded (never cached); the first time for a model, a warning saying why."""
+    recorded = _record(model, args, kwargs)
+    traces.warn_once(
+        f"{type(model).__name__} is explained from a recording of each call (valid for that input only, "
+        f"recorded again at every call), because torch.export could not trace it: {why}",
+        about="recorded",
+    )
+    return recorded
+
+
+def _record(model: torch.nn.Module, args: tuple, kwargs: dict) -> TracedModel:
+    with _EXPORT_LOCK, _state_restored(model):
+        return TracedModel(to_graph(model, record_program(model, args, kwargs), args, kwargs))
 
 
 def _disk(cache_dir: str | os.PathLike | None) -> DiskCache | None:
@@ -172,9 +230,8 @@ def _disk_key(model: torch.nn.Module, structure: tuple, traces: _ModelTraces) ->
         return None
 
 
-def _from_disk(model, args, kwargs, disk: DiskCache | None, structure: tuple, user: list, traces) -> Graph | None:
+def _from_disk(model, args, kwargs, disk: DiskCache | None, key: str | None, user: list) -> Graph | None:
     """A trace an earlier process left on disk that serves this call, if there is one."""
-    key = None if disk is None else _disk_key(model, structure, traces)
     for path in disk.entries(key) if key is not None else ():
         try:
             exported = disk.load(path)
@@ -185,10 +242,9 @@ def _from_disk(model, args, kwargs, disk: DiskCache | None, structure: tuple, us
     return None
 
 
-def _trace(model, args, kwargs, disk: DiskCache | None, structure: tuple, traces: _ModelTraces, dimensions: str):
+def _trace(model, args, kwargs, disk: DiskCache | None, key: str | None, traces: _ModelTraces, dimensions: str):
     with _EXPORT_LOCK, _state_restored(model):
         exported = export_program(model, args, kwargs, dimensions)
-    key = None if disk is None else _disk_key(model, structure, traces)
     if key is not None:
         try:
             disk.save(key, exported)

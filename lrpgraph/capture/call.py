@@ -27,14 +27,33 @@ def as_call(inputs: Any) -> tuple[tuple, dict]:
 
 
 def prepare_call(model: torch.nn.Module, inputs: Any) -> tuple[tuple, dict]:
-    """(args, kwargs) for the model's forward; asks models that can return caches not to, and leaves out the
-    token_type_ids a tokenizer adds for a model whose forward has no such parameter."""
+    """(args, kwargs) for the model's forward; asks models that can return caches not to (by name, or through
+    **kwargs when their config has use_cache), and leaves out the token_type_ids a tokenizer adds for a
+    model whose forward has no such parameter."""
     args, kwargs = as_call(inputs)
     if _tokenizer_output(inputs) and "token_type_ids" in kwargs and not accepts(model, "token_type_ids"):
         del kwargs["token_type_ids"]  # a tokenizer's habit the model does not read (it would land in **kwargs)
-    if "use_cache" not in kwargs and accepts(model, "use_cache"):
+    if "use_cache" not in kwargs and (accepts(model, "use_cache") or _cache_through_kwargs(model)):
         kwargs["use_cache"] = False
     return args, kwargs
+
+
+def _cache_through_kwargs(model: torch.nn.Module) -> bool:
+    """A generating model (decoder) whose config says it returns caches and whose forward takes use_cache only
+    through **kwargs. (Encoders keep their dynamic-shape trace: torch.export cannot yet give **kwargs entries
+    dynamic shapes, so passing one there costs a static trace.)"""
+    config = getattr(model, "config", None)
+    if getattr(config, "use_cache", None) is None:
+        return False
+    generates = getattr(model, "can_generate", None)
+    decoder = getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False)
+    if not (decoder or (callable(generates) and generates())):
+        return False
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _tokenizer_output(inputs: Any) -> bool:

@@ -24,6 +24,18 @@ _TO = {aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.to.other}
 _PLAIN_CALLS = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod}
 
 
+# fused ops decomposed into their cell ops before rules see them (their gates then get the gate rule)
+DECOMPOSED = (aten.lstm.input, aten.gru.input, aten.rnn_tanh.input, aten.rnn_relu.input)
+
+
+def fused_ops(graph: fx.Graph) -> dict:
+    """The decompositions of the fused ops (DECOMPOSED) the graph holds."""
+    from torch._decomp import decomposition_table
+
+    present = {node.target for node in graph.nodes if node.op == "call_function"}
+    return {op: decomposition_table[op] for op in DECOMPOSED if op in present}
+
+
 def is_functional(graph: fx.Graph) -> bool:
     """No in-place or mutating op, and no higher-order op (subgraphs): safe to use without decomposing."""
     for node in graph.nodes:

@@ -8,6 +8,8 @@ names. Parameters and buffers are rebuilt as data-free meta tensors: a cached gr
 live model's weights. Writes are atomic (a temporary file renamed into place), the directory is
 owner-only, and an entry another user could have written is refused: loading must never become a
 way to run someone else's code. A corrupt, truncated or stale entry is reported, removed and rebuilt.
+Processes sharing the directory (workers of one job) trace a key once: the first holds a lock on it while
+it traces, the others wait and then read its entry.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import re
 import stat
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,11 @@ from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_
 from torch.export.graph_signature import InputKind
 
 from ..errors import LRPGraphError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock between processes (each may trace once)
+    fcntl = None
 from .export import Exported
 from .shapes import GuardSpec
 
@@ -82,6 +91,19 @@ class DiskCache:
 
     def entries(self, key: str) -> list[Path]:
         return sorted(self.directory.glob(f"{key}-*{_SUFFIX}"))
+
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Hold `key` against other processes while looking it up and tracing it."""
+        if fcntl is None:
+            yield
+            return
+        with open(self.directory / f".lock-{key}", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def load(self, path: Path) -> Exported:
         """The entry's program and guards; Uncacheable (after removing the file) if it is unusable."""

@@ -16,8 +16,12 @@ then tells which calls the graph serves.
 from __future__ import annotations
 
 import inspect
+import io
+import logging
 import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +32,7 @@ from torch.export.graph_signature import InputKind
 
 from ..errors import TraceError, first_line
 from .call import leaf_names
-from .canonical import canonicalise, is_functional
+from .canonical import canonicalise, fused_ops, is_functional
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .model_state import evaluation_mode
 from .noop_copies import remove_noop_copies
@@ -49,6 +53,10 @@ class Exported:
     program: torch.export.ExportedProgram
     guards: GuardSpec
     static_reason: str | None = None  # why the shapes are static, when dynamic tracing failed
+    # a recording (`record.py`): (kind, name) of the leading user inputs that are the model's parameters and
+    # buffers, and the call's own (in_spec, out_spec); such a program is valid for its one call only
+    recorded_state: list[tuple[str, str]] | None = None
+    recorded_specs: tuple[pytree.TreeSpec, pytree.TreeSpec] | None = None
 
 
 DIMENSIONS = ("static", "batch-and-ids", "all")
@@ -89,11 +97,14 @@ def _export(
 ) -> tuple[torch.export.ExportedProgram, GuardSpec]:
     # views (a slice of a generated sequence) make torch.export's input guards fail: trace on plain copies
     args, kwargs = pytree.tree_map_only(torch.Tensor, _plain_copy, (args, kwargs))
-    with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings():
+    with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_logs():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
         if not is_functional(program.graph):  # in-place ops: let torch make the graph functional
             program = program.run_decompositions({})
+        fused = fused_ops(program.graph)
+        if fused:  # LSTM / GRU / RNN layers: into their matrix products, gates and pointwise ops
+            program = program.run_decompositions(fused)
     user = [
         node
         for node, spec in zip(
@@ -102,6 +113,20 @@ def _export(
         if spec.kind == InputKind.USER_INPUT
     ]
     return program, GuardSpec.of_trace(program.graph, user, names)
+
+
+@contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    """Keep torch from printing partial graphs to stderr while a trace is tried (a failure is raised, with
+    its own message, and a failed try is often followed by one that works)."""
+    logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _examples(args: tuple, kwargs: dict, everything: bool) -> list[tuple[tuple, dict]]:
@@ -160,30 +185,34 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
     gm = program.graph_module
     placeholders = list(gm.graph.find_nodes(op="placeholder"))
     names = iter(leaf_names(model, args, kwargs))
+    state = iter(exported.recorded_state or ())
     kinds, input_names, state_names, constants = {}, {}, {}, {}
     for node, spec in zip(placeholders, program.graph_signature.input_specs, strict=True):
-        kind = _KINDS.get(spec.kind)
+        kind, target = _KINDS.get(spec.kind), spec.target
         if kind is None:
             raise TraceError(f"unsupported graph input kind {spec.kind} for '{node.name}'")
+        if kind == INPUT:
+            kind, target = next(state, (INPUT, None))
         kinds[node] = kind
         if kind == INPUT:
             input_names[node] = next(names)
         elif kind in (PARAMETER, BUFFER):
-            state_names[node] = spec.target
+            state_names[node] = target
         else:
-            constants[node] = program.constants[spec.target]
-    out_spec = program.call_spec.out_spec
+            constants[node] = program.constants[target]
+    in_spec, out_spec = exported.recorded_specs or (program.call_spec.in_spec, program.call_spec.out_spec)
     return Graph(
         module=gm,
         kinds=kinds,
         input_names=input_names,
         state_names=state_names,
         constants=constants,
-        in_spec=program.call_spec.in_spec,
+        in_spec=in_spec,
         out_spec=out_spec,
         output_names=output_names(out_spec),
         check=GuardCheck(exported.guards),
         static_reason=exported.static_reason,
+        recorded=exported.recorded_state is not None,
     )
 
 

@@ -159,6 +159,8 @@ class _Fingerprint:
             return ("set", tuple(sorted(repr(self.value(where, v, deeper)) for v in value)))
         if isinstance(value, torch.Tensor):
             return self._tensor(where, value)
+        if isinstance(value, weakref.ReferenceType):  # e.g. an LSTM's references to its own weights
+            return ("weakref", self.value(where, value(), deeper))
         if isinstance(value, torch.nn.Module):
             return ("module", _class_name(type(value)) if self.stable else token(value))
         if isinstance(value, functools.partial):

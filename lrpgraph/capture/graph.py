@@ -34,6 +34,7 @@ class Graph:
     output_names: list[str]
     check: GuardCheck  # which calls the graph serves (all of one structure, for a dynamic trace)
     static_reason: str | None = None  # why the trace has static shapes only, when dynamic tracing failed
+    recorded: bool = False  # a recording of one call (`record.py`): valid for that call's values only
     _stacks: dict[fx.Node, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
 
     @property
@@ -99,6 +100,7 @@ class Graph:
             output_names=list(self.output_names),
             check=self.check,
             static_reason=self.static_reason,
+            recorded=self.recorded,
         )
 
     def describe(self, node: fx.Node) -> str:

@@ -1,11 +1,11 @@
 """Which nodes carry relevance, and along which edges it flows back.
 
 Relevance starts at user inputs and flows only through floating-point values: an integer or bool
-tensor (ids, masks, positions) carries relevance only while it is re-indexed, until an embedding
-lookup turns it into floats. A float computed from integers (a cast of the attention mask, a
-position table) is a constant. Graph passes can cut nodes (normalisation scales, treated as
-constants) and redirect nodes (a pointwise region such as x·sigmoid(x) hands its relevance
-straight to x).
+tensor (ids, masks, positions) carries relevance only while it is re-indexed or turned into other ids
+(offsets, hashes), until an embedding lookup turns it into floats. A float computed from integers (a
+cast of the attention mask, a position table) is a constant. Graph passes can cut nodes (normalisation
+scales, treated as constants) and redirect nodes (a pointwise region such as x·sigmoid(x) hands its
+relevance straight to x).
 """
 
 from __future__ import annotations
@@ -67,14 +67,19 @@ def relevance_flow(
     cuts, redirects, sources = set(cuts), redirects or {}, set(sources)
     edges: dict[fx.Node, list[fx.Node]] = {}
     relevant: set[fx.Node] = set()
+    from_inputs: set[fx.Node] = set()  # values computed from user inputs (relevant or not)
     for node in graph.module.graph.nodes:
         val = node.meta.get("val")
         if node.op == "placeholder":
-            if graph.kinds.get(node) == INPUT and (is_float(val) or is_index(val)):
-                relevant.add(node)
+            if graph.kinds.get(node) == INPUT:
+                from_inputs.add(node)
+                if is_float(val) or is_index(val):
+                    relevant.add(node)
             continue
         if node.op != "call_function":
             continue
+        if not isinstance(val, (int, torch.SymInt)) and any(n in from_inputs for n in value_inputs(node)):
+            from_inputs.add(node)  # (a size, such as a sequence length, is a shape: not data from the inputs)
         if node in sources:
             relevant.add(node)
             edges[node] = []
@@ -96,7 +101,7 @@ def relevance_flow(
             if ids_arg is not None:
                 ids = _arg(node, ids_arg)
                 into += [n for n in inputs if n in ids and is_index(n.meta.get("val"))]
-        elif moves_values(node):
+        elif moves_values(node) or (traces_ids(node) and _with_constants(node, inputs, from_inputs)):
             into = [n for n in inputs if is_index(n.meta.get("val"))]
         else:
             into = []
@@ -105,6 +110,17 @@ def relevance_flow(
             relevant.add(node)
     live = _reachable(output, edges) if output in relevant else []
     return Flow(edges={n: edges.get(n, []) for n in live}, live=live, relevant=relevant)
+
+
+def traces_ids(node: fx.Node) -> bool:
+    """Integer arithmetic on ids (offsets, hashing) whose result is looked up later: relevance follows it."""
+    return is_index(node.meta.get("val")) and getattr(lookup(node.target, integer=True), "traces_ids", False)
+
+
+def _with_constants(node: fx.Node, relevant: list[fx.Node], from_inputs: set[fx.Node]) -> bool:
+    """Ids combined only with constants (offsets, hash factors) — not with other inputs, such as positions
+    counted from an attention mask, which stay constants."""
+    return all(n in relevant or n not in from_inputs for n in node.all_input_nodes)
 
 
 def value_inputs(node: fx.Node) -> list[fx.Node]:

@@ -13,6 +13,7 @@ import math
 import torch
 
 from .adapter import Adapter, is_tensor
+from .complex import COMPLEX, scale_by_constant
 from .registry import declare, register_ops, rule
 from .tensors import stabilize, unbroadcast
 
@@ -111,6 +112,8 @@ class ProductAdapter(Adapter):
 
     def op_class(self, args, relevant, role):
         both = bool(relevant.get("self")) and bool(relevant.get("other"))
+        if not both and not self.quotient and any(_complex(args.get(n)) for n in ("self", "other")):
+            return COMPLEX
         if not both:
             return SCALE
         if self.quotient:
@@ -118,10 +121,14 @@ class ProductAdapter(Adapter):
         return GATE if role is not None and role.startswith("gate:") else PRODUCT
 
     def needs(self, op_class, kernel, args, relevant):
-        names = {n for n in ("self", "other") if is_tensor(args.get(n))} if "operands" in kernel.needs else set()
+        reads = "operands" in kernel.needs or op_class is COMPLEX
+        names = {n for n in ("self", "other") if is_tensor(args.get(n))} if reads else set()
         return names, "out" in kernel.needs
 
     def apply(self, call):
+        if call.op_class is COMPLEX:  # a complex tensor times a constant: a real-linear map
+            data = "self" if call.relevant.get("self") else "other"
+            return scale_by_constant(call, data, "other" if data == "self" else "self")
         names = [n for n in ("self", "other") if is_tensor(call.args.get(n))]
         operands = [call.args[n] for n in names]
         relevant = [bool(call.relevant.get(n)) for n in names]
@@ -147,6 +154,11 @@ class PointwiseAdapter(Adapter):
         derivative = SLOPES.get(call.op)
         slope = None if derivative is None else (lambda x: derivative(x, call.args))
         return {self.data: call.run(call.args[self.data], call.out, slope)}
+
+
+def _complex(value) -> bool:
+    val = getattr(value, "meta", {}).get("val")
+    return isinstance(val, torch.Tensor) and val.is_complex()
 
 
 def _gelu_slope(x, args):
@@ -175,10 +187,10 @@ SLOPES = {
 
 
 register_ops(AddAdapter("add"), aten.add.Tensor, aten.add.Scalar)
-register_ops(AddAdapter("sub"), aten.sub.Tensor, aten.sub.Scalar)
+register_ops(AddAdapter("sub"), aten.sub.Tensor, aten.sub.Scalar, aten.subtract.Tensor)
 register_ops(AddAdapter("rsub"), aten.rsub.Tensor, aten.rsub.Scalar)
-register_ops(ProductAdapter(quotient=False), aten.mul.Tensor, aten.mul.Scalar)
-register_ops(ProductAdapter(quotient=True), aten.div.Tensor, aten.div.Scalar)
+register_ops(ProductAdapter(quotient=False), aten.mul.Tensor, aten.mul.Scalar, aten.multiply.Tensor)
+register_ops(ProductAdapter(quotient=True), aten.div.Tensor, aten.div.Scalar, aten.divide.Tensor)
 
 ACTIVATIONS = [
     aten.relu.default,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .complex import COMPLEX
 from .linear_maps import LinearMap
 from .normalization import BATCHNORM, NORM
 from .pooling import AVGPOOL, SUM
@@ -32,7 +33,7 @@ def _alpha_beta(params: dict) -> None:
         raise ValueError(f"alpha-beta needs alpha - beta = 1, got alpha={params['alpha']}, beta={params['beta']}")
 
 
-@rule((*WEIGHTED, NORM, BATCHNORM), "epsilon", needs=("x", "out"), default=True)
+@rule((*WEIGHTED, NORM, BATCHNORM, COMPLEX), "epsilon", needs=("x", "out"), default=True)
 def epsilon(R, x, layer: LinearMap, out, *, epsilon: float = 1e-6, sign_aware: bool = True):
     """R_i = x_i Σ_j A_ij R_j / stab(z_j); the bias keeps its share."""
     return x * layer.adjoint(divide(R, out, epsilon, sign_aware), layer.weight)

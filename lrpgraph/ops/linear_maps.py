@@ -146,6 +146,43 @@ class CumulativeSum(LinearMap):
         return s.flip(self.dim).cumsum(self.dim).flip(self.dim)
 
 
+class Quantile(LinearMap):
+    """torch.quantile with a scalar q along `dim` (all elements when None): y = w₀·x₍ᵢ₎ + w₁·x₍ⱼ₎ of the sorted
+    values (i, j and the weights from q and the interpolation mode), a fixed linear map for these x."""
+
+    def __init__(self, x: torch.Tensor, q: float, dim: int | None, keepdim: bool, interpolation: str):
+        super().__init__(x.shape)
+        values = x.reshape(-1) if dim is None else x
+        self.dim = 0 if dim is None else dim % x.dim()
+        self.keepdim, self.flat = keepdim, dim is None
+        count = values.shape[self.dim]
+        position = float(q) * (count - 1)
+        low, high = math.floor(position), min(math.ceil(position), count - 1)
+        share = {
+            "linear": position - low,
+            "lower": 0.0,
+            "higher": 1.0,
+            "nearest": float(round(position) > low),  # round half to even, as torch
+            "midpoint": 0.5 if high > low else 0.0,
+        }[interpolation]
+        order = values.argsort(dim=self.dim, stable=True)
+        self.picks = [(order.narrow(self.dim, low, 1), 1.0 - share), (order.narrow(self.dim, high, 1), share)]
+        self.kept = list(values.shape)
+        self.kept[self.dim] = 1
+
+    def forward(self, x, weight=None, bias=None):
+        values = x.reshape(-1) if self.flat else x
+        y = sum(w * values.gather(self.dim, index) for index, w in self.picks)
+        return y if self.keepdim and not self.flat else y.squeeze(self.dim)
+
+    def adjoint(self, s, weight=None):
+        s = s.reshape(self.kept)
+        out = s.new_zeros(self.x_shape.numel() if self.flat else self.x_shape)
+        for index, w in self.picks:
+            out = out.scatter_add(self.dim, index, s * w)
+        return out.reshape(self.x_shape)
+
+
 class Resample(LinearMap):
     """Bilinear (or bicubic) up/down-sampling: a fixed linear interpolation, adjoint from ATen's backward."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .adapter import Adapter, LayerAdapter
-from .linear_maps import AvgPool, CumulativeSum, Reduction, Resample, pool_window
+from .linear_maps import AvgPool, CumulativeSum, Quantile, Reduction, Resample, pool_window
 from .registry import declare, register_ops, rule
 
 aten = torch.ops.aten
@@ -106,6 +106,18 @@ def _reduction(mean: bool):
     return build
 
 
+class QuantileAdapter(LayerAdapter):
+    """torch.quantile (scalar q): which sorted values it interpolates depends on x, so x is always read."""
+
+    def needs(self, op_class, kernel, args, relevant):
+        return {"self"}, True
+
+
+def _quantile(args):
+    x = args["self"]
+    return Quantile(x, args["q"], args.get("dim"), args.get("keepdim", False), args.get("interpolation", "linear"))
+
+
 def _cumsum(args):
     return CumulativeSum(args["self"].shape, args["dim"])
 
@@ -161,3 +173,7 @@ register_ops(MaxPoolAdapter(2, True), aten.adaptive_max_pool2d.default)
 register_ops(MaxPoolAdapter(3, True), aten.adaptive_max_pool3d.default)
 register_ops(MaxAdapter(False), aten.amax.default, aten.amin.default, aten.max.default, aten.min.default)
 register_ops(MaxAdapter(True), aten.max.dim, aten.min.dim)
+# selections of one value (ties share): the same winner rule
+register_ops(MaxAdapter(False), aten.median.default, aten.nanmedian.default)
+register_ops(MaxAdapter(True), aten.median.dim, aten.nanmedian.dim, aten.kthvalue.default)
+register_ops(QuantileAdapter(SUM, "self", _quantile), aten.quantile.scalar, aten.nanquantile.scalar)

@@ -75,6 +75,7 @@ CLASSES: dict[str, OpClass] = {}
 KERNELS: dict[str, dict[str, Kernel]] = {}
 DEFAULTS: dict[str, str] = {}
 OPS: dict[Any, Any] = {}
+INTEGER_OPS: dict[Any, Any] = {}  # adapters of ops computing integer tensors from relevant ids (provenance)
 
 
 def declare(name: str, *, absorbs: str = "operands", exact: bool = False) -> OpClass:
@@ -123,21 +124,26 @@ def rule(
     return register
 
 
-def register_ops(adapter: Any, *targets: Any) -> None:
+def register_ops(adapter: Any, *targets: Any, integer: bool = False) -> None:
     """Map each ATen overload (or Python callable such as operator.getitem) to its adapter.
 
     A target may also be a qualified name ("transformers.grouped_mm_fallback.default") for custom
-    ops that exist only once a third-party library has registered them.
+    ops that exist only once a third-party library has registered them. `integer`: the adapter of the op
+    where it computes integers (ids turned into other ids), which differs from its float rule.
     """
     for target in targets:
-        OPS[target] = adapter
+        (INTEGER_OPS if integer else OPS)[target] = adapter
 
 
-def lookup(target: Any) -> Any:
-    """The adapter of an op, by the op itself or by its qualified name; None if it has no rule."""
-    adapter = OPS.get(target)
+def lookup(target: Any, integer: bool = False) -> Any:
+    """The adapter of an op (its integer adapter for an integer-valued node), by the op itself or by its
+    qualified name; None if it has no rule."""
+    table = INTEGER_OPS if integer else OPS
+    adapter = table.get(target)
     if adapter is None and not isinstance(target, str):
-        adapter = OPS.get(str(target))
+        adapter = table.get(str(target))
+    if adapter is None and integer:
+        return lookup(target)
     return adapter
 
 

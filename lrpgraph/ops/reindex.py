@@ -262,7 +262,7 @@ def _slice_scatter(R, a):
     src = a["src"]
     return {
         "self": R.slice_scatter(_zeros(R, src.shape), dim, start, end, step),
-        "src": R.slice(dim, start, end, step).reshape(src.shape),
+        "src": aten.slice.Tensor(R, dim, start, end, step).reshape(src.shape),
     }
 
 
@@ -274,14 +274,21 @@ def _select_scatter(R, a):
     }
 
 
+def _copy(R, a):
+    """copy(self, src): the output is src (broadcast) in self's place; what was overwritten gets nothing."""
+    return {"src": unbroadcast(R, a["src"].shape)}
+
+
 def traced_adjoint(op: Callable, data: str = "self") -> Adjoint:
-    """Adjoint of a pure re-indexing op learned by running it on element indices (float64: exact to 2**53)."""
+    """Adjoint of a pure re-indexing op learned by running it on element indices (float64: exact to 2**53);
+    positions the op fills with zeros (padding) pass nothing."""
 
     def adjoint(R, a):
         x = a[data]
-        ids = torch.arange(x.numel(), device=R.device, dtype=torch.float64).reshape(x.shape)
-        moved = op(**{**a, data: ids}).round().long()
-        flat = _zeros(R, (x.numel(),)).index_add_(0, moved.reshape(-1), R.reshape(-1))
+        ids = torch.arange(1, x.numel() + 1, device=R.device, dtype=torch.float64).reshape(x.shape)
+        moved = op(**{**a, data: ids}).round().long().reshape(-1) - 1
+        kept = moved >= 0
+        flat = _zeros(R, (x.numel(),)).index_add_(0, moved[kept], R.reshape(-1)[kept])
         return {data: flat.reshape(x.shape)}
 
     return adjoint
@@ -318,7 +325,7 @@ register_ops(ReindexAdapter(_movedim), aten.movedim.int, aten.movedim.intlist)
 register_ops(ReindexAdapter(_slice), aten.slice.Tensor)
 register_ops(ReindexAdapter(_narrow), aten.narrow.default)
 register_ops(ReindexAdapter(_select), aten.select.int)
-register_ops(ReindexAdapter(_cat), aten.cat.default, aten.concat.default)
+register_ops(ReindexAdapter(_cat), aten.cat.default, aten.concat.default, aten.concatenate.default)
 register_ops(ReindexAdapter(_stack), aten.stack.default)
 register_ops(ReindexAdapter(_split), aten.split.Tensor, aten.split_with_sizes.default, aten.unsafe_split.Tensor)
 register_ops(ReindexAdapter(_chunk), aten.chunk.default)
@@ -342,6 +349,8 @@ register_ops(ReindexAdapter(_tril, conserving=False), aten.tril.default)
 register_ops(ReindexAdapter(_triu, conserving=False), aten.triu.default)
 register_ops(ReindexAdapter(_slice_scatter), aten.slice_scatter.default)
 register_ops(ReindexAdapter(_select_scatter), aten.select_scatter.default)
+register_ops(ReindexAdapter(_copy), aten.copy.default)
+register_ops(ReindexAdapter(traced_adjoint(aten.im2col.default), conserving=False), aten.im2col.default)
 for _op in (
     aten.repeat.default,
     aten.as_strided.default,

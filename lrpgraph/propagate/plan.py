@@ -18,6 +18,7 @@ from ..capture.node_args import normalized_args
 from ..capture.shapes import Shapes
 from ..errors import MissingRuleError, RuleSetError
 from ..flow.analysis import Analysis
+from ..flow.relevance import is_index
 from ..ops.adapter import Adapter, with_marks
 from ..ops.elementwise import REDIRECT
 from ..ops.fallback import FALLBACK, MODES
@@ -118,7 +119,7 @@ def build_plan(
             args, relevant = {"self": analysis.redirects[node]}, {"self": True}
             classes[node] = (REDIRECT.op_class(args, relevant, None), REDIRECT, args, relevant)
             continue
-        adapter = lookup(node.target)
+        adapter = lookup(node.target, integer=is_index(node.meta.get("val")))
         if adapter is None and fallback is None:
             missing.append(node)
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ class WalkResult:
     inputs: dict[fx.Node, Any]  # relevance that reached each input (and positional source)
     latent: dict[fx.Node, Any]  # relevance at the recorded nodes
     absorbed: dict[str, torch.Tensor]  # what rules did not pass on, by where it was booked
+    by_rule: dict[str, torch.Tensor] = field(default_factory=dict)  # the same, as "bias at linear:epsilon"
 
 
 class Accumulator:
@@ -86,6 +87,7 @@ class Walker:
         self.absorbed: dict[str, torch.Tensor] = defaultdict(
             lambda: torch.zeros((), dtype=torch.float64, device=device)
         )
+        self.by_rule: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64, device=device))
         self.samples = seed.shape[self.lead] if len(seed.shape) > self.lead else 1
         with torch.no_grad():
             for node in self.plan.order:
@@ -93,7 +95,7 @@ class Walker:
                 if R is not None:
                     self.run_node(node, R)
                 self.free(node)
-        return WalkResult(self.inputs, self.latent, dict(self.absorbed))
+        return WalkResult(self.inputs, self.latent, dict(self.absorbed), dict(self.by_rule))
 
     def run_node(self, node: fx.Node, R: Any) -> None:
         """Record, end the walk at inputs and positional sources, or run the node's rule and pass its result on."""
@@ -121,7 +123,9 @@ class Walker:
                 passed = passed + _total(r)
             self.relevance.add(receiver, r)
         if not step.exact:
-            self.absorbed[step.absorbs] += _total(R) - passed
+            kept = _total(R) - passed
+            self.absorbed[step.absorbs] += kept
+            self.by_rule[f"{step.absorbs} at {step.op_class.name}:{step.choice.name}"] += kept
 
     def call_rule(self, step: Step, R: Any) -> list[Any]:
         """The rule's relevance for each receiver of the step (None where it sends none)."""
@@ -245,4 +249,6 @@ def _total(R: Any) -> torch.Tensor:
 
 def _sum(t: torch.Tensor) -> torch.Tensor:
     """Sum in the tensor's own precision (float32 for half types): a float64 sum of float32 is 20× slower."""
+    if t.is_complex():  # relevance of real and imaginary components
+        t = torch.view_as_real(t)
     return t.sum(dtype=torch.float32) if t.dtype in (torch.float16, torch.bfloat16) else t.sum()

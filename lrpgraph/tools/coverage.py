@@ -92,6 +92,16 @@ def coverage(
     )
 
 
+# why a rule keeps (or gives) relevance by design — the conservation audit's explanations, by "op class:rule"
+WHY = {
+    "attention:uniform": "AttnLRP's softmax rule x ⊙ (R − p·ΣR) (inside attention) keeps the softmax's implicit "
+    "bias term, by the paper's design; large where attention logits are large, as with random weights",
+    "softmax:taylor": "AttnLRP's softmax rule x ⊙ (R − p·ΣR) keeps the softmax's implicit bias term, by design",
+    "negative": "a bias or constant (a position table) whose contribution has the opposite sign gets negative "
+    "relevance, so the inputs get more than the logit; the parts still sum to it",
+}
+
+
 @dataclass
 class ZooRow:
     name: str
@@ -104,6 +114,34 @@ class ZooRow:
     explained: bool = False
     missing: list[str] = field(default_factory=list)
     error: str = ""
+    shares: dict[str, float] = field(default_factory=dict)  # where the seed went, as shares of |seed|
+    kept_by: dict[str, float] = field(default_factory=dict)  # what rules kept, by "op class:rule", shares of |seed|
+
+    @property
+    def audit(self) -> str:
+        """Why conservation needs a look: rules absorbing or creating over 5% of the seed, inputs over 105%."""
+        notes = []
+        if abs(self.shares.get("rules", 0.0)) > 0.05:
+            rules = {k.split(" at ", 1)[1]: v for k, v in self.kept_by.items() if k.startswith("rules at ")}
+            top = max(rules.items(), key=lambda kv: abs(kv[1]), default=("?", 0.0))[0]
+            reason = WHY.get(top, "not yet explained")
+            notes.append(f"rules {100 * self.shares['rules']:+.0f}%, most at {top} — {reason}")
+        if self.shares.get("inputs", 0.0) > 1.05:
+            negative = {k: v for k, v in self.kept_by.items() if v < 0}
+            top = min(negative.items(), key=lambda kv: kv[1], default=("?", 0.0))
+            notes.append(
+                f"inputs {100 * self.shares['inputs']:.0f}%, as {top[0]} holds {100 * top[1]:+.0f}% — {WHY['negative']}"
+            )
+        return "; ".join(notes)
+
+
+def _shares(ex: Any) -> dict[str, float]:
+    """Where the seed went, as shares of |seed|: all inputs together, positions, and each absorbing kind."""
+    seed = abs(float(ex.conservation.seed.sum())) or 1.0
+    parts = ex.conservation.where_it_went()
+    shares = {"inputs": sum(parts.pop(name) for name in ex.relevance if name in parts) / seed}
+    shares.update({k: v / seed for k, v in parts.items()})
+    return shares
 
 
 def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRow]:
@@ -124,6 +162,9 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
                 ex = explain(model, inputs, rules=rules)
                 row.explain_seconds = time.perf_counter() - started
                 row.explained = all(bool(torch.isfinite(r).all()) for r in ex.relevance.values())
+                row.shares = _shares(ex)
+                seed = abs(float(ex.conservation.seed.sum())) or 1.0
+                row.kept_by = {k: v / seed for k, v in ex.stats["absorbed_by_rule"].items()}
                 if not row.explained:
                     row.error = "non-finite relevance"
         except Exception as error:  # a zoo report records failures, it does not stop
@@ -141,15 +182,17 @@ def markdown(rows: list[ZooRow], rules: str) -> str:
         f"Coverage with rules `{rules}` (torch {torch.__version__}, transformers {transformers.__version__}); "
         "'relevant' counts the nodes that carry relevance, the others compute constants.",
         "",
-        "| architecture | family | nodes | relevant | covered | trace s | explain s | explain ok | missing ops |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| architecture | family | nodes | relevant | covered | trace s | explain s | explain ok | to inputs | rules "
+        "| missing ops |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
         ok = "yes" if r.explained else ("no: " + r.error if r.error else "no")
         share = f"{100 * r.covered:.2f}%" if r.nodes else "—"  # not traced: nothing to cover
         lines.append(
             f"| {r.name} | {r.family} | {r.nodes} | {r.relevant} | {share} | {r.trace_seconds:.2f} | "
-            f"{r.explain_seconds:.2f} | {ok} | {', '.join(r.missing) or '—'} |"
+            f"{r.explain_seconds:.2f} | {ok} | {_percent(r.shares, 'inputs')} | {_percent(r.shares, 'rules')} | "
+            f"{', '.join(r.missing) or '—'} |"
         )
     relevant = sum(r.relevant for r in rows)
     covered = sum(r.covered * r.relevant for r in rows)
@@ -158,9 +201,22 @@ def markdown(rows: list[ZooRow], rules: str) -> str:
     lines.append(
         f"| **total** ({len(rows)}) | | {sum(r.nodes for r in rows)} | {relevant} | {share} | "
         f"{sum(r.trace_seconds for r in rows):.1f} | {sum(r.explain_seconds for r in rows):.1f} | "
-        f"{explained}/{len(rows)} | |"
+        f"{explained}/{len(rows)} | | | |"
     )
+    flagged = [f"- {r.name}: {r.audit}" for r in rows if r.audit]
+    lines += [
+        "",
+        "'to inputs' and 'rules' are shares of the explained logit; the rest went to biases, constants (masks,",
+        "position tables) and positions. Conservation audit — rules absorbing or creating more than 5%, or inputs",
+        "receiving more than 105%:",
+        "",
+        *(flagged or ["- none"]),
+    ]
     return "\n".join(lines)
+
+
+def _percent(shares: dict[str, float], key: str) -> str:
+    return f"{100 * shares[key]:.1f}%" if key in shares else ("0.0%" if shares else "—")
 
 
 def add_command(sub: Any) -> None:

@@ -1,6 +1,7 @@
-"""A zoo of HuggingFace architectures built from small configs with random weights (no downloads).
+"""A zoo of HuggingFace architectures built from small configs with random weights (no downloads), and the
+plain PyTorch models of `torch_zoo.py`.
 
-Used by the architecture tests and by `lrpgraph coverage`. Each entry names a transformers config
+Used by the architecture tests and by `lrpgraph coverage`. Each HuggingFace entry names a transformers config
 and model class, the config's size arguments, and the kind of inputs the model takes.
 """
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from .torch_zoo import TORCH_ARCHITECTURES, TorchArchitecture
 
 TEXT = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 LANGUAGE = dict(  # decoders and encoders alike: 2 layers, 4 heads, hidden size 32
@@ -363,7 +366,10 @@ ARCHITECTURES = [
 ]
 
 
-def architectures(names: list[str] | None = None) -> list[Architecture]:
+ARCHITECTURES += TORCH_ARCHITECTURES
+
+
+def architectures(names: list[str] | None = None) -> list[Architecture | TorchArchitecture]:
     """The built-in zoo, or the named entries of it."""
     if names is None:
         return list(ARCHITECTURES)

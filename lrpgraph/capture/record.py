@@ -1,0 +1,152 @@
+"""Record the ATen ops of the call that actually runs, for models torch.export cannot trace.
+
+torch.export traces with fake tensors, so Python code that branches on tensor values (mixture-of-experts
+loops over the experts that received tokens, padding logic, length checks) cannot be traced. Here the
+model runs on the real inputs under `make_fx` (real tensors, pre-dispatch: the same high-level ops as an
+export: linear, layer_norm, scaled_dot_product_attention) and every op that ran is recorded, each branch
+as taken. The straight-line recording is then exported (static shapes) to make it functional and to give
+it torch.export's node metadata, so the tracer's passes and the rules run on it unchanged. The graph is
+valid for that input only: it is never cached and never reused for another call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.fx.traceback as fx_traceback
+import torch.utils._pytree as pytree
+from torch.export.graph_signature import InputKind
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ..errors import TraceError, first_line
+from .canonical import fused_ops, is_functional
+from .export import Exported, quiet_torch_logs
+from .graph import BUFFER, PARAMETER
+from .model_state import evaluation_mode
+from .shapes import GuardSpec
+
+
+def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exported:
+    """The ops `model(*args, **kwargs)` runs, as an exported program whose leading user inputs are the model's
+    parameters and buffers (named in `Exported.recorded_state`), then the call's leaves."""
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    leaves, in_spec = pytree.tree_flatten((args, kwargs))
+    state = [*params.values(), *(b.clone() for b in buffers.values())]  # a forward may write its buffers
+    out_spec: list[pytree.TreeSpec] = []
+
+    def call(*flat: Any) -> tuple:
+        p = dict(zip(params, flat[: len(params)], strict=True))
+        b = dict(zip(buffers, flat[len(params) : len(state)], strict=True))
+        call_args, call_kwargs = pytree.tree_unflatten(list(flat[len(state) :]), in_spec)
+        out, spec = pytree.tree_flatten(torch.func.functional_call(model, (p, b), call_args, call_kwargs))
+        out_spec.append(spec)
+        return tuple(out)
+
+    try:
+        with evaluation_mode(model), torch.no_grad(), _module_stacks(model), fx_traceback.preserve_node_meta():
+            recording = make_fx(call, tracing_mode="real", pre_dispatch=True, _error_on_data_dependent_ops=False)(
+                *state, *leaves
+            )
+        _freeze_dynamic_shapes(recording, [*state, *leaves])
+        with torch.no_grad(), quiet_torch_logs():
+            program = torch.export.export(recording, tuple([*state, *leaves]), strict=False)
+            if not is_functional(program.graph):
+                program = program.run_decompositions({})
+            fused = fused_ops(program.graph)
+            if fused:
+                program = program.run_decompositions(fused)
+    except Exception as failure:
+        raise TraceError(
+            f"could not record the ops of {type(model).__name__}'s call: {type(failure).__name__}: "
+            f"{first_line(failure)}"
+        ) from failure
+    user = [
+        node
+        for node, spec in zip(
+            program.graph.find_nodes(op="placeholder"), program.graph_signature.input_specs, strict=True
+        )
+        if spec.kind == InputKind.USER_INPUT
+    ]
+    kinds = [(PARAMETER, name) for name in params] + [(BUFFER, name) for name in buffers]
+    return Exported(
+        program,
+        GuardSpec.of_trace(program.graph, user[len(state) :], [f"input {i}" for i in range(len(leaves))]),
+        recorded_state=kinds,
+        recorded_specs=(in_spec, out_spec[0]),
+    )
+
+
+def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any]) -> None:
+    """Drop what Python only branched on, and hold as constants (their values for these inputs) the index sets
+    whose size depends on values (nonzero, unique of ids, …): valid for this call, and static for export.
+    Floating-point results (a masked selection of activations) stay ops, to carry relevance."""
+    graph = recording.graph
+    graph.eliminate_dead_code()
+    frozen = [
+        node
+        for node in graph.nodes
+        if isinstance(node.target, torch._ops.OpOverload)
+        and torch.Tag.dynamic_output_shape in node.target.tags
+        and isinstance(node.meta.get("val"), torch.Tensor)
+        and not (node.meta["val"].is_floating_point() or node.meta["val"].is_complex())
+    ]
+    for node, value in zip(frozen, _values_of(recording, frozen, inputs), strict=True):
+        name = f"_recorded_{node.name}"
+        setattr(recording, name, value)
+        with graph.inserting_before(node):
+            constant = graph.create_node("get_attr", name)
+        constant.meta = dict(node.meta)
+        node.replace_all_uses_with(constant)
+        graph.erase_node(node)
+    graph.eliminate_dead_code()
+    recording.recompile()
+
+
+def _values_of(recording: torch.fx.GraphModule, nodes: list[torch.fx.Node], inputs: list[Any]) -> list[Any]:
+    """The values these nodes take for these inputs (the recording's meta holds only their shapes)."""
+    if not nodes:
+        return []
+    graph, mapping = torch.fx.Graph(), {}
+    graph.graph_copy(recording.graph, mapping)
+    graph.output(tuple(mapping[node] for node in nodes))
+    graph.eliminate_dead_code()
+    with torch.no_grad():
+        return list(torch.fx.GraphModule(recording, graph)(*inputs))
+
+
+@contextmanager
+def _module_stacks(model: torch.nn.Module) -> Iterator[None]:
+    """Give each recorded node the stack of the model's modules it ran in (as torch.export's nn_module_stack),
+    through global module hooks that act only on this thread and this model's modules."""
+    paths = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
+    thread = threading.get_ident()
+    stack: list[tuple[str, type]] = []
+
+    def publish() -> None:
+        fx_traceback.current_meta["nn_module_stack"] = OrderedDict((path, (path, kind)) for path, kind in stack)
+
+    def enter(module: torch.nn.Module, _args: Any) -> None:
+        if threading.get_ident() == thread and id(module) in paths:
+            stack.append((paths[id(module)], type(module)))
+            publish()
+
+    def leave(module: torch.nn.Module, _args: Any, _out: Any) -> None:
+        if threading.get_ident() == thread and id(module) in paths and stack:
+            stack.pop()
+            publish()
+
+    hooks = [
+        torch.nn.modules.module.register_module_forward_pre_hook(enter),
+        torch.nn.modules.module.register_module_forward_hook(leave),
+    ]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -1,0 +1,227 @@
+"""Op classes beyond the zoo: each new rule against the same computation written out in ops that already have
+rules (float64, 1e-6), and its conservation identity."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import lrpgraph
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Every tensor these tests make is float64; the default is restored for the rest of the suite."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(saved)
+
+
+def _relevance(model: nn.Module, x: torch.Tensor, rules: str = "epsilon", target: int = 1) -> lrpgraph.Explanation:
+    return lrpgraph.explain(model.double().eval(), x, target=target, rules=rules)
+
+
+def _same(a: nn.Module, b: nn.Module, x: torch.Tensor, rules: str = "epsilon") -> tuple:
+    ra, rb = _relevance(a, x, rules), _relevance(b, x, rules)
+    key = next(iter(ra.relevance))
+    scale = rb.relevance[key].abs().max()
+    assert (ra.relevance[key] - rb.relevance[key]).abs().max() <= 1e-6 * scale
+    return ra, rb
+
+
+class Head(nn.Module):
+    """Linear → f → linear head, with f given; the two linears shared between a model and its written-out twin."""
+
+    def __init__(self, f, width: int = 8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner, self.head, self.f = nn.Linear(width, width), nn.Linear(width, 3), f
+
+    def forward(self, x):
+        return self.head(self.f(self.inner(x)))
+
+
+def _twins(f, g, width: int = 8) -> tuple[Head, Head]:
+    a, b = Head(f, width), Head(g, width)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def test_slice_write_equals_concatenation():
+    def written(y):
+        z = y.clone()
+        z[..., :4] = 2 * y[..., 4:]
+        return z
+
+    a, b = _twins(written, lambda y: torch.cat([2 * y[..., 4:], y[..., 4:]], -1))
+    _same(a, b, torch.randn(3, 8))
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    """The real 8×8 block-diagonal matrix of multiplying 4 complex pairs by e^{iθ}: y = x @ M."""
+    m = torch.zeros(8, 8)
+    for k, t in enumerate(angles.tolist()):
+        c, s = math.cos(t), math.sin(t)
+        m[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = torch.tensor([[c, s], [-s, c]])
+    return m
+
+
+def test_complex_rotation_equals_its_real_matrix():
+    angles = torch.tensor([0.3, 1.1, 2.0, -0.7])
+    frequencies = torch.polar(torch.ones(4), angles)
+
+    def rotate(y):
+        c = torch.view_as_complex(y.reshape(*y.shape[:-1], 4, 2).contiguous())
+        return torch.view_as_real(c * frequencies).reshape(y.shape)
+
+    matrix = _rotation(angles)
+    ra, _ = _same(*_twins(rotate, lambda y: y @ matrix), torch.randn(3, 8))
+    seed, absorbed = ra.conservation.seed.sum().item(), sum(ra.conservation.absorbed.values())
+    assert ra.conservation.input_total.sum().item() + absorbed == pytest.approx(seed, rel=1e-9)
+
+
+def test_fourier_transform_equals_the_dft_matrix():
+    n = 8
+    k = torch.arange(n)
+    cosine = torch.cos(2 * math.pi * k[:, None] * k[None, :] / n)  # Re(DFT): FNet keeps the real part
+    a, b = _twins(lambda y: torch.fft.fft(y, dim=-1).real, lambda y: y @ cosine)
+    _same(a, b, torch.randn(3, n))
+    two = _twins(lambda y: torch.fft.fftn(y.reshape(-1, 2, 4), dim=(-2, -1)).real.reshape(-1, 8), lambda y: y)[0]
+    ex = _relevance(two, torch.randn(3, 8))
+    assert torch.isfinite(ex.relevance["x"]).all()
+
+
+def test_selections_and_quantiles_equal_their_written_out_forms():
+    def median_gathered(y):
+        index = y.argsort(dim=-1, stable=True)[..., 3:4]  # the lower median of 8
+        return y - y.gather(-1, index)
+
+    _same(*_twins(lambda y: y - y.median(-1, keepdim=True).values, median_gathered), torch.randn(3, 8))
+
+    def interpolated(y):
+        s = y.sort(-1).values
+        return y - (0.55 * s[..., 2:3] + 0.45 * s[..., 3:4])  # q = 0.35 of 8 values: position 0.35·7 = 2.45
+
+    _same(*_twins(lambda y: y - torch.quantile(y, 0.35, dim=-1, keepdim=True), interpolated), torch.randn(3, 8))
+
+
+def test_unfold_equals_concatenated_slices():
+    def unfolded(y):
+        return nn.functional.unfold(y.reshape(-1, 1, 2, 4), kernel_size=(1, 2)).reshape(-1, 12)[:, :8]
+
+    def sliced(y):
+        rows = y.reshape(-1, 2, 4)
+        # unfold's columns: for each of the 2×3 windows, its 2 pixels — first channel-row of the kernel, then the next
+        left = torch.cat([rows[:, 0, 0:3], rows[:, 1, 0:3]], -1)
+        right = torch.cat([rows[:, 0, 1:4], rows[:, 1, 1:4]], -1)
+        return torch.cat([left, right], -1)[:, :8]
+
+    x = torch.randn(3, 8)
+    a, b = _twins(unfolded, sliced)
+    torch.testing.assert_close(a(x), b(x))
+    _same(a, b, x)
+
+
+class HashedIds(nn.Module):
+    """Two id columns looked up in one table through per-column offsets (tabular transformers)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.table, self.head = nn.Embedding(20, 6), nn.Linear(6, 3)
+        self.register_buffer("offsets", torch.tensor([0, 10]))
+
+    def forward(self, ids):
+        return self.head(self.table(ids + self.offsets).sum(1))
+
+
+class SplitTables(nn.Module):
+    """The same lookups written out: one table per column."""
+
+    def __init__(self, hashed: HashedIds):
+        super().__init__()
+        self.first = nn.Embedding.from_pretrained(hashed.table.weight[:10].detach().clone())
+        self.second = nn.Embedding.from_pretrained(hashed.table.weight[10:].detach().clone())
+        self.head = hashed.head
+
+    def forward(self, ids):
+        return self.head(self.first(ids[:, 0]) + self.second(ids[:, 1]))
+
+
+def test_relevance_follows_ids_through_integer_arithmetic():
+    hashed = HashedIds().double().eval()
+    ids = torch.tensor([[3, 7], [9, 0], [1, 1]])
+    ra, _ = _same(hashed, SplitTables(hashed).double().eval(), ids)
+    assert ra.relevance["ids"].abs().sum() > 0
+    total = ra.conservation.input_total.sum().item() + sum(ra.conservation.absorbed.values())
+    assert total == pytest.approx(ra.conservation.seed.sum().item(), rel=1e-9)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell: type[nn.Module]):
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn, self.head = cell(4, 5, batch_first=True), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+class HandLSTM(nn.Module):
+    """The LSTM written out step by step with the same weights."""
+
+    def __init__(self, fused: Recurrent):
+        super().__init__()
+        self.fused = fused
+
+    def forward(self, x):
+        rnn = self.fused.rnn
+        steps = nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)  # as torch's decomposition orders it
+        h = x.new_zeros(x.shape[0], 5)
+        c = x.new_zeros(x.shape[0], 5)
+        for t in range(x.shape[1]):
+            gates = nn.functional.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0) + steps[:, t]
+            i, f, g, o = gates.chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        return self.fused.head(h)
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
+def test_lstm_equals_its_cells_written_out(rules):
+    fused = Recurrent(nn.LSTM).double().eval()
+    x = torch.randn(2, 3, 4)
+    ra = _relevance(fused, x, rules)
+    rb = _relevance(HandLSTM(fused), x, rules)
+    assert (ra.relevance["x"] - rb.relevance["x"]).abs().max() <= 1e-6 * rb.relevance["x"].abs().max()
+
+
+def test_gru_explains_with_gates():
+    ex = _relevance(Recurrent(nn.GRU), torch.randn(2, 3, 4), "attnlrp")
+    assert torch.isfinite(ex.relevance["x"]).all() and ex.relevance["x"].abs().sum() > 0
+    assert ex.stats["rules"].get("gate:uniform", 0) > 0  # the update/reset gates are gates
+
+
+class KwargsCache(nn.Module):
+    """A decoder whose forward learns use_cache only through **kwargs (default: its config's True) and then
+    returns a cache."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = type("Config", (), {"use_cache": True, "is_decoder": True})()
+        self.layer = nn.Linear(4, 3)
+
+    def forward(self, x, **kwargs):
+        out = self.layer(x)
+        if kwargs.get("use_cache", self.config.use_cache):
+            return out, object()  # a cache object no trace can hold
+        return out
+
+
+def test_use_cache_is_switched_off_through_kwargs():
+    ex = lrpgraph.explain(KwargsCache().double().eval(), torch.randn(2, 4), target=0)
+    assert ex.relevance["x"].shape == (2, 4)

@@ -1,0 +1,113 @@
+"""The fallback tracer: models torch.export cannot trace are explained from a recording of the call that ran.
+
+A recording is checked against a static trace of the same computation where both work (the branch a
+data-dependent model took, written out without the branch), across inputs that take different branches.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from guard import assert_unchanged, snapshot
+from torch import nn
+
+import lrpgraph
+from lrpgraph.tools.zoo import architectures
+
+
+class Branchy(nn.Module):
+    """Which layer runs depends on the input's values: `if x.sum() > 0` cannot be exported."""
+
+    def __init__(self, branch: str | None = None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c, self.out = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+        self.branch = branch  # a fixed branch: the same computation written without the test
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        taken = self.branch or ("b" if x.sum() > 0 else "c")
+        h = torch.relu(self.b(h) if taken == "b" else 2 * self.c(h))
+        return self.out(h)
+
+
+class Experts(nn.Module):
+    """Mixture of experts as HuggingFace writes it: a loop over the experts that received tokens."""
+
+    def __init__(self, loop: bool = True):
+        super().__init__()
+        torch.manual_seed(1)
+        self.router, self.experts = nn.Linear(6, 3, bias=False), nn.ModuleList(nn.Linear(6, 6) for _ in range(3))
+        self.head, self.loop = nn.Linear(6, 2), loop
+
+    def forward(self, x):
+        weights = torch.softmax(self.router(x), -1)
+        gate, choice = weights.max(-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            if self.loop:
+                rows = (choice == e).nonzero().squeeze(-1)
+                if rows.numel() == 0:
+                    continue
+                out = out.index_add(0, rows, gate[rows, None] * expert(x[rows]))
+            else:  # the same sum, every expert applied to every row and masked
+                out = out + (choice == e)[:, None] * gate[:, None] * expert(x)
+        return self.head(out)
+
+
+def _explain(model: nn.Module, x: torch.Tensor, **options) -> torch.Tensor:
+    return lrpgraph.explain(model.double().eval(), x.double(), target=1, rules="epsilon", **options).relevance["x"]
+
+
+def test_each_branch_equals_a_static_trace_of_it():
+    model = Branchy()
+    x_b = torch.tensor([[1.0, 2.0, -0.5, 0.3], [0.4, 0.1, 0.9, -0.2]])
+    x_c = -x_b
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recorded = [_explain(model, x) for x in (x_b, x_c, x_b)]
+    said = [w for w in caught if "recording" in str(w.message)]
+    assert len(said) == 1 and "Branchy" in str(said[0].message)
+    for branch, got in zip("bcb", recorded, strict=True):
+        fixed = Branchy(branch)
+        fixed.load_state_dict(model.state_dict())
+        expected = _explain(fixed, x_b if branch == "b" else x_c, tracer="export")
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(recorded[0], -recorded[1])  # the two branches really differ
+
+
+def test_a_loop_over_the_experts_that_received_tokens():
+    x = torch.randn(7, 6, generator=torch.Generator().manual_seed(3))
+    looped, dense = Experts(loop=True), Experts(loop=False)
+    dense.load_state_dict(looped.state_dict())
+    with pytest.raises(lrpgraph.TraceError):
+        _explain(looped, x, tracer="export")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = _explain(looped, x)
+    torch.testing.assert_close(got, _explain(dense, x, tracer="export"), rtol=1e-9, atol=1e-12)
+    assert got.abs().sum() > 0
+
+
+def test_a_recording_equals_the_export_of_a_transformer():
+    (arch,) = architectures(["llama"])
+    model, inputs = arch.build()
+    exported = lrpgraph.explain(model, inputs, rules="attnlrp", tracer="export")
+    recorded = lrpgraph.explain(model, inputs, rules="attnlrp", tracer="record")
+    for name, value in exported.relevance.items():
+        torch.testing.assert_close(recorded.relevance[name], value, rtol=1e-5, atol=1e-7)
+    assert not recorded.fallbacks and not exported.fallbacks
+
+
+def test_recording_leaves_the_model_as_it_was():
+    model = Branchy().train()
+    model.a.weight.grad = torch.ones_like(model.a.weight)
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lrpgraph.explain(model, torch.randn(2, 4), target=0)
+    with pytest.raises(lrpgraph.InputError, match="tracer"):
+        lrpgraph.explain(model, torch.randn(2, 4), target=0, tracer="fx")
+    assert_unchanged(before, model)
