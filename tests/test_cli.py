@@ -121,6 +121,29 @@ def test_file_mode_writes_where_it_went(capsys, folders, tmp_path):
         assert sum(r["where_it_went"].values()) == pytest.approx(r["explained"], rel=1e-4, abs=1e-6)
 
 
+def test_ray_mode_writes_the_rows_file_mode_writes(capsys, folders, tmp_path, monkeypatch):
+    pytest.importorskip("ray.data")
+    from lrpgraph.distributed import read_results
+
+    texts = tmp_path / "in.txt"
+    texts.write_text("good film\nbad plot and worse acting\nfine\n")
+    base = ["explain", "--file", str(texts), "--model", folders["classifier"], "-q"]
+    assert cli.main([*base, "--output", str(tmp_path / "out.jsonl")]) == 0
+    assert cli.main([*base, "--output", str(tmp_path / "out.parquet"), "--ray", "--workers", "1"]) == 0
+    local = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    rows = read_results(tmp_path / "out.parquet")
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    for r, expected in zip(rows, local, strict=True):
+        assert r["target"] == expected["target"]
+        torch.testing.assert_close(
+            r["relevance"]["input_ids"][0], torch.tensor(expected["relevance"]), rtol=1e-5, atol=1e-6
+        )
+    monkeypatch.setattr(cli, "_load_weights", lambda info: pytest.fail("weights loaded"))
+    assert "--output folder" in _error(capsys, *base, "--ray")
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    assert "pip install 'lrpgraph[ray]'" in _error(capsys, *base, "--output", str(tmp_path / "o"), "--ray")
+
+
 def test_generate_explains_every_new_token(capsys, folders, tmp_path):
     html = tmp_path / "gen.html"
     argv = ["generate", "the cat sat", "--model", folders["causal"], "--max-new-tokens", "3", "--html", str(html)]

