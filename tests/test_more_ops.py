@@ -225,3 +225,40 @@ class KwargsCache(nn.Module):
 def test_use_cache_is_switched_off_through_kwargs():
     ex = lrpgraph.explain(KwargsCache().double().eval(), torch.randn(2, 4), target=0)
     assert ex.relevance["x"].shape == (2, 4)
+
+
+def test_softmax_spelled_out_with_logsumexp_is_the_softmax():
+    written = _twins(lambda y: torch.exp(y - torch.logsumexp(y, -1, keepdim=True)), lambda y: y.softmax(-1))
+    _same(*written, torch.randn(3, 8), rules="attnlrp")
+
+
+def test_an_infinite_mask_term_books_no_nan():
+    mask = torch.zeros(8)
+    mask[5:] = -math.inf
+    ex = _relevance(Head(lambda y: (y + mask).softmax(-1) * y), torch.randn(3, 8), rules="attnlrp")
+    assert torch.isfinite(ex.relevance["x"]).all()
+    assert all(math.isfinite(float(v)) for v in ex.conservation.absorbed.values())
+    seed, absorbed = ex.conservation.seed.sum().item(), sum(ex.conservation.absorbed.values())
+    assert ex.conservation.input_total.sum().item() + absorbed == pytest.approx(seed, rel=1e-9)
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's GRN: x scaled by its spatial L2 norm over that norm's channel mean (no bias)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(8, 8, bias=False)
+        self.head = nn.Linear(8, 3, bias=False)
+
+    def forward(self, x):
+        h = self.inner(x).reshape(-1, 2, 2, 8)
+        norm = torch.linalg.vector_norm(h, ord=2, dim=(1, 2), keepdim=True)
+        h = 0.5 * (h * (norm / (norm.mean(dim=-1, keepdim=True) + 1e-6))) + h
+        return self.head(h.mean((1, 2)))
+
+
+def test_a_vector_norm_scale_is_held_constant_and_conserves():
+    ex = _relevance(GlobalResponseNorm(), torch.randn(12, 8), rules="attnlrp")
+    seed = ex.conservation.seed.sum().item()
+    assert ex.conservation.input_total.sum().item() == pytest.approx(seed, rel=1e-4)  # no bias, ε = 1e-6
+    assert abs(ex.conservation.absorbed.get("rules", 0.0)) <= 1e-4 * abs(seed)

@@ -111,3 +111,35 @@ def test_recording_leaves_the_model_as_it_was():
     with pytest.raises(lrpgraph.InputError, match="tracer"):
         lrpgraph.explain(model, torch.randn(2, 4), target=0, tracer="fx")
     assert_unchanged(before, model)
+
+
+class Grouped(nn.Module):
+    """Rows picked by a routing mask (x[mask]: as many rows as the mask selects): torch.export traces it, with
+    shapes that depend on values; with `masked=True` the same sum written with multiplied masks."""
+
+    def __init__(self, masked: bool = False):
+        super().__init__()
+        torch.manual_seed(2)
+        self.router, self.experts = nn.Linear(6, 2), nn.ModuleList(nn.Linear(6, 6) for _ in range(2))
+        self.head, self.masked = nn.Linear(6, 2), masked
+
+    def forward(self, x):
+        choice = self.router(x).argmax(-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            mask = choice == e
+            out = out + mask[:, None] * expert(x) if self.masked else out.index_put((mask,), expert(x[mask]))
+        return self.head(out)
+
+
+def test_shapes_that_depend_on_values_are_recorded():
+    x = torch.randn(9, 6, generator=torch.Generator().manual_seed(4))
+    grouped, masked = Grouped(), Grouped(masked=True)
+    masked.load_state_dict(grouped.state_dict())
+    with pytest.raises(lrpgraph.TraceError, match="depend on tensor values"):
+        _explain(grouped, x, tracer="export")
+    exact = lrpgraph.preset("epsilon", epsilon=1e-12, stabilizer=1e-12)  # the two forms' sums differ by zeros
+    with pytest.warns(UserWarning, match="recording"):
+        got = lrpgraph.explain(grouped.double().eval(), x.double(), target=1, rules=exact).relevance["x"]
+    expected = lrpgraph.explain(masked.double().eval(), x.double(), target=1, rules=exact, tracer="export")
+    torch.testing.assert_close(got, expected.relevance["x"], rtol=1e-6, atol=1e-9)

@@ -5,7 +5,8 @@ makes it functional by tracing it again, which costs more than the export itself
 (8-layer Llama: 1.4 s export, 2.6 s decomposition). A graph that mutates nothing differs from its
 decomposition only in a few value-preserving spellings, rewritten here: `.to(...)` becomes `_to_copy` and
 eval-mode `batch_norm` becomes `_native_batch_norm_legit_no_training`. (Eval-mode dropout stays: an
-identity, but some methods treat the authors' dropout modules specially.)
+identity, but some methods treat the authors' dropout modules specially.) A softmax written out as
+`exp(x - logsumexp(x))` (Reformer) becomes `softmax(x)`, the same values, so the softmax rule applies.
 Graphs with in-place ops or higher-order ops are decomposed by torch as before.
 """
 
@@ -61,6 +62,8 @@ def canonicalise(gm: fx.GraphModule) -> None:
             changed |= _as_copy(graph, node)
         elif node.target is aten.batch_norm.default:
             changed |= _as_inference_batch_norm(graph, node)
+        elif node.target is aten.exp.default:
+            changed |= _as_softmax(graph, node)
     if changed:
         gm.recompile()
 
@@ -95,5 +98,25 @@ def _as_inference_batch_norm(graph: fx.Graph, node: fx.Node) -> bool:
     norm.meta = {**without_cached_args(node.meta), "val": (val, statistic, statistic)}
     first.meta = without_cached_args(node.meta)
     node.replace_all_uses_with(first)
+    graph.erase_node(node)
+    return True
+
+
+def _as_softmax(graph: fx.Graph, node: fx.Node) -> bool:
+    """exp(x − logsumexp(x, [d], keepdim=True)) → softmax(x, d)."""
+    difference = node.args[0]
+    if not (isinstance(difference, fx.Node) and difference.target is aten.sub.Tensor and len(difference.args) == 2):
+        return False
+    x, normaliser = difference.args
+    if not (isinstance(normaliser, fx.Node) and normaliser.target is aten.logsumexp.default):
+        return False
+    args = normalized_args(normaliser)
+    dims = list(args.get("dim") or [])
+    if normaliser.args[0] is not x or len(dims) != 1 or not args.get("keepdim"):
+        return False
+    with graph.inserting_before(node):
+        softmax = graph.call_function(aten._softmax.default, (x, dims[0], False))
+    softmax.meta = without_cached_args(node.meta)
+    node.replace_all_uses_with(softmax)
     graph.erase_node(node)
     return True

@@ -36,7 +36,7 @@ from .canonical import canonicalise, fused_ops, is_functional
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .model_state import evaluation_mode
 from .noop_copies import remove_noop_copies
-from .shapes import GuardCheck, GuardSpec
+from .shapes import GuardCheck, GuardSpec, value_dependent_shape
 
 _KINDS = {
     InputKind.USER_INPUT: INPUT,
@@ -79,13 +79,30 @@ def export_program(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions
     reason = None
     for example in _examples(args, kwargs, dimensions == "all") if dimensions != "static" else []:
         try:
-            return Exported(*_export(model, *example, _dynamic_shapes(model, *example, dimensions == "all"), names))
+            exported = Exported(*_export(model, *example, _dynamic_shapes(model, *example, dimensions == "all"), names))
         except Exception as failure:  # try a smaller change to the example, then static shapes
             reason = reason or f"{type(failure).__name__}: {first_line(failure)}"
+            continue
+        return _with_known_shapes(model, exported)
     try:
-        return Exported(*_export(model, args, kwargs, None, names), reason)
+        exported = Exported(*_export(model, args, kwargs, None, names), reason)
     except Exception as failure:
         raise TraceError(_describe_failure(model, failure)) from failure
+    return _with_known_shapes(model, exported)
+
+
+def _with_known_shapes(model: torch.nn.Module, exported: Exported) -> Exported:
+    """The program, unless an activation's shape depends on tensor values (an index set's size, sizes read
+    with .tolist()): such a graph cannot be planned before it runs, so it is a trace failure."""
+    node = value_dependent_shape(exported.program.graph)
+    if node is not None:
+        where = next(reversed((node.meta.get("nn_module_stack") or {"": ("", "")}).values()))[0] or "<model>"
+        raise TraceError(
+            f"{type(model).__name__}'s activation shapes depend on tensor values: node '{node.name}' ({node.target}) "
+            f"in module '{where}' has shape {tuple(node.meta['val'].shape)}; such a model can only be recorded "
+            "call by call (tracer='auto' or 'record')"
+        )
+    return exported
 
 
 def _plain_copy(t: torch.Tensor) -> torch.Tensor:
@@ -191,15 +208,18 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
         kind, target = _KINDS.get(spec.kind), spec.target
         if kind is None:
             raise TraceError(f"unsupported graph input kind {spec.kind} for '{node.name}'")
+        recorded_constant = exported.recorded_state is not None and kind in (PARAMETER, BUFFER)
         if kind == INPUT:
             kind, target = next(state, (INPUT, None))
+        elif recorded_constant:  # a tensor the recorded call made (torch.tensor(...) in forward), lifted
+            kind = CONSTANT
         kinds[node] = kind
         if kind == INPUT:
             input_names[node] = next(names)
         elif kind in (PARAMETER, BUFFER):
             state_names[node] = target
         else:
-            constants[node] = program.constants[target]
+            constants[node] = program.state_dict[target] if recorded_constant else program.constants[target]
     in_spec, out_spec = exported.recorded_specs or (program.call_spec.in_spec, program.call_spec.out_spec)
     return Graph(
         module=gm,

@@ -11,6 +11,7 @@ valid for that input only: it is never cached and never reused for another call.
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from .canonical import fused_ops, is_functional
 from .export import Exported, quiet_torch_logs
 from .graph import BUFFER, PARAMETER
 from .model_state import evaluation_mode
-from .shapes import GuardSpec
+from .shapes import GuardSpec, value_dependent_shape
 
 
 def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exported:
@@ -66,6 +67,12 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
             f"could not record the ops of {type(model).__name__}'s call: {type(failure).__name__}: "
             f"{first_line(failure)}"
         ) from failure
+    unknown = value_dependent_shape(program.graph)
+    if unknown is not None:
+        raise TraceError(
+            f"recorded {type(model).__name__}'s call, but the shape of node '{unknown.name}' ({unknown.target}) still "
+            "depends on tensor values (an op lrpgraph does not hold constant for the recorded call)"
+        )
     user = [
         node
         for node, spec in zip(
@@ -88,24 +95,80 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any]) -
     Floating-point results (a masked selection of activations) stay ops, to carry relevance."""
     graph = recording.graph
     graph.eliminate_dead_code()
-    frozen = [
-        node
-        for node in graph.nodes
-        if isinstance(node.target, torch._ops.OpOverload)
-        and torch.Tag.dynamic_output_shape in node.target.tags
-        and isinstance(node.meta.get("val"), torch.Tensor)
-        and not (node.meta["val"].is_floating_point() or node.meta["val"].is_complex())
-    ]
+    frozen = [node for node in graph.nodes if _index_set(node)]
     for node, value in zip(frozen, _values_of(recording, frozen, inputs), strict=True):
-        name = f"_recorded_{node.name}"
-        setattr(recording, name, value)
-        with graph.inserting_before(node):
-            constant = graph.create_node("get_attr", name)
-        constant.meta = dict(node.meta)
-        node.replace_all_uses_with(constant)
-        graph.erase_node(node)
+        parts = [(node, value)] if isinstance(value, torch.Tensor) else _taken_parts(node, value)
+        for part, part_value in parts:
+            name = f"_recorded_{part.name}"
+            setattr(recording, name, part_value)
+            with graph.inserting_before(part):
+                constant = graph.create_node("get_attr", name)
+            constant.meta = dict(part.meta)
+            part.replace_all_uses_with(constant)
+            graph.erase_node(part)
+        if parts[0][0] is not node and not node.users:
+            graph.erase_node(node)
+    masked = [node for node in graph.nodes if node.target in _INDEXING and _masks(node)]
+    masks = [mask for node in masked for mask in _masks(node)]
+    values = dict(zip(masks, _values_of(recording, masks, inputs), strict=True))
+    for node in masked:  # x[mask], x[mask] = v: the mask held as the positions it selects, so sizes are known
+        indices = []
+        for index in node.args[1]:
+            if index in values:
+                for d, positions in enumerate(values[index].nonzero(as_tuple=True)):
+                    name = f"_recorded_{index.name}_{d}"
+                    setattr(recording, name, positions)
+                    with graph.inserting_before(node):
+                        indices.append(graph.create_node("get_attr", name))
+            else:
+                indices.append(index)
+        node.args = (node.args[0], indices, *node.args[2:])
+    narrowed = [node for node in graph.nodes if node.target is torch.ops.aten.narrow.Tensor]
+    starts = _values_of(recording, [node.args[2] for node in narrowed], inputs)
+    for node, start in zip(narrowed, starts, strict=True):  # a start read from a tensor: its value this call
+        node.target = torch.ops.aten.narrow.default
+        node.args = (node.args[0], node.args[1], int(start), node.args[3])
     graph.eliminate_dead_code()
     recording.recompile()
+
+
+# composite ops (untagged) that are nonzero underneath: torch.where(mask), nonzero(as_tuple=True)
+_NONZERO_BY_ANOTHER_NAME = (torch.ops.aten.where.default, torch.ops.aten.nonzero_numpy.default)
+
+
+_INDEXING = (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default, torch.ops.aten.index_put_.default)
+
+
+def _index_set(node: torch.fx.Node) -> bool:
+    """An op whose output size depends on values and whose outputs are integer or boolean tensors."""
+    val = node.meta.get("val")
+    values = list(val) if isinstance(val, (tuple, list)) else [val]
+    return (
+        isinstance(node.target, torch._ops.OpOverload)
+        and (torch.Tag.dynamic_output_shape in node.target.tags or node.target in _NONZERO_BY_ANOTHER_NAME)
+        and bool(values)
+        and all(isinstance(v, torch.Tensor) and not (v.is_floating_point() or v.is_complex()) for v in values)
+    )
+
+
+def _masks(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The boolean masks among an index op's indices."""
+    return [
+        index
+        for index in node.args[1]
+        if isinstance(index, torch.fx.Node)
+        and isinstance(index.meta.get("val"), torch.Tensor)
+        and index.meta["val"].dtype in (torch.bool, torch.uint8)
+    ]
+
+
+def _taken_parts(node: torch.fx.Node, values: Any) -> list[tuple[torch.fx.Node, torch.Tensor]]:
+    """The `getitem` users of a multi-output op (torch.where(mask), nonzero(as_tuple=True)) with their values."""
+    return [
+        (user, values[user.args[1]])
+        for user in list(node.users)
+        if user.target is operator.getitem and isinstance(user.args[1], int)
+    ]
 
 
 def _values_of(recording: torch.fx.GraphModule, nodes: list[torch.fx.Node], inputs: list[Any]) -> list[Any]:

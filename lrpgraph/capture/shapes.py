@@ -85,6 +85,17 @@ def _compile(name: str, lines: list[str]) -> Any:
     return namespace[name]
 
 
+def value_dependent_shape(graph: fx.Graph) -> fx.Node | None:
+    """The first node whose shape depends on tensor values (an unbacked size, such as nonzero's), if any."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    for node in graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and free_unbacked_symbols(val.shape):
+            return node
+    return None
+
+
 class ShapeFunction:
     """Every node's concrete shape (a tuple of ints; a list of them for multi-output ops; an int for
     symbolic-integer nodes) from a call's placeholder values; constant for static graphs."""

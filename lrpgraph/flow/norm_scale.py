@@ -79,28 +79,26 @@ def normalisation_scales(graph: fx.Graph, relevant: set[fx.Node]) -> set[fx.Node
     return scales
 
 
-def _moment_input(node: fx.Node, relevant: set[fx.Node]) -> fx.Node | None:
-    """Follow a scale chain up to a second-moment statistic; return the tensor it was taken of."""
-    seen = 0
-    while isinstance(node, fx.Node) and seen < 32:
-        seen += 1
-        if node.target in _MOMENTS:
-            return node.args[0]
-        if node.target in _REDUCTIONS:
-            square = node.args[0]
-            is_square = isinstance(square, fx.Node) and square.target in _SQUARES
-            if is_square and (square.target is not aten.pow.Tensor_Scalar or square.args[1] == 2):
-                return square.args[0]
-            if isinstance(square, fx.Node) and square.target is aten.mul.Tensor and square.args[0] is square.args[1]:
-                return square.args[0]
-            return None
-        if node.target not in _SCALE_CHAIN:
-            return None
-        operands = [n for n in node.args if isinstance(n, fx.Node) and n in relevant]
-        if len(operands) != 1:
-            return None
-        node = operands[0]
-    return None
+def _moment_input(node: fx.Node, relevant: set[fx.Node], depth: int = 0) -> fx.Node | None:
+    """Follow a scale chain up to a second-moment statistic; return the tensor it was taken of. Several
+    tensor operands (ConvNeXt-V2's GRN: ‖x‖ / mean(‖x‖)) must all lead to the same one."""
+    if not isinstance(node, fx.Node) or depth > 32:
+        return None
+    if node.target in _MOMENTS:
+        return node.args[0]
+    if node.target in _REDUCTIONS:
+        square = node.args[0]
+        is_square = isinstance(square, fx.Node) and square.target in _SQUARES
+        if is_square and (square.target is not aten.pow.Tensor_Scalar or square.args[1] == 2):
+            return square.args[0]
+        if isinstance(square, fx.Node) and square.target is aten.mul.Tensor and square.args[0] is square.args[1]:
+            return square.args[0]
+        return _moment_input(square, relevant, depth + 1)  # a mean of a statistic
+    if node.target not in _SCALE_CHAIN:
+        return None
+    operands = [n for n in node.args if isinstance(n, fx.Node) and n in relevant]
+    found = {_moment_input(n, relevant, depth + 1) for n in operands}
+    return found.pop() if len(found) == 1 and None not in found else None
 
 
 def _base(node):

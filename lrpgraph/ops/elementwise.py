@@ -35,9 +35,13 @@ def pass_through(R, x, out, slope):
 
 @rule(ADD, "norm", needs=("terms", "out"), default=True)
 def add_norm(R, terms, out, relevant, *, stabilizer: float = 1e-6, sign_aware: bool = True):
-    """Epsilon split of a sum: each term gets term/stab(sum)·R; non-relevant terms keep their share."""
+    """Epsilon split of a sum: each term gets term/stab(sum)·R; non-relevant terms keep their share. Where no
+    relevance arrives nothing leaves, even from an infinite term (a -inf attention mask: not ∞·0 = NaN)."""
     s = R / stabilize(out.to(R.dtype), stabilizer, sign_aware)
-    return [unbroadcast(t * s, t.shape) if rel else None for t, rel in zip(terms, relevant, strict=True)]
+    return [
+        unbroadcast(torch.where(s == 0, 0.0, t * s), t.shape) if rel else None
+        for t, rel in zip(terms, relevant, strict=True)
+    ]
 
 
 @rule(SCALE, "pass", default=True)
@@ -218,7 +222,19 @@ ACTIVATIONS = [
     aten.reciprocal.default,
     aten.sin.default,
     aten.cos.default,
+    aten.tan.default,
+    aten.asin.default,
+    aten.acos.default,
+    aten.atan.default,
+    aten.sinh.default,
+    aten.cosh.default,
+    aten.asinh.default,
+    aten.atanh.default,
     aten.erf.default,
+    aten.erfc.default,
+    aten.exp2.default,
+    aten.log2.default,
+    aten.log10.default,
     aten.clamp.default,
     aten.clamp.Tensor,
     aten.clamp_min.default,
