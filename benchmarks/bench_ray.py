@@ -1,6 +1,6 @@
 """Explaining a corpus on Ray: throughput with 1 and 2 workers, and the Ray path's overhead over `explain_many`.
 
-    python benchmarks/bench_ray.py [--prompts 48] [--shortest 16] [--longest 128] [--layers 4]
+    python benchmarks/bench_ray.py [--prompts 160] [--shortest 16] [--longest 256] [--layers 4]
 
 Model: the Llama-shaped model of bench_llama.py with `--layers` layers (hidden 512, vocab 32000, random
 weights). Prompts: token sequences of lengths spread from `--shortest` to `--longest`, each explained for
@@ -38,9 +38,9 @@ def llama(layers: int) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=48)
+    parser.add_argument("--prompts", type=int, default=160)
     parser.add_argument("--shortest", type=int, default=16)
-    parser.add_argument("--longest", type=int, default=128)
+    parser.add_argument("--longest", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
     import ray

@@ -161,3 +161,28 @@ def test_a_failing_export_restores_the_model():
         lrpgraph.explain(model, torch.randn(2, 3, dtype=torch.float64), target=0)
     assert_unchanged(before, model)
     copy.deepcopy(model)
+
+
+class Tracking(nn.Module):
+    """A forward that also writes a float buffer (a running mean): the write is not an output to explain."""
+
+    def __init__(self, track: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.track = nn.Linear(4, 3).double(), track
+        self.register_buffer("running", torch.zeros(4, dtype=torch.float64))
+
+    def forward(self, x):
+        if self.track:
+            self.running.mul_(0.9).add_(0.1 * x.mean(0))
+        return self.lin(x)
+
+
+def test_buffer_writes_in_forward_are_not_outputs_and_are_not_applied():
+    x = torch.randn(2, 4, dtype=torch.float64)
+    tracking = Tracking(track=True)
+    before = snapshot(tracking)
+    ex = lrpgraph.explain(tracking, x, target=1)
+    torch.testing.assert_close(ex.output, tracking.lin(x).detach())
+    torch.testing.assert_close(ex.relevance["x"], lrpgraph.explain(Tracking(track=False), x, target=1).relevance["x"])
+    assert_unchanged(before, tracking)

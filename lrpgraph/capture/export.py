@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch.export import Dim
-from torch.export.graph_signature import InputKind
+from torch.export.graph_signature import InputKind, OutputKind
 
 from ..errors import TraceError, first_line
 from .call import leaf_names
@@ -200,6 +200,7 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
     canonicalise(program.graph_module)
     remove_noop_copies(program.graph_module)
     gm = program.graph_module
+    _drop_state_updates(program)
     placeholders = list(gm.graph.find_nodes(op="placeholder"))
     names = iter(leaf_names(model, args, kwargs))
     state = iter(exported.recorded_state or ())
@@ -234,6 +235,18 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
         static_reason=exported.static_reason,
         recorded=exported.recorded_state is not None,
     )
+
+
+def _drop_state_updates(program: torch.export.ExportedProgram) -> None:
+    """Keep only the model's own outputs: a forward that writes its buffers or weights (running statistics, RWKV's
+    rescaling) has those writes as the graph's first outputs, which are not results to explain."""
+    output = program.graph.output_node()
+    values = list(output.args[0])
+    specs = program.graph_signature.output_specs
+    kept = [v for v, spec in zip(values, specs, strict=True) if spec.kind == OutputKind.USER_OUTPUT]
+    if len(kept) != len(values):
+        output.args = (tuple(kept),)
+        program.graph_module.recompile()
 
 
 def _describe_failure(model: torch.nn.Module, error: BaseException) -> str:

@@ -97,6 +97,10 @@ WHY = {
     "attention:uniform": "AttnLRP's softmax rule x ⊙ (R − p·ΣR) (inside attention) keeps the softmax's implicit "
     "bias term, by the paper's design; large where attention logits are large, as with random weights",
     "softmax:taylor": "AttnLRP's softmax rule x ⊙ (R − p·ΣR) keeps the softmax's implicit bias term, by design",
+    "add:norm": "the stabiliser of a sum whose terms nearly cancel: each term gets t/(Σ + ε·sign Σ)·R, which "
+    "conserves only while |Σ| ≫ ε (recurrences such as RWKV's WKV and GRU's (1−z)·n + z·h add opposite signs)",
+    "avgpool:norm": "the stabiliser of an average pool whose mean is near zero (squeeze-excitation pools): "
+    "x/(mean + ε·sign)·R/N conserves only while |mean| ≫ ε",
     "negative": "a bias or constant (a position table) whose contribution has the opposite sign gets negative "
     "relevance, so the inputs get more than the logit; the parts still sum to it",
 }
