@@ -262,3 +262,20 @@ def test_a_vector_norm_scale_is_held_constant_and_conserves():
     seed = ex.conservation.seed.sum().item()
     assert ex.conservation.input_total.sum().item() == pytest.approx(seed, rel=1e-4)  # no bias, ε = 1e-6
     assert abs(ex.conservation.absorbed.get("rules", 0.0)) <= 1e-4 * abs(seed)
+
+
+def test_index_put_at_computed_rows_equals_index_add_into_zeros():
+    def put(y):
+        rows = torch.arange(0, y.shape[0], 2)
+        return torch.zeros_like(y).index_put((rows,), 2 * y[rows])
+
+    def add(y):
+        rows = torch.arange(0, y.shape[0], 2)
+        return torch.zeros_like(y).index_add(0, rows, 2 * y[rows])
+
+    exact = lrpgraph.preset("epsilon", epsilon=1e-12, stabilizer=1e-12)
+    a, b = _twins(put, add)
+    x = torch.randn(5, 8)
+    ra, rb = (lrpgraph.explain(m.double().eval(), x, target=1, rules=exact) for m in (a, b))
+    torch.testing.assert_close(ra.relevance["x"], rb.relevance["x"], rtol=1e-9, atol=1e-12)
+    assert ra.relevance["x"].abs().sum() > 0

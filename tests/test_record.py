@@ -6,6 +6,7 @@ data-dependent model took, written out without the branch), across inputs that t
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -143,3 +144,51 @@ def test_shapes_that_depend_on_values_are_recorded():
         got = lrpgraph.explain(grouped.double().eval(), x.double(), target=1, rules=exact).relevance["x"]
     expected = lrpgraph.explain(masked.double().eval(), x.double(), target=1, rules=exact, tracer="export")
     torch.testing.assert_close(got, expected.relevance["x"], rtol=1e-6, atol=1e-9)
+
+
+class Writes(nn.Module):
+    """Branches on values and writes into its weight, a buffer and its input in place while it runs."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.lin, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        self.calls += 1
+        self.lin.weight.mul_(0.5)
+        x.mul_(2)
+        h = torch.relu(self.lin(x))
+        rows = (h.sum(-1) > self.calls - 1).nonzero().squeeze(-1)
+        return self.out(torch.zeros_like(h).index_add(0, rows, h[rows]))
+
+
+def test_recording_writes_nothing_and_explains_the_call_as_it_would_run():
+    model = Writes().double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    before, given = snapshot(model), x.clone()
+    with torch.no_grad():
+        expected = copy.deepcopy(model)(x.clone())  # what the call computes, on a copy of everything it writes
+    with pytest.warns(UserWarning, match="recording"):
+        ex = lrpgraph.explain(model, x, target=1)
+    assert_unchanged(before, model)
+    assert torch.equal(x, given)
+    torch.testing.assert_close(ex.output, expected.detach())
+
+
+class UniqueIds(nn.Module):
+    """An embedding of the distinct ids, gathered back: the index set is the ids themselves."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(20, 4), nn.Linear(4, 2)
+
+    def forward(self, ids):
+        distinct, inverse = torch.unique(ids, return_inverse=True)
+        return self.head(self.embed(distinct)[inverse].mean(1))
+
+
+def test_an_index_set_made_of_the_inputs_is_an_error_not_a_silent_zero():
+    with pytest.raises(lrpgraph.TraceError, match="hold input"):
+        lrpgraph.explain(UniqueIds().eval(), torch.tensor([[1, 5, 5, 7]]), target=0)

@@ -32,7 +32,7 @@ from ..capture.export import export_program, to_graph
 from ..capture.fingerprint import Unfingerprintable, call_structure, model_key
 from ..capture.fold_batchnorm import fold_batchnorm, foldable
 from ..capture.graph import Graph
-from ..capture.record import record_program
+from ..capture.record import CallFailed, record_program
 from ..capture.shapes import GuardCheck, ShapeFunction, Shapes
 from ..errors import InputError, TraceError
 from ..flow.analysis import Analysis, analyse
@@ -184,8 +184,10 @@ def traced(
                         raise
                     try:
                         recorded = _recorded(model, args, kwargs, traces, str(failure))
-                    except TraceError:  # the call itself fails: export's account of it says where
+                    except CallFailed:  # the call itself fails: export's account of it says where
                         raise failure from None
+                    except TraceError as unrecorded:
+                        raise TraceError(f"{failure}\n  recording the call instead failed too: {unrecorded}") from None
                     traces.unexportable[structure] = str(failure)
                     return recorded
                 _report(model, graph, traces, broken)
@@ -238,7 +240,8 @@ def _from_disk(model, args, kwargs, disk: DiskCache | None, key: str | None, use
         except Uncacheable:
             continue
         if not GuardCheck(exported.guards).violations(user):
-            return to_graph(model, exported, args, kwargs)
+            with _EXPORT_LOCK:
+                return to_graph(model, exported, args, kwargs)
     return None
 
 
@@ -250,7 +253,8 @@ def _trace(model, args, kwargs, disk: DiskCache | None, key: str | None, traces:
             disk.save(key, exported)
         except Uncacheable as reason:
             traces.warn_once(f"{type(model).__name__}'s trace is not kept on disk: {reason}")
-    return to_graph(model, exported, args, kwargs)
+    with _EXPORT_LOCK:  # its passes compare symbolic sizes
+        return to_graph(model, exported, args, kwargs)
 
 
 @contextmanager

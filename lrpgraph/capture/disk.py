@@ -86,7 +86,7 @@ class DiskCache:
         if self.directory.exists():
             _check_owner(self.directory, "cache directory")
         else:
-            self.directory.mkdir(parents=True, mode=0o700)
+            self.directory.mkdir(parents=True, mode=0o700, exist_ok=True)  # workers may create it at once
             os.chmod(self.directory, 0o700)
 
     def entries(self, key: str) -> list[Path]:

@@ -32,14 +32,21 @@ from .model_state import evaluation_mode
 from .shapes import GuardSpec, value_dependent_shape
 
 
+class CallFailed(TraceError):
+    """The model's own call failed while it was being recorded (not a limit of the recording)."""
+
+
 def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exported:
     """The ops `model(*args, **kwargs)` runs, as an exported program whose leading user inputs are the model's
     parameters and buffers (named in `Exported.recorded_state`), then the call's leaves."""
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     leaves, in_spec = pytree.tree_flatten((args, kwargs))
-    state = [*params.values(), *(b.clone() for b in buffers.values())]  # a forward may write its buffers
+    state = [*params.values(), *buffers.values()]
     out_spec: list[pytree.TreeSpec] = []
+    # the call runs on copies: a forward may write its weights, buffers or inputs in place; the recording is
+    # replayed once more (for the index sets it holds) on copies of the values as they were before the call
+    working, pristine = _copies([*state, *leaves]), _copies([*state, *leaves])
 
     def call(*flat: Any) -> tuple:
         p = dict(zip(params, flat[: len(params)], strict=True))
@@ -52,16 +59,21 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
     try:
         with evaluation_mode(model), torch.no_grad(), _module_stacks(model), fx_traceback.preserve_node_meta():
             recording = make_fx(call, tracing_mode="real", pre_dispatch=True, _error_on_data_dependent_ops=False)(
-                *state, *leaves
+                *working
             )
-        _freeze_dynamic_shapes(recording, [*state, *leaves])
+    except Exception as failure:
+        raise _why_unrecorded(model, call, pristine, failure) from failure
+    try:
+        _freeze_dynamic_shapes(recording, pristine, len(state))
         with torch.no_grad(), quiet_torch_logs():
-            program = torch.export.export(recording, tuple([*state, *leaves]), strict=False)
+            program = torch.export.export(recording, tuple(working), strict=False)  # shapes only: fake
             if not is_functional(program.graph):
                 program = program.run_decompositions({})
             fused = fused_ops(program.graph)
             if fused:
                 program = program.run_decompositions(fused)
+    except TraceError:
+        raise
     except Exception as failure:
         raise TraceError(
             f"could not record the ops of {type(model).__name__}'s call: {type(failure).__name__}: "
@@ -89,47 +101,80 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
     )
 
 
-def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any]) -> None:
+def _why_unrecorded(model: torch.nn.Module, call: Any, values: list[Any], failure: Exception) -> TraceError:
+    """CallFailed if the call fails on its own too (run once more, plainly, on copies), else a recording limit."""
+    try:
+        with evaluation_mode(model), torch.no_grad():
+            call(*_copies(values))
+    except Exception as error:
+        return CallFailed(f"{type(model).__name__}'s call failed: {type(error).__name__}: {first_line(error)}")
+    return TraceError(
+        f"could not record the ops of {type(model).__name__}'s call: {type(failure).__name__}: {first_line(failure)}"
+    )
+
+
+def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], state: int) -> None:
     """Drop what Python only branched on, and hold as constants (their values for these inputs) the index sets
-    whose size depends on values (nonzero, unique of ids, …): valid for this call, and static for export.
-    Floating-point results (a masked selection of activations) stay ops, to carry relevance."""
+    whose size depends on values (nonzero, torch.where(mask), a boolean mask's positions, a narrow's tensor
+    start): valid for this call, and static for export. Floating-point results (a masked selection of
+    activations) stay ops, to carry relevance. An index set computed from the user's own inputs (unique of ids)
+    cannot be held constant without cutting the input off: that is an error, not a silent zero."""
     graph = recording.graph
     graph.eliminate_dead_code()
+    placeholders = list(graph.find_nodes(op="placeholder"))
+    used = {node for node in placeholders[state:] if node.users}
     frozen = [node for node in graph.nodes if _index_set(node)]
-    for node, value in zip(frozen, _values_of(recording, frozen, inputs), strict=True):
-        parts = [(node, value)] if isinstance(value, torch.Tensor) else _taken_parts(node, value)
+    masked = [node for node in graph.nodes if node.target in _INDEXING and _masks(node)]
+    masks = [mask for node in masked for mask in _masks(node)]
+    narrowed = [node for node in graph.nodes if node.target is torch.ops.aten.narrow.Tensor]
+    starts = [node.args[2] for node in narrowed]
+    wanted = [*frozen, *masks, *starts]
+    values = dict(zip(wanted, _values_of(recording, wanted, inputs), strict=True))
+    for node in frozen:
+        parts = [(node, values[node])] if isinstance(values[node], torch.Tensor) else _taken_parts(node, values[node])
         for part, part_value in parts:
-            name = f"_recorded_{part.name}"
-            setattr(recording, name, part_value)
-            with graph.inserting_before(part):
-                constant = graph.create_node("get_attr", name)
-            constant.meta = dict(part.meta)
-            part.replace_all_uses_with(constant)
+            part.replace_all_uses_with(_constant(recording, part, part_value))
             graph.erase_node(part)
         if parts[0][0] is not node and not node.users:
             graph.erase_node(node)
-    masked = [node for node in graph.nodes if node.target in _INDEXING and _masks(node)]
-    masks = [mask for node in masked for mask in _masks(node)]
-    values = dict(zip(masks, _values_of(recording, masks, inputs), strict=True))
     for node in masked:  # x[mask], x[mask] = v: the mask held as the positions it selects, so sizes are known
         indices = []
         for index in node.args[1]:
             if index in values:
-                for d, positions in enumerate(values[index].nonzero(as_tuple=True)):
-                    name = f"_recorded_{index.name}_{d}"
-                    setattr(recording, name, positions)
-                    with graph.inserting_before(node):
-                        indices.append(graph.create_node("get_attr", name))
+                with graph.inserting_before(node):
+                    for d, positions in enumerate(values[index].nonzero(as_tuple=True)):
+                        indices.append(_constant(recording, index, positions, f"_{d}"))
             else:
                 indices.append(index)
         node.args = (node.args[0], indices, *node.args[2:])
-    narrowed = [node for node in graph.nodes if node.target is torch.ops.aten.narrow.Tensor]
-    starts = _values_of(recording, [node.args[2] for node in narrowed], inputs)
-    for node, start in zip(narrowed, starts, strict=True):  # a start read from a tensor: its value this call
+    for node in narrowed:  # a start read from a tensor: its value this call
         node.target = torch.ops.aten.narrow.default
-        node.args = (node.args[0], node.args[1], int(start), node.args[3])
+        node.args = (node.args[0], node.args[1], int(values[node.args[2]]), node.args[3])
     graph.eliminate_dead_code()
+    cut = [node.name for node in used if not node.users]
+    if cut:
+        raise TraceError(
+            f"recording would hold input(s) {', '.join(cut)} constant: an op whose output size depends on values "
+            "(unique, masked_select, …) computes from them; such a model cannot be explained by recording"
+        )
     recording.recompile()
+
+
+def _constant(recording: torch.fx.GraphModule, node: torch.fx.Node, value: torch.Tensor, suffix: str = "") -> Any:
+    """A get_attr node holding `value`, inserted at the graph's current insertion point (before `node` if unset)."""
+    name = f"_recorded_{node.name}{suffix}"
+    setattr(recording, name, value)
+    if suffix:
+        constant = recording.graph.create_node("get_attr", name)
+    else:
+        with recording.graph.inserting_before(node):
+            constant = recording.graph.create_node("get_attr", name)
+    constant.meta = dict(node.meta) if not suffix else {}
+    return constant
+
+
+def _copies(values: list[Any]) -> list[Any]:
+    return [v.detach().clone() if isinstance(v, torch.Tensor) else v for v in values]
 
 
 # composite ops (untagged) that are nonzero underneath: torch.where(mask), nonzero(as_tuple=True)
@@ -175,6 +220,7 @@ def _values_of(recording: torch.fx.GraphModule, nodes: list[torch.fx.Node], inpu
     """The values these nodes take for these inputs (the recording's meta holds only their shapes)."""
     if not nodes:
         return []
+    inputs = _copies(inputs)  # the replay writes what the call wrote
     graph, mapping = torch.fx.Graph(), {}
     graph.graph_copy(recording.graph, mapping)
     graph.output(tuple(mapping[node] for node in nodes))
@@ -206,7 +252,7 @@ def _module_stacks(model: torch.nn.Module) -> Iterator[None]:
 
     hooks = [
         torch.nn.modules.module.register_module_forward_pre_hook(enter),
-        torch.nn.modules.module.register_module_forward_hook(leave),
+        torch.nn.modules.module.register_module_forward_hook(leave, always_call=True),
     ]
     try:
         yield

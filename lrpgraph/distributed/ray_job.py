@@ -83,8 +83,7 @@ def explain_dataset(
         return run
     owned = not ray.is_initialized()
     if owned:
-        ray.init(address=address, num_cpus=None if address else workers * torch_threads, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)  # fmt: skip
+        _join_or_start(ray, address, workers * torch_threads)
     try:
         records = [{"index": i, "payload": pickle.dumps((items[i], targets[i]))} for i in todo]
         dataset = ray.data.from_items(records, override_num_blocks=-(-len(records) // batch_size))
@@ -139,6 +138,18 @@ class _Explainer:
         ]
         write_part(self.output, rows)
         return {"index": np.array(indices), "error": np.array([r["error"] or "" for r in rows], dtype=object)}
+
+
+def _join_or_start(ray: Any, address: str | None, cpus: int) -> None:
+    """Join the cluster at `address` (or the one $RAY_ADDRESS / `ray start` names), else start a local one."""
+    options = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **options)
+        return
+    try:
+        ray.init(num_cpus=cpus, **options)
+    except ValueError:  # a cluster started with `ray start` is running: join it as it is
+        ray.init(**options)
 
 
 def require_ray() -> Any:

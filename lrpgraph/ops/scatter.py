@@ -41,7 +41,7 @@ class ScatterAdapter(Adapter):
         self.always = ("index", "indices")
 
     def needs(self, op_class, kernel, args, relevant):
-        names = {n for n in ("self", self.source, "index", "indices") if is_tensor(args.get(n))}
+        names = {n for n in ("self", self.source, "index", "indices") if _holds_tensor(args.get(n))}
         return names, True
 
     def apply(self, call):
@@ -60,6 +60,11 @@ class ScatterAdapter(Adapter):
         if is_tensor(source):
             result[self.source] = unbroadcast(r_source, source.shape)
         return result
+
+
+def _holds_tensor(value) -> bool:
+    """A tensor argument, or a list of them (index_put's `indices`: the write positions are read, not shapes)."""
+    return is_tensor(value) or (isinstance(value, (list, tuple)) and any(is_tensor(v) for v in value))
 
 
 def _index_add_gather(a):

@@ -554,7 +554,12 @@ ARCHITECTURES = [
             n_layers=2,
             max_seq_len=64,
             attn_config={"kv_n_heads": 2, "rope_theta": 10000.0, "clip_qkv": 8.0},
-            ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2},
+            ffn_config={
+                "hidden_size": 32,
+                "ffn_hidden_size": 32,
+                "moe_num_experts": 4,
+                "moe_top_k": 2,
+            },  # transformers 5.13 sizes the router by ffn_hidden_size
             **TEXT,
         ),
     ),
@@ -664,13 +669,6 @@ ARCHITECTURES = [
         ),
     ),
     Architecture("fnet", "encoder", "FNetConfig", "FNetForSequenceClassification", dict(LANGUAGE, num_labels=3)),
-    Architecture(
-        "longformer",
-        "encoder",
-        "LongformerConfig",
-        "LongformerForSequenceClassification",
-        dict(LANGUAGE, attention_window=4, num_labels=3),
-    ),
     Architecture(
         "big_bird",
         "encoder",
