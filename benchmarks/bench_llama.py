@@ -20,12 +20,13 @@ from measure import measure, mib, table
 import lrpgraph
 
 
-def llama(device, dtype) -> torch.nn.Module:
+def llama(device, dtype, vocab: int = 32000, layers: int = 8) -> torch.nn.Module:
+    """The Llama-shaped benchmark model (hidden 512, 8 heads / 4 KV heads), random weights, seed 0."""
     config = transformers.LlamaConfig(
-        vocab_size=32000,
+        vocab_size=vocab,
         hidden_size=512,
         intermediate_size=1376,
-        num_hidden_layers=8,
+        num_hidden_layers=layers,
         num_attention_heads=8,
         num_key_value_heads=4,
         max_position_embeddings=8192,

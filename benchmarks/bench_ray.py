@@ -19,21 +19,12 @@ import time
 from functools import partial
 from pathlib import Path
 
+import bench_llama
 import torch
-import transformers
 from measure import table
 
 import lrpgraph
 from lrpgraph.distributed import explain_dataset, read_results
-
-
-def llama(layers: int) -> torch.nn.Module:
-    config = transformers.LlamaConfig(
-        vocab_size=32000, hidden_size=512, intermediate_size=1376, num_hidden_layers=layers,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
 
 
 def main() -> None:
@@ -51,7 +42,8 @@ def main() -> None:
         {"input_ids": torch.randint(0, 32000, (round(args.shortest + i * step),), generator=generator)}
         for i in range(args.prompts)
     ]
-    factory = partial(llama, args.layers)
+    ray.cloudpickle.register_pickle_by_value(bench_llama)  # the actors build the model from this script's folder
+    factory = partial(bench_llama.llama, torch.device("cpu"), torch.float32, layers=args.layers)
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder) / "traces"
         torch.set_num_threads(1)

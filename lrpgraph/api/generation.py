@@ -186,19 +186,25 @@ def _explain_decoder(model, tokenizer, call, sequences, rules, step_targets, opt
         columns[length + n - 1 :] = False  # fed after this sample's last step
         ids = inputs["input_ids"][b][columns]
         results.append(
-            Generation(
-                source_ids=ids,
-                source_tokens=tokenizer.convert_ids_to_tokens(ids.tolist()),
-                generated_ids=generated[b, :n].clone(),
-                generated_tokens=tokenizer.convert_ids_to_tokens(generated[b, :n].tolist()),
-                relevance=relevance[:n, b][:, columns].clone(),
-                logits=seed[:n, b].clone(),
-                prompt_length=int(prompt_mask[b].sum()),
-                rules=ex.rules,
-                stats=dict(ex.stats),
-            )
+            _generation(tokenizer, ex, ids, generated[b, :n], relevance[:n, b][:, columns], seed[:n, b], prompt_mask[b])
         )
     return results
+
+
+def _generation(tokenizer, ex, ids, generated, relevance, logits, prompt_mask, encoder_decoder=False) -> Generation:
+    """One sample's Generation from its slices of the batched explanation (copies: no result keeps the batch)."""
+    return Generation(
+        source_ids=ids,
+        source_tokens=tokenizer.convert_ids_to_tokens(ids.tolist()),
+        generated_ids=generated.clone(),
+        generated_tokens=tokenizer.convert_ids_to_tokens(generated.tolist()),
+        relevance=relevance.clone(),
+        logits=logits.clone(),
+        prompt_length=int(prompt_mask.sum()),
+        rules=ex.rules,
+        encoder_decoder=encoder_decoder,
+        stats=dict(ex.stats),
+    )
 
 
 def _explain_encoder_decoder(model, tokenizer, call, sequences, rules, step_targets, options) -> list[Generation]:
@@ -215,18 +221,6 @@ def _explain_encoder_decoder(model, tokenizer, call, sequences, rules, step_targ
         n = int(valid[b].sum())
         real = call["attention_mask"][b].bool()
         ids = torch.cat([call["input_ids"][b][real], decoder_in[b, :n]])
-        results.append(
-            Generation(
-                source_ids=ids,
-                source_tokens=tokenizer.convert_ids_to_tokens(ids.tolist()),
-                generated_ids=generated[b, :n].clone(),
-                generated_tokens=tokenizer.convert_ids_to_tokens(generated[b, :n].tolist()),
-                relevance=torch.cat([encoder[:n, b][:, real], decoder[:n, b, :n]], 1),
-                logits=seed[:n, b].clone(),
-                prompt_length=int(real.sum()),
-                rules=ex.rules,
-                encoder_decoder=True,
-                stats=dict(ex.stats),
-            )
-        )
+        relevance = torch.cat([encoder[:n, b][:, real], decoder[:n, b, :n]], 1)
+        results.append(_generation(tokenizer, ex, ids, generated[b, :n], relevance, seed[:n, b], real, True))
     return results

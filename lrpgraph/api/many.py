@@ -9,7 +9,7 @@ back to its own input, as if it had been explained alone with a batch of one.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -66,7 +66,7 @@ def explain_many(
     batches = _batches(order, [_length(x) for x in items], batch_size, pad=masked)
     results: list[Explanation | None] = [None] * len(items)
     failures: dict[int, BaseException] = {}
-    for batch in _progress(batches, progress):
+    for batch in progress_bar(batches, progress):
         try:
             _explain_batch(model, items, targets, batch, rules, _pad_id(tokenizer), options, results)
         except Exception:  # find the bad input: explain this batch's inputs one by one
@@ -218,10 +218,12 @@ def _absorbed(c: Conservation, row: int) -> dict[str, float]:
     return {booked[0] if len(booked) == 1 else "mixed": float(c.seed[row] - c.accounted[row])}
 
 
-def _progress(batches: list, progress: bool | None) -> Sequence:
-    show = progress if progress is not None else sys.stderr.isatty() and len(batches) > 1
+def progress_bar(batches: Iterable, progress: bool | None, total: int | None = None) -> Iterable:
+    """Batches with a bar on stderr: when asked, or by default when stderr is a terminal and there are several."""
+    count = len(batches) if total is None else total
+    show = progress if progress is not None else sys.stderr.isatty() and count > 1
     if not show:
         return batches
     from tqdm.auto import tqdm
 
-    return tqdm(batches, desc="explaining", unit="batch", file=sys.stderr)
+    return tqdm(batches, total=count, desc="explaining", unit="batch", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+from torch import fx
 from torch.export import Dim
 from torch.export.graph_signature import InputKind, OutputKind
 
@@ -117,19 +118,28 @@ def _export(
     with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_logs():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
-        if not is_functional(program.graph):  # in-place ops: let torch make the graph functional
-            program = program.run_decompositions({})
-        fused = fused_ops(program.graph)
-        if fused:  # LSTM / GRU / RNN layers: into their matrix products, gates and pointwise ops
-            program = program.run_decompositions(fused)
-    user = [
+        program = functional(program)
+    return program, GuardSpec.of_trace(program.graph, user_inputs(program), names)
+
+
+def functional(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """The program with no in-place ops (torch makes it functional if needed) and fused LSTM / GRU / RNN layers
+    decomposed into their matrix products, gates and pointwise ops."""
+    if not is_functional(program.graph):
+        program = program.run_decompositions({})
+    fused = fused_ops(program.graph)
+    return program.run_decompositions(fused) if fused else program
+
+
+def user_inputs(program: torch.export.ExportedProgram) -> list[fx.Node]:
+    """The placeholders of the call's own inputs (not parameters, buffers or lifted constants), in order."""
+    return [
         node
         for node, spec in zip(
             program.graph.find_nodes(op="placeholder"), program.graph_signature.input_specs, strict=True
         )
         if spec.kind == InputKind.USER_INPUT
     ]
-    return program, GuardSpec.of_trace(program.graph, user, names)
 
 
 @contextmanager

@@ -21,12 +21,10 @@ from typing import Any
 import torch
 import torch.fx.traceback as fx_traceback
 import torch.utils._pytree as pytree
-from torch.export.graph_signature import InputKind
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..errors import TraceError, first_line
-from .canonical import fused_ops, is_functional
-from .export import Exported, quiet_torch_logs
+from .export import Exported, functional, quiet_torch_logs, user_inputs
 from .graph import BUFFER, PARAMETER
 from .model_state import evaluation_mode
 from .shapes import GuardSpec, value_dependent_shape
@@ -66,12 +64,7 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
     try:
         _freeze_dynamic_shapes(recording, pristine, len(state))
         with torch.no_grad(), quiet_torch_logs():
-            program = torch.export.export(recording, tuple(working), strict=False)  # shapes only: fake
-            if not is_functional(program.graph):
-                program = program.run_decompositions({})
-            fused = fused_ops(program.graph)
-            if fused:
-                program = program.run_decompositions(fused)
+            program = functional(torch.export.export(recording, tuple(working), strict=False))  # shapes only
     except TraceError:
         raise
     except Exception as failure:
@@ -85,17 +78,11 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
             f"recorded {type(model).__name__}'s call, but the shape of node '{unknown.name}' ({unknown.target}) still "
             "depends on tensor values (an op lrpgraph does not hold constant for the recorded call)"
         )
-    user = [
-        node
-        for node, spec in zip(
-            program.graph.find_nodes(op="placeholder"), program.graph_signature.input_specs, strict=True
-        )
-        if spec.kind == InputKind.USER_INPUT
-    ]
     kinds = [(PARAMETER, name) for name in params] + [(BUFFER, name) for name in buffers]
+    user = user_inputs(program)[len(state) :]
     return Exported(
         program,
-        GuardSpec.of_trace(program.graph, user[len(state) :], [f"input {i}" for i in range(len(leaves))]),
+        GuardSpec.of_trace(program.graph, user, [f"input {i}" for i in range(len(leaves))]),
         recorded_state=kinds,
         recorded_specs=(in_spec, out_spec[0]),
     )
@@ -133,7 +120,7 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
     for node in frozen:
         parts = [(node, values[node])] if isinstance(values[node], torch.Tensor) else _taken_parts(node, values[node])
         for part, part_value in parts:
-            part.replace_all_uses_with(_constant(recording, part, part_value))
+            part.replace_all_uses_with(_constant(recording, part.name, part_value, part))
             graph.erase_node(part)
         if parts[0][0] is not node and not node.users:
             graph.erase_node(node)
@@ -141,9 +128,8 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
         indices = []
         for index in node.args[1]:
             if index in values:
-                with graph.inserting_before(node):
-                    for d, positions in enumerate(values[index].nonzero(as_tuple=True)):
-                        indices.append(_constant(recording, index, positions, f"_{d}"))
+                for d, positions in enumerate(values[index].nonzero(as_tuple=True)):
+                    indices.append(_constant(recording, f"{index.name}_{d}", positions, node))
             else:
                 indices.append(index)
         node.args = (node.args[0], indices, *node.args[2:])
@@ -160,17 +146,11 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
     recording.recompile()
 
 
-def _constant(recording: torch.fx.GraphModule, node: torch.fx.Node, value: torch.Tensor, suffix: str = "") -> Any:
-    """A get_attr node holding `value`, inserted at the graph's current insertion point (before `node` if unset)."""
-    name = f"_recorded_{node.name}{suffix}"
-    setattr(recording, name, value)
-    if suffix:
-        constant = recording.graph.create_node("get_attr", name)
-    else:
-        with recording.graph.inserting_before(node):
-            constant = recording.graph.create_node("get_attr", name)
-    constant.meta = dict(node.meta) if not suffix else {}
-    return constant
+def _constant(recording: torch.fx.GraphModule, name: str, value: torch.Tensor, before: torch.fx.Node) -> Any:
+    """A get_attr node, inserted before `before`, holding `value` under `_recorded_<name>`."""
+    setattr(recording, f"_recorded_{name}", value)
+    with recording.graph.inserting_before(before):
+        return recording.graph.create_node("get_attr", f"_recorded_{name}")
 
 
 def _copies(values: list[Any]) -> list[Any]:

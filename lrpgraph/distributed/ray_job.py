@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..api.many import ExplainManyError, _as_item, _length, _targets, explain_many
+from ..api.many import ExplainManyError, _as_item, _length, _targets, explain_many, progress_bar
 from ..errors import InputError
 from .results import failed, row, write_part, written
 
@@ -86,7 +86,8 @@ def explain_dataset(
         _join_or_start(ray, address, workers * torch_threads)
     try:
         records = [{"index": i, "payload": pickle.dumps((items[i], targets[i]))} for i in todo]
-        dataset = ray.data.from_items(records, override_num_blocks=-(-len(records) // batch_size))
+        blocks = -(-len(records) // batch_size)  # one batch each
+        dataset = ray.data.from_items(records, override_num_blocks=blocks)
         explained = dataset.map_batches(
             _Explainer,
             fn_constructor_kwargs=dict(
@@ -102,7 +103,7 @@ def explain_dataset(
             num_cpus=torch_threads,
         )
         batches = explained.iter_batches(batch_size=None)
-        for batch in _progress(batches, progress, -(-len(records) // batch_size)):
+        for batch in progress_bar(batches, progress, blocks):
             for index, error in zip(batch["index"], batch["error"], strict=True):
                 if error:
                     run.failed[int(index)] = str(error)
@@ -159,12 +160,3 @@ def require_ray() -> Any:
     except ImportError:
         raise InputError("explaining on Ray needs Ray Data: pip install 'lrpgraph[ray]'") from None
     return ray
-
-
-def _progress(batches: Any, progress: bool | None, total: int) -> Any:
-    import sys
-
-    from tqdm.auto import tqdm
-
-    show = progress if progress is not None else sys.stderr.isatty() and total > 1
-    return tqdm(batches, total=total, unit="batch", disable=not show)
