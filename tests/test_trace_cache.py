@@ -173,3 +173,69 @@ def test_cache_command_reports_and_clears(tmp_path, capsys):
     assert cli(["cache", "clear", "--cache-dir", str(cache)]) == 0
     assert "removed 1" in capsys.readouterr().out
     assert not list(cache.glob("*.pt2c"))
+
+
+def _tiny_llama():
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config).double().eval()
+
+
+def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
+    """The fast reader (one converter per schema type, each symbolic size parsed once) against torch's reader."""
+    import json
+
+    from torch._export.serde import schema
+    from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
+
+    from lrpgraph.capture import disk
+    from lrpgraph.capture.call import prepare_call
+    from lrpgraph.capture.program_json import deserialize
+
+    model = _tiny_llama()
+    ids = torch.randint(3, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    payload = disk._serialize(export_program(model, *prepare_call(model, {"input_ids": ids})))
+    raw = json.loads(payload["program"])
+    fast, reference = disk._READER(schema.ExportedProgram, raw), _dict_to_dataclass(schema.ExportedProgram, raw)
+    assert fast == reference
+    state, constants = disk._state_and_constants(payload)
+    ours = deserialize(fast, state, constants)
+    theirs = ExportedProgramDeserializer().deserialize(reference, state, constants, None)
+    assert ours.graph_module.code == theirs.graph_module.code
+    assert str(ours.range_constraints) == str(theirs.range_constraints) and "s" in str(ours.range_constraints)
+    assert ours.graph_signature == theirs.graph_signature
+    described = 0
+    for a, b in zip(ours.graph.nodes, theirs.graph.nodes, strict=True):
+        assert a.name == b.name and a.meta.keys() == b.meta.keys()
+        va, vb = a.meta.get("val"), b.meta.get("val")
+        assert str(va) == str(vb)
+        if isinstance(va, torch.Tensor):
+            assert (va.shape, va.stride(), va.dtype, va.device) == (vb.shape, vb.stride(), vb.dtype, vb.device)
+            described += any(isinstance(size, torch.SymInt) for size in va.shape)
+    assert described > 50  # the sizes are symbolic, not specialised
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: text.replace("Symbol('s", "__import__('os').system('true') or Symbol('s", 1), "refusing"),
+        (lambda text: text.replace('"torch.ops.aten.', '"torch.ops.aten.nowhere_', 1), "operator not registered"),
+    ],
+)
+def test_an_entry_naming_code_to_run_or_an_unknown_operator_is_refused(tmp_path, damage, message):
+    cache = tmp_path / "cache"
+    model, x = mlp(), torch.randn(2, 6, dtype=torch.float64)
+    expected = _explain(model, x, cache)
+    entry = _entry(cache)
+    payload = torch.load(entry, weights_only=True)
+    damaged = damage(payload["program"])
+    assert damaged != payload["program"]  # the mlp's trace has symbolic batch sizes and aten ops to damage
+    payload["program"] = damaged
+    torch.save(payload, entry)
+    with pytest.warns(UserWarning, match=message):
+        torch.testing.assert_close(_explain(model, x, cache), expected)

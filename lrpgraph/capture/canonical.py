@@ -52,20 +52,18 @@ def is_functional(graph: fx.Graph) -> bool:
 
 
 def canonicalise(gm: fx.GraphModule) -> None:
-    """Rewrite the training-IR spellings of a functional graph into the decomposed ones (in place)."""
+    """Rewrite the training-IR spellings of a functional graph into the decomposed ones (in place; the caller
+    recompiles)."""
     graph = gm.graph
-    changed = False
     for node in list(graph.nodes):
         if node.op != "call_function":
             continue
         if node.target in _TO:
-            changed |= _as_copy(graph, node)
+            _as_copy(graph, node)
         elif node.target is aten.batch_norm.default:
-            changed |= _as_inference_batch_norm(graph, node)
+            _as_inference_batch_norm(graph, node)
         elif node.target is aten.exp.default:
-            changed |= _as_softmax(graph, node)
-    if changed:
-        gm.recompile()
+            _as_softmax(graph, node)
 
 
 def _as_copy(graph: fx.Graph, node: fx.Node) -> bool:

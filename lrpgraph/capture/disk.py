@@ -14,6 +14,7 @@ it traces, the others wait and then read its entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
@@ -32,7 +33,7 @@ import sympy
 import torch
 import torch.utils._pytree as pytree
 from torch._export.serde import schema
-from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass, serialize
+from torch._export.serde.serialize import serialize
 from torch.export.graph_signature import InputKind
 
 from ..errors import LRPGraphError
@@ -42,6 +43,7 @@ try:
 except ImportError:  # Windows: no lock between processes (each may trace once)
     fcntl = None
 from .export import Exported
+from .program_json import SchemaReader, deserialize
 from .shapes import GuardSpec
 
 FORMAT = 1
@@ -200,9 +202,15 @@ def _serialize(exported: Exported) -> dict:
 
 def _deserialize(payload: dict) -> Exported:
     raw = json.loads(payload["program"])
-    _check_strings(raw)
-    _check_operators(raw)
     _check_pytree_types(raw)
+    program = deserialize(_READER(schema.ExportedProgram, raw), *_state_and_constants(payload))
+    _drop_unused_outputs(program)
+    guards = GuardSpec.from_json(json.loads(payload["guards"]), _parse)
+    return Exported(program, guards, payload["static_reason"] or None)
+
+
+def _state_and_constants(payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The program's parameters and buffers as data-free meta tensors; its constants (live buffers as meta)."""
     constants = dict(payload["constants"])
     for name, shape, dtype in payload["meta_constants"]:
         constants[name] = torch.empty(shape, dtype=_dtype(dtype), device="meta")
@@ -210,11 +218,7 @@ def _deserialize(payload: dict) -> Exported:
     for name, is_parameter, shape, dtype in payload["state"]:
         tensor = torch.empty(shape, dtype=_dtype(dtype), device="meta")
         state[name] = torch.nn.Parameter(tensor, requires_grad=False) if is_parameter else tensor
-    serialized = _dict_to_dataclass(schema.ExportedProgram, raw)
-    program = ExportedProgramDeserializer().deserialize(serialized, state, constants, None)
-    _drop_unused_outputs(program)
-    guards = GuardSpec.from_json(json.loads(payload["guards"]), _parse)
-    return Exported(program, guards, payload["static_reason"] or None)
+    return state, constants
 
 
 def _drop_unused_outputs(program: torch.export.ExportedProgram) -> None:
@@ -228,7 +232,6 @@ def _drop_unused_outputs(program: torch.export.ExportedProgram) -> None:
             and "_unused_" in node.name
         ):
             graph.erase_node(node)
-    program.graph_module.recompile()
 
 
 # Symbolic expressions reach sympy.sympify, which evaluates them: let through numbers, quoted names,
@@ -329,6 +332,7 @@ _NAMES = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _safe(text: str) -> bool:
     position = 0
     while position < len(text):
@@ -351,46 +355,37 @@ def _parse(text: str) -> Any:
     return sympy.sympify(text, locals=names)
 
 
-def _check_strings(obj: Any, key: str | None = None) -> None:
-    """Refuse JSON that would make the deserializer evaluate or import something."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_strings(v, k)
-    elif isinstance(obj, list):
-        for v in obj:
-            _check_strings(v, key)
-    elif isinstance(obj, str):
-        if key == "expr_str" and not _safe(obj):
-            raise Uncacheable(f"refusing symbolic expression {obj[:80]!r}")
-        if key in ("in_spec", "out_spec") and ("__enum__" in obj or "default_factory_module" in obj):
-            raise Uncacheable("refusing a pytree spec that imports modules")
+def _check_expression(expression: schema.SymExpr) -> None:
+    if not _safe(expression.expr_str):
+        raise Uncacheable(f"refusing symbolic expression {expression.expr_str[:80]!r}")
 
 
-def _nodes(obj: Any):
-    if isinstance(obj, dict):
-        if isinstance(obj.get("target"), str) and "inputs" in obj and "outputs" in obj:
-            yield obj
-        for v in obj.values():
-            yield from _nodes(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _nodes(v)
+def _check_signature(signature: schema.ModuleCallSignature) -> None:
+    if any("__enum__" in spec or "default_factory_module" in spec for spec in (signature.in_spec, signature.out_spec)):
+        raise Uncacheable("refusing a pytree spec that imports modules")
 
 
-def _check_operators(raw: dict) -> None:
+def _check_operator(node: schema.Node) -> None:
     """Every operator must exist in this process (custom ops exist once their library is imported)."""
-    missing = set()
-    for node in _nodes(raw):
-        target = node["target"]
-        if target.startswith("torch.ops."):
-            found: Any = torch
-            for part in target.split(".")[1:]:
-                found = getattr(found, part, None)
-                if found is None:
-                    missing.add(target)
-                    break
-    if missing:
-        raise Uncacheable(f"operators not registered in this process: {sorted(missing)}")
+    if node.target.startswith("torch.ops.") and _operator(node.target) is None:
+        raise Uncacheable(f"operator not registered in this process: {node.target}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _operator(target: str) -> Any:
+    found: Any = torch
+    for part in target.split(".")[1:]:
+        found = getattr(found, part, None)
+        if found is None:
+            return None
+    return found
+
+
+# What the deserializer would evaluate (symbolic expressions), import (pytree specs) or look up (operators),
+# checked on every such object as the program's JSON is read.
+_READER = SchemaReader(
+    {schema.SymExpr: _check_expression, schema.ModuleCallSignature: _check_signature, schema.Node: _check_operator}
+)
 
 
 def _check_pytree_types(raw: dict) -> None:

@@ -211,6 +211,7 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
     remove_noop_copies(program.graph_module)
     gm = program.graph_module
     _drop_state_updates(program)
+    gm.recompile()  # once, after every rewrite above
     placeholders = list(gm.graph.find_nodes(op="placeholder"))
     names = iter(leaf_names(model, args, kwargs))
     state = iter(exported.recorded_state or ())
@@ -256,7 +257,6 @@ def _drop_state_updates(program: torch.export.ExportedProgram) -> None:
     kept = [v for v, spec in zip(values, specs, strict=True) if spec.kind == OutputKind.USER_OUTPUT]
     if len(kept) != len(values):
         output.args = (tuple(kept),)
-        program.graph_module.recompile()
 
 
 def _describe_failure(model: torch.nn.Module, error: BaseException) -> str:

@@ -27,8 +27,6 @@ def remove_noop_copies(gm: fx.GraphModule) -> int:
             node.replace_all_uses_with(source)
             gm.graph.erase_node(node)
             removed += 1
-    if removed:
-        gm.recompile()
     return removed
 
 
