@@ -42,6 +42,7 @@ from lrpgraph import metrics
 from lrpgraph.metrics.features import TokenFeatures, model_output, take_samples
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+SPEED = "\n## Speed and memory"  # the speed benchmarks' figures, written by hand below these results: kept
 READING = """Reading the tables:
 - Gradient × input of token ids is taken at the embedding output. In models whose residual stream ends in a
   (RMS/Layer) norm the logit is nearly invariant to scaling all embeddings, so Σ gradient × input — the
@@ -562,7 +563,8 @@ def main() -> None:
     text = header + "\n".join(sections)
     print(text)
     if not args.quick:
-        RESULTS.write_text(text)
+        previous = RESULTS.read_text() if RESULTS.exists() else ""
+        RESULTS.write_text(text + previous[previous.index(SPEED) :] if SPEED in previous else text)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,34 @@ class UniqueIds(nn.Module):
 def test_an_index_set_made_of_the_inputs_is_an_error_not_a_silent_zero():
     with pytest.raises(lrpgraph.TraceError, match="hold input"):
         lrpgraph.explain(UniqueIds().eval(), torch.tensor([[1, 5, 5, 7]]), target=0)
+
+
+def test_a_model_export_cannot_trace_is_remembered_on_disk(tmp_path, monkeypatch):
+    """Later processes sharing the cache record at once instead of failing the export again (under the lock)."""
+    import json
+
+    from lrpgraph.api import traced as traced_module
+
+    calls = []
+    original = traced_module.export_program
+    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    model, x = Branchy(), torch.randn(3, 4)
+    expected = _explain(Branchy("b" if x.double().sum() > 0 else "c"), x)
+    calls.clear()
+    with pytest.warns(UserWarning, match="recording"):
+        torch.testing.assert_close(_explain(model, x, cache_dir=tmp_path), expected)
+    (marker,) = tmp_path.glob("*.unexportable.json")
+    assert len(calls) == 1 and oct(marker.stat().st_mode & 0o777) == "0o600"
+    lrpgraph.clear_cache(model)  # as a new process would start
+    with pytest.warns(UserWarning, match="could not trace it"):
+        torch.testing.assert_close(_explain(model, x, cache_dir=tmp_path), expected)
+    assert len(calls) == 1  # not exported again
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "versions": {"torch": "1.0"}}))
+    lrpgraph.clear_cache(model)
+    with pytest.warns(UserWarning, match="recording"):
+        _explain(model, x, cache_dir=tmp_path)
+    assert len(calls) == 2  # a marker another version wrote is not trusted
+    from lrpgraph.tools.cli import main as cli
+
+    assert cli(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
+    assert not list(tmp_path.glob("*.unexportable.json"))

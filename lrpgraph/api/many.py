@@ -9,7 +9,7 @@ back to its own input, as if it had been explained alone with a batch of one.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from ..errors import InputError, LRPGraphError
 from ..ops.sparse import RowSparse
 from .explain import explain
 from .explanation import Conservation, Explanation
+from .items import as_item, item_length, targets_per_input
 
 
 class ExplainManyError(LRPGraphError):
@@ -59,11 +60,11 @@ def explain_many(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, not {batch_size!r}")
-    items = [_as_item(x, tokenizer, i) for i, x in enumerate(inputs)]
-    targets = _targets(target, len(items))
-    order = sorted(range(len(items)), key=lambda i: _length(items[i]))
+    items = [as_item(x, tokenizer, i) for i, x in enumerate(inputs)]
+    targets = targets_per_input(target, len(items))
+    order = sorted(range(len(items)), key=lambda i: item_length(items[i]))
     masked = accepts(model, "attention_mask")
-    batches = _batches(order, [_length(x) for x in items], batch_size, pad=masked)
+    batches = _batches(order, [item_length(x) for x in items], batch_size, pad=masked)
     results: list[Explanation | None] = [None] * len(items)
     failures: dict[int, BaseException] = {}
     for batch in progress_bar(batches, progress):
@@ -78,43 +79,6 @@ def explain_many(
     if failures:
         raise ExplainManyError(dict(sorted(failures.items())), results)
     return results
-
-
-def _as_item(value: Any, tokenizer: Any, index: int) -> dict[str, torch.Tensor]:
-    """One input as a dict of tensors with a batch dim of one."""
-    if isinstance(value, str):
-        if tokenizer is None:
-            raise InputError(f"input {index} is text: pass tokenizer= to explain texts")
-        return dict(tokenizer(value, return_tensors="pt"))
-    if isinstance(value, torch.Tensor):
-        if value.dim() < 2:
-            raise InputError(
-                f"input {index}: an image tensor needs [C, H, W] or [1, C, H, W], got {tuple(value.shape)}"
-            )
-        return {"": value if value.dim() == 4 and value.shape[0] == 1 else value.unsqueeze(0)}
-    if isinstance(value, Mapping):
-        item = {}
-        for key, tensor in value.items():
-            tensor = torch.as_tensor(tensor)
-            item[str(key)] = tensor.unsqueeze(0) if tensor.dim() == 1 else tensor
-        if any(t.dim() < 2 or t.shape[0] != 1 for t in item.values()):
-            raise InputError(f"input {index}: token dicts hold one sample each ([T] or [1, T] tensors)")
-        return item
-    raise InputError(f"input {index} is a {type(value).__name__}: pass texts, dicts of token tensors or image tensors")
-
-
-def _targets(target: Any, count: int) -> list[Any]:
-    """One target per input: a list or 1-D tensor gives them one by one, anything else is shared."""
-    if isinstance(target, list) or (isinstance(target, torch.Tensor) and target.dim() == 1):
-        values = [int(t) if isinstance(t, torch.Tensor) else t for t in target]
-        if len(values) != count:
-            raise InputError(f"target has {len(values)} entries for {count} inputs: give one per input, or one for all")
-        return values
-    return [target] * count
-
-
-def _length(item: dict[str, torch.Tensor]) -> tuple:
-    return tuple(t.shape[1:] for t in item.values())
 
 
 def _batches(order: list[int], lengths: list[Any], size: int, pad: bool) -> list[list[int]]:

@@ -177,17 +177,24 @@ def traced(
         with disk.locked(disk_key) if disk_key is not None else nullcontext():
             graph = _from_disk(model, args, kwargs, disk, disk_key, user)
             if graph is None:
-                try:
-                    graph = _trace(model, args, kwargs, disk, disk_key, traces, dimensions)
-                except TraceError as failure:
-                    if tracer == "export":
-                        raise
+                known = disk.unexportable(disk_key) if disk_key is not None and tracer == "auto" else None
+                failure = None if known is None else TraceError(known)
+                if failure is None:
+                    try:
+                        graph = _trace(model, args, kwargs, disk, disk_key, traces, dimensions)
+                    except TraceError as error:
+                        if tracer == "export":
+                            raise
+                        failure = error
+                if failure is not None:
                     try:
                         recorded = _recorded(model, args, kwargs, traces, str(failure))
                     except CallFailed:  # the call itself fails: export's account of it says where
                         raise failure from None
                     except TraceError as unrecorded:
                         raise TraceError(f"{failure}\n  recording the call instead failed too: {unrecorded}") from None
+                    if known is None and disk_key is not None:  # the call runs: it is the model export cannot trace
+                        disk.mark_unexportable(disk_key, str(failure))
                     traces.unexportable[structure] = str(failure)
                     return recorded
                 _report(model, graph, traces, broken)

@@ -48,6 +48,7 @@ from .shapes import GuardSpec
 
 FORMAT = 1
 _SUFFIX = ".pt2c"
+_UNEXPORTABLE = ".unexportable.json"
 
 
 class Uncacheable(Exception):
@@ -130,10 +131,37 @@ class DiskCache:
         taken = {p.name for p in self.entries(key)}
         index = next(i for i in range(len(taken) + 1) if f"{key}-{i}{_SUFFIX}" not in taken)
         path = self.directory / f"{key}-{index}{_SUFFIX}"
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=_SUFFIX)
+        self._write(path, lambda file: torch.save(payload, file))
+        return path
+
+    def unexportable(self, key: str) -> str | None:
+        """Why torch.export failed for `key` in an earlier process whose call was then recorded; None if none did
+        (a marker another version wrote, or an unreadable one, is removed: export is tried again)."""
+        path = self.directory / f"{key}{_UNEXPORTABLE}"
+        if not path.exists():
+            return None
+        _check_owner(path, "cache entry")
+        try:
+            found = json.loads(path.read_text())
+            if found["versions"] == versions() and isinstance(found["reason"], str):
+                return found["reason"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        path.unlink(missing_ok=True)
+        return None
+
+    def mark_unexportable(self, key: str, reason: str) -> None:
+        """Remember that torch.export cannot trace `key` (its call was recorded instead): later processes record
+        at once instead of failing the export again, one after another under the lock."""
+        text = json.dumps({"versions": versions(), "reason": reason}).encode()
+        self._write(self.directory / f"{key}{_UNEXPORTABLE}", lambda file: file.write(text))
+
+    def _write(self, path: Path, write: Any) -> None:
+        """Write a file atomically and owner-only: a temporary file, synced, renamed into place."""
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=path.suffix)
         try:
             with os.fdopen(fd, "wb") as file:
-                torch.save(payload, file)
+                write(file)
                 file.flush()
                 os.fsync(file.fileno())
             os.chmod(temporary, 0o600)
@@ -141,7 +169,6 @@ class DiskCache:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        return path
 
     def info(self) -> tuple[int, int]:
         """(entries, bytes)."""
@@ -149,10 +176,11 @@ class DiskCache:
         return len(files), sum(f.stat().st_size for f in files)
 
     def clear(self) -> int:
-        """Remove every entry (and leftover temporary files); returns how many entries there were."""
+        """Remove every entry (and unexportable markers, leftover temporary files); returns how many entries."""
         count = 0
-        for file in self.directory.glob(f"*{_SUFFIX}"):
-            count += not file.name.startswith(".tmp-")
+        for file in [*self.directory.glob(f"*{_SUFFIX}"), *self.directory.glob(f"*{_UNEXPORTABLE}"),
+                     *self.directory.glob(".tmp-*")]:  # fmt: skip
+            count += file.name.endswith(_SUFFIX) and not file.name.startswith(".tmp-")
             file.unlink(missing_ok=True)
         return count
 

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..api.many import ExplainManyError, _as_item, _length, _targets, explain_many, progress_bar
+from ..api.items import as_item, item_length, targets_per_input
+from ..api.many import ExplainManyError, explain_many, progress_bar
 from ..errors import InputError
 from .results import failed, row, write_part, written
 
@@ -73,11 +74,11 @@ def explain_dataset(
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     inputs = list(inputs)
-    targets = _targets(target, len(inputs))
+    targets = targets_per_input(target, len(inputs))
     done = written(folder)
     todo = [i for i in range(len(inputs)) if i not in done]
-    items = {i: _as_item(inputs[i], tokenizer, i) for i in todo}
-    todo.sort(key=lambda i: _length(items[i]))
+    items = {i: as_item(inputs[i], tokenizer, i) for i in todo}
+    todo.sort(key=lambda i: item_length(items[i]))
     run = RayRun(folder, explained=0, skipped=len(inputs) - len(todo))
     if not todo:
         return run

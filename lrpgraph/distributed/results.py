@@ -60,9 +60,11 @@ def write_part(directory: str | os.PathLike, rows: list[dict[str, Any]]) -> Path
     columns = sorted({key for r in rows for key in r})
     table = pa.Table.from_pylist([{key: r.get(key) for key in columns} for r in rows])
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
     try:
-        pq.write_table(table, temporary)
+        with os.fdopen(fd, "wb") as file:
+            pq.write_table(table, file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it gets its name: a crash leaves the old part or the new one
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
