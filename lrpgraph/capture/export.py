@@ -30,6 +30,7 @@ import torch.utils._pytree as pytree
 from torch import fx
 from torch.export import Dim
 from torch.export.graph_signature import InputKind, OutputKind
+from torch.fx._lazy_graph_module import _LazyGraphModule
 
 from ..errors import TraceError, first_line
 from .call import leaf_names
@@ -207,11 +208,11 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
     Batch norm stays its own op here; `fold_batchnorm` merges it into the layer before it on a copy.
     """
     program = exported.program
-    canonicalise(program.graph_module)
-    remove_noop_copies(program.graph_module)
-    gm = program.graph_module
+    gm = _LazyGraphModule.from_graphmodule(program.graph_module)  # its code is generated if ever asked for:
+    canonicalise(gm)  # lrpgraph runs its own module of the graph (`propagate/forward.py`), so rewrites here
+    remove_noop_copies(gm)  # and in the analysis cost no code generation
     _drop_state_updates(program)
-    gm.recompile()  # once, after every rewrite above
+    gm.recompile()
     placeholders = list(gm.graph.find_nodes(op="placeholder"))
     names = iter(leaf_names(model, args, kwargs))
     state = iter(exported.recorded_state or ())

@@ -22,6 +22,7 @@ from torch._export.serde import schema
 from torch._export.serde import serialize as serde
 from torch._export.serde.union import _Union
 from torch._export.verifier import load_verifier
+from torch._guards import SLoc
 from torch.fx.experimental import symbolic_shapes
 from torch.utils._sympy.numbers import int_oo
 
@@ -58,10 +59,14 @@ class SchemaReader:
             hints = typing.get_type_hints(cls, globalns=vars(schema))
 
             def union(data: dict) -> Any:
-                ((tag, value),) = data.items()
-                made = cls.create(**{tag: self.converter(hints[tag])(value)})
-                check(made)
-                return made
+                key = repr(data)  # a program repeats few distinct sizes thousands of times: build each once
+                if key not in made:
+                    ((tag, value),) = data.items()
+                    made[key] = cls.create(**{tag: self.converter(hints[tag])(value)})
+                    check(made[key])
+                return made[key]
+
+            made: dict[str, Any] = {}
 
             return union
         if dataclasses.is_dataclass(cls):
@@ -103,7 +108,13 @@ def deserialize(
         for name, r in program.range_constraints.items()
     }
     reader = serde.GraphModuleDeserializer()
-    reader._parse_sym_expr = functools.cache(reader._parse_sym_expr)  # its side effects are the same each time
+    parse = reader._parse_sym_expr
+
+    def parse_once(expression: Any, hint: Any = None) -> Any:
+        _ranges_from_the_cache(reader.shape_env)
+        return parse(expression, hint)
+
+    reader._parse_sym_expr = functools.cache(parse_once)  # its side effects are the same each time
     sym_int = reader.deserialize_sym_int
 
     def shared_sym_int(s: schema.SymInt) -> int | torch.SymInt:
@@ -142,6 +153,20 @@ def deserialize(
     )
     exported._guards_code = program.guards_code
     return exported
+
+
+def _ranges_from_the_cache(shape_env: symbolic_shapes.ShapeEnv) -> None:
+    """Record the program's symbol ranges with "lrpgraph trace cache" as their source: ShapeEnv would look up the
+    calling user frame for each, which first imports inductor, dynamo and torch.export's tracer (0.1 s)."""
+    if "constrain_symbol_range" in vars(shape_env):
+        return
+    source = SLoc("lrpgraph trace cache", None)
+
+    def constrain_symbol_range(symbol: Any, compiler_min: Any, compiler_max: Any) -> None:
+        bounds = symbolic_shapes.ValueRanges(compiler_min, compiler_max)
+        shape_env._update_var_to_range(symbol, bounds, symbolic_shapes.ValueRangesSLoc(source, source))
+
+    shape_env.constrain_symbol_range = constrain_symbol_range
 
 
 def _sizes(values: list[schema.SymInt]) -> tuple:

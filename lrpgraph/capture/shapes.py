@@ -35,8 +35,8 @@ def expression(value: Any) -> Any:
 
 def same_size(a: Any, b: Any) -> bool:
     """Whether two sizes (ints or SymInts) are provably equal, without adding guards to the trace."""
-    if isinstance(a, torch.SymInt) or isinstance(b, torch.SymInt):
-        return bool(statically_known_true(a == b))
+    if isinstance(a, torch.SymInt) or isinstance(b, torch.SymInt):  # one expression is equal without asking
+        return a is b or expression(a) == expression(b) or bool(statically_known_true(a == b))
     return a == b
 
 
