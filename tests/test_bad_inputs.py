@@ -157,6 +157,7 @@ BAD_CALLS = {
     "explain(target=Targets([]))": lambda m: lrpgraph.explain(m, X, target=lrpgraph.Targets([])),
     "explain(record=['nope'])": lambda m: lrpgraph.explain(m, X, target=0, record=["nope"]),
     "explain_many(batch_size=0)": lambda m: lrpgraph.explain_many(m, [X[0]], batch_size=0),
+    "explain_many(max_tokens=0.5)": lambda m: lrpgraph.explain_many(m, [X[0]], max_tokens=0.5),
     "explain_many(text, no tokenizer)": lambda m: lrpgraph.explain_many(m, ["some text"]),
     "explain_many(target count)": lambda m: lrpgraph.explain_many(m, [{"input": X[0]}], target=[1, 2]),
     "preset(unknown)": lambda m: lrpgraph.preset("no-such-preset"),

@@ -82,3 +82,23 @@ def test_a_bad_input_is_reported_by_index_and_the_others_are_kept(llama):
     assert list(info.value.failures) == [1]
     alone = lrpgraph.explain(llama, {"input_ids": corpus[2]["input_ids"][None]}, target=5, rules="attnlrp")
     torch.testing.assert_close(results[2].relevance["input_ids"], alone.relevance["input_ids"])
+
+
+def test_batches_hold_at_most_max_tokens(llama, monkeypatch):
+    """Lengths 3, 5, 9, 12, 20 with batches of up to 4 and 20 tokens: [3, 5] (2 × 5 = 10), then 9 (3 × 9 = 27
+    would pass 20), 12 (2 × 12 = 24) and 20 alone; without a token limit, [3, 5, 9, 12] and [20]."""
+    from lrpgraph.api import many
+
+    shapes = []
+    original = many.explain
+    monkeypatch.setattr(many, "explain", lambda m, inputs, **o: shapes.append(tuple(inputs["input_ids"].shape))
+                        or original(m, inputs, **o))  # fmt: skip
+    corpus = _corpus([12, 3, 20, 9, 5])
+    limited = lrpgraph.explain_many(llama, corpus, target=5, rules="attnlrp", batch_size=4, max_tokens=20)
+    assert shapes == [(2, 5), (1, 9), (1, 12), (1, 20)]
+    shapes.clear()
+    unlimited = lrpgraph.explain_many(llama, corpus, target=5, rules="attnlrp", batch_size=4, max_tokens=None)
+    assert shapes == [(4, 12), (1, 20)]
+    for a, b in zip(limited, unlimited, strict=True):
+        scale = b.relevance["input_ids"].abs().max()
+        assert (a.relevance["input_ids"] - b.relevance["input_ids"]).abs().max() <= 1e-6 * scale
