@@ -112,7 +112,11 @@ def main() -> None:
             f"{one_by_one:.2f}",
             f"{one_by_one / gradients:.2f}",
         ),
-        (f"lrpgraph.explain_many, batches of {args.batch_size}", f"{many:.2f}", f"{many / gradients:.2f}"),
+        (
+            f"lrpgraph.explain_many, batches of ≤ {args.batch_size} inputs, ≤ 2048 tokens",
+            f"{many:.2f}",
+            f"{many / gradients:.2f}",
+        ),
     ]
     lengths = f"{prompts[0].shape[1]}–{prompts[-1].shape[1]}"
     print(f"{len(prompts)} prompts of distinct lengths {lengths}; device {device}, threads {torch.get_num_threads()}")
