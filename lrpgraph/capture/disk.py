@@ -43,7 +43,7 @@ try:
 except ImportError:  # Windows: no lock between processes (each may trace once)
     fcntl = None
 from .export import Exported
-from .program_json import SchemaReader, deserialize
+from .program_json import LoadedProgram, SchemaReader, deserialize
 from .shapes import GuardSpec
 
 FORMAT = 1
@@ -249,7 +249,7 @@ def _state_and_constants(payload: dict) -> tuple[dict[str, torch.Tensor], dict[s
     return state, constants
 
 
-def _drop_unused_outputs(program: torch.export.ExportedProgram) -> None:
+def _drop_unused_outputs(program: LoadedProgram) -> None:
     """The deserializer adds a getitem for every output of a multi-output op; the traced graph had the used ones."""
     graph = program.graph_module.graph
     for node in reversed(list(graph.nodes)):

@@ -38,6 +38,7 @@ from .canonical import canonicalise, fused_ops, is_functional
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .model_state import evaluation_mode
 from .noop_copies import remove_noop_copies
+from .program_json import LoadedProgram
 from .shapes import GuardCheck, GuardSpec, value_dependent_shape
 
 _KINDS = {
@@ -52,7 +53,7 @@ _KINDS = {
 class Exported:
     """An exported program (no weights of its own) and the conditions it holds under: what the disk cache keeps."""
 
-    program: torch.export.ExportedProgram
+    program: torch.export.ExportedProgram | LoadedProgram  # exported here, or read from the trace cache
     guards: GuardSpec
     static_reason: str | None = None  # why the shapes are static, when dynamic tracing failed
     # a recording (`record.py`): (kind, name) of the leading user inputs that are the model's parameters and
@@ -249,7 +250,7 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
     )
 
 
-def _drop_state_updates(program: torch.export.ExportedProgram) -> None:
+def _drop_state_updates(program: torch.export.ExportedProgram | LoadedProgram) -> None:
     """Keep only the model's own outputs: a forward that writes its buffers or weights (running statistics, RWKV's
     rescaling) has those writes as the graph's first outputs, which are not results to explain."""
     output = program.graph.output_node()

@@ -3,8 +3,8 @@
 torch's reader resolves the schema's type hints afresh for every one of some 40,000 JSON objects and
 parses the sympy text of every tensor dimension (1,767 parses of 10 distinct expressions for an 8-layer
 Llama): 1.5 s of a 1.8 s first call. Here each schema type gets a converter built once, and each distinct
-symbolic size is parsed once and shared; the program is otherwise built by torch's own deserializer,
-so it is the one torch would return.
+symbolic size is parsed once and shared; the graph is otherwise built by torch's own deserializer, so
+it is the one torch would return (without wrapping it in an ExportedProgram: `LoadedProgram`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import functools
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import torch
 import torch.export.exported_program as ep
+import torch.utils._pytree as pytree
 from torch._export.serde import schema
 from torch._export.serde import serialize as serde
 from torch._export.serde.union import _Union
-from torch._export.verifier import load_verifier
 from torch._guards import SLoc
 from torch.fx.experimental import symbolic_shapes
 from torch.utils._sympy.numbers import int_oo
@@ -96,8 +96,8 @@ class SchemaReader:
 
 def deserialize(
     program: schema.ExportedProgram, state_dict: dict[str, torch.Tensor], constants: dict[str, Any]
-) -> torch.export.ExportedProgram:
-    """`ExportedProgramDeserializer().deserialize(program, state_dict, constants)`, parsing each size once."""
+) -> LoadedProgram:
+    """What `ExportedProgramDeserializer().deserialize(program, state_dict, constants)` reads, each size parsed once."""
     version = program.schema_version
     if version.major != serde.SCHEMA_VERSION[0] and (version.major, version.minor) != (0, 0):
         raise serde.SerializeError(f"schema version {version.major}.{version.minor}, not {serde.SCHEMA_VERSION}")
@@ -139,20 +139,36 @@ def deserialize(
     made: dict[tuple, torch.Tensor] = {}
     reader.deserialize_tensor_meta = shared_tensor_meta
     result = reader.deserialize(program.graph_module, state_dict, constants, None, ranges)
-    names = result.names_to_symbols
-    exported = ep.ExportedProgram(
-        root=result.graph_module,
-        graph=result.graph_module.graph,
+    calls = result.module_call_graph
+    top = calls[0].signature if calls and calls[0].fqn == "" and calls[0].signature is not None else None
+    return LoadedProgram(
+        graph_module=result.graph_module,
         graph_signature=result.signature,
-        state_dict=result.state_dict,
-        range_constraints={names[k]: v for k, v in ranges.items() if k in names},
-        module_call_graph=result.module_call_graph,
-        example_inputs=result.example_inputs,
         constants=result.constants,
-        verifiers=[load_verifier(v) for v in program.verifiers],
+        state_dict=result.state_dict,
+        call_spec=CallSpec(top.in_spec if top else None, top.out_spec if top else None),
     )
-    exported._guards_code = program.guards_code
-    return exported
+
+
+class CallSpec(NamedTuple):
+    in_spec: pytree.TreeSpec | None
+    out_spec: pytree.TreeSpec | None
+
+
+@dataclasses.dataclass
+class LoadedProgram:
+    """The parts of an ExportedProgram lrpgraph reads (`capture/export.py: to_graph`). Building an ExportedProgram
+    would generate the graph's code a second time and verify a program that was verified when it was exported."""
+
+    graph_module: torch.fx.GraphModule
+    graph_signature: ep.ExportGraphSignature
+    constants: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    call_spec: CallSpec
+
+    @property
+    def graph(self) -> torch.fx.Graph:
+        return self.graph_module.graph
 
 
 def _ranges_from_the_cache(shape_env: symbolic_shapes.ShapeEnv) -> None:
