@@ -62,10 +62,16 @@ def test_each_result_equals_its_own_explain(name, request, monkeypatch):
     assert single[1].conservation.absorbed == pytest.approx(own.conservation.absorbed, rel=1e-9)
 
 
-def test_images_and_an_empty_corpus():
+def test_images_and_an_empty_corpus(monkeypatch):
+    from lrpgraph.api import many
+
     model = vgg_like()
     images = [torch.randn(3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in range(5)]
-    results = lrpgraph.explain_many(model, images, target=2, rules="epsilon-plus", batch_size=2)
+    sizes = []
+    original = many.explain
+    monkeypatch.setattr(many, "explain", lambda m, x, **o: sizes.append(x.shape[0]) or original(m, x, **o))
+    results = lrpgraph.explain_many(model, images, target=2, rules="epsilon-plus", batch_size=2, max_tokens=1)
+    assert sizes == [2, 2, 1]  # the token limit does not bound images
     for image, ex in zip(images, results, strict=True):
         alone = lrpgraph.explain(model, image[None], target=2, rules="epsilon-plus")
         torch.testing.assert_close(ex.relevance["input"], alone.relevance["input"])

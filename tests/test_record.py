@@ -223,3 +223,20 @@ def test_a_model_export_cannot_trace_is_remembered_on_disk(tmp_path, monkeypatch
 
     assert cli(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
     assert not list(tmp_path.glob("*.unexportable.json"))
+
+
+def test_an_export_failing_for_want_of_memory_is_not_remembered(tmp_path, monkeypatch):
+    from lrpgraph.api import traced as traced_module
+    from lrpgraph.errors import TraceError
+
+    def out_of_memory(*args):
+        try:
+            raise MemoryError("no room")
+        except MemoryError as error:
+            raise TraceError("could not trace it: MemoryError") from error
+
+    monkeypatch.setattr(traced_module, "export_program", out_of_memory)
+    model, x = Branchy(), torch.randn(3, 4)
+    with pytest.warns(UserWarning, match="recording"):
+        _explain(model, x, cache_dir=tmp_path)
+    assert not list(tmp_path.glob("*.unexportable.json"))  # the next process tries export again

@@ -1,6 +1,8 @@
 """The trace cache on disk: reused by a second process, rebuilt when stale or corrupt, never loaded unsafely."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -225,6 +227,12 @@ def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
     [
         (lambda text: text.replace("Symbol('s", "__import__('os').system('true') or Symbol('s", 1), "refusing"),
         (lambda text: text.replace('"torch.ops.aten.', '"torch.ops.aten.nowhere_', 1), "operator not registered"),
+        (
+            lambda text: re.sub(
+                r'"target": "torch\.ops\.aten\.[a-z_.]+"', '"target": "torch.os.system"', text, count=1
+            ),
+            "not one a trace calls",
+        ),
     ],
 )
 def test_an_entry_naming_code_to_run_or_an_unknown_operator_is_refused(tmp_path, damage, message):
@@ -239,3 +247,22 @@ def test_an_entry_naming_code_to_run_or_an_unknown_operator_is_refused(tmp_path,
     torch.save(payload, entry)
     with pytest.warns(UserWarning, match=message):
         torch.testing.assert_close(_explain(model, x, cache), expected)
+
+
+def test_pytree_specs_that_would_import_are_refused_however_their_json_is_spelled():
+    """torch reads a spec's context with an object hook importing `{"__enum__": …, "fqn": "module:name"}`, and a
+    defaultdict's with a function importing its factory's module: an entry may name neither."""
+    from lrpgraph.capture.disk import Uncacheable, _allowed_operator, _check_spec
+
+    def spec(kind, context):
+        return json.dumps([1, {"type": kind, "context": context, "children_spec": []}])
+
+    _check_spec(spec("builtins.dict", json.dumps(["logits", "loss"])))  # what a real output spec holds
+    hidden = '[{"\\u005f_enum__": true, "fqn": "os:environ", "name": "PATH"}]'  # __enum__, spelled with an escape
+    assert "__enum__" not in hidden and json.loads(hidden)[0]["__enum__"] is True
+    for bad in (spec("builtins.dict", hidden), spec("collections.defaultdict", "{}"), spec("no.such.Type", None)):
+        with pytest.raises(Uncacheable):
+            _check_spec(bad)
+    assert _allowed_operator("torch.ops.aten.mm.default") and _allowed_operator("_operator.mul")
+    for target in ("torch.os.system", "builtins.eval", "#custom", "torch.ops.aten.nowhere.default", "os.system"):
+        assert not _allowed_operator(target)

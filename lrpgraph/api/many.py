@@ -109,8 +109,9 @@ def _batches(order: list[int], lengths: list[Any], size: int, pad: bool, max_tok
 
 
 def _tokens(length: tuple) -> int:
-    """An input's padded length: its first tensor's second dim (tokens, for token inputs)."""
-    return length[0][0] if length and length[0] else 1
+    """A token input's padded length (its first tensor's sequence dim); 0 for other inputs (images), which the
+    token limit does not bound."""
+    return length[0][0] if length and len(length[0]) == 1 else 0
 
 
 def _pad_id(tokenizer: Any) -> int:

@@ -193,8 +193,8 @@ def traced(
                         raise failure from None
                     except TraceError as unrecorded:
                         raise TraceError(f"{failure}\n  recording the call instead failed too: {unrecorded}") from None
-                    if known is None and disk_key is not None:  # the call runs: it is the model export cannot trace
-                        disk.mark_unexportable(disk_key, str(failure))
+                    if known is None and disk_key is not None and _lasting(failure):  # the call runs: the model
+                        _remember_unexportable(disk, disk_key, failure, traces)  # is what export cannot trace
                     traces.unexportable[structure] = str(failure)
                     return recorded
                 _report(model, graph, traces, broken)
@@ -213,6 +213,23 @@ def _recorded(model: torch.nn.Module, args: tuple, kwargs: dict, traces: _ModelT
         about="recorded",
     )
     return recorded
+
+
+def _lasting(failure: BaseException) -> bool:
+    """Whether an export failure is about the model, not this moment (memory, files, an import)."""
+    cause: BaseException | None = failure
+    while cause is not None:
+        if isinstance(cause, (MemoryError, OSError, ImportError)):
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return True
+
+
+def _remember_unexportable(disk: DiskCache, key: str, failure: BaseException, traces: _ModelTraces) -> None:
+    try:
+        disk.mark_unexportable(key, str(failure))
+    except OSError as error:  # a full or read-only cache costs later processes one export attempt, not this call
+        traces.warn_once(f"lrpgraph trace cache: could not remember that export fails ({error})")
 
 
 def _record(model: torch.nn.Module, args: tuple, kwargs: dict) -> TracedModel:
@@ -243,7 +260,8 @@ def _from_disk(model, args, kwargs, disk: DiskCache | None, key: str | None, use
     """A trace an earlier process left on disk that serves this call, if there is one."""
     for path in disk.entries(key) if key is not None else ():
         try:
-            exported = disk.load(path)
+            with _EXPORT_LOCK:  # torch's program reader is one per process
+                exported = disk.load(path)
         except Uncacheable:
             continue
         if not GuardCheck(exported.guards).violations(user):

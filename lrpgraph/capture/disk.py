@@ -14,6 +14,7 @@ it traces, the others wait and then read its entry.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -22,6 +23,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -176,12 +178,18 @@ class DiskCache:
         return len(files), sum(f.stat().st_size for f in files)
 
     def clear(self) -> int:
-        """Remove every entry (and unexportable markers, leftover temporary files); returns how many entries."""
+        """Remove every entry and unexportable marker, and temporary files left over (an hour old: a younger one
+        may be an entry another process is writing); returns how many entries there were."""
         count = 0
-        for file in [*self.directory.glob(f"*{_SUFFIX}"), *self.directory.glob(f"*{_UNEXPORTABLE}"),
-                     *self.directory.glob(".tmp-*")]:  # fmt: skip
-            count += file.name.endswith(_SUFFIX) and not file.name.startswith(".tmp-")
+        for file in [*self.directory.glob(f"*{_SUFFIX}"), *self.directory.glob(f"*{_UNEXPORTABLE}")]:
+            if file.name.startswith(".tmp-"):
+                continue
+            count += file.name.endswith(_SUFFIX)
             file.unlink(missing_ok=True)
+        for file in self.directory.glob(".tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - file.stat().st_mtime > 3600:
+                    file.unlink(missing_ok=True)
         return count
 
 
@@ -230,7 +238,6 @@ def _serialize(exported: Exported) -> dict:
 
 def _deserialize(payload: dict) -> Exported:
     raw = json.loads(payload["program"])
-    _check_pytree_types(raw)
     program = deserialize(_READER(schema.ExportedProgram, raw), *_state_and_constants(payload))
     _drop_unused_outputs(program)
     guards = GuardSpec.from_json(json.loads(payload["guards"]), _parse)
@@ -389,24 +396,76 @@ def _check_expression(expression: schema.SymExpr) -> None:
 
 
 def _check_signature(signature: schema.ModuleCallSignature) -> None:
-    if any("__enum__" in spec or "default_factory_module" in spec for spec in (signature.in_spec, signature.out_spec)):
-        raise Uncacheable("refusing a pytree spec that imports modules")
+    for spec in (signature.in_spec, signature.out_spec):
+        _check_spec(spec)
+
+
+def _check_spec(text: str) -> None:
+    """A pytree spec may name only types registered in this process (HF ModelOutputs: once transformers is
+    imported) and nothing to import: no enum in a context (`__enum__`, which torch imports by name, however its
+    JSON spells it), no type whose context torch reads with its own function (defaultdict imports a module)."""
+    try:
+        _, tree = json.loads(text)
+    except (ValueError, TypeError):
+        raise Uncacheable("unreadable pytree spec") from None
+    nodes = [tree]
+    while nodes:
+        node = nodes.pop()
+        if not isinstance(node, dict):
+            raise Uncacheable("unreadable pytree spec")
+        nodes.extend(node.get("children_spec") or [])
+        name = node.get("type")
+        if name is None:
+            continue
+        kind = pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE.get(name)
+        if kind is None:
+            raise Uncacheable(f"output type not registered in this process: {name}")
+        reader = pytree.SUPPORTED_SERIALIZED_TYPES[kind].from_dumpable_context
+        if reader is not None and getattr(reader, "__name__", "") != "_namedtuple_deserialize":
+            raise Uncacheable(f"refusing a pytree spec of {name}, whose context would be read by its own code")
+        if reader is None and node.get("context") is not None and _names_an_enum(json.loads(node["context"])):
+            raise Uncacheable("refusing a pytree spec that imports modules")
+
+
+def _names_an_enum(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "__enum__" in value or any(_names_an_enum(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_an_enum(v) for v in value)
+    return False
 
 
 def _check_operator(node: schema.Node) -> None:
-    """Every operator must exist in this process (custom ops exist once their library is imported)."""
-    if node.target.startswith("torch.ops.") and _operator(node.target) is None:
-        raise Uncacheable(f"operator not registered in this process: {node.target}")
+    """A node may call only registered ATen-style operators and the symbolic-size arithmetic torch writes as
+    `_operator.*`, `math.*` and `torch.sym_*` (torch's reader would resolve any dotted `torch.` path)."""
+    if not _allowed_operator(node.target):
+        raise Uncacheable(f"operator not registered in this process, or not one a trace calls: {node.target}")
 
 
-@functools.lru_cache(maxsize=4096)
-def _operator(target: str) -> Any:
+_SIZE_OPERATORS = frozenset(
+    [f"_operator.{n}" for n in ("getitem", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos",
+                                "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "lshift", "rshift")]
+    + [f"math.{n}" for n in ("trunc", "ceil", "floor", "sqrt")]
+    + [f"torch.{n}" for n in ("sym_not", "sym_int", "sym_float", "sym_ite", "sym_max", "sym_min", "sym_sqrt",
+                              "_sym_sqrt", "sym_sum")]
+)  # fmt: skip
+_FOUND: dict[str, bool] = {}  # operators found registered (one not found now may be registered later)
+
+
+def _allowed_operator(target: str) -> bool:
+    if target in _SIZE_OPERATORS or _FOUND.get(target):
+        return True
+    if not target.startswith("torch.ops."):
+        return False
     found: Any = torch
     for part in target.split(".")[1:]:
         found = getattr(found, part, None)
         if found is None:
-            return None
-    return found
+            return False
+    if isinstance(found, (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)):
+        _FOUND[target] = True
+        return True
+    return False
 
 
 # What the deserializer would evaluate (symbolic expressions), import (pytree specs) or look up (operators),
@@ -414,26 +473,6 @@ def _operator(target: str) -> Any:
 _READER = SchemaReader(
     {schema.SymExpr: _check_expression, schema.ModuleCallSignature: _check_signature, schema.Node: _check_operator}
 )
-
-
-def _check_pytree_types(raw: dict) -> None:
-    """The output types an entry names (HF ModelOutputs) must be registered with pytree in this process."""
-    names: set[str] = set()
-
-    def collect(spec: dict) -> None:
-        if spec.get("type") is not None:
-            names.add(spec["type"])
-        for child in spec.get("children_spec", []):
-            collect(child)
-
-    for entry in raw["graph_module"]["module_call_graph"]:
-        signature = entry.get("signature") or {}
-        for key in ("in_spec", "out_spec"):
-            if signature.get(key):
-                collect(json.loads(signature[key])[1])
-    missing = sorted(n for n in names if n not in pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE)
-    if missing:
-        raise Uncacheable(f"output types not registered in this process: {missing}")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

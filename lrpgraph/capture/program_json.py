@@ -34,9 +34,14 @@ class SchemaReader:
     def __init__(self, checks: Mapping[type, Callable[[Any], None]]):
         self.checks = dict(checks)
         self._converters: dict[Any, Callable[[Any], Any]] = {}
+        self._made: dict[tuple, Any] = {}
 
     def __call__(self, cls: Any, data: Any) -> Any:
-        return self.converter(cls)(data)
+        self._made: dict[tuple, Any] = {}  # unions built in this program (it repeats few sizes thousands of times)
+        try:
+            return self.converter(cls)(data)
+        finally:
+            self._made = {}
 
     def converter(self, cls: Any) -> Callable[[Any], Any]:
         if cls not in self._converters:
@@ -59,14 +64,13 @@ class SchemaReader:
             hints = typing.get_type_hints(cls, globalns=vars(schema))
 
             def union(data: dict) -> Any:
-                key = repr(data)  # a program repeats few distinct sizes thousands of times: build each once
-                if key not in made:
+                key = (cls, repr(data))
+                if key not in self._made:
                     ((tag, value),) = data.items()
-                    made[key] = cls.create(**{tag: self.converter(hints[tag])(value)})
-                    check(made[key])
-                return made[key]
-
-            made: dict[str, Any] = {}
+                    made = cls.create(**{tag: self.converter(hints[tag])(value)})
+                    check(made)
+                    self._made[key] = made
+                return self._made[key]
 
             return union
         if dataclasses.is_dataclass(cls):
