@@ -218,9 +218,11 @@ def _recorded(model: torch.nn.Module, args: tuple, kwargs: dict, traces: _ModelT
 def _lasting(failure: BaseException) -> bool:
     """Whether an export failure is about the model, not this moment (memory, files, an import)."""
     cause: BaseException | None = failure
-    while cause is not None:
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:  # a chain can loop back on itself
         if isinstance(cause, (MemoryError, OSError, ImportError)):
             return False
+        seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return True
 
