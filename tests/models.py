@@ -46,3 +46,15 @@ def mlp(bias: bool = True, dtype=torch.float64) -> nn.Sequential:
         .to(dtype)
         .eval()
     )
+
+
+def tiny_llama(**config) -> nn.Module:
+    """A two-layer Llama (vocab 64, hidden 16, one key/value head) in float64, seeded; `config` adds to its config."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, **config,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config).double().eval()

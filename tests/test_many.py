@@ -3,7 +3,7 @@
 import pytest
 import torch
 import transformers
-from models import vgg_like
+from models import tiny_llama, vgg_like
 
 import lrpgraph
 from lrpgraph.api import traced as traced_module
@@ -11,12 +11,7 @@ from lrpgraph.api import traced as traced_module
 
 @pytest.fixture(scope="module")
 def llama():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).double().eval()
+    return tiny_llama()
 
 
 @pytest.fixture(scope="module")

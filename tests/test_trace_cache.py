@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from models import mlp, vgg_like
+from models import mlp, tiny_llama, vgg_like
 
 import lrpgraph
 from lrpgraph.api import traced as traced_module
@@ -177,17 +177,6 @@ def test_cache_command_reports_and_clears(tmp_path, capsys):
     assert not list(cache.glob("*.pt2c"))
 
 
-def _tiny_llama():
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).double().eval()
-
-
 def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
     """The fast reader (one converter per schema type, each symbolic size parsed once) against torch's reader."""
     import json
@@ -199,7 +188,7 @@ def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
     from lrpgraph.capture.call import prepare_call
     from lrpgraph.capture.program_json import deserialize
 
-    model = _tiny_llama()
+    model = tiny_llama()
     ids = torch.randint(3, 64, (2, 9), generator=torch.Generator().manual_seed(0))
     payload = disk._serialize(export_program(model, *prepare_call(model, {"input_ids": ids})))
     raw = json.loads(payload["program"])

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 import transformers
-from models import vgg_like
+from models import tiny_llama, vgg_like
 from torch import nn
 
 import lrpgraph
@@ -37,13 +37,9 @@ def exports(monkeypatch):
 
 
 def _language_model(name):
-    torch.manual_seed(0)
     if name == "llama":
-        config = transformers.LlamaConfig(
-            vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, max_position_embeddings=512,
-        )  # fmt: skip
-        return transformers.LlamaForCausalLM(config).double().eval()
+        return tiny_llama(max_position_embeddings=512)
+    torch.manual_seed(0)
     if name == "gpt2":
         config = transformers.GPT2Config(vocab_size=64, n_embd=16, n_layer=2, n_head=2, n_positions=512)
         return transformers.GPT2LMHeadModel(config).double().eval()
