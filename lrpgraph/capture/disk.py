@@ -25,11 +25,11 @@ import stat
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import sympy
 import torch
@@ -158,7 +158,7 @@ class DiskCache:
         text = json.dumps({"versions": versions(), "reason": reason}).encode()
         self._write(self.directory / f"{key}{_UNEXPORTABLE}", lambda file: file.write(text))
 
-    def _write(self, path: Path, write: Any) -> None:
+    def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
         """Write a file atomically and owner-only: a temporary file, synced, renamed into place."""
         fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=path.suffix)
         try:
@@ -449,11 +449,11 @@ _SIZE_OPERATORS = frozenset(
     + [f"torch.{n}" for n in ("sym_not", "sym_int", "sym_float", "sym_ite", "sym_max", "sym_min", "sym_sqrt",
                               "_sym_sqrt", "sym_sum")]
 )  # fmt: skip
-_FOUND: dict[str, bool] = {}  # operators found registered (one not found now may be registered later)
+_FOUND: set[str] = set()  # operators found registered (one not found now may be registered later)
 
 
 def _allowed_operator(target: str) -> bool:
-    if target in _SIZE_OPERATORS or _FOUND.get(target):
+    if target in _SIZE_OPERATORS or target in _FOUND:
         return True
     if not target.startswith("torch.ops."):
         return False
@@ -463,7 +463,7 @@ def _allowed_operator(target: str) -> bool:
         if found is None:
             return False
     if isinstance(found, (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)):
-        _FOUND[target] = True
+        _FOUND.add(target)
         return True
     return False
 

@@ -37,7 +37,7 @@ class SchemaReader:
         self._made: dict[tuple, Any] = {}
 
     def __call__(self, cls: Any, data: Any) -> Any:
-        self._made: dict[tuple, Any] = {}  # unions built in this program (it repeats few sizes thousands of times)
+        self._made = {}  # unions built in this program (it repeats few sizes thousands of times)
         try:
             return self.converter(cls)(data)
         finally:
@@ -119,29 +119,8 @@ def deserialize(
         return parse(expression, hint)
 
     reader._parse_sym_expr = functools.cache(parse_once)  # its side effects are the same each time
-    sym_int = reader.deserialize_sym_int
-
-    def shared_sym_int(s: schema.SymInt) -> int | torch.SymInt:
-        if s.type != "as_expr":
-            return sym_int(s)
-        key = (s.value.expr_str, None if s.value.hint is None else s.value.hint.value)
-        if key not in parsed:
-            parsed[key] = sym_int(s)
-        return parsed[key]
-
-    parsed: dict[tuple, int | torch.SymInt] = {}
-    reader.deserialize_sym_int = shared_sym_int
-    tensor_meta = reader.deserialize_tensor_meta
-
-    def shared_tensor_meta(meta: schema.TensorMeta) -> torch.Tensor:
-        key = (_sizes(meta.sizes), _sizes(meta.strides), meta.dtype, meta.device.type, meta.device.index,
-               meta.requires_grad)  # fmt: skip
-        if key not in made:
-            made[key] = tensor_meta(meta)
-        return made[key]
-
-    made: dict[tuple, torch.Tensor] = {}
-    reader.deserialize_tensor_meta = shared_tensor_meta
+    reader.deserialize_sym_int = _once_per(_sym_int_key, reader.deserialize_sym_int)
+    reader.deserialize_tensor_meta = _once_per(_tensor_meta_key, reader.deserialize_tensor_meta)
     result = reader.deserialize(program.graph_module, state_dict, constants, None, ranges)
     calls = result.module_call_graph
     top = calls[0].signature if calls and calls[0].fqn == "" and calls[0].signature is not None else None
@@ -187,6 +166,32 @@ def _ranges_from_the_cache(shape_env: symbolic_shapes.ShapeEnv) -> None:
         shape_env._update_var_to_range(symbol, bounds, symbolic_shapes.ValueRangesSLoc(source, source))
 
     shape_env.constrain_symbol_range = constrain_symbol_range
+
+
+def _once_per(key: Callable[[Any], Any], method: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`method`, called once per distinct `key(value)` and its result shared (a key of None: called every time)."""
+    made: dict[Any, Any] = {}
+
+    def shared(value: Any) -> Any:
+        k = key(value)
+        if k is None:
+            return method(value)
+        if k not in made:
+            made[k] = method(value)
+        return made[k]
+
+    return shared
+
+
+def _sym_int_key(s: schema.SymInt) -> tuple | None:
+    if s.type != "as_expr":
+        return None
+    return s.value.expr_str, None if s.value.hint is None else s.value.hint.value
+
+
+def _tensor_meta_key(meta: schema.TensorMeta) -> tuple:
+    return (_sizes(meta.sizes), _sizes(meta.strides), meta.dtype, meta.device.type, meta.device.index,
+            meta.requires_grad)  # fmt: skip
 
 
 def _sizes(values: list[schema.SymInt]) -> tuple:
