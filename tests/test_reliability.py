@@ -2,6 +2,7 @@
 
 import copy
 import threading
+import warnings
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def _inputs(i):
     return torch.randn(*shapes[i], dtype=torch.float64, generator=generator)
 
 
-def _first_calls_at_once(models: list, jobs: list[int]) -> tuple[list, list]:
+def _first_calls_at_once(models: list, jobs: list[int], cache_dir=None) -> tuple[list, list]:
     """Every job's explain started at the same moment, one thread each: (relevance per job, errors)."""
     results, errors = [None] * len(jobs), []
     barrier = threading.Barrier(len(jobs))
@@ -109,7 +110,7 @@ def _first_calls_at_once(models: list, jobs: list[int]) -> tuple[list, list]:
     def run(slot, which):
         barrier.wait()
         try:
-            results[slot] = lrpgraph.explain(models[which], _inputs(which), target=1).relevance
+            results[slot] = lrpgraph.explain(models[which], _inputs(which), target=1, cache_dir=cache_dir).relevance
         except Exception as error:  # collected: the caller's assertion shows it
             errors.append(error)
 
@@ -137,6 +138,28 @@ def test_first_calls_from_four_threads_share_one_trace_and_leave_the_models_inta
             model.state_dict()
             copy.deepcopy(model)
         assert len(traced_module._CACHE[models[1]].by_structure) == 1  # the shared model was traced once
+
+
+def test_first_calls_from_four_threads_reading_the_disk_cache_at_once(tmp_path):
+    """Threads of a new process whose traces are all on disk load them at the same time (torch's program reader
+    is one per process): every entry stays valid and every model intact."""
+    expected = [lrpgraph.explain(m, _inputs(i), target=1, cache_dir=tmp_path).relevance for i, m in
+                enumerate(_models())]  # fmt: skip
+    entries = sorted(tmp_path.glob("*.pt2c"))
+    jobs = [0, 1, 2, 1]
+    for _ in range(5):
+        models = _models()  # nothing in memory: each first call reads its entry
+        before = [snapshot(m) for m in models]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an entry reported unreadable (and deleted) would warn
+            results, errors = _first_calls_at_once(models, jobs, cache_dir=tmp_path)
+        assert not errors, errors
+        for slot, which in enumerate(jobs):
+            for name, r in results[slot].items():
+                torch.testing.assert_close(r, expected[which][name])
+        for model, state in zip(models, before, strict=True):
+            assert_unchanged(state, model)
+        assert sorted(tmp_path.glob("*.pt2c")) == entries  # read, not traced again
 
 
 def test_a_failing_export_restores_the_model():
