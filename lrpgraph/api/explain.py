@@ -19,14 +19,15 @@ from ..errors import InputError
 from ..flow.positional import PositionalSource
 from ..ops.sparse import RowSparse
 from ..presets.ruleset import RuleSet, resolve
+from ..propagate.head import Head, deferred_head
 from ..propagate.plan import Plan
 from ..propagate.schedule import Schedule, byte_sizes
 from ..propagate.store import ActivationStore
 from ..propagate.walker import BatchedWalker, Walker, WalkResult
 from .arguments import check_inputs, check_options, check_seed
-from .explanation import Explanation, Walked, assemble
+from .explanation import DeferredOutput, Explanation, Walked, assemble
 from .positional import select_sources
-from .targets import Target, contrast, last_positions, seeds
+from .targets import Output, Target, contrast, last_positions, seed_rows, seeds
 from .traced import TracedModel, traced
 
 
@@ -81,18 +82,22 @@ def explain(
     shapes = model_trace.shapes(values)
     sources = _positional_sources(model, model_trace, ruleset, value_of, shapes)
     plan = model_trace.plan(graph.outputs[index], ruleset, fallback, frozenset(s.node for s in sources))
-    schedule = plan.schedule(shapes, memory_budget)
+    shape = torch.Size(shapes.of(graph.outputs[index]))
+    positions = _last_positions(kwargs, shape)
+    rows = seed_rows(target, shape, positions)
+    head = deferred_head(plan) if rows is not None else None
+    schedule = plan.schedule(shapes, memory_budget, None if head is None else len(rows))
     store = ActivationStore(value_of, shapes, schedule.recipes, offload)
-    out = model_trace.forward(schedule.keep).run(values, store)[index]
+    out, output = run_forward(model_trace, schedule, store, values, index, head, rows)
     style = ruleset.seed_style(contrastive)
-    seed, k = seeds(target, out, _last_positions(kwargs, out), style)
+    seed, k = seeds(target, out, positions, style)
     check_seed(seed, graph.output_names[index], strict)
     seed = seed if dtype is None else seed.to(dtype)
     per_walk = maps_per_walk(k, memory_budget, schedule.predicted_peak, plan, shapes, seed.dtype)
     result = walk(plan, schedule, store, seed, k, frozenset(recorded.values()), per_walk)
     if style == "passes":
         (result, seed), k = contrast(result, seed, out.shape[0]), None
-    walked = Walked(model_trace, value_of, out, seed, k, result, ruleset, sources, recorded)
+    walked = Walked(model_trace, value_of, out, output, seed, k, result, ruleset, sources, recorded)
     ex = assemble(walked, plan, schedule, store, started)
     if k is not None:
         ex.stats.update(maps=k, maps_per_walk=min(per_walk, k), walks=-(-k // per_walk))
@@ -169,9 +174,33 @@ def module_output(graph: Graph, path: str) -> fx.Node | None:
     return leaving[-1] if leaving else None
 
 
-def _last_positions(kwargs: dict, out: torch.Tensor) -> torch.Tensor | None:
+def run_forward(
+    model_trace: TracedModel,
+    schedule: Schedule,
+    store: ActivationStore,
+    values: list[Any],
+    index: int,
+    head: Head | None,
+    rows: torch.Tensor | None,
+) -> tuple[Output, torch.Tensor | DeferredOutput]:
+    """(what the seed reads, the explained output): the output itself twice, or — with a deferred head and the
+    `rows` the seed reads — the output at those rows and the full output deferred (`propagate/head.py`)."""
+    if head is None or rows is None:
+        out = model_trace.forward(schedule.keep).run(values, store)[index]
+        return out, out
+    x = model_trace.forward(schedule.keep, (head.node, head.input)).run(values, store)[index]
+    weight, bias = store.get(head.weight), None if head.bias is None else store.get(head.bias)
+    shape = torch.Size((*x.shape[:-1], weight.shape[0]))
+    with torch.inference_mode():
+        out = RowSparse(rows.to(x.device), head.rows(x, rows, weight, bias), shape)
+    if head.node in schedule.keep:
+        store.put(head.node, out)
+    return out, DeferredOutput(head.full, x.clone(), (weight, bias))
+
+
+def _last_positions(kwargs: dict, shape: torch.Size) -> torch.Tensor | None:
     mask = kwargs.get("attention_mask")
-    if out.dim() == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == out.shape[1]:
+    if len(shape) == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == shape[1]:
         return last_positions(mask)
     return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..errors import InputError
 from ..flow.positional import PositionalSource
 from ..ops.sparse import RowSparse
 from ..presets.ruleset import RuleSet
@@ -74,12 +75,66 @@ class Conservation:
         )
 
 
+class DeferredOutput:
+    """An output not computed yet: a deferred head's full logits (`propagate/head.py`), made from the head's input
+    and the model's head weights when first read. The weights are the model's own, not copies: if they change in
+    place before then, reading it is an error, not another model's output."""
+
+    def __init__(self, compute: Callable[..., torch.Tensor], x: torch.Tensor, weights: tuple[torch.Tensor | None, ...]):
+        self.compute, self.x, self.weights = compute, x, weights
+        self.versions = tuple(None if w is None else w._version for w in weights)
+
+    def value(self) -> torch.Tensor:
+        changed = [w is not None and w._version != v for w, v in zip(self.weights, self.versions, strict=True)]
+        if any(changed):
+            raise InputError(
+                "the model's output head weights changed in place since this explanation was made; its output, "
+                "computed when first read, can no longer be: read `.output` before changing the model"
+            )
+        with torch.no_grad():
+            return self.compute(self.x, *self.weights)
+
+    def sample(self, row: int, length: int | None) -> DeferredOutput:
+        """Sample `row`'s output, cut to its first `length` positions (a copy of its input rows only)."""
+        x = self.x[row : row + 1]
+        copy = DeferredOutput(self.compute, (x if length is None else x[:, :length]).clone(), self.weights)
+        copy.versions = self.versions
+        return copy
+
+
+class _Deferrable:
+    """A dataclass field that may hold a DeferredOutput, replaced by its tensor when first read."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError(self.slot)  # no class-level default: the field stays required
+        value = obj.__dict__[self.slot]
+        if isinstance(value, DeferredOutput):
+            value = obj.__dict__[self.slot] = value.value()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
+def raw_output(ex: Explanation) -> torch.Tensor | DeferredOutput:
+    """An explanation's output as held: a tensor, or a DeferredOutput not computed yet."""
+    return ex.__dict__["_output"]
+
+
 @dataclass
 class Explanation:
-    """Relevance of every input (keyed by input name, shaped like the input; per token for ids)."""
+    """Relevance of every input (keyed by input name, shaped like the input; per token for ids).
+
+    `output` is the explained output; a language model's logits over every position are computed when first
+    read (the explain computes only the rows its seed needs, see `propagate/head.py`).
+    """
 
     relevance: dict[str, torch.Tensor]
-    output: torch.Tensor
+    output: torch.Tensor = _Deferrable()  # type: ignore[assignment]
     seed_relevance: Any  # the seed as given to the walk (kept compact when it is nonzero in a few rows)
     conservation: Conservation
     rules: str
@@ -130,7 +185,8 @@ class Walked:
 
     model_trace: TracedModel
     value_of: dict[fx.Node, Any]  # placeholder values of the call
-    out: torch.Tensor  # the explained output
+    out: torch.Tensor | RowSparse  # the explained output (of a deferred head: the rows the seed reads)
+    output: torch.Tensor | DeferredOutput  # the explained output as the explanation returns it
     seed: Any
     targets: int | None  # K for K targets walked at once
     result: WalkResult
@@ -151,7 +207,7 @@ def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, 
             v = w.value_of[node]
             r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
         relevance[graph.input_names[node]] = _plain(r)
-    batch = out.shape[0] if out.dim() else 1
+    batch = out.shape[0] if len(out.shape) else 1
     positional = signed = mixed = None
     if w.ruleset.positional:
         positional, signed, mixed = positional_outputs(
@@ -167,11 +223,9 @@ def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, 
         path: _latent(w.result.latent.get(node), store.shapes.of(node), dtype, out.device, lead)
         for path, node in w.recorded.items()
     }
-    caller = {t.untyped_storage().data_ptr() for t in w.value_of.values() if isinstance(t, torch.Tensor)}
-    own = out.clone() if out.untyped_storage().data_ptr() in caller else _plain(out)  # never the caller's tensor
     return Explanation(
         relevance=relevance,
-        output=own,
+        output=_own(w.output, w.value_of),
         seed_relevance=w.seed if isinstance(w.seed, RowSparse) else _plain(w.seed),
         conservation=conservation,
         rules=w.ruleset.name,
@@ -192,6 +246,14 @@ def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, 
             "absorbed_by_rule": {k: float(v) for k, v in sorted(w.result.by_rule.items()) if float(v) != 0.0},
         },
     )
+
+
+def _own(output: torch.Tensor | DeferredOutput, value_of: dict[fx.Node, Any]) -> torch.Tensor | DeferredOutput:
+    """The output as the explanation keeps it: never the caller's tensor itself (a model may return its input)."""
+    if isinstance(output, DeferredOutput):
+        return output
+    caller = {t.untyped_storage().data_ptr() for t in value_of.values() if isinstance(t, torch.Tensor)}
+    return output.clone() if output.untyped_storage().data_ptr() in caller else _plain(output)
 
 
 def _per_sample(t: torch.Tensor | RowSparse, batch: int, lead: tuple = ()) -> torch.Tensor:

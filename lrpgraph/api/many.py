@@ -9,7 +9,7 @@ back to its own input, as if it had been explained alone with a batch of one.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +19,7 @@ from ..capture.call import accepts
 from ..errors import InputError, LRPGraphError
 from ..ops.sparse import RowSparse
 from .explain import explain
-from .explanation import Conservation, Explanation
+from .explanation import Conservation, DeferredOutput, Explanation, raw_output
 from .items import as_item, item_length, targets_per_input
 
 
@@ -180,13 +180,18 @@ def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> 
     return replace(
         ex,
         relevance={k: cut(v) for k, v in ex.relevance.items()},
-        output=cut(ex.output, 3),  # [B, T, V] outputs have a token dim, [B, C] ones do not
+        output=_output(raw_output(ex), row, length, cut),
         seed_relevance=seed.sample(row, length or seed.shape[1]) if sparse else cut(ex.seed, 3),
         conservation=conservation,
         latent={k: cut(v, 3) for k, v in ex.latent.items()},
         positional=cut(ex.positional) if isinstance(ex.positional, torch.Tensor) else ex.positional,
         combined=cut(ex.combined) if isinstance(ex.combined, torch.Tensor) else ex.combined,
     )
+
+
+def _output(output: Any, row: int, length: int | None, cut: Callable) -> Any:
+    """Sample `row`'s output: [B, T, V] outputs have a token dim, [B, C] ones do not; a deferred one stays so."""
+    return output.sample(row, length) if isinstance(output, DeferredOutput) else cut(output, 3)
 
 
 def _absorbed(c: Conservation, row: int) -> dict[str, float]:

@@ -22,6 +22,7 @@ from ..propagate.walker import WalkResult
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | tuple | None
 Seed = torch.Tensor | RowSparse
+Output = torch.Tensor | RowSparse  # the explained output, or (a deferred head's logits) its rows a seed reads
 
 
 class Targets(list):
@@ -44,7 +45,7 @@ STYLES = ("value", "one-hot", "contrastive", "passes")
 
 
 def seeds(
-    target: Any, out: torch.Tensor, positions: torch.Tensor | None = None, style: str = "value"
+    target: Any, out: Output, positions: torch.Tensor | None = None, style: str = "value"
 ) -> tuple[Seed, int | None]:
     """(seed, K): the seed of one target shaped like `out`, or of K targets shaped [K, *out.shape].
 
@@ -73,9 +74,10 @@ def _stack(parts: list[Seed]) -> Seed:
     return torch.stack([p.dense() if isinstance(p, RowSparse) else p for p in parts])
 
 
-def _is_id_matrix(target: Any, out: torch.Tensor) -> bool:
+def _is_id_matrix(target: Any, out: Output | torch.Size) -> bool:
+    shape = out if isinstance(out, torch.Size) else out.shape
     if isinstance(target, torch.Tensor):
-        return target.dim() == 2 and not target.is_floating_point() and tuple(target.shape) != tuple(out.shape)
+        return target.dim() == 2 and not target.is_floating_point() and tuple(target.shape) != tuple(shape)
     return (
         isinstance(target, list)
         and bool(target)
@@ -84,7 +86,7 @@ def _is_id_matrix(target: Any, out: torch.Tensor) -> bool:
     )
 
 
-def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None = None, style: str = "value") -> Seed:
+def make_seed(target: Target, out: Output, positions: torch.Tensor | None = None, style: str = "value") -> Seed:
     """The relevance placed on `out`; `positions` [B] are the last real positions of sequence outputs.
 
     A seed tensor or a function of the output is used as given; a class id or index tuple seeds by
@@ -105,18 +107,18 @@ def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None 
         isinstance(target, torch.Tensor)
         and target.shape == out.shape
         and target.dim() > 0
-        and (target.is_floating_point() or out.dim() > 1)
+        and (target.is_floating_point() or len(out.shape) > 1)
     ):
         return target.to(device=out.device, dtype=out.dtype, copy=True)
-    if style in ("contrastive", "others") and (out.dim() < 2 or out.shape[-1] < 2):
+    if style in ("contrastive", "others") and (len(out.shape) < 2 or out.shape[-1] < 2):
         raise TargetError(f"a contrastive seed needs an output with two or more classes, got shape {tuple(out.shape)}")
-    values = out if style == "value" else torch.ones_like(out)
+    values = out if style == "value" else _ones_like(out)
     if isinstance(target, TokenAt):
         one_hot = _token_at(values, target)
     elif isinstance(target, tuple):
         one_hot = _at_index(values, target)
     else:
-        one_hot = _at_classes(values, _class_ids(target, out), positions)
+        one_hot = _at_classes(values, _class_ids(target, out, positions), positions)
     if style in ("value", "one-hot"):
         return one_hot
     others = 1 / (out.shape[-1] - 1)  # e_t·(1 + others) − others in the selected rows: e_t − (1 − e_t)/(C − 1)
@@ -127,15 +129,15 @@ def make_seed(target: Target, out: torch.Tensor, positions: torch.Tensor | None 
     return one_hot * keep + rows * scale
 
 
-def _class_ids(target: Any, out: torch.Tensor) -> torch.Tensor:
-    if out.dim() < 2:
+def _class_ids(target: Any, out: Output, positions: torch.Tensor | None) -> torch.Tensor:
+    if len(out.shape) < 2:
         raise TargetError(
             "a class id needs an output shaped [batch, classes] or [batch, positions, classes], "
             f"got {tuple(out.shape)}; pass an index tuple, a seed tensor or a function instead"
         )
     batch, classes = out.shape[0], out.shape[-1]
-    if target is None:
-        flat = out if out.dim() == 2 else out[:, -1]
+    if target is None:  # the predicted class, or the token predicted at each sample's last real position
+        flat = out if len(out.shape) == 2 else _rows(out, _last_rows(out.shape, positions))
         return flat.argmax(-1)
     ids = _integers(target)
     if ids.dim() == 0:
@@ -174,23 +176,20 @@ def _integers(target: Any) -> torch.Tensor:
     )
 
 
-def _at_classes(out: torch.Tensor, ids: torch.Tensor, positions: torch.Tensor | None) -> Seed:
-    if out.dim() not in (2, 3):
+def _at_classes(out: Output, ids: torch.Tensor, positions: torch.Tensor | None) -> Seed:
+    if len(out.shape) not in (2, 3):
         raise TargetError(f"class ids need an output of 2 or 3 dimensions, got {tuple(out.shape)}; pass an index tuple")
     rows = torch.arange(out.shape[0], device=out.device)
-    if out.dim() == 2:
+    if len(out.shape) == 2:
         seed = torch.zeros_like(out)
         seed[rows, ids] = out[rows, ids]
         return seed
-    pos = positions.to(out.device) if positions is not None else torch.full_like(rows, out.shape[1] - 1)
-    index = rows * out.shape[1] + pos  # rows of the [batch·positions, vocab] view
-    values = torch.zeros((len(rows), out.shape[-1]), dtype=out.dtype, device=out.device)
-    values[torch.arange(len(rows), device=out.device), ids] = out[rows, pos, ids]
-    return _merge_rows(index, values, out.shape)
+    index = _last_rows(out.shape, positions).to(out.device)  # rows of the [batch·positions, vocab] view
+    return _merge_rows(index, _picked(_rows(out, index), ids), out.shape)
 
 
-def _token_at(out: torch.Tensor, target: TokenAt) -> RowSparse:
-    if out.dim() != 3:
+def _token_at(out: Output, target: TokenAt) -> RowSparse:
+    if len(out.shape) != 3:
         raise TargetError(f"TokenAt needs [batch, positions, vocab] logits, got shape {tuple(out.shape)}")
     batch, length, vocab = out.shape
     positions, ids = _integers(target.positions).reshape(-1), _integers(target.ids).reshape(-1)
@@ -199,11 +198,16 @@ def _token_at(out: torch.Tensor, target: TokenAt) -> RowSparse:
                           f"and {ids.numel()}")  # fmt: skip
     if bool(((positions < 0) | (positions >= length)).any()) or bool(((ids < -1) | (ids >= vocab)).any()):
         raise TargetError(f"TokenAt positions must lie in 0..{length - 1} and ids in 0..{vocab - 1} (or -1)")
-    rows = torch.arange(batch)[ids >= 0].to(out.device)
-    positions, ids = positions.to(out.device)[rows], ids.to(out.device)[rows]
-    values = torch.zeros((len(rows), vocab), dtype=out.dtype, device=out.device)
-    values[torch.arange(len(rows), device=out.device), ids] = out[rows, positions, ids]
-    return _merge_rows(rows * length + positions, values, out.shape)
+    index = _token_rows(out.shape, target).to(out.device)
+    return _merge_rows(index, _picked(_rows(out, index), ids[ids >= 0].to(out.device)), out.shape)
+
+
+def _picked(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Zeros shaped like `rows` [n, C] holding, in row i, its value at class ids[i]."""
+    values = torch.zeros_like(rows)
+    at = torch.arange(len(rows), device=rows.device)
+    values[at, ids] = rows[at, ids]
+    return values
 
 
 def _merge_rows(index: torch.Tensor, values: torch.Tensor, shape: torch.Size) -> RowSparse:
@@ -212,10 +216,12 @@ def _merge_rows(index: torch.Tensor, values: torch.Tensor, shape: torch.Size) ->
     return RowSparse(unique, merged, shape)
 
 
-def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
-    if len(index) != out.dim() or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index):
+def _at_index(out: Output, index: tuple) -> torch.Tensor | RowSparse:
+    if len(index) != len(out.shape) or not all(
+        isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index
+    ):
         raise TargetError(
-            f"an index target needs {out.dim()} ints for an output of shape {tuple(out.shape)}, got {index!r}"
+            f"an index target needs {len(out.shape)} ints for an output of shape {tuple(out.shape)}, got {index!r}"
         )
     index = tuple(int(i) for i in index)
     for i, (k, n) in enumerate(zip(index, out.shape, strict=True)):
@@ -223,14 +229,84 @@ def _at_index(out: torch.Tensor, index: tuple) -> torch.Tensor:
             raise TargetError(
                 f"index {k} is out of range for dimension {i} of size {n} (output shape {tuple(out.shape)})"
             )
-    if out.dim() == 3:
-        b, t, c = (k % n for k, n in zip(index, out.shape, strict=True))
-        values = torch.zeros((1, out.shape[-1]), dtype=out.dtype, device=out.device)
-        values[0, c] = out[index]
-        return RowSparse(torch.tensor([b * out.shape[1] + t], device=out.device), values, out.shape)
+    if len(out.shape) == 3:
+        row = torch.tensor([_index_row(out.shape, index)], device=out.device)
+        c = index[2] % out.shape[2]
+        return RowSparse(row, _picked(_rows(out, row), torch.tensor([c], device=out.device)), out.shape)
     seed = torch.zeros_like(out)
     seed[index] = out[index]
     return seed
+
+
+def _ones_like(out: Output) -> Output:
+    return out.with_values(torch.ones_like(out.values)) if isinstance(out, RowSparse) else torch.ones_like(out)
+
+
+def _rows(out: Output, index: torch.Tensor) -> torch.Tensor:
+    """Rows `index` [n] of [B, T, C] logits viewed as [B·T, C]: [n, C] (of logits computed at some rows only,
+    a RowSparse, those rows)."""
+    if isinstance(out, RowSparse):
+        return out.at(index)
+    return out.reshape(-1, out.shape[-1]).index_select(0, index.to(out.device))
+
+
+def _last_rows(shape: torch.Size, positions: torch.Tensor | None) -> torch.Tensor:
+    """Each sample's row at its last real position (or the last position) in the [B·T, C] view of [B, T, C]."""
+    batch, length = shape[0], shape[1]
+    pos = positions.cpu() if positions is not None else torch.full((batch,), length - 1)
+    return torch.arange(batch) * length + pos
+
+
+def _token_rows(shape: torch.Size, target: TokenAt) -> torch.Tensor:
+    """The rows a TokenAt target reads: its position in each sample with an id (not -1)."""
+    positions, ids = _integers(target.positions).reshape(-1), _integers(target.ids).reshape(-1)
+    rows = torch.arange(shape[0])[ids >= 0]
+    return rows * shape[1] + positions[ids >= 0]
+
+
+def _index_row(shape: torch.Size, index: tuple) -> int:
+    b, t = index[0] % shape[0], index[1] % shape[1]
+    return b * shape[1] + t
+
+
+def seed_rows(target: Any, shape: torch.Size, positions: torch.Tensor | None) -> torch.Tensor | None:
+    """The rows of [B, T, C] logits (in the [B·T, C] view, sorted, on the CPU) that the seed of `target` reads,
+    known before the output is computed: class and token ids, TokenAt, index tuples, Targets of these. None
+    for other targets or outputs (a seed tensor, a function of the output) and for targets the seed refuses."""
+    if len(shape) != 3:
+        return None
+    try:
+        parts = list(target) if isinstance(target, Targets) else [target]
+        if _is_id_matrix(target, shape) or not parts:
+            parts = [None]
+        rows = []
+        for part in parts:
+            if isinstance(part, TokenAt):
+                positions = _integers(part.positions).reshape(-1)
+                if bool(((positions < 0) | (positions >= shape[1])).any()):
+                    return None
+                index = _token_rows(shape, part)
+            elif isinstance(part, tuple):
+                if len(part) != 3 or not all(-n <= int(k) < n for k, n in zip(part, shape, strict=True)):
+                    return None
+                index = torch.tensor([_index_row(shape, tuple(int(k) for k in part))])
+            elif part is None or _is_ids(part):
+                index = _last_rows(shape, positions)
+            else:
+                return None
+            rows.append(index)
+    except (TargetError, TypeError, ValueError, IndexError, RuntimeError):  # the seed says what is wrong
+        return None
+    return torch.unique(torch.cat(rows))
+
+
+def _is_ids(target: Any) -> bool:
+    """Class ids as `_class_ids` reads them (an int, a list or a 1-D integer tensor or array)."""
+    try:
+        ids = _integers(target)
+    except TargetError:
+        return False
+    return ids.dim() <= 1
 
 
 def contrast(result: WalkResult, seed: Seed, batch: int) -> tuple[WalkResult, torch.Tensor]:

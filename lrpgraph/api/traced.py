@@ -50,7 +50,7 @@ class TracedModel:
         self._analysis: Analysis | None = None
         self._shapes: ShapeFunction | None = None
         self._plans: dict[tuple, Plan] = {}
-        self._forwards: dict[frozenset[fx.Node], Forward] = {}
+        self._forwards: dict[tuple, Forward] = {}
         self._folded: TracedModel | None = None
 
     def for_rules(self, ruleset: RuleSet) -> TracedModel:
@@ -95,12 +95,13 @@ class TracedModel:
                     self._plans[key] = build_plan(self.graph, analysis, output, ruleset, fallback, sources)
             return self._plans[key]
 
-    def forward(self, keep: frozenset[fx.Node]) -> Forward:
-        """The forward that also returns the activations in `keep`."""
+    def forward(self, keep: frozenset[fx.Node], stop: tuple[fx.Node, fx.Node] | None = None) -> Forward:
+        """The forward that also returns the activations in `keep` (and stops before output `stop[0]`, returning
+        its input `stop[1]` in its place)."""
         with self._lock:
-            if keep not in self._forwards:
-                self._forwards[keep] = Forward(self.graph, keep)
-            return self._forwards[keep]
+            if (keep, stop) not in self._forwards:
+                self._forwards[keep, stop] = Forward(self.graph, keep, stop)
+            return self._forwards[keep, stop]
 
 
 class _ModelTraces:

@@ -30,7 +30,7 @@ def row(index: int, ex: Explanation, inputs: dict[str, torch.Tensor]) -> dict[st
     seed = ex.seed
     values = {
         "index": index,
-        "target": int(seed.reshape(-1).nonzero()[0]) % ex.output.shape[-1] if seed.count_nonzero() else None,
+        "target": int(seed.reshape(-1).nonzero()[0]) % seed.shape[-1] if seed.count_nonzero() else None,
         "tokens": inputs["input_ids"].reshape(-1).tolist() if "input_ids" in inputs else None,
         "seed": float(seed.sum()),
         "input_total": float(ex.conservation.input_total.sum()),

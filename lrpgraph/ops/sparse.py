@@ -2,7 +2,8 @@
 
 Held as row indices plus their values; layers that act on the last dim alone (the vocabulary head)
 consume it directly, everything else gets the dense tensor. K seeds (K targets) keep each its own rows,
-so K generated tokens cost K rows, not K × the rows of all of them.
+so K generated tokens cost K rows, not K × the rows of all of them. The same form holds a deferred
+vocabulary head's logits at the rows a seed reads (the others are never computed, see `propagate/head.py`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ class RowSparse:
         maps = self.shape[0] if self.lead else 1
         out = self.values.new_zeros((maps * self.rows, self.shape[-1]))
         return out.index_copy_(0, self.flat_index(), self.values).reshape(self.shape)
+
+    def at(self, index: torch.Tensor) -> torch.Tensor:
+        """The values [n, C] at rows `index` [n], each one of this tensor's rows (`self.index` sorted, no maps)."""
+        index = index.to(self.index.device)
+        if index.numel() == 0:
+            return self.values[:0]
+        where = torch.searchsorted(self.index, index).clamp_(max=max(len(self.index) - 1, 0))
+        if len(self.index) == 0 or not bool((self.index[where] == index).all()):
+            raise IndexError(f"rows {sorted(set(index.tolist()) - set(self.index.tolist()))} are not held")
+        return self.values[where]
 
     def to(self, dtype: torch.dtype) -> RowSparse:
         return RowSparse(self.index, self.values.to(dtype), self.shape, self.maps)

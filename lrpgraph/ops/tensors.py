@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .sparse import RowSparse
+
 
 def stabilize(z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Tensor:
     """z + eps·sign(z) with sign(0) = +1 (Zennit's stabilizer: safe to divide by); or z + eps (additive)."""
@@ -35,8 +37,11 @@ def nonzero_rows(R: torch.Tensor, lead: int = 0) -> torch.Tensor | None:
     return live.nonzero().squeeze(1)
 
 
-def take_rows(t: torch.Tensor, index: torch.Tensor, lead: int = 0) -> torch.Tensor:
-    """Rows `index` of t viewed as [*lead dims, rows, last dim] (meta stand-ins keep only the shape)."""
+def take_rows(t: torch.Tensor | RowSparse, index: torch.Tensor, lead: int = 0) -> torch.Tensor:
+    """Rows `index` of t viewed as [*lead dims, rows, last dim] (meta stand-ins keep only the shape; a value held
+    at some rows only, a RowSparse, gives those rows)."""
+    if isinstance(t, RowSparse):
+        return t.at(index)
     if t.device.type == "meta":
         return torch.empty((*t.shape[:lead], index.numel(), t.shape[-1]), dtype=t.dtype, device="meta")
     return t.reshape(*t.shape[:lead], -1, t.shape[-1]).index_select(lead, index.to(t.device))

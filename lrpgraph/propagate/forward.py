@@ -18,14 +18,22 @@ from .store import ActivationStore
 
 
 class Forward:
-    """The graph as a GraphModule returning (graph outputs, kept activations), for one keep set."""
+    """The graph as a GraphModule returning (graph outputs, kept activations), for one keep set.
 
-    def __init__(self, graph: Graph, keep: frozenset[fx.Node]):
+    stop: an output node computed by the caller instead (a deferred head, `head.py`): the forward returns
+    its input in its place and never runs it.
+    """
+
+    def __init__(self, graph: Graph, keep: frozenset[fx.Node], stop: tuple[fx.Node, fx.Node] | None = None):
         order = {n: i for i, n in enumerate(graph.module.graph.nodes)}
-        self.kept = sorted(keep, key=order.__getitem__)
+        self.kept = sorted(keep - {stop[0]} if stop else keep, key=order.__getitem__)
         new = fx.Graph()
         mapping: dict[fx.Node, fx.Node] = {}
         outputs = new.graph_copy(graph.module.graph, mapping)
+        if stop is not None:
+            node, source = mapping[stop[0]], mapping[stop[1]]
+            outputs = fx.node.map_arg(outputs, lambda n: source if n is node else n)
+            new.erase_node(node)
         new.output((outputs, tuple(mapping[n] for n in self.kept)))
         self.module = fx.GraphModule(graph.module, new)
 

@@ -24,7 +24,7 @@ from ..ops.elementwise import REDIRECT
 from ..ops.fallback import FALLBACK, MODES
 from ..ops.registry import Kernel, OpClass, kernel, lookup
 from ..presets.ruleset import Choice, RuleSet
-from .schedule import Schedule, byte_sizes, make_schedule
+from .schedule import Schedule, Size, byte_sizes, make_schedule
 
 
 @dataclass
@@ -64,16 +64,21 @@ class Plan:
     sources: frozenset[fx.Node] = frozenset()  # positional encodings that receive relevance (PA-LRP)
     _schedules: dict[tuple, Schedule] = field(default_factory=dict, repr=False)
 
-    def schedule(self, shapes: Shapes, memory_budget: int | None = None) -> Schedule:
+    def schedule(self, shapes: Shapes, memory_budget: int | None = None, output_rows: int | None = None) -> Schedule:
         """Which activations the forward keeps and how the rest are recomputed.
 
         Without a budget the choice does not depend on sizes (one schedule serves every call); with
-        one it does, and is cached per budget and concrete shapes.
+        one it does, and is cached per budget and concrete shapes. output_rows: the output is held at
+        that many rows of its last dim only (a deferred head, `head.py`).
         """
-        key = (None,) if memory_budget is None else (memory_budget, shapes.values)
+        key = (None,) if memory_budget is None else (memory_budget, shapes.values, output_rows)
         if key not in self._schedules:
             reads = {node: step.reads for node, step in self.steps.items()}
-            schedule = make_schedule(self.graph, self.order, reads, memory_budget, byte_sizes(shapes))
+            size = byte_sizes(shapes)
+            if output_rows is not None:
+                row = shapes.of(self.output)[-1] * self.output.meta["val"].element_size()
+                size = _resized(size, self.output, output_rows * row)
+            schedule = make_schedule(self.graph, self.order, reads, memory_budget, size)
             if memory_budget is not None and schedule.predicted_peak > memory_budget:
                 warnings.warn(
                     f"memory_budget={memory_budget} bytes is below what the smallest schedule holds at once "
@@ -90,6 +95,11 @@ class Plan:
             key = f"{step.op_class}:{step.choice.name}"
             counts[key] = counts.get(key, 0) + 1
         return counts
+
+
+def _resized(size: Size, node: fx.Node, nbytes: int) -> Size:
+    """`size`, except that `node` takes `nbytes`."""
+    return lambda n: nbytes if n is node else size(n)
 
 
 def build_plan(

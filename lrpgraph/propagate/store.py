@@ -15,11 +15,14 @@ from torch import fx
 from torch.fx.node import map_arg
 
 from ..capture.shapes import Shapes
+from ..ops.sparse import RowSparse
 
 
 def tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value]
+    if isinstance(value, RowSparse):  # a deferred head's output, held at the rows a seed reads
+        return [value.values]
     if isinstance(value, (tuple, list)):
         return [t for v in value for t in tensors(v)]
     return []
@@ -33,6 +36,8 @@ def _to(value: Any, device: torch.device, pin: bool) -> Any:
         return copy.pin_memory() if pin else copy
     if isinstance(value, (tuple, list)):
         return type(value)(_to(v, device, pin) for v in value)
+    if isinstance(value, RowSparse):
+        return RowSparse(_to(value.index, device, pin), _to(value.values, device, pin), value.shape, value.maps)
     return value
 
 

@@ -391,7 +391,7 @@ def _explain_texts(args: argparse.Namespace, tokenizer, model, info: _Model, rul
     else:
         enc = tokenizer(args.texts[0], return_tensors="pt")
         ex = explain(model, enc, target=target, rules=rules, cache_dir=cache_dir)
-        chosen = int(ex.seed.reshape(-1).nonzero()[0]) % ex.output.shape[-1]
+        chosen = int(ex.seed.reshape(-1).nonzero()[0]) % ex.seed.shape[-1]
         if info.kind == "classifier":
             what = f"class {info.config.id2label.get(chosen, str(chosen))}"
         else:
@@ -462,7 +462,7 @@ def _explain_file(args: argparse.Namespace, tokenizer, model, info: _Model, rule
         )
         for index, (line, ex) in enumerate(zip(lines, results, strict=True)):
             ids = tokenizer(line, return_tensors="pt")["input_ids"][0]
-            chosen = int(ex.seed.reshape(-1).nonzero()[0]) % ex.output.shape[-1]
+            chosen = int(ex.seed.reshape(-1).nonzero()[0]) % ex.seed.shape[-1]
             record = {
                 "index": index,
                 "text": line,

@@ -1,0 +1,144 @@
+"""A language model's vocabulary head is deferred: explain computes its logits at the rows the seed reads only,
+and `Explanation.output` makes the full logits when first read. Every result must equal the path that computes
+the head in full (reached here by giving the same seed as a dense tensor, which the head cannot defer)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from models import tiny_llama
+
+import lrpgraph
+from lrpgraph import Targets
+from lrpgraph.api.explanation import DeferredOutput, raw_output
+from lrpgraph.api.targets import TokenAt, seed_rows
+from lrpgraph.errors import InputError, TargetError
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Two prompts of 7 and 5 tokens, right-padded (as explain_many pads them)."""
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def logits(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+SINGLE = [None, 5, [3, 9], TokenAt([2, 4], [7, -1]), (1, 3, 8), (0, -1, 2)]
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "epsilon", "cp-lrp"])
+@pytest.mark.parametrize("target", SINGLE, ids=lambda t: type(t).__name__)
+def test_a_deferred_head_equals_the_full_head(model, batch, rules, target):
+    ex = lrpgraph.explain(model, batch, target=target, rules=rules)
+    assert isinstance(raw_output(ex), DeferredOutput)
+    seed = ex.seed.clone()
+    full = lrpgraph.explain(model, batch, target=seed, rules=rules)
+    assert isinstance(raw_output(full), torch.Tensor)
+    torch.testing.assert_close(ex.relevance["input_ids"], full.relevance["input_ids"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(ex.conservation.seed, full.conservation.seed, rtol=0, atol=0)
+    torch.testing.assert_close(ex.output, logits(model, batch), rtol=0, atol=0)
+    assert not ex.output.is_inference() and not ex.output.requires_grad
+
+
+def test_the_seed_holds_the_logits_it_explains(model, batch):
+    """Value seeds read the head's rows: logit of id 5 at each sample's last real position (6 and 4)."""
+    ex = lrpgraph.explain(model, batch, target=5, rules="attnlrp")
+    out = logits(model, batch)
+    expected = torch.stack([out[0, 6, 5], out[1, 4, 5]])
+    torch.testing.assert_close(ex.conservation.seed, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "abslrp"])
+def test_k_targets_and_contrast_through_a_deferred_head(model, batch, rules):
+    """K maps (Targets, an id matrix) and contrastive seeds equal one explain per target. absLRP's rule at the head
+    normalises its relevance (not linear in it), so its head is computed in full."""
+    several = lrpgraph.explain(model, batch, target=Targets([3, (0, 2, 5)]), rules=rules)
+    for k, one in enumerate([3, (0, 2, 5)]):
+        alone = lrpgraph.explain(model, batch, target=one, rules=rules)
+        torch.testing.assert_close(several.relevance["input_ids"][k], alone.relevance["input_ids"], atol=1e-12, rtol=0)
+    matrix = lrpgraph.explain(model, batch, target=torch.tensor([[1, 2], [3, 4]]), rules=rules)
+    for k in range(2):
+        alone = lrpgraph.explain(model, batch, target=torch.tensor([[1, 2], [3, 4]])[:, k], rules=rules)
+        torch.testing.assert_close(matrix.relevance["input_ids"][k], alone.relevance["input_ids"], atol=1e-12, rtol=0)
+    contrast = lrpgraph.explain(model, batch, target=5, rules=rules, contrastive=True)
+    assert isinstance(raw_output(contrast), DeferredOutput if rules == "attnlrp" else torch.Tensor)
+    torch.testing.assert_close(contrast.output, logits(model, batch), rtol=0, atol=0)
+
+
+def test_the_default_target_is_predicted_at_the_last_real_position(model, batch):
+    """Right padding: sample 1's own next token (argmax at position 4), not the one predicted at padding."""
+    ex = lrpgraph.explain(model, batch, rules="attnlrp")
+    out = logits(model, batch)
+    seed = ex.seed
+    assert int(seed[1, 4].nonzero()) == int(out[1, 4].argmax())
+    assert int(seed[0, 6].nonzero()) == int(out[0, 6].argmax())
+    alone = lrpgraph.explain(model, {"input_ids": batch["input_ids"][1:, :5]}, rules="attnlrp")
+    torch.testing.assert_close(ex.relevance["input_ids"][1, :5], alone.relevance["input_ids"][0], atol=1e-10, rtol=0)
+
+
+def test_targets_the_head_cannot_defer_compute_it_in_full(model, batch):
+    """A function of the output needs all of it; a model without a [B, T, V] linear head has nothing to defer."""
+    ex = lrpgraph.explain(model, batch, target=lambda out: out * (out == out.amax(-1, keepdim=True)), rules="epsilon")
+    assert isinstance(raw_output(ex), torch.Tensor)
+    classifier = torch.nn.Sequential(torch.nn.Linear(4, 3)).double()
+    ex = lrpgraph.explain(classifier, torch.randn(2, 4, dtype=torch.float64), target=1, rules="epsilon")
+    assert isinstance(raw_output(ex), torch.Tensor)
+
+
+def test_bad_targets_still_say_what_is_wrong(model, batch):
+    for target, message in [(64, "out of range"), ((2, 0, 0), "out of range"), (TokenAt([9, 0], [1, 1]), "positions")]:
+        assert seed_rows(target, torch.Size((2, 7, 64)), None) is None or isinstance(target, int)
+        with pytest.raises(TargetError, match=message):
+            lrpgraph.explain(model, batch, target=target, rules="attnlrp")
+
+
+def test_seed_rows(model):
+    shape = torch.Size((2, 7, 64))
+    assert seed_rows(None, shape, torch.tensor([6, 4])).tolist() == [6, 11]
+    assert seed_rows(3, shape, None).tolist() == [6, 13]
+    assert seed_rows(TokenAt([2, 4], [7, -1]), shape, None).tolist() == [2]
+    assert seed_rows(Targets([(1, -1, 0), 3]), shape, torch.tensor([6, 4])).tolist() == [6, 11, 13]
+    assert seed_rows(lambda out: out, shape, None) is None
+    assert seed_rows(torch.zeros(shape), shape, None) is None
+    assert seed_rows(3, torch.Size((2, 64)), None) is None
+
+
+def test_the_output_is_refused_once_the_head_weights_changed_in_place(batch):
+    model = tiny_llama()
+    read = lrpgraph.explain(model, batch, rules="attnlrp")
+    unread = lrpgraph.explain(model, batch, rules="attnlrp")
+    before = logits(model, batch)
+    torch.testing.assert_close(read.output, before, rtol=0, atol=0)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2)
+    torch.testing.assert_close(read.output, before, rtol=0, atol=0)  # computed before the change, kept
+    with pytest.raises(InputError, match=r"read `\.output` before changing the model"):
+        unread.output  # noqa: B018
+
+
+def test_explain_many_results_hold_their_own_deferred_output(model):
+    items = [{"input_ids": torch.randint(0, 64, (n,), generator=torch.Generator().manual_seed(n))} for n in (5, 9, 3)]
+    results = lrpgraph.explain_many(model, items, rules="attnlrp")
+    for item, ex in zip(items, results, strict=True):
+        held = raw_output(ex)
+        assert isinstance(held, DeferredOutput) and held.x.shape == (1, len(item["input_ids"]), 16)
+        torch.testing.assert_close(ex.output, logits(model, {"input_ids": item["input_ids"][None]}), atol=1e-12, rtol=0)
+        alone = lrpgraph.explain(model, {"input_ids": item["input_ids"][None]}, rules="attnlrp")
+        assert int(ex.seed.nonzero()[0, -1]) == int(alone.seed.nonzero()[0, -1])
+
+
+def test_saving_a_deferred_output_writes_the_full_logits(model, batch, tmp_path):
+    ex = lrpgraph.explain(model, batch, rules="attnlrp")
+    loaded = lrpgraph.load(ex.save(tmp_path / "ex.safetensors"))
+    torch.testing.assert_close(loaded.output, logits(model, batch), rtol=0, atol=0)
