@@ -47,7 +47,7 @@ def test_a_deferred_head_equals_the_full_head(model, batch, rules, target):
     assert isinstance(raw_output(full), torch.Tensor)
     torch.testing.assert_close(ex.relevance["input_ids"], full.relevance["input_ids"], rtol=0, atol=1e-12)
     torch.testing.assert_close(ex.conservation.seed, full.conservation.seed, rtol=0, atol=0)
-    torch.testing.assert_close(ex.output, logits(model, batch), rtol=0, atol=0)
+    torch.testing.assert_close(ex.output, logits(model, batch), rtol=0, atol=1e-12)
     assert not ex.output.is_inference() and not ex.output.requires_grad
 
 
@@ -73,7 +73,7 @@ def test_k_targets_and_contrast_through_a_deferred_head(model, batch, rules):
         torch.testing.assert_close(matrix.relevance["input_ids"][k], alone.relevance["input_ids"], atol=1e-12, rtol=0)
     contrast = lrpgraph.explain(model, batch, target=5, rules=rules, contrastive=True)
     assert isinstance(raw_output(contrast), DeferredOutput if rules == "attnlrp" else torch.Tensor)
-    torch.testing.assert_close(contrast.output, logits(model, batch), rtol=0, atol=0)
+    torch.testing.assert_close(contrast.output, logits(model, batch), rtol=0, atol=1e-12)
 
 
 def test_the_default_target_is_predicted_at_the_last_real_position(model, batch):
@@ -98,20 +98,30 @@ def test_targets_the_head_cannot_defer_compute_it_in_full(model, batch):
 
 def test_bad_targets_still_say_what_is_wrong(model, batch):
     for target, message in [(64, "out of range"), ((2, 0, 0), "out of range"), (TokenAt([9, 0], [1, 1]), "positions")]:
-        assert seed_rows(target, torch.Size((2, 7, 64)), None) is None or isinstance(target, int)
+        assert seed_rows(target, torch.Size((2, 7, 64)), None, "value") is None
         with pytest.raises(TargetError, match=message):
             lrpgraph.explain(model, batch, target=target, rules="attnlrp")
 
 
 def test_seed_rows(model):
     shape = torch.Size((2, 7, 64))
-    assert seed_rows(None, shape, torch.tensor([6, 4])).tolist() == [6, 11]
-    assert seed_rows(3, shape, None).tolist() == [6, 13]
-    assert seed_rows(TokenAt([2, 4], [7, -1]), shape, None).tolist() == [2]
-    assert seed_rows(Targets([(1, -1, 0), 3]), shape, torch.tensor([6, 4])).tolist() == [6, 11, 13]
-    assert seed_rows(lambda out: out, shape, None) is None
-    assert seed_rows(torch.zeros(shape), shape, None) is None
-    assert seed_rows(3, torch.Size((2, 64)), None) is None
+
+    def rows(target, positions=None, style="value"):
+        found = seed_rows(target, shape, positions, style)
+        return None if found is None else found.tolist()
+
+    assert rows(None, torch.tensor([6, 4])) == [6, 11]
+    assert rows(3) == [6, 13]
+    assert rows(3, style="passes") == [6, 13]
+    assert rows(TokenAt([2, 4], [7, -1])) == [2]
+    assert rows(Targets([(1, -1, 0), 3]), torch.tensor([6, 4])) == [6, 11, 13]
+    assert rows(Targets([(0, 2, 5), (1, 3, 8)])) == [2, 10]  # a list of index tuples, not an id matrix
+    assert rows([[1, 2], [3, 4]], torch.tensor([6, 4])) == [6, 11]
+    assert rows(lambda out: out) is None
+    assert rows(Targets([3, lambda out: out])) is None
+    assert rows(torch.zeros(shape)) is None
+    assert rows(Targets([3]), style="passes") is None  # refused: the explain says why
+    assert seed_rows(3, torch.Size((2, 64)), None, "value") is None
 
 
 def test_the_output_is_refused_once_the_head_weights_changed_in_place(batch):
@@ -119,12 +129,77 @@ def test_the_output_is_refused_once_the_head_weights_changed_in_place(batch):
     read = lrpgraph.explain(model, batch, rules="attnlrp")
     unread = lrpgraph.explain(model, batch, rules="attnlrp")
     before = logits(model, batch)
-    torch.testing.assert_close(read.output, before, rtol=0, atol=0)
+    torch.testing.assert_close(read.output, before, rtol=0, atol=1e-12)
     with torch.no_grad():
         model.lm_head.weight.mul_(2)
-    torch.testing.assert_close(read.output, before, rtol=0, atol=0)  # computed before the change, kept
-    with pytest.raises(InputError, match=r"read `\.output` before changing the model"):
+    torch.testing.assert_close(read.output, before, rtol=0, atol=1e-12)  # computed before the change, kept
+    with pytest.raises(InputError, match=r"read `\.output` before changing them"):
         unread.output  # noqa: B018
+    model = tiny_llama()
+    unread = lrpgraph.explain(model, batch, rules="attnlrp")
+    model.float()  # swaps each parameter's data
+    with pytest.raises(InputError, match="changed, replaced, moved or cast"):
+        unread.output  # noqa: B018
+    model = tiny_llama()
+    unread = lrpgraph.explain(model, batch, rules="attnlrp")
+    before = logits(model, batch)
+    model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))  # a new object: ours is intact
+    torch.testing.assert_close(unread.output, before, rtol=0, atol=1e-12)
+
+
+def test_index_tuples_as_targets_through_a_deferred_head(model, batch):
+    """Targets of index tuples only (a list of int tuples, which is not an id matrix) read the rows they name."""
+    ex = lrpgraph.explain(model, batch, target=Targets([(0, 2, 5), (1, 3, 8)]), rules="attnlrp")
+    assert isinstance(raw_output(ex), DeferredOutput)
+    out = ex.output
+    torch.testing.assert_close(ex.conservation.seed[0, 0], out[0, 2, 5], rtol=0, atol=0)
+    torch.testing.assert_close(ex.conservation.seed[1, 1], out[1, 3, 8], rtol=0, atol=0)
+    torch.testing.assert_close(out, logits(model, batch), rtol=0, atol=1e-12)
+
+
+def test_the_output_holds_the_very_logits_the_seed_explains(batch):
+    """In float32 the head's rows and the full head may differ in the last bit; the output keeps the explained rows."""
+    model = tiny_llama().float()
+    ex = lrpgraph.explain(model, batch, target=5, rules="attnlrp")
+    torch.testing.assert_close(ex.conservation.seed, torch.stack([ex.output[0, 6, 5], ex.output[1, 4, 5]]).double(),
+                               rtol=0, atol=0)  # fmt: skip
+    torch.testing.assert_close(ex.output, logits(model, batch), rtol=1e-6, atol=1e-7)
+
+
+def test_the_output_is_read_as_the_explain_computed_it(batch):
+    """Autocast at explain time is kept; read under inference mode, the output is still a plain tensor."""
+    model = tiny_llama().float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ex = lrpgraph.explain(model, batch, target=5, rules="attnlrp")
+        with torch.no_grad():
+            expected = model(**batch).logits
+    with torch.inference_mode():
+        output = ex.output
+    assert output.dtype == torch.bfloat16 and not output.is_inference()
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+
+
+def test_explain_many_keeps_positions_a_model_adds_to_its_input():
+    """A model that prepends two learned positions: its outputs are longer than its inputs and are not cut."""
+
+    class Prefixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.embed, self.prefix = torch.nn.Embedding(10, 4), torch.nn.Parameter(torch.randn(1, 2, 4))
+            self.body, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 10)
+
+        def forward(self, input_ids):
+            h = self.embed(input_ids)
+            h = torch.cat([self.prefix.expand(h.shape[0], -1, -1), h], 1)
+            return self.head(torch.relu(self.body(h)))
+
+    model = Prefixed().double().eval()
+    items = [{"input_ids": torch.tensor([1, 2, 3])}, {"input_ids": torch.tensor([4, 5, 6])}]
+    for ex, item in zip(lrpgraph.explain_many(model, items, target=3, rules="epsilon"), items, strict=True):
+        assert isinstance(raw_output(ex), DeferredOutput)
+        with torch.no_grad():
+            torch.testing.assert_close(ex.output, model(item["input_ids"][None]), rtol=0, atol=1e-12)
 
 
 def test_explain_many_results_hold_their_own_deferred_output(model):
@@ -141,4 +216,14 @@ def test_explain_many_results_hold_their_own_deferred_output(model):
 def test_saving_a_deferred_output_writes_the_full_logits(model, batch, tmp_path):
     ex = lrpgraph.explain(model, batch, rules="attnlrp")
     loaded = lrpgraph.load(ex.save(tmp_path / "ex.safetensors"))
-    torch.testing.assert_close(loaded.output, logits(model, batch), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.output, logits(model, batch), rtol=0, atol=1e-12)
+
+
+def test_a_pickled_or_copied_explanation_carries_the_computed_output(model, batch):
+    import copy
+    import pickle
+
+    ex = lrpgraph.explain(model, batch, rules="attnlrp")
+    for clone in (pickle.loads(pickle.dumps(ex)), copy.deepcopy(ex)):
+        assert isinstance(raw_output(clone), torch.Tensor)
+        torch.testing.assert_close(clone.output, logits(model, batch), rtol=0, atol=1e-12)

@@ -84,12 +84,12 @@ def explain(
     plan = model_trace.plan(graph.outputs[index], ruleset, fallback, frozenset(s.node for s in sources))
     shape = torch.Size(shapes.of(graph.outputs[index]))
     positions = _last_positions(kwargs, shape)
-    rows = seed_rows(target, shape, positions)
+    style = ruleset.seed_style(contrastive)
+    rows = seed_rows(target, shape, positions, style)
     head = deferred_head(plan) if rows is not None else None
     schedule = plan.schedule(shapes, memory_budget, None if head is None else len(rows))
     store = ActivationStore(value_of, shapes, schedule.recipes, offload)
     out, output = run_forward(model_trace, schedule, store, values, index, head, rows)
-    style = ruleset.seed_style(contrastive)
     seed, k = seeds(target, out, positions, style)
     check_seed(seed, graph.output_names[index], strict)
     seed = seed if dtype is None else seed.to(dtype)
@@ -185,7 +185,7 @@ def run_forward(
 ) -> tuple[Output, torch.Tensor | DeferredOutput]:
     """(what the seed reads, the explained output): the output itself twice, or — with a deferred head and the
     `rows` the seed reads — the output at those rows and the full output deferred (`propagate/head.py`)."""
-    if head is None or rows is None:
+    if head is None:
         out = model_trace.forward(schedule.keep).run(values, store)[index]
         return out, out
     x = model_trace.forward(schedule.keep, (head.node, head.input)).run(values, store)[index]
@@ -195,7 +195,7 @@ def run_forward(
         out = RowSparse(rows.to(x.device), head.rows(x, rows, weight, bias), shape)
     if head.node in schedule.keep:
         store.put(head.node, out)
-    return out, DeferredOutput(head.full, x.clone(), (weight, bias))
+    return out, DeferredOutput(head.full, x.clone(), (weight, bias), out)
 
 
 def _last_positions(kwargs: dict, shape: torch.Size) -> torch.Tensor | None:

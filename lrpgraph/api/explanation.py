@@ -76,30 +76,57 @@ class Conservation:
 
 
 class DeferredOutput:
-    """An output not computed yet: a deferred head's full logits (`propagate/head.py`), made from the head's input
-    and the model's head weights when first read. The weights are the model's own, not copies: if they change in
-    place before then, reading it is an error, not another model's output."""
+    """An output not computed yet: a deferred head's full logits (`propagate/head.py`), made when first read from
+    the head's input `x`, the model's head weights and the rows the explain computed (`rows`, written in as they
+    were, so that the output holds exactly the logits the seed explains), in the autocast state of the explain.
 
-    def __init__(self, compute: Callable[..., torch.Tensor], x: torch.Tensor, weights: tuple[torch.Tensor | None, ...]):
-        self.compute, self.x, self.weights = compute, x, weights
-        self.versions = tuple(None if w is None else w._version for w in weights)
+    The weights are the model's own, not copies (an unread output keeps them alive). If they were replaced, moved,
+    cast or changed in place before the output is read, reading it is an error rather than another model's
+    output; a write through `.data` cannot be seen.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[..., torch.Tensor],
+        x: torch.Tensor,
+        weights: tuple[torch.Tensor | None, ...],
+        rows: RowSparse,
+        state: tuple | None = None,
+    ):
+        self.compute, self.x, self.weights, self.rows = compute, x, weights, rows
+        self.state = state if state is not None else (tuple(map(_weight_state, weights)), _autocast(x.device.type))
 
     def value(self) -> torch.Tensor:
-        changed = [w is not None and w._version != v for w, v in zip(self.weights, self.versions, strict=True)]
-        if any(changed):
+        if tuple(map(_weight_state, self.weights)) != self.state[0]:
             raise InputError(
-                "the model's output head weights changed in place since this explanation was made; its output, "
-                "computed when first read, can no longer be: read `.output` before changing the model"
+                "the model's output head weights were changed, replaced, moved or cast since this explanation was "
+                "made; its output, computed when first read, can no longer be: read `.output` before changing them"
             )
-        with torch.no_grad():
-            return self.compute(self.x, *self.weights)
+        enabled, dtype = self.state[1]
+        with torch.inference_mode(False), torch.no_grad():
+            with torch.autocast(self.x.device.type, dtype=dtype, enabled=enabled):
+                full = self.compute(self.x, *self.weights)
+            flat = full.view(-1, full.shape[-1])
+            flat.index_copy_(0, self.rows.index.to(full.device), self.rows.values.to(full.dtype))
+        return full
+
+    def __reduce__(self) -> tuple:
+        """Pickled (and deep-copied) as its value: the copy cannot check the weights it would be computed from."""
+        return torch.clone, (self.value(),)
 
     def sample(self, row: int, length: int | None) -> DeferredOutput:
-        """Sample `row`'s output, cut to its first `length` positions (a copy of its input rows only)."""
-        x = self.x[row : row + 1]
-        copy = DeferredOutput(self.compute, (x if length is None else x[:, :length]).clone(), self.weights)
-        copy.versions = self.versions
-        return copy
+        """Sample `row`'s output, cut to its first `length` positions (None: all); holds copies of its rows only."""
+        x = self.x[row : row + 1, : self.x.shape[1] if length is None else length].clone()
+        return DeferredOutput(self.compute, x, self.weights, self.rows.sample(row, x.shape[1]), self.state)
+
+
+def _weight_state(w: torch.Tensor | None) -> tuple | None:
+    """What must not change for a deferred output to be computed from `w`: where it is, what it holds, its version."""
+    return None if w is None else (w.data_ptr(), w.dtype, w.device, tuple(w.shape), w._version)
+
+
+def _autocast(device_type: str) -> tuple[bool, torch.dtype]:
+    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
 
 
 class _Deferrable:

@@ -190,8 +190,11 @@ def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> 
 
 
 def _output(output: Any, row: int, length: int | None, cut: Callable) -> Any:
-    """Sample `row`'s output: [B, T, V] outputs have a token dim, [B, C] ones do not; a deferred one stays so."""
-    return output.sample(row, length) if isinstance(output, DeferredOutput) else cut(output, 3)
+    """Sample `row`'s output: [B, T, V] outputs have a token dim, [B, C] ones do not; a deferred one stays deferred,
+    its [B, T, H] input cut by the same rule."""
+    if isinstance(output, DeferredOutput):
+        return output.sample(row, cut(output.x, 3).shape[1])
+    return cut(output, 3)
 
 
 def _absorbed(c: Conservation, row: int) -> dict[str, float]:

@@ -198,7 +198,8 @@ def _token_at(out: Output, target: TokenAt) -> RowSparse:
                           f"and {ids.numel()}")  # fmt: skip
     if bool(((positions < 0) | (positions >= length)).any()) or bool(((ids < -1) | (ids >= vocab)).any()):
         raise TargetError(f"TokenAt positions must lie in 0..{length - 1} and ids in 0..{vocab - 1} (or -1)")
-    index = _token_rows(out.shape, target).to(out.device)
+    rows = torch.arange(batch)[ids >= 0]
+    index = (rows * length + positions[ids >= 0]).to(out.device)
     return _merge_rows(index, _picked(_rows(out, index), ids[ids >= 0].to(out.device)), out.shape)
 
 
@@ -230,8 +231,8 @@ def _at_index(out: Output, index: tuple) -> torch.Tensor | RowSparse:
                 f"index {k} is out of range for dimension {i} of size {n} (output shape {tuple(out.shape)})"
             )
     if len(out.shape) == 3:
-        row = torch.tensor([_index_row(out.shape, index)], device=out.device)
-        c = index[2] % out.shape[2]
+        b, t, c = (k % n for k, n in zip(index, out.shape, strict=True))
+        row = torch.tensor([b * out.shape[1] + t], device=out.device)
         return RowSparse(row, _picked(_rows(out, row), torch.tensor([c], device=out.device)), out.shape)
     seed = torch.zeros_like(out)
     seed[index] = out[index]
@@ -257,56 +258,42 @@ def _last_rows(shape: torch.Size, positions: torch.Tensor | None) -> torch.Tenso
     return torch.arange(batch) * length + pos
 
 
-def _token_rows(shape: torch.Size, target: TokenAt) -> torch.Tensor:
-    """The rows a TokenAt target reads: its position in each sample with an id (not -1)."""
-    positions, ids = _integers(target.positions).reshape(-1), _integers(target.ids).reshape(-1)
-    rows = torch.arange(shape[0])[ids >= 0]
-    return rows * shape[1] + positions[ids >= 0]
+class _RowProbe(RowSparse):
+    """Stands in for logits [B, T, C] not computed yet: notes which rows a seed reads (each read gives zeros)."""
+
+    def __init__(self, shape: torch.Size):
+        super().__init__(torch.zeros(0, dtype=torch.long), torch.zeros((0, shape[-1])), shape)
+        self.read: list[torch.Tensor] = []
+
+    def at(self, index: torch.Tensor) -> torch.Tensor:
+        self.read.append(index.cpu())
+        return self.values.new_zeros((len(index), self.shape[-1]))
+
+    def with_values(self, values: torch.Tensor) -> RowSparse:
+        return self
 
 
-def _index_row(shape: torch.Size, index: tuple) -> int:
-    b, t = index[0] % shape[0], index[1] % shape[1]
-    return b * shape[1] + t
-
-
-def seed_rows(target: Any, shape: torch.Size, positions: torch.Tensor | None) -> torch.Tensor | None:
-    """The rows of [B, T, C] logits (in the [B·T, C] view, sorted, on the CPU) that the seed of `target` reads,
-    known before the output is computed: class and token ids, TokenAt, index tuples, Targets of these. None
-    for other targets or outputs (a seed tensor, a function of the output) and for targets the seed refuses."""
-    if len(shape) != 3:
+def seed_rows(target: Any, shape: torch.Size, positions: torch.Tensor | None, style: str) -> torch.Tensor | None:
+    """The rows of [B, T, C] logits (of their [B·T, C] view; sorted, on the CPU) that `seeds` reads for `target`,
+    found by seeding a stand-in that records them. None for other outputs, for targets that need the whole
+    output (a seed tensor, a function of it) and for targets `seeds` refuses (it says why when called)."""
+    if len(shape) != 3 or _needs_whole(target, shape):
         return None
+    probe = _RowProbe(shape)
     try:
-        parts = list(target) if isinstance(target, Targets) else [target]
-        if _is_id_matrix(target, shape) or not parts:
-            parts = [None]
-        rows = []
-        for part in parts:
-            if isinstance(part, TokenAt):
-                positions = _integers(part.positions).reshape(-1)
-                if bool(((positions < 0) | (positions >= shape[1])).any()):
-                    return None
-                index = _token_rows(shape, part)
-            elif isinstance(part, tuple):
-                if len(part) != 3 or not all(-n <= int(k) < n for k, n in zip(part, shape, strict=True)):
-                    return None
-                index = torch.tensor([_index_row(shape, tuple(int(k) for k in part))])
-            elif part is None or _is_ids(part):
-                index = _last_rows(shape, positions)
-            else:
-                return None
-            rows.append(index)
-    except (TargetError, TypeError, ValueError, IndexError, RuntimeError):  # the seed says what is wrong
-        return None
-    return torch.unique(torch.cat(rows))
-
-
-def _is_ids(target: Any) -> bool:
-    """Class ids as `_class_ids` reads them (an int, a list or a 1-D integer tensor or array)."""
-    try:
-        ids = _integers(target)
+        seeds(target, probe, positions, style)
     except TargetError:
-        return False
-    return ids.dim() <= 1
+        return None
+    return torch.unique(torch.cat(probe.read)) if probe.read else None
+
+
+def _needs_whole(target: Any, shape: torch.Size) -> bool:
+    """A target whose seed is made from the whole output: a function of it, or a seed tensor shaped like it."""
+    if isinstance(target, Targets):
+        return any(_needs_whole(t, shape) for t in target)
+    if isinstance(target, torch.Tensor):
+        return tuple(target.shape) == tuple(shape)
+    return callable(target)
 
 
 def contrast(result: WalkResult, seed: Seed, batch: int) -> tuple[WalkResult, torch.Tensor]:
