@@ -166,17 +166,20 @@ def test_the_output_holds_the_very_logits_the_seed_explains(batch):
     torch.testing.assert_close(ex.output, logits(model, batch), rtol=1e-6, atol=1e-7)
 
 
-def test_the_output_is_read_as_the_explain_computed_it(batch):
-    """Autocast at explain time is kept; read under inference mode, the output is still a plain tensor."""
+def test_autocast_around_explain_does_not_apply(batch):
+    """The traced graph runs in the model's dtypes (a float32 graph under autocast fails torch's dtype checks);
+    its output, read later under autocast or inference mode, is the float32 logits as a plain tensor."""
     model = tiny_llama().float()
+    with torch.no_grad():
+        expected = model(**batch).logits
+    plain = lrpgraph.explain(model, batch, target=5, rules="attnlrp")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ex = lrpgraph.explain(model, batch, target=5, rules="attnlrp")
-        with torch.no_grad():
-            expected = model(**batch).logits
-    with torch.inference_mode():
+    torch.testing.assert_close(ex.relevance["input_ids"], plain.relevance["input_ids"], rtol=0, atol=0)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         output = ex.output
-    assert output.dtype == torch.bfloat16 and not output.is_inference()
-    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    assert output.dtype == torch.float32 and not output.is_inference()
+    torch.testing.assert_close(output, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_explain_many_keeps_positions_a_model_adds_to_its_input():

@@ -12,7 +12,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
-from ..capture.call import prepare_call
+from ..capture.call import prepare_call, without_autocast
 from ..capture.graph import Graph
 from ..capture.shapes import Shapes
 from ..errors import InputError
@@ -48,7 +48,8 @@ def explain(
     cache_dir: str | os.PathLike | None = None,
     tracer: str = "auto",
 ) -> Explanation:
-    """Explain `model(inputs)` with LRP computed per ATen op; the model is left exactly as it was.
+    """Explain `model(inputs)` with LRP computed per ATen op; the model is left exactly as it was. Autocast around
+    the call does not apply: the model is traced and run in its own dtypes (`dtype=` sets the relevance's).
 
     inputs: a tensor, a tuple of positional inputs, or a dict / tokenizer output of keyword inputs.
     target: a class or token id (per sample: a 1-D tensor of ids; default: the predicted class), an
@@ -69,39 +70,40 @@ def explain(
         (an export failure is an error) or "record" (the ops this call runs, valid for this input only).
     """
     started = time.perf_counter()
-    check_options(memory_budget, offload, dtype, fallback, contrastive, strict, record)
-    ruleset = resolve(rules)
-    args, kwargs = prepare_call(model, inputs)
-    check_inputs(model, args, kwargs, strict)
-    model_trace = traced(model, args, kwargs, cache_dir, tracer).for_rules(ruleset)
-    graph = model_trace.graph
-    index = output_index(graph, output)
-    recorded = record_nodes(graph, record)
-    values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
-    value_of = dict(zip(graph.module.graph.find_nodes(op="placeholder"), values, strict=True))
-    shapes = model_trace.shapes(values)
-    sources = _positional_sources(model, model_trace, ruleset, value_of, shapes)
-    plan = model_trace.plan(graph.outputs[index], ruleset, fallback, frozenset(s.node for s in sources))
-    shape = torch.Size(shapes.of(graph.outputs[index]))
-    positions = _last_positions(kwargs, shape)
-    style = ruleset.seed_style(contrastive)
-    rows = seed_rows(target, shape, positions, style)
-    head = deferred_head(plan) if rows is not None else None
-    schedule = plan.schedule(shapes, memory_budget, None if head is None else len(rows))
-    store = ActivationStore(value_of, shapes, schedule.recipes, offload)
-    out, output = run_forward(model_trace, schedule, store, values, index, head, rows)
-    seed, k = seeds(target, out, positions, style)
-    check_seed(seed, graph.output_names[index], strict)
-    seed = seed if dtype is None else seed.to(dtype)
-    per_walk = maps_per_walk(k, memory_budget, schedule.predicted_peak, plan, shapes, seed.dtype)
-    result = walk(plan, schedule, store, seed, k, frozenset(recorded.values()), per_walk)
-    if style == "passes":
-        (result, seed), k = contrast(result, seed, out.shape[0]), None
-    walked = Walked(model_trace, value_of, out, output, seed, k, result, ruleset, sources, recorded)
-    ex = assemble(walked, plan, schedule, store, started)
-    if k is not None:
-        ex.stats.update(maps=k, maps_per_walk=min(per_walk, k), walks=-(-k // per_walk))
-    return ex
+    with without_autocast():
+        check_options(memory_budget, offload, dtype, fallback, contrastive, strict, record)
+        ruleset = resolve(rules)
+        args, kwargs = prepare_call(model, inputs)
+        check_inputs(model, args, kwargs, strict)
+        model_trace = traced(model, args, kwargs, cache_dir, tracer).for_rules(ruleset)
+        graph = model_trace.graph
+        index = output_index(graph, output)
+        recorded = record_nodes(graph, record)
+        values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
+        value_of = dict(zip(graph.module.graph.find_nodes(op="placeholder"), values, strict=True))
+        shapes = model_trace.shapes(values)
+        sources = _positional_sources(model, model_trace, ruleset, value_of, shapes)
+        plan = model_trace.plan(graph.outputs[index], ruleset, fallback, frozenset(s.node for s in sources))
+        shape = torch.Size(shapes.of(graph.outputs[index]))
+        positions = _last_positions(kwargs, shape)
+        style = ruleset.seed_style(contrastive)
+        rows = seed_rows(target, shape, positions, style)
+        head = deferred_head(plan) if rows is not None else None
+        schedule = plan.schedule(shapes, memory_budget, None if head is None else len(rows))
+        store = ActivationStore(value_of, shapes, schedule.recipes, offload)
+        out, output = run_forward(model_trace, schedule, store, values, index, head, rows)
+        seed, k = seeds(target, out, positions, style)
+        check_seed(seed, graph.output_names[index], strict)
+        seed = seed if dtype is None else seed.to(dtype)
+        per_walk = maps_per_walk(k, memory_budget, schedule.predicted_peak, plan, shapes, seed.dtype)
+        result = walk(plan, schedule, store, seed, k, frozenset(recorded.values()), per_walk)
+        if style == "passes":
+            (result, seed), k = contrast(result, seed, out.shape[0]), None
+        walked = Walked(model_trace, value_of, out, output, seed, k, result, ruleset, sources, recorded)
+        ex = assemble(walked, plan, schedule, store, started)
+        if k is not None:
+            ex.stats.update(maps=k, maps_per_walk=min(per_walk, k), walks=-(-k // per_walk))
+        return ex
 
 
 def _positional_sources(

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..capture.call import without_autocast
 from ..errors import InputError
 from ..flow.positional import PositionalSource
 from ..ops.sparse import RowSparse
@@ -78,7 +79,7 @@ class Conservation:
 class DeferredOutput:
     """An output not computed yet: a deferred head's full logits (`propagate/head.py`), made when first read from
     the head's input `x`, the model's head weights and the rows the explain computed (`rows`, written in as they
-    were, so that the output holds exactly the logits the seed explains), in the autocast state of the explain.
+    were, so that the output holds exactly the logits the seed explains), in the model's dtypes as the explain.
 
     The weights are the model's own, not copies (an unread output keeps them alive). If they were replaced, moved,
     cast or changed in place before the output is read, reading it is an error rather than another model's
@@ -94,18 +95,16 @@ class DeferredOutput:
         state: tuple | None = None,
     ):
         self.compute, self.x, self.weights, self.rows = compute, x, weights, rows
-        self.state = state if state is not None else (tuple(map(_weight_state, weights)), _autocast(x.device.type))
+        self.state = state if state is not None else tuple(map(_weight_state, weights))
 
     def value(self) -> torch.Tensor:
-        if tuple(map(_weight_state, self.weights)) != self.state[0]:
+        if tuple(map(_weight_state, self.weights)) != self.state:
             raise InputError(
                 "the model's output head weights were changed, replaced, moved or cast since this explanation was "
                 "made; its output, computed when first read, can no longer be: read `.output` before changing them"
             )
-        enabled, dtype = self.state[1]
-        with torch.inference_mode(False), torch.no_grad():
-            with torch.autocast(self.x.device.type, dtype=dtype, enabled=enabled):
-                full = self.compute(self.x, *self.weights)
+        with torch.inference_mode(False), torch.no_grad(), without_autocast():
+            full = self.compute(self.x, *self.weights)
             flat = full.view(-1, full.shape[-1])
             flat.index_copy_(0, self.rows.index.to(full.device), self.rows.values.to(full.dtype))
         return full
@@ -123,10 +122,6 @@ class DeferredOutput:
 def _weight_state(w: torch.Tensor | None) -> tuple | None:
     """What must not change for a deferred output to be computed from `w`: where it is, what it holds, its version."""
     return None if w is None else (w.data_ptr(), w.dtype, w.device, tuple(w.shape), w._version)
-
-
-def _autocast(device_type: str) -> tuple[bool, torch.dtype]:
-    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
 
 
 class _Deferrable:

@@ -26,7 +26,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
-from ..capture.call import prepare_call
+from ..capture.call import prepare_call, without_autocast
 from ..capture.disk import DiskCache, Uncacheable, default_directory, entry_key
 from ..capture.export import export_program, to_graph
 from ..capture.fingerprint import Unfingerprintable, call_structure, model_key
@@ -236,7 +236,7 @@ def _remember_unexportable(disk: DiskCache, key: str, failure: BaseException, tr
 
 
 def _record(model: torch.nn.Module, args: tuple, kwargs: dict) -> TracedModel:
-    with _EXPORT_LOCK, _state_restored(model):
+    with _EXPORT_LOCK, _state_restored(model), without_autocast():
         return TracedModel(to_graph(model, record_program(model, args, kwargs), args, kwargs))
 
 
@@ -274,7 +274,7 @@ def _from_disk(model, args, kwargs, disk: DiskCache | None, key: str | None, use
 
 
 def _trace(model, args, kwargs, disk: DiskCache | None, key: str | None, traces: _ModelTraces, dimensions: str):
-    with _EXPORT_LOCK, _state_restored(model):
+    with _EXPORT_LOCK, _state_restored(model), without_autocast():  # cached traces hold no autocast casts
         exported = export_program(model, args, kwargs, dimensions)
     if key is not None:
         try:

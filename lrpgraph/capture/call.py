@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -87,3 +88,17 @@ def _positional_names(model: torch.nn.Module, count: int) -> list[str]:
         return [f"args_{i}" for i in range(count)]
     names = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return [names[i] if i < len(names) else f"args_{i}" for i in range(count)]
+
+
+AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+@contextmanager
+def without_autocast() -> Iterator[None]:
+    """Autocast off wherever it is on: a model is traced and run in its own dtypes. (A graph traced in float32 and
+    run under autocast fails its dtype checks, and a trace made under autocast would be cached as if it were not.)"""
+    with ExitStack() as stack:
+        for device_type in AUTOCAST_DEVICES:
+            if torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
