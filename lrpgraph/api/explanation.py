@@ -81,9 +81,9 @@ class DeferredOutput:
     the head's input `x`, the model's head weights and the rows the explain computed (`rows`, written in as they
     were, so that the output holds exactly the logits the seed explains), in the model's dtypes as the explain.
 
-    The weights are the model's own, not copies (an unread output keeps them alive). If they were replaced, moved,
-    cast or changed in place before the output is read, reading it is an error rather than another model's
-    output; a write through `.data` cannot be seen.
+    The weights are the model's own, not copies (an unread output keeps them alive). If they were changed in place,
+    given new data, moved or cast before the output is read, reading it is an error rather than another model's
+    output; a write through `.data` cannot be seen. (A module given a new weight object leaves these intact.)
     """
 
     def __init__(
@@ -100,8 +100,8 @@ class DeferredOutput:
     def value(self) -> torch.Tensor:
         if tuple(map(_weight_state, self.weights)) != self.state:
             raise InputError(
-                "the model's output head weights were changed, replaced, moved or cast since this explanation was "
-                "made; its output, computed when first read, can no longer be: read `.output` before changing them"
+                "the model's output head weights were changed, given new data, moved or cast since this explanation "
+                "was made; its output, computed when first read, can no longer be: read `.output` before changing them"
             )
         with torch.inference_mode(False), torch.no_grad(), without_autocast():
             full = self.compute(self.x, *self.weights)

@@ -74,10 +74,9 @@ def _stack(parts: list[Seed]) -> Seed:
     return torch.stack([p.dense() if isinstance(p, RowSparse) else p for p in parts])
 
 
-def _is_id_matrix(target: Any, out: Output | torch.Size) -> bool:
-    shape = out if isinstance(out, torch.Size) else out.shape
+def _is_id_matrix(target: Any, out: Output) -> bool:
     if isinstance(target, torch.Tensor):
-        return target.dim() == 2 and not target.is_floating_point() and tuple(target.shape) != tuple(shape)
+        return target.dim() == 2 and not target.is_floating_point() and tuple(target.shape) != tuple(out.shape)
     return (
         isinstance(target, list)
         and bool(target)
