@@ -23,6 +23,22 @@ def bert():
     return transformers.BertForSequenceClassification(config).double().eval()
 
 
+@pytest.fixture
+def batch_shapes(monkeypatch):
+    """The shape of each batch explain_many hands to explain (its images, or its input ids), in call order."""
+    from lrpgraph.api import many
+
+    shapes = []
+    original = many.explain
+
+    def recording(model, inputs, **options):
+        shapes.append(tuple((inputs["input_ids"] if isinstance(inputs, dict) else inputs).shape))
+        return original(model, inputs, **options)
+
+    monkeypatch.setattr(many, "explain", recording)
+    return shapes
+
+
 def _corpus(lengths):
     generator = torch.Generator().manual_seed(7)
     return [{"input_ids": torch.randint(3, 64, (n,), generator=generator)} for n in lengths]
@@ -57,16 +73,11 @@ def test_each_result_equals_its_own_explain(name, request, monkeypatch):
     assert single[1].conservation.absorbed == pytest.approx(own.conservation.absorbed, rel=1e-9)
 
 
-def test_images_and_an_empty_corpus(monkeypatch):
-    from lrpgraph.api import many
-
+def test_images_and_an_empty_corpus(batch_shapes):
     model = vgg_like()
     images = [torch.randn(3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in range(5)]
-    sizes = []
-    original = many.explain
-    monkeypatch.setattr(many, "explain", lambda m, x, **o: sizes.append(x.shape[0]) or original(m, x, **o))
     results = lrpgraph.explain_many(model, images, target=2, rules="epsilon-plus", batch_size=2, max_tokens=1)
-    assert sizes == [2, 2, 1]  # the token limit does not bound images
+    assert [shape[0] for shape in batch_shapes] == [2, 2, 1]  # the token limit does not bound images
     for image, ex in zip(images, results, strict=True):
         alone = lrpgraph.explain(model, image[None], target=2, rules="epsilon-plus")
         torch.testing.assert_close(ex.relevance["input"], alone.relevance["input"])
@@ -85,15 +96,10 @@ def test_a_bad_input_is_reported_by_index_and_the_others_are_kept(llama):
     torch.testing.assert_close(results[2].relevance["input_ids"], alone.relevance["input_ids"])
 
 
-def test_batches_hold_at_most_max_tokens(llama, monkeypatch):
+def test_batches_hold_at_most_max_tokens(llama, batch_shapes):
     """Lengths 3, 5, 9, 12, 20 with batches of up to 4 and 20 tokens: [3, 5] (2 × 5 = 10), then 9 (3 × 9 = 27
     would pass 20), 12 (2 × 12 = 24) and 20 alone; without a token limit, [3, 5, 9, 12] and [20]."""
-    from lrpgraph.api import many
-
-    shapes = []
-    original = many.explain
-    monkeypatch.setattr(many, "explain", lambda m, inputs, **o: shapes.append(tuple(inputs["input_ids"].shape))
-                        or original(m, inputs, **o))  # fmt: skip
+    shapes = batch_shapes
     corpus = _corpus([12, 3, 20, 9, 5])
     limited = lrpgraph.explain_many(llama, corpus, target=5, rules="attnlrp", batch_size=4, max_tokens=20)
     assert shapes == [(2, 5), (1, 9), (1, 12), (1, 20)]

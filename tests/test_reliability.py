@@ -122,19 +122,25 @@ def _first_calls_at_once(models: list, jobs: list[int], cache_dir=None) -> tuple
     return results, errors
 
 
+def _first_calls_match(models: list[nn.Module], jobs: list[int], expected: list[dict], **options) -> None:
+    """The threads' first calls at once: none fails, each equals its model's relevance, every model is intact."""
+    before = [snapshot(m) for m in models]
+    results, errors = _first_calls_at_once(models, jobs, **options)
+    assert not errors, errors
+    for slot, which in enumerate(jobs):
+        for name, r in results[slot].items():
+            torch.testing.assert_close(r, expected[which][name])
+    for model, state in zip(models, before, strict=True):
+        assert_unchanged(state, model)
+
+
 def test_first_calls_from_four_threads_share_one_trace_and_leave_the_models_intact():
     expected = [lrpgraph.explain(m, _inputs(i), target=1).relevance for i, m in enumerate(_models())]
     jobs = [0, 1, 2, 1]  # two threads on one model
     for _ in range(20):
         models = _models()  # a cold cache every round
-        before = [snapshot(m) for m in models]
-        results, errors = _first_calls_at_once(models, jobs)
-        assert not errors, errors
-        for slot, which in enumerate(jobs):
-            for name, r in results[slot].items():
-                torch.testing.assert_close(r, expected[which][name])
-        for model, state in zip(models, before, strict=True):
-            assert_unchanged(state, model)
+        _first_calls_match(models, jobs, expected)
+        for model in models:
             model.state_dict()
             copy.deepcopy(model)
         assert len(traced_module._CACHE[models[1]].by_structure) == 1  # the shared model was traced once
@@ -149,16 +155,9 @@ def test_first_calls_from_four_threads_reading_the_disk_cache_at_once(tmp_path):
     jobs = [0, 1, 2, 1]
     for _ in range(5):
         models = _models()  # nothing in memory: each first call reads its entry
-        before = [snapshot(m) for m in models]
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # an entry reported unreadable (and deleted) would warn
-            results, errors = _first_calls_at_once(models, jobs, cache_dir=tmp_path)
-        assert not errors, errors
-        for slot, which in enumerate(jobs):
-            for name, r in results[slot].items():
-                torch.testing.assert_close(r, expected[which][name])
-        for model, state in zip(models, before, strict=True):
-            assert_unchanged(state, model)
+            _first_calls_match(models, jobs, expected, cache_dir=tmp_path)
         assert sorted(tmp_path.glob("*.pt2c")) == entries  # read, not traced again
 
 

@@ -179,7 +179,6 @@ def test_cache_command_reports_and_clears(tmp_path, capsys):
 
 def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
     """The fast reader (one converter per schema type, each symbolic size parsed once) against torch's reader."""
-    import json
 
     from torch._export.serde import schema
     from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass

@@ -113,9 +113,8 @@ class DeferredOutput:
         """Pickled (and deep-copied) as its value: the copy cannot check the weights it would be computed from."""
         return torch.clone, (self.value(),)
 
-    def sample(self, row: int, length: int | None) -> DeferredOutput:
-        """Sample `row`'s output, cut to its first `length` positions (None: all); holds copies of its rows only."""
-        x = self.x[row : row + 1, : self.x.shape[1] if length is None else length].clone()
+    def sample(self, row: int, x: torch.Tensor) -> DeferredOutput:
+        """Sample `row`'s output, made from `x`: its rows of this input [1, length, H], cut as the caller cuts it."""
         return DeferredOutput(self.compute, x, self.weights, self.rows.sample(row, x.shape[1]), self.state)
 
 

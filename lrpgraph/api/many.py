@@ -193,7 +193,7 @@ def _output(output: Any, row: int, length: int | None, cut: Callable) -> Any:
     """Sample `row`'s output: [B, T, V] outputs have a token dim, [B, C] ones do not; a deferred one stays deferred,
     its [B, T, H] input cut by the same rule."""
     if isinstance(output, DeferredOutput):
-        return output.sample(row, cut(output.x, 3).shape[1])
+        return output.sample(row, cut(output.x, 3))
     return cut(output, 3)
 
 
