@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import TargetError
-from ..ops.absolute import nmax
+from ..ops.rescale import nmax
 from ..ops.sparse import RowSparse
 from ..propagate.walker import WalkResult
 

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from ..capture.model_state import evaluation_mode
-from ..ops.absolute import n1, nmax
+from ..ops.rescale import n1, nmax
 from .features import model_output
 
 EPS = 1e-9

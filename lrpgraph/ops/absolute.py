@@ -24,21 +24,8 @@ from .normalization import BATCHNORM, NORM
 from .pooling import AVGPOOL, MAXPOOL, SUM, MaxPool
 from .registry import rule
 from .reindex import REINDEX
+from .rescale import EPS, n1
 from .tensors import unbroadcast
-
-EPS = 1e-9  # the authors' stabiliser, in every denominator and in N1
-
-
-def n1(R: torch.Tensor, samples: int) -> torch.Tensor:
-    """N1: R / (Σ|R| + 1e-9) per sample (dim 0, or the leading block of a flattened batch)."""
-    groups = R.reshape(samples, -1) if samples and R.numel() % samples == 0 else R.reshape(1, -1)
-    return (groups / (groups.abs().sum(-1, keepdim=True) + EPS)).reshape(R.shape)
-
-
-def nmax(R: torch.Tensor, samples: int) -> torch.Tensor:
-    """Nmax: R / (max|R| + 1e-9) per sample."""
-    groups = R.reshape(samples, -1)
-    return (groups / (groups.abs().amax(-1, keepdim=True) + EPS)).reshape(R.shape)
 
 
 def _over(R: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
