@@ -20,6 +20,7 @@ from .api.many import ExplainManyError, explain_many
 from .api.saved import load
 from .api.targets import Targets, TokenAt
 from .api.traced import clear_cache, trace
+from .api.verify import Verification, verify
 from .errors import (
     InputError,
     LRPGraphError,
@@ -54,6 +55,7 @@ __all__ = [
     "Targets",
     "TokenAt",
     "TraceError",
+    "Verification",
     "clear_cache",
     "coverage",
     "explain",
@@ -65,6 +67,7 @@ __all__ = [
     "preset_names",
     "seeds",
     "trace",
+    "verify",
     "viz",
 ]
 __version__ = "0.1.0"

@@ -37,7 +37,6 @@ from .call import leaf_names
 from .canonical import canonicalise, fused_ops, is_functional
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .model_state import evaluation_mode
-from .noop_copies import remove_noop_copies
 from .program_json import LoadedProgram
 from .shapes import GuardCheck, GuardSpec, value_dependent_shape
 
@@ -203,7 +202,7 @@ def _dynamic_shapes(model: torch.nn.Module, args: tuple, kwargs: dict, everythin
 
 
 def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: dict) -> Graph:
-    """The Graph of an exported program: canonical op spellings, no-op copies removed, placeholders told apart.
+    """The Graph of an exported program: canonical op spellings, placeholders told apart.
 
     It rewrites the program's graph module in place (save the program first, if it is to be kept).
     Batch norm stays its own op here; `fold_batchnorm` merges it into the layer before it on a copy.
@@ -211,7 +210,7 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
     program = exported.program
     gm = _LazyGraphModule.from_graphmodule(program.graph_module)  # its code is generated if ever asked for:
     canonicalise(gm)  # lrpgraph runs its own module of the graph (`propagate/forward.py`), so rewrites here
-    remove_noop_copies(gm)  # and in the analysis cost no code generation
+    # and in the analysis cost no code generation
     _drop_state_updates(program)
     gm.recompile()
     placeholders = list(gm.graph.find_nodes(op="placeholder"))

@@ -1,8 +1,8 @@
 """What the passes find on one traced graph: scales, pointwise regions, roles, positional sources, flows.
 
-`analyse` runs once per graph: it first exposes positional operands (the one rewrite: an explicit
-broadcast node per candidate, so the relevance it receives is per sample and per use), then finds
-the facts the rule choice reads. Relevance flows are derived per explained output and cached.
+`analyse` runs once per graph: it first removes copies that change nothing and exposes positional
+operands (an explicit broadcast node per candidate, so the relevance it receives is per sample and
+per use), then finds the facts the rule choice reads. Relevance flows are derived per explained output and cached.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import torch
 from torch import fx
 
 from ..capture.graph import Graph
+from ..ops.adapter import Role
+from .noop_copies import remove_noop_copies
 from .norm_scale import normalisation_scales
 from .pointwise import pointwise_regions
 from .positional import PositionalSource, expose_positional_operands, mixing_nodes
@@ -25,7 +27,7 @@ class Analysis:
     graph: Graph
     cuts: set[fx.Node]
     redirects: dict[fx.Node, fx.Node]
-    roles: dict[fx.Node, str] = field(default_factory=dict)
+    roles: dict[fx.Node, Role] = field(default_factory=dict)
     positional: list[PositionalSource] = field(default_factory=list)
     _flows: dict[tuple, Flow] = field(default_factory=dict, repr=False)
 
@@ -49,6 +51,8 @@ class Analysis:
 def analyse(graph: Graph) -> Analysis:
     """Run the passes over a graph (once per graph: the caller keeps the result)."""
     fx_graph = graph.module.graph
+    if remove_noop_copies(graph.module):
+        graph.module.recompile()
     anywhere = fx_graph.output_node()
     relevant = relevance_flow(graph, anywhere).relevant  # before normalisation scales are cut
     positional = expose_positional_operands(graph, relevant, mixing_nodes(graph, relevant))

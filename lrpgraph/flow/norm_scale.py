@@ -8,70 +8,23 @@ product becomes a scaling of x by a constant. Casts in between (float32 upcasts)
 
 from __future__ import annotations
 
-import operator
-
-import torch
 from torch import fx
 
-aten = torch.ops.aten
-
-_MOMENTS = {
-    aten.var.correction,
-    aten.var.dim,
-    aten.var.default,
-    aten.std.correction,
-    aten.std.dim,
-    aten.std.default,
-    aten.var_mean.correction,
-    aten.var_mean.dim,
-    aten.std_mean.correction,
-    aten.std_mean.dim,
-    aten.linalg_vector_norm.default,
-    aten.norm.ScalarOpt_dim,
-    aten.norm.Scalar,
-}
-_REDUCTIONS = {aten.mean.dim, aten.mean.default, aten.sum.dim_IntList, aten.sum.default}
-_SQUARES = {aten.pow.Tensor_Scalar, aten.square.default, aten.abs.default}
-# ops that turn a statistic into a scale: one tensor operand, the others constants
-_SCALE_CHAIN = {
-    aten.add.Tensor,
-    aten.add.Scalar,
-    aten.mul.Tensor,
-    aten.mul.Scalar,
-    aten.div.Tensor,
-    aten.div.Scalar,
-    aten.sqrt.default,
-    aten.rsqrt.default,
-    aten.reciprocal.default,
-    aten.pow.Tensor_Scalar,
-    aten.clamp.default,
-    aten.clamp_min.default,
-    aten.clamp_max.default,
-    aten.expand.default,
-    aten.view.default,
-    aten._unsafe_view.default,
-    aten.reshape.default,
-    aten.unsqueeze.default,
-    aten._to_copy.default,
-    aten.clone.default,
-    aten.alias.default,
-    aten.expand_as.default,
-    operator.getitem,
-}
-_CASTS = {aten._to_copy.default, aten.clone.default, aten.alias.default, aten.contiguous.default}
-_PRODUCTS = {aten.mul.Tensor, aten.div.Tensor}
+from ..capture.node_args import normalized_args
+from ..ops.table import facts
 
 
 def normalisation_scales(graph: fx.Graph, relevant: set[fx.Node]) -> set[fx.Node]:
     """Operands of products/quotients that scale a tensor by a function of its own second moment."""
     scales: set[fx.Node] = set()
     for node in graph.nodes:
-        if node.op != "call_function" or node.target not in _PRODUCTS or len(node.args) < 2:
+        arithmetic = facts(node.target).arithmetic
+        if node.op != "call_function" or arithmetic not in ("product", "quotient") or len(node.args) < 2:
             continue
         a, b = node.args[0], node.args[1]
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and a in relevant and b in relevant):
             continue
-        pairs = [(a, b)] if node.target is aten.div.Tensor else [(a, b), (b, a)]
+        pairs = [(a, b)] if arithmetic == "quotient" else [(a, b), (b, a)]
         for numerator, factor in pairs:
             moment_input = _moment_input(factor, relevant)
             if moment_input is not None and _same_base(moment_input, numerator):
@@ -84,25 +37,33 @@ def _moment_input(node: fx.Node, relevant: set[fx.Node], depth: int = 0) -> fx.N
     tensor operands (ConvNeXt-V2's GRN: ‖x‖ / mean(‖x‖)) must all lead to the same one."""
     if not isinstance(node, fx.Node) or depth > 32:
         return None
-    if node.target in _MOMENTS:
+    f = facts(node.target)
+    if f.statistic == "moment":
         return node.args[0]
-    if node.target in _REDUCTIONS:
+    if f.statistic == "mean":
         square = node.args[0]
-        is_square = isinstance(square, fx.Node) and square.target in _SQUARES
-        if is_square and (square.target is not aten.pow.Tensor_Scalar or square.args[1] == 2):
-            return square.args[0]
-        if isinstance(square, fx.Node) and square.target is aten.mul.Tensor and square.args[0] is square.args[1]:
+        if _is_square(square):
             return square.args[0]
         return _moment_input(square, relevant, depth + 1)  # a mean of a statistic
-    if node.target not in _SCALE_CHAIN:
+    if not f.scale_chain:
         return None
     operands = [n for n in node.args if isinstance(n, fx.Node) and n in relevant]
     found = {_moment_input(n, relevant, depth + 1) for n in operands}
     return found.pop() if len(found) == 1 and None not in found else None
 
 
+def _is_square(node) -> bool:
+    """x², |x|, or x·x."""
+    if not isinstance(node, fx.Node):
+        return False
+    f = facts(node.target)
+    if f.statistic == "square":
+        return f.power is None or normalized_args(node).get(f.power) == 2
+    return f.arithmetic == "product" and len(node.args) >= 2 and node.args[0] is node.args[1]
+
+
 def _base(node):
-    while isinstance(node, fx.Node) and node.target in _CASTS:
+    while isinstance(node, fx.Node) and facts(node.target).copy:
         node = node.args[0]
     return node
 
@@ -112,15 +73,17 @@ def _same_base(moment_input: fx.Node, numerator: fx.Node) -> bool:
     if source is target:
         return True
     # (x − μ) / sqrt(mean((x − μ)²)) where the numerator is x − μ computed again, or x itself
-    return (
-        isinstance(source, fx.Node)
-        and source.target in (aten.sub.Tensor,)
-        and (
-            _base(source.args[0]) is target
-            or (
-                isinstance(target, fx.Node)
-                and target.target is aten.sub.Tensor
-                and _base(target.args[0]) is _base(source.args[0])
-            )
-        )
-    )
+    centred = _minuend(source)
+    return centred is not None and (_base(centred) is target or _base(_minuend(target)) is _base(centred))
+
+
+def _minuend(node) -> fx.Node | None:
+    """x of x − μ, a difference of two tensors; None for anything else."""
+    if not isinstance(node, fx.Node):
+        return None
+    f = facts(node.target)
+    if f.arithmetic != "difference":
+        return None
+    args = normalized_args(node)
+    x, mu = (args.get(name) for name in f.operands)
+    return x if isinstance(x, fx.Node) and isinstance(mu, fx.Node) else None

@@ -12,22 +12,7 @@ import torch
 from torch import fx
 
 from ..capture.shapes import same_shape
-from ..ops.elementwise import POINTWISE
-
-aten = torch.ops.aten
-_UNARY = set(POINTWISE) | {aten._to_copy.default, aten.clone.default, aten.alias.default}
-_BINARY = {
-    aten.add.Tensor,
-    aten.sub.Tensor,
-    aten.mul.Tensor,
-    aten.div.Tensor,
-    aten.add.Scalar,
-    aten.sub.Scalar,
-    aten.mul.Scalar,
-    aten.div.Scalar,
-    aten.rsub.Tensor,
-    aten.rsub.Scalar,
-}
+from ..ops.table import facts
 
 
 def pointwise_regions(graph: fx.Graph, relevant: set[fx.Node]) -> dict[fx.Node, fx.Node]:
@@ -40,9 +25,10 @@ def pointwise_regions(graph: fx.Graph, relevant: set[fx.Node]) -> dict[fx.Node, 
         inputs = [n for n in node.all_input_nodes if n in relevant]
         if not inputs or not _same_shape(node, inputs):
             continue
-        if node.target in _UNARY or (node.target in _BINARY and len(inputs) == 1):
+        f = facts(node.target)
+        if f.pointwise or f.copy or (f.arithmetic and len(inputs) == 1):
             root[node] = root.get(inputs[0], inputs[0])
-        elif node.target in _BINARY:
+        elif f.arithmetic:
             roots = {root.get(n, n) for n in inputs}
             if len(roots) == 1:
                 (r,) = roots

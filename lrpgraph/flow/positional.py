@@ -18,19 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import fx
 
 from ..capture.graph import INPUT, Graph, float_node
 from ..capture.node_args import normalized_args
 from ..capture.rewrite import insert_call
 from ..capture.shapes import above_one, same_shape
-from ..ops.registry import lookup
-from .relevance import LOOKUPS, SCALINGS, moves_values, value_inputs
-
-aten = torch.ops.aten
-_TRIG = {aten.cos.default, aten.sin.default}
-_ADDS = {aten.add.Tensor}
+from ..ops.reindex import EXPAND_AS
+from ..ops.table import facts
+from .relevance import moves_values, scales, value_inputs
 
 
 @dataclass(frozen=True)
@@ -52,14 +48,15 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
     for node in list(fx_graph.nodes):
         if node.op != "call_function" or node not in relevant:
             continue
-        if node.target in (aten.mul.Tensor,):
+        f = facts(node.target)
+        if f.arithmetic == "product" and len(f.operands) == 2:
             kind = "rotary"
-        elif node.target in _ADDS and node not in mixing:
+        elif f.arithmetic == "sum" and len(f.operands) == 2 and node not in mixing:
             kind = "additive"
         else:
             continue
         args = normalized_args(node)
-        operands = [(name, args.get(name)) for name in ("self", "other")]
+        operands = [(name, args.get(name)) for name in f.operands]
         if not all(isinstance(v, fx.Node) for _, v in operands):
             continue
         relevant_ops = [v for _, v in operands if v in relevant]
@@ -75,7 +72,7 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
         if origin is None or axis is None or not same_shape(signal.meta["val"].shape, node.meta["val"].shape):
             continue
         with fx_graph.inserting_before(node):
-            full = insert_call(fx_graph, aten.expand_as.default, (value, signal), node)
+            full = insert_call(fx_graph, EXPAND_AS, (value, signal), node)
         node.replace_input_with(value, full)
         normalized_args(node).update({name: full})
         found.append(PositionalSource(full, kind, axis, origin if isinstance(origin, fx.Node) else None, group))
@@ -90,9 +87,9 @@ def mixing_nodes(graph: Graph, relevant: set[fx.Node]) -> set[fx.Node]:
     for node in graph.module.graph.nodes:
         if node not in relevant:
             continue
-        if getattr(lookup(node.target), "mixes_positions", False) or any(i in mixed for i in node.all_input_nodes):
+        if facts(node.target).mixes_positions or any(i in mixed for i in node.all_input_nodes):
             mixed.add(node)
-        elif node.target in (aten.mul.Tensor, aten.div.Tensor) and sum(i in relevant for i in node.all_input_nodes) > 1:
+        elif scales(node) and sum(i in relevant for i in node.all_input_nodes) > 1:
             mixed.add(node)  # a product of two relevant tensors (written-out norms, gates)
     return mixed
 
@@ -104,18 +101,10 @@ def _through(node: fx.Node):
         if node.op != "call_function":
             return
         inputs = [i for i in node.all_input_nodes if float_node(i)]
-        if (moves_values(node) or node.target in SCALINGS) and len(inputs) == 1:
+        if (moves_values(node) or scales(node)) and len(inputs) == 1:
             node = inputs[0]
         else:
             return
-
-
-_GATHERS = {
-    aten.gather.default: "index",
-    aten.index.Tensor: "indices",
-    aten.index_select.default: "index",
-    aten.embedding.default: "indices",
-}
 
 
 def _rotary_origin(graph: Graph, node: fx.Node):
@@ -123,10 +112,10 @@ def _rotary_origin(graph: Graph, node: fx.Node):
     table looked up by ids (returns the ids, checked for being positions later); None otherwise."""
     ids = None
     for n in _through(node):
-        if n.op == "call_function" and n.target in _TRIG:
+        if n.op == "call_function" and facts(n.target).trig:
             return True
-        if n.op == "call_function" and n.target in _GATHERS:
-            found = normalized_args(n).get(_GATHERS[n.target])
+        if n.op == "call_function" and facts(n.target).gather:
+            found = normalized_args(n).get(facts(n.target).gather)
             found = found[0] if isinstance(found, (list, tuple)) and found else found
             ids = found if isinstance(found, fx.Node) else ids
             table = normalized_args(n).get("self", normalized_args(n).get("weight"))
@@ -140,8 +129,8 @@ def _rotary_origin(graph: Graph, node: fx.Node):
 def _factor(node: fx.Node) -> str:
     """Which rotary factor a value is: "cos" or "sin" (computed in the graph), else the table it was read from."""
     for n in _through(node):
-        if n.op == "call_function" and n.target in _TRIG:
-            return "cos" if n.target is aten.cos.default else "sin"
+        if n.op == "call_function" and facts(n.target).trig:
+            return facts(n.target).trig
         if n.op == "placeholder":
             return n.name
     return node.name
@@ -155,11 +144,11 @@ def _table_origin(graph: Graph, node: fx.Node):
             return True if graph.kinds.get(n) != INPUT else None
         if n.op != "call_function":
             return None
-        if n.target in LOOKUPS:
-            ids = normalized_args(n).get(LOOKUPS[n.target])
+        if facts(n.target).lookup:
+            ids = normalized_args(n).get(facts(n.target).lookup)
             ids = ids[0] if isinstance(ids, (list, tuple)) else ids
             return ids if isinstance(ids, fx.Node) else None
-        if n.target in _TRIG:  # a sinusoidal table built in the graph
+        if facts(n.target).trig:  # a sinusoidal table built in the graph
             return True
     last = n
     return True if last.op == "call_function" and _input_independent(graph, last) else None

@@ -18,14 +18,7 @@ from torch import fx
 
 from ..capture.graph import INPUT, Graph, is_float
 from ..capture.node_args import normalized_args
-from ..ops.registry import lookup
-
-aten = torch.ops.aten
-
-# products and quotients that scale a tensor (by a constant, or by another tensor)
-SCALINGS = {aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar}
-# ops that look rows of a constant table up by relevant integer ids: argument holding the ids
-LOOKUPS = {aten.embedding.default: "indices", aten.index.Tensor: "indices", aten.index_select.default: "index"}
+from ..ops.table import facts, spec
 
 
 @dataclass
@@ -53,7 +46,12 @@ def _any_float(value) -> bool:
 
 def moves_values(node: fx.Node) -> bool:
     """A node that only moves, copies or selects values (views, casts, getitem)."""
-    return getattr(lookup(node.target), "moves_values", False)
+    return facts(node.target).moves_values
+
+
+def scales(node: fx.Node) -> bool:
+    """A product or quotient: scales a tensor (by a constant, or by another tensor)."""
+    return facts(node.target).arithmetic in ("product", "quotient")
 
 
 def relevance_flow(
@@ -97,7 +95,7 @@ def relevance_flow(
             continue
         if _any_float(val):
             into = [n for n in inputs if _any_float(n.meta.get("val"))]
-            ids_arg = LOOKUPS.get(node.target)
+            ids_arg = facts(node.target).lookup
             if ids_arg is not None:
                 ids = _arg(node, ids_arg)
                 into += [n for n in inputs if n in ids and is_index(n.meta.get("val"))]
@@ -114,7 +112,8 @@ def relevance_flow(
 
 def traces_ids(node: fx.Node) -> bool:
     """Integer arithmetic on ids (offsets, hashing) whose result is looked up later: relevance follows it."""
-    return is_index(node.meta.get("val")) and getattr(lookup(node.target, integer=True), "traces_ids", False)
+    entry = spec(node.target)
+    return is_index(node.meta.get("val")) and entry is not None and entry.integer is not None
 
 
 def _with_constants(node: fx.Node, relevant: list[fx.Node], from_inputs: set[fx.Node]) -> bool:
@@ -125,7 +124,7 @@ def _with_constants(node: fx.Node, relevant: list[fx.Node], from_inputs: set[fx.
 
 def value_inputs(node: fx.Node) -> list[fx.Node]:
     """The node's inputs whose values (not only shapes) its output depends on."""
-    shape_only = getattr(lookup(node.target), "shape_only", ())
+    shape_only = facts(node.target).shape_only
     if not shape_only:
         return node.all_input_nodes
     excluded = {n for name in shape_only for n in _arg(node, name)}

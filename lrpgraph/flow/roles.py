@@ -1,61 +1,64 @@
 """Roles of products, found on the graph without knowing the model: gates and attention-weighted values.
 
-A *gate* is a product of two relevant tensors where one factor comes from an activation or a
-softmax (act(gate)·up in gated MLPs, routing weights in mixtures of experts). *Attention values*
-is a matrix product of two relevant tensors where one operand comes from a softmax (attention
-probabilities, written out). "Comes from" looks through re-indexing, casts and normalisations by
-a constant or by the tensor's own sum (top-k routing weights renormalised).
+A *gate* is an elementwise product of two relevant tensors where one factor comes from an activation or
+a softmax (act(gate)·up in gated MLPs, routing weights in mixtures of experts). *Attention values* is
+a matrix product of two relevant tensors where one operand comes from a softmax (attention
+probabilities, written out). "Comes from" looks through re-indexing, casts and normalisations by a
+constant or by the tensor's own sum (top-k routing weights renormalised). Which ops are products and
+which arguments are their operands is the op table's to say.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import fx
 
 from ..capture.node_args import normalized_args
-from ..ops.registry import lookup
-from .relevance import SCALINGS, moves_values
-
-aten = torch.ops.aten
-_PRODUCTS = {aten.mul.Tensor}
-_MATMULS = {aten.mm.default, aten.bmm.default, aten.matmul.default, aten.linear.default}
+from ..ops.adapter import Role, RoleKind
+from ..ops.table import facts
+from .relevance import moves_values, scales
 
 
-def product_roles(graph: fx.Graph, relevant: set[fx.Node], regions: dict[fx.Node, fx.Node]) -> dict[fx.Node, str]:
-    """{node: "gate:<argument>" or "attention:<argument>"} naming the gate or probabilities operand."""
-    roles: dict[fx.Node, str] = {}
+def product_roles(graph: fx.Graph, relevant: set[fx.Node], regions: dict[fx.Node, fx.Node]) -> dict[fx.Node, Role]:
+    """{node: its Role}, naming the gate or probabilities operand of each product that has one."""
+    roles: dict[fx.Node, Role] = {}
     for node in graph.nodes:
         if node.op != "call_function" or node in regions:
             continue
-        if node.target in _PRODUCTS:
-            operands = _relevant_operands(node, relevant, ("self", "other"))
-            if operands is None:
-                continue
-            kinds = {name: _source(value, relevant, regions) for name, value in operands}
-            gates = [name for name, kind in kinds.items() if kind is not None]
+        f = facts(node.target)
+        product = f.arithmetic == "product"
+        if not (product or f.matmul):
+            continue
+        operands = _relevant_operands(node, relevant, f.operands)
+        if operands is None:
+            continue
+        sources = [(role, _source(value, relevant, regions)) for role, value in operands]
+        if product:
+            gates = [role for role, kind in sources if kind is not None]
+            softmaxes = [role for role, kind in sources if kind == "softmax"]
             if len(gates) == 1:
-                roles[node] = f"gate:{gates[0]}"
-            elif len(gates) == 2 and list(kinds.values()).count("softmax") == 1:
-                roles[node] = f"gate:{next(n for n, k in kinds.items() if k == 'softmax')}"
-        elif node.target in _MATMULS:
-            names = ("input", "weight") if node.target is aten.linear.default else _matmul_names(node)
-            operands = _relevant_operands(node, relevant, names)
-            if operands is None:
-                continue
-            probs = [name for name, value in operands if _source(value, relevant, regions) == "softmax"]
+                roles[node] = Role(RoleKind.GATE, *gates[0])
+            elif len(gates) == 2 and len(softmaxes) == 1:
+                roles[node] = Role(RoleKind.GATE, *softmaxes[0])
+        else:
+            probs = [role for role, kind in sources if kind == "softmax"]
             if len(probs) == 1:
-                roles[node] = f"attention:{probs[0]}"
+                roles[node] = Role(RoleKind.ATTENTION, *probs[0])
     return roles
 
 
-def _matmul_names(node: fx.Node) -> tuple[str, str]:
-    return ("self", "other") if node.target is aten.matmul.default else ("self", "mat2")
-
-
-def _relevant_operands(node, relevant, names):
+def _relevant_operands(node, relevant, names) -> list[tuple[tuple[str, int | None], fx.Node]] | None:
+    """((argument, index in a list argument), value) of the node's two operands when both are distinct and
+    relevant; an op whose operands are one list argument (einsum's tensors) has them by index."""
     args = normalized_args(node)
-    operands = [(n, args.get(n)) for n in names]
-    if all(isinstance(v, fx.Node) and v in relevant for _, v in operands) and operands[0][1] is not operands[1][1]:
+    if len(names) == 2:
+        operands = [((n, None), args.get(n)) for n in names]
+    else:
+        listed = args.get(names[0])
+        if not isinstance(listed, (list, tuple)) or len(listed) != 2:
+            return None
+        operands = [((names[0], i), v) for i, v in enumerate(listed)]
+    values = [v for _, v in operands]
+    if all(isinstance(v, fx.Node) and v in relevant for v in values) and values[0] is not values[1]:
         return operands
     return None
 
@@ -67,13 +70,13 @@ def _source(node: fx.Node, relevant: set[fx.Node], regions: dict[fx.Node, fx.Nod
             return None
         if node in regions:
             return "activation"
-        source = getattr(lookup(node.target), "gate_source", None)
+        source = facts(node.target).gate_source
         if source is not None:
             return source
         inputs = [n for n in node.all_input_nodes if n in relevant]
         if moves_values(node) and len(inputs) == 1:
             node = inputs[0]
-        elif node.target in SCALINGS and inputs:
+        elif scales(node) and inputs:
             node = _numerator(node, inputs)
             if node is None:
                 return None
@@ -87,6 +90,7 @@ def _numerator(node: fx.Node, inputs: list[fx.Node]) -> fx.Node | None:
     if len(inputs) == 1:
         return inputs[0]
     numerator, denominator = node.args[0], node.args[1]
-    if node.target is aten.div.Tensor and isinstance(denominator, fx.Node) and denominator.args[:1] == (numerator,):
+    quotient = facts(node.target).arithmetic == "quotient"
+    if quotient and isinstance(denominator, fx.Node) and denominator.args[:1] == (numerator,):
         return numerator
     return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import ATTENTION, ATTENTION_VALUES, SOFTMAX, Attention, _masked_to_zero
+from .attention import ATTENTION, ATTENTION_VALUES, SOFTMAX, Attention, masked_to_zero
 from .bilinear import MATMUL, Bilinear
 from .elementwise import ACTIVATION, ADD, GATE, PRODUCT
 from .layer_rules import CONV, LINEAR
@@ -111,7 +111,7 @@ def abs_softmax(R, x, out, dim: int, *, samples: int):
     p = out.to(R.dtype)
     finite = torch.isfinite(x)
     p_abs = torch.softmax(torch.where(finite, x.abs(), float("-inf")), dim)
-    return n1((_masked_to_zero(x) * p + torch.where(finite, x.abs(), 0.0) * p_abs) * R / (p + EPS), samples)
+    return n1((masked_to_zero(x) * p + torch.where(finite, x.abs(), 0.0) * p_abs) * R / (p + EPS), samples)
 
 
 @rule(ATTENTION, "abs", needs=("q", "k", "v", "mask", "out"), linear=False)

@@ -11,15 +11,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 from torch import fx
 
 from .registry import Kernel, OpClass
+from .table import NO_FACTS
 
 Args = dict[str, Any]
 Relevant = dict[str, Any]  # argument name → bool, or list[bool] for list arguments
+
+
+class RoleKind(Enum):
+    GATE = "gate"  # act(gate)·up, routing weights: a factor that comes from an activation or softmax
+    ATTENTION = "attention"  # attention probabilities times values
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a product of two relevant tensors is, found on the graph: `operand` names the argument holding the
+    gate or the probabilities (`index`: its position in a list argument, such as einsum's tensors)."""
+
+    kind: RoleKind
+    operand: str
+    index: int | None = None
 
 
 @dataclass
@@ -38,7 +55,7 @@ class RuleCall:
     args: Args
     out: Any
     relevant: Relevant
-    role: str | None = None
+    role: Role | None = None
     lead: int = 0
     maps: int = 1
     vmapped: bool = False
@@ -61,18 +78,14 @@ class Adapter:
     data = "self"
     always: tuple[str, ...] = ()  # arguments read by every kernel (weights, biases, index tensors)
     bias: str | None = None  # the argument holding a bias term, if the op has one
-    moves_values = False  # only moves, copies or selects values (views, casts, getitem): ids flow through it
-    expensive = False  # a matrix product or convolution: keep its output rather than recompute it
-    mixes_positions = False  # mixes positions (attention, softmax, matrix products, normalisation)
-    gate_source: str | None = None  # "softmax" or "activation": a product with this op's output is a gate
-    shape_only: tuple[str, ...] = ()  # arguments whose shape alone the op uses (expand_as's `other`)
+    facts = NO_FACTS  # what the ops it serves share (their table entries start from these)
 
     def __init__(self, op_class: OpClass, data: str | None = None):
         self._op_class = op_class
         if data is not None:
             self.data = data
 
-    def op_class(self, args: Args, relevant: Relevant, role: str | None) -> OpClass:
+    def op_class(self, args: Args, relevant: Relevant, role: Role | None) -> OpClass:
         return self._op_class
 
     def needs(self, op_class: OpClass, kernel: Kernel, args: Args, relevant: Relevant) -> tuple[set[str], bool]:
@@ -101,6 +114,16 @@ class Adapter:
     def apply(self, call: RuleCall) -> dict[str, Any]:
         return {self.data: call.run(call.args[self.data], call.out)}
 
+    def replay(self, call: Any, replace: dict[Any, Any], detach: tuple = ()) -> Any:
+        """For `verify` (`gradient.py`): the op on the replay's arguments as its rules see it — statistics they
+        hold constant detached. Most ops: the op itself."""
+        return call.run(replace, detach)
+
+    def layer_keys(self, args: Args, relevant: Relevant) -> tuple[Any, Any, Any]:
+        """(data, weight, bias) arguments of a layer (weight and bias None where the op has none), for the
+        gradient forms of rules that modify weights."""
+        return self.data, None, None
+
 
 class LayerAdapter(Adapter):
     """Ops linear in one data argument: `build(args)` gives the LinearMap the kernels work on."""
@@ -114,6 +137,10 @@ class LayerAdapter(Adapter):
 
     def apply(self, call):
         return {self.data: call.run(call.args[self.data], self.build(call.args), call.out)}
+
+    def layer_keys(self, args, relevant):
+        weight = "weight" if "weight" in args else None
+        return self.data, weight, self.bias if self.bias in args else None
 
 
 def is_tensor(value: Any) -> bool:

@@ -17,9 +17,11 @@ import math
 import torch
 
 from .adapter import Adapter
-from .bilinear import Bilinear, uniform
+from .bilinear import Bilinear, product_term, uniform, uniform_form
 from .elementwise import ADD, GATE
-from .registry import declare, register_ops, rule
+from .gradient import Replay, form, rescaled, share_of, split, stabilized
+from .registry import declare, rule
+from .table import Facts, register_ops
 from .tensors import stabilize, unbroadcast
 
 aten = torch.ops.aten
@@ -32,7 +34,7 @@ ATTENTION = declare("attention", absorbs="rules")
 _BLOCK_ELEMENTS = 1 << 21  # 8 MiB of float32 scores per block: fastest on CPU, small on GPU
 
 
-def _masked_to_zero(x: torch.Tensor) -> torch.Tensor:
+def masked_to_zero(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
@@ -40,7 +42,7 @@ def _masked_to_zero(x: torch.Tensor) -> torch.Tensor:
 def softmax_taylor(R, x, out, dim: int):
     """R_x = x ⊙ (R − s·ΣR) over the softmax dim (AttnLRP Prop. 3.1); −inf inputs count as 0."""
     s = out.to(R.dtype)
-    return _masked_to_zero(x.to(R.dtype)) * (R - s * R.sum(dim, keepdim=True))
+    return masked_to_zero(x.to(R.dtype)) * (R - s * R.sum(dim, keepdim=True))
 
 
 class LogSoftmaxAdapter(Adapter):
@@ -60,12 +62,23 @@ class LogSoftmaxAdapter(Adapter):
         (r, _) = call.run([x, call.out - x], call.out, [True, False])
         return {"self": r}
 
+    def replay(self, call, replace, detach=()):
+        x = {**call.args, **replace}["self"]
+        return x - torch.logsumexp(x.detach(), call.args["dim"], keepdim=True)
+
 
 class GluAdapter(Adapter):
     """glu(x) = a·σ(b) for the two halves a, b of x: a gate on its own input."""
 
     def __init__(self):
         super().__init__(GATE)
+
+    def replay(self, call, replace, detach=()):
+        """a · g, g = σ(b) passing its relevance to b (the identity rule); "gate" in `detach` holds g constant."""
+        x = {**call.args, **replace}["self"]
+        a, b = x.chunk(2, dim=call.args.get("dim", -1))
+        gate = call.passed(b, torch.sigmoid(b.detach()))
+        return a * (gate.detach() if "gate" in detach else gate)
 
     def needs(self, op_class, kernel, args, relevant):
         return set(), False
@@ -81,8 +94,7 @@ class GluAdapter(Adapter):
 
 
 class SoftmaxAdapter(Adapter):
-    mixes_positions = True
-    gate_source = "softmax"
+    facts = Facts(mixes_positions=True, gate_source="softmax")
 
     def __init__(self):
         super().__init__(SOFTMAX)
@@ -241,7 +253,7 @@ def attention_uniform(
         factor -= probs * factor.sum(-1, keepdim=True)
         del probs
         if Rmask is not None and additive is not None:
-            _accumulate_mask(Rmask, _masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
+            _accumulate_mask(Rmask, masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
         if logit_epsilon is None:
             half = factor.mul_(0.5)
         else:  # (logits ⊙ f) / stab(2·logits): the q·kᵀ rule with its own stabiliser
@@ -288,8 +300,7 @@ def _accumulate_mask(Rmask: torch.Tensor, part: torch.Tensor, rows: slice, keys:
 class AttentionAdapter(Adapter):
     """aten.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)."""
 
-    expensive = True
-    mixes_positions = True
+    facts = Facts(expensive=True, mixes_positions=True)
 
     def __init__(self):
         super().__init__(ATTENTION)
@@ -322,3 +333,96 @@ register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._sa
 register_ops(LogSoftmaxAdapter(), aten.log_softmax.int, aten._log_softmax.default)
 register_ops(GluAdapter(), aten.glu.default)
 register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default)
+
+
+# --- the same rules as modified gradients (`gradient.py`), for verify ---
+
+
+@form(SOFTMAX, "taylor")
+def softmax_form(call: Replay):
+    """The softmax rule is gradient × input of the softmax itself (−inf inputs give nothing)."""
+    return call.run()
+
+
+@form(ATTENTION_VALUES, "uniform")
+def attention_values_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    return uniform_form(call, epsilon=epsilon, sign_aware=sign_aware)
+
+
+def _values_form(call: Replay, halves: int, epsilon: float, sign_aware: bool):
+    """The probabilities held constant; ρ·(what the product gets)/stab(halves·product) to the values."""
+    role = call.role
+    probs = role.operand if role.index is None else (role.operand, role.index)
+    product, share = product_term(call, epsilon)
+    scale = share_of(call.out, stabilized(halves * product, epsilon, sign_aware)) * share
+    return rescaled(call.held(detach=[probs]), scale)
+
+
+@form(ATTENTION_VALUES, "values")
+def attention_values_only_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    return _values_form(call, 1, epsilon, sign_aware)
+
+
+@form(ATTENTION_VALUES, "half-values")
+def attention_half_values_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    return _values_form(call, 2, epsilon, sign_aware)
+
+
+def _sdpa(call: Replay, logits_gradient, values_gradient):
+    """scaled_dot_product_attention written out under autograd, with the gradient of q·kᵀ and of p·v modified."""
+    a = call.args
+    q, k, v, mask = a["query"], a["key"], a["value"], a.get("attn_mask")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if a.get("scale") is None else float(a["scale"])
+    heads, kv_heads = q.shape[-3] if q.dim() >= 3 else 1, k.shape[-3] if k.dim() >= 3 else 1
+    if a.get("enable_gqa") and heads != kv_heads:
+        k, v = k.repeat_interleave(heads // kv_heads, -3), v.repeat_interleave(heads // kv_heads, -3)
+    logits = logits_gradient((q * scale) @ k.mT)
+    keep = None
+    if mask is not None and mask.dtype == torch.bool:
+        keep = mask
+    elif mask is not None:
+        logits = logits + mask
+    if a.get("is_causal"):
+        L, S = q.shape[-2], k.shape[-2]
+        causal = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+        keep = causal if keep is None else keep & causal
+    if keep is not None:
+        logits = logits.masked_fill(~keep, float("-inf"))
+    attended = torch.isfinite(logits).any(-1, keepdim=True)  # fully masked rows attend to nothing
+    probs = torch.softmax(torch.where(attended, logits, torch.zeros_like(logits)), -1) * attended
+    return values_gradient(probs, v)
+
+
+@form(ATTENTION, "uniform")
+def attention_form(call: Replay, *, epsilon: float = 1e-6, logit_epsilon: float | None = None, sign_aware: bool = True):
+    """Uniform rule on q·kᵀ (half of its gradient each), softmax gradient, uniform rule on p·v."""
+    out = call.out
+
+    def logits(z):
+        if logit_epsilon is None:
+            return split(z, 0.5)
+        return rescaled(z, share_of(z, stabilized(2 * z.detach(), logit_epsilon, sign_aware)))
+
+    def values(p, v):
+        return rescaled(p @ v, share_of(out, stabilized(2 * out.detach(), epsilon, sign_aware)))
+
+    return _sdpa(call, logits, values)
+
+
+def _sdpa_values_form(call: Replay, halves: int, epsilon: float, sign_aware: bool):
+    out = call.out
+
+    def values(p, v):
+        return rescaled(p.detach() @ v, share_of(out, stabilized(halves * out.detach(), epsilon, sign_aware)))
+
+    return _sdpa(call, lambda z: z, values)
+
+
+@form(ATTENTION, "values")
+def attention_values_sdpa_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    return _sdpa_values_form(call, 1, epsilon, sign_aware)
+
+
+@form(ATTENTION, "half-values")
+def attention_half_values_sdpa_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    return _sdpa_values_form(call, 2, epsilon, sign_aware)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .gradient import Replay, form, rescaled, share_of, stabilized
 from .registry import declare, rule
 from .tensors import stabilize, unbroadcast
 
@@ -33,3 +34,23 @@ def uniform(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6, sign_awar
     ra = a * unbroadcast(product.adjoint_a(s, b.to(s.dtype)), a.shape)
     rb = b * unbroadcast(product.adjoint_b(s, a.to(s.dtype)), b.shape)
     return ra, rb
+
+
+def product_term(call: Replay, epsilon: float) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(the product a·b the bilinear rules split, the share of ρ·out it receives): beta·bias + alpha·a·b (addmm,
+    baddbmm) first gives the bias its epsilon share, as the walker's adapter does; without a bias, (out, 1)."""
+    key = call.adapter.bias
+    bias = call.args.get(key) if key else None
+    if bias is None:
+        return call.out.detach(), 1.0
+    beta, alpha = float(call.args.get("beta", 1.0)), float(call.args.get("alpha", 1.0))
+    out = call.out.detach()
+    term = out - beta * bias.detach()
+    return term / alpha, share_of(term, stabilized(out, epsilon)) / alpha
+
+
+@form(MATMUL, "uniform")
+def uniform_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    """Both factors get ρ·(what the product gets)/stab(2·product): half each, as a gradient."""
+    product, share = product_term(call, epsilon)
+    return rescaled(call.held(), share_of(call.out, stabilized(2 * product, epsilon, sign_aware)) * share)

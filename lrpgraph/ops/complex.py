@@ -14,9 +14,11 @@ from collections.abc import Callable
 import torch
 
 from .adapter import Adapter, is_tensor
+from .gradient import Replay, form, share_of, stabilized
 from .linear_maps import LinearMap
-from .registry import declare, register_ops
+from .registry import declare
 from .reindex import ReindexAdapter
+from .table import register_ops
 from .tensors import unbroadcast
 
 aten = torch.ops.aten
@@ -54,6 +56,16 @@ def scale_by_constant(call, data: str, constant: str) -> dict:
     shape = call.args[data].shape
     factor = torch.conj(f) if is_tensor(f) else f
     return {data: run_real_linear(call, data, lambda s: unbroadcast(factor * s, shape))}
+
+
+@form(COMPLEX, "epsilon")
+def epsilon_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    """ρ·y/stab(y) on each real component of a complex output."""
+    y, out = call.held(), real_view(call.out.detach())
+    scale = share_of(out, stabilized(out, epsilon, sign_aware))
+    y_real = real_view(y)
+    scaled = y_real.detach() + (y_real - y_real.detach()) * scale
+    return torch.view_as_complex(scaled) if y.is_complex() else scaled
 
 
 class FourierAdapter(Adapter):

@@ -1,6 +1,7 @@
 """aten.einsum: the rule its equation implies (no op class of its own).
 
-Two relevant operands: a product contracted over an index — the bilinear rules (op class "matmul").
+Two relevant operands: a product contracted over an index — the bilinear rules (op class "matmul", or
+"attention_values" when the graph finds one operand to be attention probabilities).
 One relevant operand with a constant one (a weight, a table): a layer, linear in the relevant operand
 (op class "linear": epsilon, gamma, …). One operand: a permutation or broadcast moves relevance
 exactly ("reindex"); one that sums over an index is a sum ("sum"). The adjoints are einsums too;
@@ -15,13 +16,14 @@ import string
 import torch
 
 from ..errors import MissingRuleError
-from .adapter import Adapter
+from .adapter import Adapter, RoleKind
+from .attention import ATTENTION_VALUES
 from .bilinear import MATMUL, Bilinear
 from .layer_rules import LINEAR
 from .linear_maps import LinearMap
 from .pooling import SUM
-from .registry import register_ops
 from .reindex import REINDEX
+from .table import Facts, register_ops
 
 aten = torch.ops.aten
 
@@ -101,8 +103,7 @@ class EinsumAdapter(Adapter):
     """einsum(equation, tensors): its op class follows from how many of its operands carry relevance."""
 
     data = "tensors"
-    expensive = True
-    mixes_positions = True
+    facts = Facts(expensive=True, mixes_positions=True, matmul=True, operands=("tensors",))
 
     def __init__(self):
         super().__init__(LINEAR)
@@ -112,13 +113,19 @@ class EinsumAdapter(Adapter):
         if len(marks) > 2:
             raise MissingRuleError(f"einsum with {len(marks)} operands has no rule; write it as two-operand einsums")
         if len(marks) == 2:
-            return MATMUL if all(marks) else LINEAR
+            if not all(marks):
+                return LINEAR
+            return ATTENTION_VALUES if role is not None and role.kind is RoleKind.ATTENTION else MATMUL
         terms, output = parse(args["equation"], [len(args["tensors"][0].meta["val"].shape)])
         return SUM if set(terms[0]) - set(output) else REINDEX
 
+    def layer_keys(self, args, relevant):
+        i = relevant["tensors"].index(True)
+        return ("tensors", i), ("tensors", 1 - i), None
+
     def needs(self, op_class, kernel, args, relevant):
         tensors = args["tensors"]
-        if op_class is MATMUL:
+        if op_class in (MATMUL, ATTENTION_VALUES):
             return {"tensors"}, True
         if op_class is LINEAR:  # the constant operand is the weight; x and out as the kernel says
             return {"tensors"}, "out" in kernel.needs
@@ -127,14 +134,17 @@ class EinsumAdapter(Adapter):
     def apply(self, call):
         tensors, marks = call.args["tensors"], call.relevant["tensors"]
         terms, output = parse(call.args["equation"], [t.dim() for t in tensors])
-        if call.op_class is MATMUL:
+        if call.op_class in (MATMUL, ATTENTION_VALUES):
             a, b = tensors
             product = Bilinear(
                 forward=lambda x, y: torch.einsum(f"{terms[0]},{terms[1]}->{output}", x, y),
                 adjoint_a=lambda s, y: adjoint(s, output, terms[0], terms[1], y, a.shape),
                 adjoint_b=lambda s, x: adjoint(s, output, terms[1], terms[0], x, b.shape),
             )
-            ra, rb = call.run(a, b, call.out, product)
+            if call.op_class is ATTENTION_VALUES:
+                ra, rb = call.run(a, b, call.out, product, call.role.index == 0)
+            else:
+                ra, rb = call.run(a, b, call.out, product)
             return {"tensors": [ra, rb]}
         if call.op_class is LINEAR:
             i = marks.index(True)

@@ -12,9 +12,11 @@ import math
 
 import torch
 
-from .adapter import Adapter, is_tensor
+from .adapter import Adapter, RoleKind, is_tensor
 from .complex import COMPLEX, scale_by_constant
-from .registry import declare, register_ops, rule
+from .gradient import Replay, form, rescaled, share_of, split, stabilized
+from .registry import declare, rule
+from .table import Facts, describe, register_ops
 from .tensors import stabilize, unbroadcast
 
 aten = torch.ops.aten
@@ -76,6 +78,41 @@ def gate_constant(R, operands, relevant, gate: int):
     return [None if i == gate else unbroadcast(R, op.shape) for i, op in enumerate(operands)]
 
 
+@form(ACTIVATION, "pass")
+def pass_form(call: Replay):
+    """The identity rule: the input receives all of the output's relevance."""
+    return call.passed(call.get(call.adapter.data), call.out)
+
+
+@form(ADD, "norm")
+def add_form(call: Replay, *, stabilizer: float = 1e-6, sign_aware: bool = True):
+    """Each term gets ρ·y/stab(y) (constant terms keep their share)."""
+    return rescaled(call.held(), share_of(call.out, stabilized(call.out.detach(), stabilizer, sign_aware)))
+
+
+@form(SCALE, "pass")
+def scale_form(call: Replay):
+    """A product or quotient with a constant: its gradient times the input is all the relevance."""
+    return call.run()
+
+
+@form((PRODUCT, GATE), "uniform")
+def product_form(call: Replay):
+    """Half of the gradient to each factor."""
+    return split(call.held(), 0.5)
+
+
+@form(QUOTIENT, "numerator")
+def quotient_form(call: Replay):
+    return call.run(detach=["other"])
+
+
+@form(GATE, "constant-gate")
+def gate_constant_form(call: Replay):
+    """The gate held constant."""
+    return call.held(detach=[call.role.operand if call.role is not None else "gate"])
+
+
 class AddAdapter(Adapter):
     """add/sub/rsub: the output is the sum of the two terms c·operand; scalar operands are constants."""
 
@@ -122,7 +159,7 @@ class ProductAdapter(Adapter):
             return SCALE
         if self.quotient:
             return QUOTIENT
-        return GATE if role is not None and role.startswith("gate:") else PRODUCT
+        return GATE if role is not None and role.kind is RoleKind.GATE else PRODUCT
 
     def needs(self, op_class, kernel, args, relevant):
         reads = "operands" in kernel.needs or op_class is COMPLEX
@@ -137,7 +174,7 @@ class ProductAdapter(Adapter):
         operands = [call.args[n] for n in names]
         relevant = [bool(call.relevant.get(n)) for n in names]
         if call.op_class is GATE:
-            gate = names.index(call.role.split(":", 1)[1])
+            gate = names.index(call.role.operand)
             result = call.run(operands, relevant, gate)
         else:
             result = call.run(operands, relevant)
@@ -152,7 +189,7 @@ class PointwiseAdapter(Adapter):
 
     def __init__(self, activation: bool):
         super().__init__(ACTIVATION)
-        self.gate_source = "activation" if activation else None
+        self.facts = Facts(pointwise=True, gate_source="activation" if activation else None)
 
     def apply(self, call):
         derivative = SLOPES.get(call.op)
@@ -190,11 +227,35 @@ SLOPES = {
 }
 
 
-register_ops(AddAdapter("add"), aten.add.Tensor, aten.add.Scalar)
-register_ops(AddAdapter("sub"), aten.sub.Tensor, aten.sub.Scalar, aten.subtract.Tensor)
-register_ops(AddAdapter("rsub"), aten.rsub.Tensor, aten.rsub.Scalar)
-register_ops(ProductAdapter(quotient=False), aten.mul.Tensor, aten.mul.Scalar, aten.multiply.Tensor)
-register_ops(ProductAdapter(quotient=True), aten.div.Tensor, aten.div.Scalar, aten.divide.Tensor)
+_OPERANDS = ("self", "other")
+register_ops(AddAdapter("add"), aten.add.Tensor, aten.add.Scalar, arithmetic="sum", operands=_OPERANDS)
+register_ops(
+    AddAdapter("sub"),
+    aten.sub.Tensor,
+    aten.sub.Scalar,
+    aten.subtract.Tensor,
+    arithmetic="difference",
+    operands=_OPERANDS,
+)
+register_ops(
+    AddAdapter("rsub"), aten.rsub.Tensor, aten.rsub.Scalar, arithmetic="difference", operands=("other", "self")
+)
+register_ops(
+    ProductAdapter(quotient=False),
+    aten.mul.Tensor,
+    aten.mul.Scalar,
+    aten.multiply.Tensor,
+    arithmetic="product",
+    operands=_OPERANDS,
+)
+register_ops(
+    ProductAdapter(quotient=True),
+    aten.div.Tensor,
+    aten.div.Scalar,
+    aten.divide.Tensor,
+    arithmetic="quotient",
+    operands=_OPERANDS,
+)
 
 ACTIVATIONS = [
     aten.relu.default,
@@ -247,9 +308,28 @@ ACTIVATIONS = [
     aten.sign.default,
     aten.sgn.default,
 ]
-# pointwise functions that do not act as a gate when multiplied with a signal
-OTHER_POINTWISE = [aten.abs.default, aten.neg.default, aten.square.default, aten.pow.Tensor_Scalar]
-POINTWISE = ACTIVATIONS + OTHER_POINTWISE
 register_ops(PointwiseAdapter(activation=True), *ACTIVATIONS)
-register_ops(PointwiseAdapter(activation=False), *OTHER_POINTWISE)
+# pointwise functions that do not act as a gate when multiplied with a signal
+register_ops(PointwiseAdapter(activation=False), aten.neg.default)
+register_ops(PointwiseAdapter(activation=False), aten.abs.default, aten.square.default, statistic="square")
+register_ops(PointwiseAdapter(activation=False), aten.pow.Tensor_Scalar, statistic="square", power="exponent")
+describe(aten.cos.default, trig="cos")
+describe(aten.sin.default, trig="sin")
+# what keeps a second moment a normalisation scale: sums with and products by constants, roots, reciprocals, bounds
+describe(
+    aten.add.Tensor,
+    aten.add.Scalar,
+    aten.mul.Tensor,
+    aten.mul.Scalar,
+    aten.div.Tensor,
+    aten.div.Scalar,
+    aten.sqrt.default,
+    aten.rsqrt.default,
+    aten.reciprocal.default,
+    aten.pow.Tensor_Scalar,
+    aten.clamp.default,
+    aten.clamp_min.default,
+    aten.clamp_max.default,
+    scale_chain=True,
+)
 REDIRECT = PointwiseAdapter(activation=False)  # a pointwise region found by a graph pass: relevance to its input

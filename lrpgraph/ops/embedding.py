@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 
 from .adapter import Adapter
-from .registry import declare, register_ops, rule
-from .reindex import REINDEX, ReindexAdapter, _index, _index_select
+from .gradient import Replay, form
+from .registry import declare, rule
+from .reindex import REINDEX, ReindexAdapter, index_adjoint, index_select_adjoint
+from .table import Facts, register_ops
 
 aten = torch.ops.aten
 
@@ -23,8 +25,22 @@ def token(R, ids, out, table_dims: int):
     return R.sum(dim=tuple(range(R.dim() - table_dims, R.dim()))) if table_dims else R
 
 
+@form(EMBEDDING, "token")
+def token_form(call: Replay):
+    """The ids' shadow s gets Σ over each looked-up row of y ⊙ ρ as its gradient: the token rule's relevance."""
+    (key,) = call.relevant_keys()
+    s = call.get(key)
+    out = call.out
+    s = s.reshape(*s.shape, *[1] * (out.dim() - s.dim()))
+    if call.integer:  # ids looked up in a table of ids: the shadow moves on
+        return s.expand(out.shape)
+    return out.detach() + out.detach() * (s - s.detach()).to(out.dtype)
+
+
 class EmbeddingAdapter(Adapter):
     """aten.embedding(weight, indices): out = weight[indices]."""
+
+    facts = Facts(lookup="indices", gather="indices")
 
     def __init__(self):
         super().__init__(EMBEDDING, data="indices")
@@ -45,6 +61,7 @@ class TableIndexAdapter(ReindexAdapter):
     def __init__(self, adjoint, ids: str, always: tuple[str, ...]):
         super().__init__(adjoint, always)
         self.ids = ids
+        self.facts = Facts(moves_values=True, lookup=ids, gather=ids)
 
     def op_class(self, args, relevant, role):
         return REINDEX if relevant.get("self") else EMBEDDING
@@ -65,5 +82,5 @@ class TableIndexAdapter(ReindexAdapter):
 
 
 register_ops(EmbeddingAdapter(), aten.embedding.default)
-register_ops(TableIndexAdapter(_index, "indices", always=("indices",)), aten.index.Tensor)
-register_ops(TableIndexAdapter(_index_select, "index", always=("index",)), aten.index_select.default)
+register_ops(TableIndexAdapter(index_adjoint, "indices", always=("indices",)), aten.index.Tensor)
+register_ops(TableIndexAdapter(index_select_adjoint, "index", always=("index",)), aten.index_select.default)

@@ -7,6 +7,7 @@ unchanged to its single relevant input, which must have the output's shape.
 from __future__ import annotations
 
 from .adapter import Adapter
+from .gradient import Replay, form
 from .registry import declare, rule
 
 FALLBACK_CLASS = declare("fallback", absorbs="fallback")
@@ -24,6 +25,17 @@ def pass_unchanged(R, inputs):
     if isinstance(R, list) or tuple(R.shape) != tuple(value.shape):
         raise ValueError("fallback 'pass' needs one relevant input shaped like the output")
     return {name: R}
+
+
+@form(FALLBACK_CLASS, "absorb")
+def absorb_form(call: Replay):
+    return call.out.detach()
+
+
+@form(FALLBACK_CLASS, "pass")
+def pass_form(call: Replay):
+    (key,) = call.relevant_keys()
+    return call.passed(call.get(key), call.out)
 
 
 class FallbackAdapter(Adapter):

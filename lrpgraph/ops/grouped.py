@@ -11,7 +11,7 @@ import torch
 from .adapter import LayerAdapter
 from .layer_rules import LINEAR
 from .linear_maps import LinearMap
-from .registry import register_ops
+from .table import Facts, register_ops
 
 
 class GroupedMatMul(LinearMap):
@@ -42,8 +42,7 @@ def _grouped(args):
 class GroupedAdapter(LayerAdapter):
     always = ("weight", "offs")
     bias = None
-    expensive = True
-    mixes_positions = True
+    facts = Facts(expensive=True, mixes_positions=True)
 
 
 register_ops(GroupedAdapter(LINEAR, "input", _grouped), "transformers.grouped_mm_fallback.default")

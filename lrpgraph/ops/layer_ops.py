@@ -11,21 +11,21 @@ import dataclasses
 
 import torch
 
-from .adapter import Adapter, LayerAdapter
+from .adapter import Adapter, LayerAdapter, Role, RoleKind
 from .attention import ATTENTION_VALUES
 from .bilinear import MATMUL, Bilinear
 from .layer_rules import CONV, LINEAR
 from .linear_maps import Conv, Dense, MatMul
-from .registry import register_ops
 from .sparse import RowSparse
+from .table import Facts, register_ops
 from .tensors import nonzero_rows, put_rows, stabilize, take_rows
 
 aten = torch.ops.aten
 
 
-def _product_class(role: str | None):
+def _product_class(role: Role | None):
     """Op class of a matrix product of two relevant operands."""
-    return ATTENTION_VALUES if role is not None and role.startswith("attention:") else MATMUL
+    return ATTENTION_VALUES if role is not None and role.kind is RoleKind.ATTENTION else MATMUL
 
 
 class LinearAdapter(Adapter):
@@ -34,7 +34,7 @@ class LinearAdapter(Adapter):
     data = "input"
     always = ("weight", "bias")
     bias = "bias"
-    expensive = True
+    facts = Facts(expensive=True, matmul=True, operands=("input", "weight"))
 
     def batched(self, op_class):
         return op_class is LINEAR  # a dense layer acts on the last dim: K relevance maps broadcast over x and z
@@ -50,6 +50,9 @@ class LinearAdapter(Adapter):
     def op_class(self, args, relevant, role):
         return LINEAR if not relevant.get("weight") else _product_class(role)
 
+    def layer_keys(self, args, relevant):
+        return "input", "weight", "bias"
+
     def apply(self, call):
         args = call.args
         if call.op_class is not LINEAR:
@@ -63,12 +66,10 @@ class LinearAdapter(Adapter):
 class MatmulAdapter(Adapter):
     """mm, bmm, matmul, addmm, baddbmm: a layer when one operand is constant, bilinear otherwise."""
 
-    expensive = True
-    mixes_positions = True
-
     def __init__(self, a: str, b: str, bias: str | None = None):
         super().__init__(LINEAR)
         self.a, self.b, self.bias = a, b, bias
+        self.facts = Facts(expensive=True, mixes_positions=True, matmul=True, operands=(a, b))
 
     def op_class(self, args, relevant, role):
         if not (relevant.get(self.a) and relevant.get(self.b)):
@@ -77,6 +78,10 @@ class MatmulAdapter(Adapter):
 
     def _data(self, relevant) -> str:
         return self.a if relevant.get(self.a) else self.b
+
+    def layer_keys(self, args, relevant):
+        data = self._data(relevant)
+        return data, self.b if data == self.a else self.a, self.bias
 
     def needs(self, op_class, kernel, args, relevant):
         out = "out" in kernel.needs
@@ -153,7 +158,7 @@ def _without_bias(call, bias, beta: float, alpha: float):
 def _bilinear(call, a: str, b: str, product: Bilinear):
     """Call a bilinear kernel; attention-value kernels also learn which operand holds the probabilities."""
     if call.op_class is ATTENTION_VALUES:
-        probs_first = call.role.split(":", 1)[1] == a
+        probs_first = call.role.operand == a
         return call.run(call.args[a], call.args[b], call.out, product, probs_first)
     return call.run(call.args[a], call.args[b], call.out, product)
 
@@ -212,7 +217,7 @@ register_ops(MatmulAdapter("batch1", "batch2", bias="self"), aten.baddbmm.defaul
 class ConvAdapter(LayerAdapter):
     """Convolutions (and transposed convolutions) with a constant kernel."""
 
-    expensive = True
+    facts = Facts(expensive=True)
 
 
 register_ops(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .complex import COMPLEX
+from .gradient import Replay, form, rescaled, rescaled_as, share_of, stabilized
 from .linear_maps import LinearMap
 from .normalization import BATCHNORM, NORM
 from .pooling import AVGPOOL, SUM
@@ -134,3 +135,127 @@ def wsquare(R, x, layer: LinearMap, out, *, stabilizer: float = 1e-6):
     w2 = w.to(R.dtype) ** 2
     s = divide(R, layer.forward(ones_like_shape(x, R), w2, None if b is None else b.to(R.dtype) ** 2), stabilizer)
     return layer.adjoint(s, w2)
+
+
+# --- the same rules as modified gradients (`gradient.py`), for verify ---
+
+
+def _first(y):
+    """The output that carries relevance (norm ops also return their statistics)."""
+    return y[0] if isinstance(y, (tuple, list)) else y
+
+
+def _with_first(y, first):
+    return (
+        (first, *(t.detach() if isinstance(t, torch.Tensor) else t for t in y[1:])) if isinstance(y, tuple) else first
+    )
+
+
+@form((*WEIGHTED, NORM, BATCHNORM), "epsilon")
+def epsilon_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    """ρ·z/stab(z) through the layer (a norm with its scale held)."""
+    y, out = call.held(), _first(call.out)
+    return _with_first(y, rescaled(_first(y), share_of(out, stabilized(out, epsilon, sign_aware))))
+
+
+class _Layer:
+    """The node's layer on other inputs, weights and biases (no bias: zeros), for the weight-modifying rules."""
+
+    def __init__(self, call: Replay, name: str):
+        self.call = call
+        self.data, self.weight_key, self.bias_key = call.adapter.layer_keys(call.args, call.relevant)
+        if self.weight_key is None:
+            raise TypeError(f"rule '{name}' needs a layer with weights")
+        self.x = call.get(self.data)
+        self.w = call.get(self.weight_key).detach()
+        bias = call.get(self.bias_key) if self.bias_key is not None else None
+        self.b = None if bias is None else bias.detach()
+
+    def __call__(self, x, w, b=None):
+        replace = {self.data: x, self.weight_key: w}
+        if self.bias_key is not None and self.b is not None:
+            replace[self.bias_key] = torch.zeros_like(self.b) if b is None else b
+        return _first(self.call.held(replace))
+
+    def bias_term(self, b):
+        """The bias b' broadcast to the output (the layer on zero inputs)."""
+        return self(torch.zeros_like(self.x.detach()), self.w, b)
+
+
+@form(WEIGHTED, "gamma")
+def gamma_form(call: Replay, *, gamma: float = 0.25, stabilizer: float = 1e-6):
+    """(1+γ/2)·A(x; w) + (γ/2)·σ·A(|x|; |w|), its gradient scaled by z/stab(denominator)."""
+    layer, out = _Layer(call, "gamma"), _first(call.out)
+    x, w, b = layer.x, layer.w, layer.b
+    sign = torch.sign(out)
+    denominator = (1 + gamma / 2) * layer(x.detach(), w) + sign * (gamma / 2) * layer(x.detach().abs(), w.abs())
+    if b is not None:
+        up, down = layer.bias_term(b + gamma * b.clamp(min=0)), layer.bias_term(b + gamma * b.clamp(max=0))
+        denominator = denominator + torch.where(out > 0, up, down)
+    g = (1 + gamma / 2) * layer(x, w) + (gamma / 2) * sign * layer(x.abs(), w.abs())
+    return rescaled_as(out, g, share_of(out, stabilized(denominator, stabilizer)) * sign.abs())
+
+
+@form(WEIGHTED, "zplus")
+def zplus_form(call: Replay, *, stabilizer: float = 1e-6):
+    layer, out = _Layer(call, "zplus"), _first(call.out)
+    x, w, b = layer.x, layer.w, layer.b
+    denominator = (layer(x.detach(), w) + layer(x.detach().abs(), w.abs())) / 2
+    if b is not None:
+        denominator = denominator + layer.bias_term(b.clamp(min=0))
+    g = (layer(x, w) + layer(x.abs(), w.abs())) / 2
+    return rescaled_as(out, g, share_of(out, stabilized(denominator, stabilizer)))
+
+
+@form(WEIGHTED, "alphabeta")
+def alphabeta_form(call: Replay, *, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6):
+    """α·(positive part's gradient)/its sum − β·(negative part's)/its sum."""
+    layer, out = _Layer(call, "alphabeta"), _first(call.out)
+    x, w, b = layer.x, layer.w, layer.b
+    z, a = layer(x.detach(), w), layer(x.detach().abs(), w.abs())
+    positive_sum, negative_sum = (z + a) / 2, (z - a) / 2
+    if b is not None:
+        positive_sum = positive_sum + layer.bias_term(b.clamp(min=0))
+        negative_sum = negative_sum + layer.bias_term(b.clamp(max=0))
+    up = (layer(x, w) + layer(x.abs(), w.abs())) / 2
+    down = (layer(x, w) - layer(x.abs(), w.abs())) / 2
+    scale_up = alpha * share_of(out, stabilized(positive_sum, stabilizer))
+    scale_down = beta * share_of(out, stabilized(negative_sum, stabilizer))
+    return out.detach() + (up - up.detach()) * scale_up - (down - down.detach()) * scale_down
+
+
+@form(WEIGHTED, "zbox")
+def zbox_form(call: Replay, *, low, high, stabilizer: float = 1e-6):
+    """A(x; w) − A(l; w⁺) − A(h; w⁻) with the bounds l, h as inputs too: their relevance is x's."""
+    layer, out = _Layer(call, "zbox"), _first(call.out)
+    x, w, b = layer.x, layer.w, layer.b
+    lo = torch.as_tensor(low, dtype=x.dtype, device=x.device).expand(x.shape).clone().requires_grad_()
+    hi = torch.as_tensor(high, dtype=x.dtype, device=x.device).expand(x.shape).clone().requires_grad_()
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    bp, bn = (None, None) if b is None else (b.clamp(min=0), b.clamp(max=0))
+    denominator = out.detach() - layer(lo.detach(), wp, bp) - layer(hi.detach(), wn, bn)
+    g = layer(x, w) - layer(lo, wp) - layer(hi, wn)
+    call.attribute(layer.data, lo)
+    call.attribute(layer.data, hi)
+    return rescaled_as(out, g, share_of(out, stabilized(denominator, stabilizer)))
+
+
+def _ones_input(call: Replay, layer: _Layer, weight, bias, stabilizer: float):
+    """flat and w²: the layer on an input of ones; the ones' relevance is x's."""
+    out = _first(call.out)
+    ones = torch.ones_like(layer.x.detach()).requires_grad_()
+    denominator = layer(ones.detach(), weight, bias)
+    call.attribute(layer.data, ones)
+    return rescaled_as(out, layer(ones, weight), share_of(out, stabilized(denominator, stabilizer)))
+
+
+@form(WEIGHTED, "flat")
+def flat_form(call: Replay, *, stabilizer: float = 1e-6):
+    layer = _Layer(call, "flat")
+    return _ones_input(call, layer, torch.ones_like(layer.w), None, stabilizer)
+
+
+@form(WEIGHTED, "wsquare")
+def wsquare_form(call: Replay, *, stabilizer: float = 1e-6):
+    layer = _Layer(call, "wsquare")
+    return _ones_input(call, layer, layer.w**2, None if layer.b is None else layer.b**2, stabilizer)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import torch
 
 from .adapter import Adapter, is_tensor
-from .registry import declare, register_ops, rule
+from .gradient import Replay, form
+from .registry import declare, rule
+from .table import register_ops
 from .tensors import unbroadcast
 
 aten = torch.ops.aten
@@ -26,6 +28,12 @@ def winner(R, a, b, relevant):
         unbroadcast(to_a, a.shape) if relevant[0] else None,
         unbroadcast(R - to_a, b.shape) if relevant[1] else None,
     ]
+
+
+@form(ELEMENTWISE_MAX, "winner")
+def winner_form(call: Replay):
+    """The gradient of max (or min) goes to the larger operand, half each where they are equal."""
+    return call.run()
 
 
 class ElementwiseMaxAdapter(Adapter):

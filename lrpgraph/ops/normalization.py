@@ -13,8 +13,10 @@ import dataclasses
 import torch
 
 from .adapter import LayerAdapter, RuleCall
+from .gradient import Replay, form, rescaled, share_of
 from .linear_maps import ChannelAffine, FrozenScaleNorm
-from .registry import declare, register_ops, rule
+from .registry import declare, rule
+from .table import Facts, describe, register_ops
 
 aten = torch.ops.aten
 
@@ -36,6 +38,24 @@ def epsilon_own(R, x, layer, out):
     """The PA-LRP authors' norm rule: σ held, epsilon through the centring with the norm's own eps, additive:
     g = (w/σ) ⊙ R/(y + eps), R_x = x ⊙ (g − mean g)."""
     return x * layer.adjoint(R / (out.to(R.dtype) + layer.eps), None)
+
+
+@form((NORM, BATCHNORM), "pass")
+def pass_form(call: Replay):
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    y = call.passed(call.get(call.adapter.data), out)
+    return (y, *(t.detach() for t in call.out[1:])) if isinstance(call.out, tuple) else y
+
+
+@form(NORM, "epsilon-own")
+def epsilon_own_form(call: Replay):
+    y = call.held()
+    first = y[0] if isinstance(y, tuple) else y
+    out = call.out[0] if isinstance(call.out, (tuple, list)) else call.out
+    eps = call.args.get("eps")
+    eps = torch.finfo(out.dtype).eps if eps is None else float(eps)
+    first = rescaled(first, share_of(out, out.detach() + eps))
+    return (first, *y[1:]) if isinstance(y, tuple) else first
 
 
 def _channel_view(t: torch.Tensor | None, rank: int) -> torch.Tensor | None:
@@ -100,9 +120,20 @@ def _first_output(call: RuleCall) -> RuleCall:
 
 
 class NormAdapter(LayerAdapter):
-    """Layer, RMS and group norm: statistics over features or positions of each sample."""
+    """Layer, RMS and group norm: statistics over features or positions of each sample. `held`: the op written
+    with its scale held constant, for `verify`'s gradient forms (not the walker's linear map)."""
 
-    mixes_positions = True
+    facts = Facts(mixes_positions=True)
+
+    def __init__(self, op_class, data, build, held):
+        super().__init__(op_class, data, build)
+        self.held = held
+
+    def replay(self, call, replace, detach=()):
+        args = {**call.args, **replace}
+        for key in detach:
+            args[key] = args[key].detach()
+        return self.held(args)
 
 
 class TupleNormAdapter(NormAdapter):
@@ -110,6 +141,10 @@ class TupleNormAdapter(NormAdapter):
 
     def apply(self, call):
         return super().apply(_first_output(call))
+
+    def replay(self, call, replace, detach=()):
+        rest = (t.detach() for t in call.out[1:])
+        return (super().replay(call, replace, detach), *rest)
 
 
 class BatchNormAdapter(LayerAdapter):
@@ -134,11 +169,58 @@ class BatchNormAdapter(LayerAdapter):
         layer = (_batch_norm_statistics if call.op_class is NORM else _batch_norm_running)(call.args)
         return {"input": call.run(call.args["input"], layer, call.out)}
 
+    def replay(self, call, replace, detach=()):
+        if not self._uses_batch_statistics(call.args):
+            return super().replay(call, replace, detach)  # running statistics: the op is affine already
+        args = {**call.args, **replace}
+        x = args["input"]
+        y = _held(
+            x, [0, *range(2, x.dim())], None, _channel(args.get("weight"), x), _channel(args.get("bias"), x), args
+        )
+        rest = tuple(t.detach() for t in call.out[1:]) if isinstance(call.out, (tuple, list)) else ()
+        return (y, *rest) if rest else y
 
-register_ops(NormAdapter(NORM, "input", _layer_norm), aten.layer_norm.default)
-register_ops(TupleNormAdapter(NORM, "input", _layer_norm), aten.native_layer_norm.default)
-register_ops(NormAdapter(NORM, "input", _rms_norm), aten.rms_norm.default)
-register_ops(NormAdapter(NORM, "input", _group_norm), aten.group_norm.default)
+
+def _held(x, dims, group_shape, weight, bias, args, center: bool = True):
+    """(x − mean x) / σ · w + b with σ held constant (no centring for RMS norm), over `dims` of x viewed as
+    `group_shape`: the norm as the rules see it, written for the replay."""
+    eps = args.get("eps")
+    eps = torch.finfo(x.dtype).eps if eps is None else float(eps)
+    g = x if group_shape is None else x.reshape(group_shape)
+    mean = g.mean(dims, keepdim=True) if center else 0
+    spread = (g.detach() - g.detach().mean(dims, keepdim=True)) if center else g.detach()
+    y = ((g - mean) * torch.rsqrt(spread.pow(2).mean(dims, keepdim=True) + eps)).reshape(x.shape)
+    y = y if weight is None else y * weight
+    return y if bias is None else y + bias
+
+
+def _channel(t, x):
+    return None if t is None else t.reshape([1, -1] + [1] * (x.dim() - 2))
+
+
+def _last_dims(args):
+    x = args["input"]
+    return list(range(x.dim() - len(args["normalized_shape"]), x.dim()))
+
+
+def _layer_norm_held(args):
+    return _held(args["input"], _last_dims(args), None, args.get("weight"), args.get("bias"), args)
+
+
+def _rms_norm_held(args):
+    return _held(args["input"], _last_dims(args), None, args.get("weight"), None, args, center=False)
+
+
+def _group_norm_held(args):
+    x = args["input"]
+    shape = [x.shape[0], int(args["num_groups"]), -1]
+    return _held(x, [2], shape, _channel(args.get("weight"), x), _channel(args.get("bias"), x), args)
+
+
+register_ops(NormAdapter(NORM, "input", _layer_norm, _layer_norm_held), aten.layer_norm.default)
+register_ops(TupleNormAdapter(NORM, "input", _layer_norm, _layer_norm_held), aten.native_layer_norm.default)
+register_ops(NormAdapter(NORM, "input", _rms_norm, _rms_norm_held), aten.rms_norm.default)
+register_ops(NormAdapter(NORM, "input", _group_norm, _group_norm_held), aten.group_norm.default)
 register_ops(BatchNormAdapter(None), aten._native_batch_norm_legit_no_training.default)
 register_ops(
     BatchNormAdapter("training"),
@@ -147,3 +229,20 @@ register_ops(
     aten._native_batch_norm_legit_functional.default,
 )
 register_ops(BatchNormAdapter(None), aten._native_batch_norm_legit.no_stats)
+# second moments written out (RMSNorm, F.normalize, hand-written layer norms): a pass holds the scales they make
+describe(
+    aten.var.correction,
+    aten.var.dim,
+    aten.var.default,
+    aten.std.correction,
+    aten.std.dim,
+    aten.std.default,
+    aten.var_mean.correction,
+    aten.var_mean.dim,
+    aten.std_mean.correction,
+    aten.std_mean.dim,
+    aten.linalg_vector_norm.default,
+    aten.norm.ScalarOpt_dim,
+    aten.norm.Scalar,
+    statistic="moment",
+)

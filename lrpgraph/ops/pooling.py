@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 
 from .adapter import Adapter, LayerAdapter
+from .gradient import Replay, form, rescaled, share_of, stabilized
 from .linear_maps import AvgPool, CumulativeSum, Quantile, Reduction, Resample, pool_window
-from .registry import declare, register_ops, rule
+from .registry import declare, rule
+from .table import register_ops
 
 aten = torch.ops.aten
 
@@ -67,6 +69,30 @@ def max_winner(R, x, out, dims):
     return winners * (R / winners.sum(dim=dims, keepdim=True))
 
 
+@form(MAXPOOL, "winner")
+def maxpool_form(call: Replay):
+    """The gradient of max pooling goes to each window's maximum."""
+    return call.run()
+
+
+@form(MAX, "winner")
+def max_form(call: Replay):
+    """The output's value; its gradient split evenly among the maxima (ties share, as the rule does)."""
+    x, values = call.get("self"), call.out[0] if isinstance(call.out, tuple) else call.out
+    dims = call.adapter.dims(x, call.args)
+    kept = [1 if d in dims else n for d, n in enumerate(x.shape)]
+    winners = (x.detach() == values.detach().reshape(kept)).to(x.dtype)
+    g = (x * winners / winners.sum(dims, keepdim=True)).sum(dims, keepdim=True).reshape(values.shape)
+    y = values.detach() + (g - g.detach())
+    return (y, *call.out[1:]) if isinstance(call.out, tuple) else y
+
+
+@form((SUM, AVGPOOL), "norm")
+def norm_form(call: Replay, *, stabilizer: float = 1e-6):
+    """ρ·y/stab(y) through the sum or average."""
+    return rescaled(call.run(), share_of(call.out, stabilized(call.out.detach(), stabilizer)))
+
+
 class MaxPoolAdapter(Adapter):
     def __init__(self, dims: int, adaptive: bool):
         super().__init__(MAXPOOL)
@@ -92,10 +118,14 @@ class MaxAdapter(Adapter):
         x, R, out = call.args["self"], call.R, call.out
         if self.with_indices:
             R, out = R[0], out[0]
-        dim = call.args.get("dim")
-        dims = list(range(x.dim())) if dim is None or dim == [] else [d % max(x.dim(), 1) for d in _as_dims(dim)]
+        dims = self.dims(x, call.args)
         kept = [1 if d in dims else n for d, n in enumerate(x.shape)]
         return {"self": call.run_on(R.reshape(kept), x, out.reshape(kept), dims)}
+
+    def dims(self, x, args) -> list[int]:
+        """The reduced dimensions."""
+        dim = args.get("dim")
+        return list(range(x.dim())) if dim is None or dim == [] else [d % max(x.dim(), 1) for d in _as_dims(dim)]
 
 
 def _reduction(mean: bool):
@@ -146,8 +176,8 @@ def _as_dims(dim) -> list[int]:
     return [dim] if isinstance(dim, int) else list(dim)
 
 
-register_ops(LayerAdapter(SUM, "self", _reduction(False)), aten.sum.dim_IntList, aten.sum.default)
-register_ops(LayerAdapter(SUM, "self", _reduction(True)), aten.mean.dim, aten.mean.default)
+register_ops(LayerAdapter(SUM, "self", _reduction(False)), aten.sum.dim_IntList, aten.sum.default, statistic="mean")
+register_ops(LayerAdapter(SUM, "self", _reduction(True)), aten.mean.dim, aten.mean.default, statistic="mean")
 for _dims, _ops in ((1, [aten.avg_pool1d.default]), (2, [aten.avg_pool2d.default]), (3, [aten.avg_pool3d.default])):
     register_ops(LayerAdapter(AVGPOOL, "self", _avgpool(_dims, False)), *_ops)
 for _dims, _ops in (

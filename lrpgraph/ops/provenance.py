@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from .adapter import Adapter, is_tensor
-from .registry import declare, register_ops, rule
+from .gradient import Replay, form
+from .registry import declare, rule
+from .table import register_ops
 from .tensors import unbroadcast
 
 aten = torch.ops.aten
@@ -26,10 +28,16 @@ def follow(R, shapes, relevant):
     return [unbroadcast(share, shape) if mark else None for shape, mark in zip(shapes, relevant, strict=True)]
 
 
+@form(PROVENANCE, "follow")
+def follow_form(call: Replay):
+    """The shadow of the result: the relevant operands' shadows, broadcast, an even share each."""
+    shadows = [call.get(key) for key in call.relevant_keys()]
+    shape = torch.Size(call.out.shape)
+    return sum(s.expand(shape) for s in shadows) / max(1, len(shadows))
+
+
 class IdArithmeticAdapter(Adapter):
     """Elementwise integer arithmetic of ids with constants (or with other ids)."""
-
-    traces_ids = True
 
     def __init__(self):
         super().__init__(PROVENANCE)

@@ -1,11 +1,11 @@
-"""The one table from ATen ops to LRP rules.
+"""Op classes and their rule kernels.
 
-Every ATen overload that can carry relevance maps to an *adapter* (`OPS`), which knows the op's
-argument layout, decides the node's *op class* and calls rule kernels of that class. Every op
-class is declared once (`declare`), next to its kernels, with the facts the plan and the walker
-read about it; its named rule *kernels* (`KERNELS`) are plain functions of tensors registered
-next to their formula with `@rule`. A RuleSet picks one kernel name per node; the walker only
-ever sees the resulting callables.
+Every ATen overload that can carry relevance has an *adapter* in the op table (`table.py`), which
+knows the op's argument layout, decides the node's *op class* and calls rule kernels of that class.
+Every op class is declared once (`declare`), next to its kernels, with the facts the plan and the
+walker read about it; its named rule *kernels* (`KERNELS`) are plain functions of tensors registered
+next to their formula with `@rule`. A RuleSet picks one kernel name per node; the walker only ever
+sees the resulting callables.
 """
 
 from __future__ import annotations
@@ -74,8 +74,6 @@ CONTEXT = frozenset({"samples"})  # keywords a kernel may take from the call: th
 CLASSES: dict[str, OpClass] = {}
 KERNELS: dict[str, dict[str, Kernel]] = {}
 DEFAULTS: dict[str, str] = {}
-OPS: dict[Any, Any] = {}
-INTEGER_OPS: dict[Any, Any] = {}  # adapters of ops computing integer tensors from relevant ids (provenance)
 
 
 def declare(name: str, *, absorbs: str = "operands", exact: bool = False) -> OpClass:
@@ -122,29 +120,6 @@ def rule(
         return fn
 
     return register
-
-
-def register_ops(adapter: Any, *targets: Any, integer: bool = False) -> None:
-    """Map each ATen overload (or Python callable such as operator.getitem) to its adapter.
-
-    A target may also be a qualified name ("transformers.grouped_mm_fallback.default") for custom
-    ops that exist only once a third-party library has registered them. `integer`: the adapter of the op
-    where it computes integers (ids turned into other ids), which differs from its float rule.
-    """
-    for target in targets:
-        (INTEGER_OPS if integer else OPS)[target] = adapter
-
-
-def lookup(target: Any, integer: bool = False) -> Any:
-    """The adapter of an op (its integer adapter for an integer-valued node), by the op itself or by its
-    qualified name; None if it has no rule."""
-    table = INTEGER_OPS if integer else OPS
-    adapter = table.get(target)
-    if adapter is None and not isinstance(target, str):
-        adapter = table.get(str(target))
-    if adapter is None and integer:
-        return lookup(target)
-    return adapter
 
 
 def kernel(op_class: str, name: str) -> Kernel:

@@ -15,7 +15,9 @@ import torch
 
 from ..capture.graph import float_node
 from .adapter import Adapter, with_marks
-from .registry import declare, register_ops, rule
+from .gradient import Replay, form
+from .registry import declare, rule
+from .table import Facts, register_ops
 from .tensors import unbroadcast
 
 aten = torch.ops.aten
@@ -30,10 +32,14 @@ def exact(R, adjoint, out):
     return adjoint(R)
 
 
+@form(REINDEX, "exact")
+def exact_form(call: Replay):
+    """Values moved forward, gradients move back with them."""
+    return call.held()
+
+
 class ReindexAdapter(Adapter):
     """`adjoint(R, args)` — or `adjoint(R, args, out)` for ops whose output says where values went."""
-
-    moves_values = True
 
     def __init__(
         self,
@@ -45,7 +51,8 @@ class ReindexAdapter(Adapter):
         lead_free: bool = False,
     ):
         super().__init__(REINDEX)
-        self.adjoint, self.always, self.reads_output, self.shape_only = adjoint, always, reads_output, shape_only
+        self.adjoint, self.always, self.reads_output = adjoint, always, reads_output
+        self.facts = Facts(moves_values=True, shape_only=shape_only)
         self.lead_free = lead_free  # the adjoint works on R with leading relevance maps as it is
         self.conserving = conserving  # False where outputs can come from constants (padding, filling, masking)
 
@@ -193,11 +200,11 @@ def _getitem(R, a):
     return {"0": parts}
 
 
-def _index(R, a):
+def index_adjoint(R, a):
     return {"self": aten.index_put(_zeros(R, a["self"].shape), a["indices"], R, True)}
 
 
-def _index_select(R, a):
+def index_select_adjoint(R, a):
     return {"self": _zeros(R, a["self"].shape).index_add_(a["dim"], a["index"], R)}
 
 
@@ -294,6 +301,7 @@ def traced_adjoint(op: Callable, data: str = "self") -> Adjoint:
     return adjoint
 
 
+# reshapes and broadcasts keep a statistic a statistic (scale_chain); copies hold their input's values
 register_ops(
     ReindexAdapter(_reshape),
     aten.view.default,
@@ -306,18 +314,28 @@ register_ops(
     aten.squeeze.dim,
     aten.squeeze.dims,
     aten.unsqueeze.default,
+    scale_chain=True,
+)
+register_ops(ReindexAdapter(_reshape), aten.clone.default, copy=True, scale_chain=True)
+register_ops(ReindexAdapter(_reshape), aten._to_copy.default, copy=True, cast=True, scale_chain=True)
+register_ops(ReindexAdapter(_reshape), aten.contiguous.default, copy=True)
+register_ops(
+    ReindexAdapter(_reshape),
     aten.alias.default,
-    aten.clone.default,
     aten.detach.default,
     aten.lift_fresh_copy.default,
-    aten.contiguous.default,
-    aten._to_copy.default,
+    copy=True,
+    alias=True,
+    scale_chain=True,
 )
 register_ops(
     ReindexAdapter(_reshape, shape_only=("other",)), aten.view_as.default, aten.reshape_as.default, aten.type_as.default
 )
-register_ops(ReindexAdapter(_expand), aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default)
-register_ops(ReindexAdapter(_expand, shape_only=("other",)), aten.expand_as.default)
+register_ops(
+    ReindexAdapter(_expand), aten.expand.default, aten.expand_copy.default, aten.broadcast_to.default, scale_chain=True
+)
+register_ops(ReindexAdapter(_expand, shape_only=("other",)), aten.expand_as.default, scale_chain=True)
+EXPAND_AS = aten.expand_as.default  # what a pass inserts to broadcast an operand to the shape of its consumer
 register_ops(ReindexAdapter(_permute), aten.permute.default, aten.permute_copy.default)
 register_ops(ReindexAdapter(_transpose), aten.transpose.int)
 register_ops(ReindexAdapter(_t), aten.t.default)
@@ -332,8 +350,8 @@ register_ops(ReindexAdapter(_chunk), aten.chunk.default)
 register_ops(ReindexAdapter(_dropout), aten.dropout.default)
 register_ops(ReindexAdapter(_numpy_t), aten.numpy_T.default)
 register_ops(ReindexAdapter(_unbind), aten.unbind.int)
-register_ops(ReindexAdapter(_getitem, lead_free=True), operator.getitem)
-register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default)
+register_ops(ReindexAdapter(_getitem, lead_free=True), operator.getitem, scale_chain=True)
+register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default, gather="index")
 register_ops(ReindexAdapter(_roll), aten.roll.default)
 register_ops(ReindexAdapter(_flip), aten.flip.default)
 register_ops(ReindexAdapter(_pad, conserving=False), aten.constant_pad_nd.default)
@@ -349,7 +367,18 @@ register_ops(ReindexAdapter(_tril, conserving=False), aten.tril.default)
 register_ops(ReindexAdapter(_triu, conserving=False), aten.triu.default)
 register_ops(ReindexAdapter(_slice_scatter), aten.slice_scatter.default)
 register_ops(ReindexAdapter(_select_scatter), aten.select_scatter.default)
-register_ops(ReindexAdapter(_copy), aten.copy.default)
+
+
+class CopyAdapter(ReindexAdapter):
+    """copy(self, src): torch has no derivative for it, so the replay writes it as src broadcast into self."""
+
+    def replay(self, call, replace, detach=()):
+        args = {**call.args, **replace}
+        src = args["src"].detach() if "src" in detach else args["src"]
+        return src.to(args["self"].dtype).expand(args["self"].shape)
+
+
+register_ops(CopyAdapter(_copy), aten.copy.default)
 register_ops(ReindexAdapter(traced_adjoint(aten.im2col.default), conserving=False), aten.im2col.default)
 for _op in (
     aten.repeat.default,
@@ -373,7 +402,7 @@ for _op in (aten.upsample_nearest1d.vec, aten.upsample_nearest2d.vec, aten.upsam
 class ShapeOnlyAdapter(Adapter):
     """Ops whose output depends on their tensor arguments' shapes only (zeros_like, new_ones, …): constants."""
 
-    shape_only = ("self",)
+    facts = Facts(shape_only=("self",))
 
 
 register_ops(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 
 from .adapter import Adapter, is_tensor
-from .registry import declare, register_ops, rule
+from .gradient import Replay, form, rescaled, share_of, stabilized
+from .registry import declare, rule
+from .table import register_ops
 from .tensors import stabilize, unbroadcast
 
 aten = torch.ops.aten
@@ -31,6 +33,14 @@ def scatter_norm(R, self_value, source, out, gather, accumulate: bool, *, stabil
     return None, gather(R)
 
 
+@form(SCATTER, "norm")
+def scatter_form(call: Replay, *, stabilizer: float = 1e-6):
+    """Writes that add up: ρ·y/stab(y) to `self` and to what was written; writes that overwrite: the gradient."""
+    if call.adapter.accumulates(call.args):
+        return rescaled(call.run(), share_of(call.out, stabilized(call.out.detach(), stabilizer)))
+    return call.run()
+
+
 class ScatterAdapter(Adapter):
     """index_add / scatter_add / index_put / scatter: `self` receives `source` at index positions."""
 
@@ -44,9 +54,13 @@ class ScatterAdapter(Adapter):
         names = {n for n in ("self", self.source, "index", "indices") if _holds_tensor(args.get(n))}
         return names, True
 
+    def accumulates(self, args) -> bool:
+        """Whether the writes add up (index_add, scatter_add, index_put with accumulate) or overwrite."""
+        return bool(args.get("accumulate", False)) if self.accumulate is None else self.accumulate
+
     def apply(self, call):
         a = call.args
-        accumulate = bool(a.get("accumulate", False)) if self.accumulate is None else self.accumulate
+        accumulate = self.accumulates(a)
         gather = self.make_gather(a)
         source = a.get(self.source)
         alpha = a.get("alpha", 1)

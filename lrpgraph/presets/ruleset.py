@@ -26,7 +26,8 @@ from .. import ops as _registered  # noqa: F401 - fills the registry
 from ..capture.fingerprint import token
 from ..errors import RuleSetError
 from ..ops.params import validate
-from ..ops.registry import DEFAULTS, KERNELS, OPS, Kernel, kernel
+from ..ops.registry import CLASSES, DEFAULTS, KERNELS, Kernel, kernel
+from ..ops.table import TABLE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +39,7 @@ _SECTIONS = frozenset({"description", "params", "rules", "first", "override", "n
 SEEDS = ("value", "one-hot")  # a class id seeds the output's value there, or 1
 CONTRASTIVE = ("seed", "passes")  # contrastive=True: one pass with e_t − mean of the others, or Nmax(P − Q) of two
 _EMPTY = inspect.Parameter.empty
+_RULED_OPS = frozenset(str(t) for t, entry in TABLE.items() if entry.adapter is not None)  # op names a set may key
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class RuleSet:
     name: str = "custom"
     description: str = ""
     positional: str | None = None  # PA-LRP: "abs" or "signed" positional relevance; None: positions are constants
-    strict: bool = False  # every op class a node needs must be listed (methods that cover only some ops)
+    strict: bool = False  # every op class a node needs must be listed (methods that cover only some ops), except
+    # classes declared exact (they hand on what they receive: re-indexing, scalings), which keep their default
     seed: str = "value"  # what a class id seeds: the output's value there, or "one-hot" 1
     contrastive: str = "seed"  # contrastive=True: one pass ("seed"), or two normalised passes, Nmax(P − Q)
     fold_batchnorm: bool = True  # merge eval batch norm into the layer before it (Zennit's canonizer)
@@ -124,8 +127,8 @@ class RuleSet:
         name, inline = _split(spec, key)
         if key in KERNELS:
             kernel(key, name)
-        elif key.startswith("aten.") or key in {str(t) for t in OPS}:
-            if key not in {str(t) for t in OPS}:
+        elif key.startswith("aten.") or key in _RULED_OPS:
+            if key not in _RULED_OPS:
                 raise RuleSetError(f"rule set '{self.name}': no registered op named '{key}'")
             if not any(name in kernels for kernels in KERNELS.values()):
                 raise RuleSetError(f"rule set '{self.name}': unknown rule '{name}' for op '{key}'")
@@ -225,7 +228,7 @@ class RuleSet:
             spec = self.first.get(op_class)
         if spec is None:
             spec = self.rules.get(op) or self.rules.get(op_class)
-        if spec is None and self.strict:
+        if spec is None and self.strict and not CLASSES[op_class].exact:
             raise RuleSetError(
                 f"rule set '{self.name}' has no rule for op class '{op_class}' ({op}): "
                 "the method does not cover this op"

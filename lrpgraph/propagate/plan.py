@@ -19,10 +19,11 @@ from ..capture.shapes import Shapes
 from ..errors import MissingRuleError, RuleSetError
 from ..flow.analysis import Analysis
 from ..flow.relevance import is_index
-from ..ops.adapter import Adapter, with_marks
+from ..ops.adapter import Adapter, Role, with_marks
 from ..ops.elementwise import REDIRECT
 from ..ops.fallback import FALLBACK, MODES
-from ..ops.registry import Kernel, OpClass, kernel, lookup
+from ..ops.registry import Kernel, OpClass, kernel
+from ..ops.table import lookup
 from ..presets.ruleset import Choice, RuleSet
 from .schedule import Schedule, Size, byte_sizes, make_schedule
 
@@ -41,7 +42,7 @@ class Step:
     needs_out: bool
     receivers: list[tuple[str, int | None, fx.Node]]  # (argument, index in a list argument, node)
     absorbs: str
-    role: str | None = None
+    role: Role | None = None
     exact: bool = False  # passes on exactly what it receives: the walker skips its bookkeeping
 
     @property

@@ -24,7 +24,7 @@ from torch import fx
 
 from ..capture.graph import Graph
 from ..capture.shapes import Shapes
-from ..ops.registry import lookup
+from ..ops.table import facts
 
 _MAX_CHEAP_RECIPE = 64  # nodes a cheap recomputation may run (rotary tables and masks included)
 
@@ -65,7 +65,7 @@ def _bytes(val: Any, shape: Any) -> int:
 
 def is_cheap(node: fx.Node) -> bool:
     """Elementwise, re-indexing and small reductions: cheaper to recompute than to hold."""
-    return node.op == "call_function" and not getattr(lookup(node.target), "expensive", False)
+    return node.op == "call_function" and not facts(node.target).expensive
 
 
 def make_schedule(

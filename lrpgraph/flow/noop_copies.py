@@ -11,19 +11,19 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from .shapes import same_shape
-
-aten = torch.ops.aten
-_ALIASES = {aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default}
+from ..capture.shapes import same_shape
+from ..ops.table import facts
 
 
 def remove_noop_copies(gm: fx.GraphModule) -> int:
+    """Drop aliases and casts to what a value already is; returns how many were removed."""
     removed = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or not node.args or not isinstance(node.args[0], fx.Node):
             continue
         source = node.args[0]
-        if node.target in _ALIASES or (node.target is aten._to_copy.default and _same(source, node)):
+        f = facts(node.target)
+        if f.alias or (f.cast and _same(source, node)):
             node.replace_all_uses_with(source)
             gm.graph.erase_node(node)
             removed += 1

@@ -1,0 +1,132 @@
+"""`lrpgraph.verify`: the replay (every rule as a modified gradient, under autograd) equals the walk on every preset
+that has gradient forms, on batches, K targets, records and memory budgets; a kernel wrong by 1% is caught and
+located; rules without a gradient form are named."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from models import tiny_llama, vgg_like
+from torch import nn
+
+import lrpgraph
+from lrpgraph.ops.registry import KERNELS
+
+CNN_PRESETS = [
+    "epsilon",
+    "epsilon-plus",
+    "epsilon-plus-flat",
+    "epsilon-alpha2-beta1",
+    lrpgraph.preset("epsilon-gamma-box", low=-3.0, high=3.0),
+]
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(0)
+    return vgg_like(batchnorm=True, dtype=torch.float64), torch.randn(2, 3, 16, 16, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("rules", CNN_PRESETS, ids=lambda r: r if isinstance(r, str) else r.name)
+def test_every_classic_preset_is_verified_on_a_cnn(cnn, rules):
+    model, x = cnn
+    check = lrpgraph.verify(model, x, target=3, rules=rules, record=["6", "14"])
+    assert check.ok and check.max_error < 1e-10 and not check.unverified, check
+    assert set(check.errors) == {"input", "latent:6", "latent:14", "nodes"}
+    assert check.explanation.relevance["input"].abs().sum() > 0
+
+
+def test_targets_memory_budgets_and_batches_are_verified(cnn):
+    model, x = cnn
+    targets = lrpgraph.Targets([1, 4, 7])
+    check = lrpgraph.verify(model, x, target=targets, rules="epsilon-plus", memory_budget=1 << 14)
+    assert check.ok and check.max_error < 1e-10
+    assert check.explanation.relevance["input"].shape == (3, 2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "pa-lrp"])
+def test_transformer_presets_are_verified(rules):
+    model = tiny_llama()
+    ids = torch.tensor([[3, 17, 5, 9, 40, 2], [8, 8, 1, 63, 12, 30]])
+    check = lrpgraph.verify(model, {"input_ids": ids}, rules=rules, record=["model.layers.1.mlp"])
+    # the RMSNorm computes in float32 inside this float64 model; its casts round the replay's gradients
+    assert check.ok and check.max_error < 1e-6, check
+    if rules == "pa-lrp":
+        assert "positional" in check.errors
+
+
+def _broken(monkeypatch, op_class: str, rule: str) -> None:
+    """The kernel `rule` of `op_class`, 1% off."""
+    kernel = KERNELS[op_class][rule]
+
+    def off(*args, **kwargs):
+        result = kernel.fn(*args, **kwargs)
+        if isinstance(result, (list, tuple)):
+            return type(result)(None if r is None else 1.01 * r for r in result)
+        return 1.01 * result
+
+    monkeypatch.setitem(KERNELS[op_class], rule, dataclasses.replace(kernel, fn=off))
+    lrpgraph.clear_cache()  # plans hold the kernels they chose
+
+
+@pytest.mark.parametrize(
+    ("op_class", "rule", "op", "rules"),
+    [
+        ("attention", "uniform", "aten.scaled_dot_product_attention.default", "attnlrp"),
+        ("softmax", "taylor", "aten.softmax.int", "attnlrp"),
+        ("linear", "epsilon", "aten.linear.default", "cp-lrp"),
+        ("gate", "constant-gate", "aten.mul.Tensor", "cp-lrp"),
+    ],
+)
+def test_a_kernel_one_percent_off_is_caught_and_located(monkeypatch, op_class, rule, op, rules):
+    model = tiny_llama(attn_implementation="eager") if op_class == "softmax" else tiny_llama()
+    ids = torch.tensor([[3, 17, 5, 9, 40, 2]])
+    _broken(monkeypatch, op_class, rule)
+    check = lrpgraph.verify(model, {"input_ids": ids}, rules=rules)
+    assert not check.ok and check.max_error > 1e-3
+    assert check.worst["rule"] == f"{op_class}:{rule}" and check.worst["op"] == op, check.worst
+    lrpgraph.clear_cache()
+
+
+def test_a_layer_kernel_one_percent_off_is_caught_on_a_cnn(monkeypatch, cnn):
+    model, x = cnn
+    _broken(monkeypatch, "conv", "zplus")
+    check = lrpgraph.verify(model, x, target=3, rules="epsilon-plus")
+    assert not check.ok and check.worst["rule"] == "conv:zplus" and check.worst["op"] == "aten.conv2d.default"
+    lrpgraph.clear_cache()
+
+
+def test_rules_without_a_gradient_form_are_named(cnn):
+    model, x = cnn
+    check = lrpgraph.verify(model, x, target=3, rules="abslrp")
+    assert not check.ok
+    assert any(u.startswith("conv:abs at node") and "no gradient form" in u for u in check.unverified)
+
+
+def test_a_tolerance_must_be_positive(cnn):
+    model, x = cnn
+    with pytest.raises(lrpgraph.InputError, match="tolerance"):
+        lrpgraph.verify(model, x, tolerance=0.0)
+
+
+class Pixels(nn.Module):
+    """z^B on an input with exact zeros: the bounds' terms, not a gradient times x, carry the zeros' relevance."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv, self.head = nn.Conv2d(1, 4, 3), nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_bounds_terms_reach_inputs_that_are_zero():
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    x[:, :, :3] = 0.0
+    rules = lrpgraph.preset("epsilon-gamma-box", low=0.0, high=1.0)
+    check = lrpgraph.verify(Pixels().double().eval(), x, target=2, rules=rules)
+    assert check.ok and check.max_error < 1e-10
+    assert check.explanation.relevance["x"][:, :, :3].abs().sum() > 0
