@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+from torch import fx
 
 from ..capture.call import leaf_names
+from ..capture.graph import Graph
 from ..errors import InputError
 from ..ops.fallback import MODES
 from ..ops.sparse import RowSparse
@@ -47,6 +49,19 @@ def check_inputs(model: torch.nn.Module, args: tuple, kwargs: dict, strict: bool
             raise InputError(f"input '{name}' is empty (shape {tuple(leaf.shape)}): there is nothing to explain")
         if (leaf.is_floating_point() or leaf.is_complex()) and not bool(torch.isfinite(leaf).all()):
             _non_finite(f"input '{name}'", strict)
+
+
+def record_nodes(graph: Graph, paths: Iterable[str]) -> dict[str, fx.Node]:
+    """{module path: the node holding that module's output} for `record=`."""
+    if isinstance(paths, str):
+        paths = [paths]
+    found = {}
+    for path in paths:
+        node = graph.module_output(path)
+        if node is None:
+            raise InputError(f"'{path}' is not a module that computes a tensor in the traced model")
+        found[path] = node
+    return found
 
 
 def check_seed(seed: Any, name: str, strict: bool) -> None:

@@ -94,7 +94,7 @@ def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = _Parser(prog="lrpgraph", description="Layer-wise Relevance Propagation for any model.")
     parser.add_argument("--version", action="version", version=f"lrpgraph {__version__}")
@@ -166,13 +166,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _default_cache() -> Path:
-    from ..capture.disk import default_directory
+    from ..capture.disk_cache import default_directory
 
     return default_directory()
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from ..capture.disk import DiskCache
+    from ..capture.disk_cache import DiskCache
 
     directory = args.cache_dir or _default_cache()
     if not directory.exists():
@@ -188,7 +188,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 @dataclass
-class _Model:
+class ModelInfo:
     """What is known about a model folder before its weights load."""
 
     path: str
@@ -211,7 +211,7 @@ class _Say:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .. import preset
+    from ..presets.ruleset import preset
 
     say = _Say(args.quiet)
     _check_paths(args)
@@ -224,7 +224,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.ray:
         return _explain_on_ray(args, tokenizer, info, rules, cache_dir, target, say)
     say(f"loading {info.label} …")
-    model = _load_weights(info)
+    model = load_weights(info)
     say(f"explaining with {rules.name} (a model's first run traces it; later runs reuse the trace cache) …")
     if args.file:
         count = _explain_file(args, tokenizer, model, info, rules, cache_dir, target)
@@ -235,7 +235,7 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain_on_ray(args: argparse.Namespace, tokenizer, info: _Model, rules, cache_dir, target, say) -> int:
+def _explain_on_ray(args: argparse.Namespace, tokenizer, info: ModelInfo, rules, cache_dir, target, say) -> int:
     """Every line of --file explained by Ray actors (each loads the model once), one Parquet row per line."""
     from functools import partial
 
@@ -246,7 +246,7 @@ def _explain_on_ray(args: argparse.Namespace, tokenizer, info: _Model, rules, ca
     lines = [line.rstrip("\n") for line in args.file.read_text().splitlines() if line.strip()]
     say(f"explaining {len(lines)} input(s) with {rules.name} on Ray ({args.workers} worker(s)) …")
     run = explain_dataset(
-        partial(_load_weights, info), lines, args.output, target, rules, tokenizer=tokenizer, workers=args.workers,
+        partial(load_weights, info), lines, args.output, target, rules, tokenizer=tokenizer, workers=args.workers,
         address=None if args.ray == "local" else args.ray, cache_dir=cache_dir, progress=False if args.quiet else None,
     )  # fmt: skip
     say(f"explained {run.explained}, skipped {run.skipped} already written, {len(run.failed)} failed → {run.output}")
@@ -282,7 +282,7 @@ def _check_paths(args: argparse.Namespace) -> None:
             raise CLIError(f"{option} {path}: folder {path.parent} does not exist", "create it, or pick another path")
 
 
-def _inspect(path: str | None) -> _Model:
+def _inspect(path: str | None) -> ModelInfo:
     """The model's folder, label, kind and config: cheap, so mistakes are caught before the weights load."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
@@ -307,10 +307,10 @@ def _inspect(path: str | None) -> _Model:
     generator = loader if kind in ("causal", "seq2seq") else None
     if kind not in ("causal", "classifier"):  # anything else: a sentence-embedding model
         kind, loader = "embedding", AutoModel
-    return _Model(path, label, kind, loader, config, generator)
+    return ModelInfo(path, label, kind, loader, config, generator)
 
 
-def _check_for_model(args: argparse.Namespace, info: _Model) -> None:
+def _check_for_model(args: argparse.Namespace, info: ModelInfo) -> None:
     if info.kind == "embedding":
         if args.target is not None:
             raise CLIError(
@@ -329,18 +329,18 @@ def _check_for_model(args: argparse.Namespace, info: _Model) -> None:
         )
 
 
-def _tokenizer(info: _Model) -> Any:
+def _tokenizer(info: ModelInfo) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(info.path)
 
 
-def _load_weights(info: _Model) -> Any:
+def load_weights(info: ModelInfo) -> Any:
     """The only slow step; everything before it checks the arguments."""
     return info.loader.from_pretrained(info.path).eval()
 
 
-def _target(value: str | None, tokenizer: Any, info: _Model) -> int | None:
+def _target(value: str | None, tokenizer: Any, info: ModelInfo) -> int | None:
     if value is None:
         return None
     if info.kind == "classifier":
@@ -369,11 +369,11 @@ def _classes(labels: dict[str, int]) -> str:
     return "classes: " + ", ".join(f"{i} {name}" for name, i in sorted(labels.items(), key=lambda kv: kv[1]))
 
 
-def _explain_texts(args: argparse.Namespace, tokenizer, model, info: _Model, rules, cache_dir, target) -> None:
+def _explain_texts(args: argparse.Namespace, tokenizer, model, info: ModelInfo, rules, cache_dir, target) -> None:
     import torch
 
-    from .. import explain
-    from .viz import tokens_html, tokens_plain, tokens_terminal, where_it_went
+    from ..api.explain import explain
+    from ..viz import tokens_html, tokens_plain, tokens_terminal, where_it_went
 
     rows: list[tuple[str, list[str], torch.Tensor]] = []
     if info.kind == "embedding":
@@ -419,13 +419,14 @@ def _explain_texts(args: argparse.Namespace, tokenizer, model, info: _Model, rul
         print(f"wrote {args.html}", file=sys.stderr)
 
 
-def _explain_file(args: argparse.Namespace, tokenizer, model, info: _Model, rules, cache_dir, target) -> int:
+def _explain_file(args: argparse.Namespace, tokenizer, model, info: ModelInfo, rules, cache_dir, target) -> int:
     """Every line of a file, one JSON object per line to --output (or stdout): tokens, relevance, what was explained."""
     import json
 
     import torch
 
-    from .. import explain, explain_many
+    from ..api.explain import explain
+    from ..api.many import explain_many
 
     lines = [line.rstrip("\n") for line in args.file.read_text().splitlines() if line.strip()]
     out = args.output.open("w") if args.output else sys.stdout
@@ -491,8 +492,9 @@ def _bar(items: list, progress: bool | None) -> Any:
 
 def _generate(args: argparse.Namespace) -> int:
     """Generate a continuation and print, per generated token, where it came from."""
-    from .. import explain_generation, preset
-    from .viz import generation_html, generation_text
+    from ..api.generation import explain_generation
+    from ..presets.ruleset import preset
+    from ..viz import generation_html, generation_text
 
     say = _Say(args.quiet)
     if args.max_new_tokens < 1:
@@ -505,7 +507,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise CLIError(f"{info.label} does not generate (not a causal or seq2seq LM)", "pass a generating model")
     tokenizer = _tokenizer(info)
     say(f"loading {info.label} …")
-    model = _load_weights(dataclasses.replace(info, loader=info.generator))
+    model = load_weights(dataclasses.replace(info, loader=info.generator))
     cache_dir = None if args.no_cache else args.cache_dir or _default_cache()
     say(f"generating {args.max_new_tokens} token(s) and explaining each with {rules.name} …")
     gen = explain_generation(model, tokenizer, args.prompt, args.max_new_tokens, rules, cache_dir=cache_dir)

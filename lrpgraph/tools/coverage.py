@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
-from ..api.explain import explain, output_index
-from ..api.traced import traced
+from ..api.explain import explain
 from ..capture.call import prepare_call
 from ..capture.graph import op_name
+from ..engine.output import output_index
+from ..engine.traced import traced
 from ..errors import first_line
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.plan import build_plan

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..api.positional import paint
+from .engine.positional import paint
 
 _MARKERS = ("Ġ", "▁", "Ċ")
 _STYLE = (
