@@ -157,9 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--debug", action="store_true", help="show tracebacks")
     cache.set_defaults(run=_cache)
 
-    from .coverage import add_command
-
-    add_command(sub)
+    _add_coverage(sub)
     for command in sub.choices.values():
         command.root = parser  # for "did you mean" over every option
     return parser
@@ -288,8 +286,6 @@ def _inspect(path: str | None) -> ModelInfo:
     import transformers
     from transformers import AutoConfig, AutoModel
 
-    from .zoo import auto_class
-
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     if path is None:
@@ -303,7 +299,7 @@ def _inspect(path: str | None) -> ModelInfo:
             raise CLIError(f"no model folder at {path}", "pass a local HuggingFace model folder (config.json inside)")
         label = Path(path).name
     config = AutoConfig.from_pretrained(path)
-    kind, loader = auto_class(config)
+    kind, loader = _auto_class(config)
     generator = loader if kind in ("causal", "seq2seq") else None
     if kind not in ("causal", "classifier"):  # anything else: a sentence-embedding model
         kind, loader = "embedding", AutoModel
@@ -523,3 +519,98 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}", file=sys.stderr)
     say(f"done (one forward, {gen.stats.get('walks', 1)} walk(s) for {len(gen.generated_ids)} token(s))")
     return 0
+
+
+def _add_coverage(sub: Any) -> None:
+    parser = sub.add_parser("coverage", help="coverage of a model zoo: nodes with a rule, and end-to-end explain")
+    parser.add_argument(
+        "--zoo",
+        type=Path,
+        help="file of HuggingFace model ids or local folders, one per line (configs only; offline unless "
+        "HF_HUB_OFFLINE=0)",
+    )
+    parser.add_argument("--only", nargs="+", help="names of built-in zoo architectures to run")
+    parser.add_argument("--rules", default="attnlrp", help="preset (default: attnlrp)")
+    parser.add_argument("--format", choices=("md", "json"), default="md")
+    parser.add_argument("--output", type=Path, help="write the report here as well as to stdout")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(run=_coverage)
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    """Coverage and an end-to-end explain of every zoo entry, as a Markdown table or JSON."""
+    import json
+    from dataclasses import asdict
+
+    from ..presets.ruleset import resolve
+    from .coverage import markdown, run_zoo
+    from .zoo import architectures
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs from local folders or the cache, as `explain` loads
+    entries = _zoo_file(args.zoo) if args.zoo else architectures(args.only)
+    resolve(args.rules)
+    rows = run_zoo(entries, args.rules)
+    if args.format == "json":
+        text = json.dumps({"rules": args.rules, "architectures": [asdict(r) for r in rows]}, indent=2)
+    else:
+        text = markdown(rows, args.rules)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0 if all(r.explained for r in rows) else 1
+
+
+@dataclass(frozen=True)
+class _ConfigEntry:
+    """A user's zoo entry: a HuggingFace model id or local folder, built from its config (no weights)."""
+
+    name: str
+    family: str = "user"
+
+    def build(self, batch: int = 2, length: int = 8, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+        import torch
+        import transformers
+
+        from .zoo import example_inputs
+
+        torch.manual_seed(seed)
+        try:
+            config = transformers.AutoConfig.from_pretrained(self.name)
+        except OSError:
+            if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+                raise
+            raise OSError(
+                f"'{self.name}' is not a local folder nor in the HuggingFace cache, and the hub is offline "
+                "(HF_HUB_OFFLINE=1; unset it to download configs)"
+            ) from None
+        _, loader = _auto_class(config)
+        model = loader.from_config(config).eval()
+        kind = (
+            "pixels"
+            if hasattr(config, "image_size") and not hasattr(config, "vocab_size")
+            else ("seq2seq" if getattr(config, "is_encoder_decoder", False) else "tokens")
+        )
+        return model, example_inputs(kind, config, batch, length)
+
+
+def _zoo_file(path: Path) -> list[_ConfigEntry]:
+    """Zoo entries from a file: one HuggingFace id or local folder per line; '#' starts a comment."""
+    lines = Path(path).read_text().splitlines()
+    return [_ConfigEntry(line.split("#", 1)[0].strip()) for line in lines if line.split("#", 1)[0].strip()]
+
+
+def _auto_class(config: Any) -> tuple[str, Any]:
+    """(kind, transformers Auto class) for a config, from its `architectures` names: kind is 'causal',
+    'classifier', 'image', 'seq2seq', or 'base' (AutoModel) when none of them fits."""
+    import transformers
+
+    names = " ".join(config.architectures or [])
+    for kind, markers, loader in (
+        ("causal", ("CausalLM", "LMHead"), "AutoModelForCausalLM"),
+        ("classifier", ("SequenceClassification",), "AutoModelForSequenceClassification"),
+        ("image", ("ImageClassification",), "AutoModelForImageClassification"),
+        ("seq2seq", ("ConditionalGeneration", "Seq2Seq"), "AutoModelForSeq2SeqLM"),
+    ):
+        if any(marker in names for marker in markers):
+            return kind, getattr(transformers, loader)
+    return "base", transformers.AutoModel
