@@ -27,7 +27,7 @@ def positional_sources(call: BoundCall, ruleset: RuleSet, model: torch.nn.Module
     """PA-LRP's positional encodings for this call (none for other rule sets); warns when there are none."""
     if not ruleset.positional:
         return []
-    sources = select_sources(call.graph, call.model_trace.analysis.positional, call.value_of, call.shapes)
+    sources = _select_sources(call.graph, call.model_trace.analysis.positional, call.value_of, call.shapes)
     if not sources:
         warnings.warn(
             f"rules '{ruleset.name}' give positions relevance, but no positional encoding was found in "
@@ -37,7 +37,7 @@ def positional_sources(call: BoundCall, ruleset: RuleSet, model: torch.nn.Module
     return sources
 
 
-def select_sources(
+def _select_sources(
     graph: Graph, candidates: list[PositionalSource], value_of: dict[fx.Node, Any], shapes: Shapes
 ) -> list[PositionalSource]:
     """The candidates that are positional: computed rotary factors and tables, and lookups by position ids."""

@@ -76,6 +76,7 @@ class Tracing:
         self.user = [leaf for leaf in pytree.tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)]
 
     def run(self, cache_dir: str | os.PathLike | None) -> TracedModel:
+        """The steps in order, holding the model's lock (and, while it looks on disk and traces, the entry's)."""
         with self.traces.lock:
             cacheable = self.traces.refresh(self.model)
             if self.tracer == "auto" and self.structure in self.traces.unexportable:
