@@ -8,6 +8,7 @@ traced at every call. Each model's warnings are given once.
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import warnings
 import weakref
@@ -75,7 +76,7 @@ class ModelTraces:
 
 def _callers_level() -> int:
     """The stack level, seen from `warnings.warn`'s caller, of the first frame outside lrpgraph: the user's call."""
-    package = str(Path(__file__).parent.parent)
+    package = os.path.join(Path(__file__).parent.parent, "")  # with its separator: not a sibling "lrpgraph_x/"
     frame, level = inspect.currentframe(), 0
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
