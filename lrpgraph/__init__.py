@@ -4,23 +4,24 @@ import lrpgraph
 ex = lrpgraph.explain(model, inputs, target=3, rules="epsilon")
 ex.relevance["x"]        # relevance in the input's shape
 
-Layers, each importing only from those above it in this list: capture/ (torch.export → Graph),
-ops/ (the op table: registry, adapters, rule kernels), flow/ (graph facts), presets/ (rule sets),
-propagate/ (plan, schedule, store, forward, walker), api/ (explain), tools/ and metrics/.
+Layers, each importing only from those before it in this list: errors.py, capture/ (torch.export → Graph),
+ops/ (the op table: registry, adapters, rule kernels), flow/ (graph facts), presets/ (rule sets), propagate/
+(plan, schedule, store, forward, walker), engine/ (one call's trace and walks), viz.py (heatmaps), api/ (explain,
+Explanation, targets, seeds), then tools/, metrics/, integrations/ and distributed/ (`tests/test_layers.py`).
 """
 
 import sys
 
-from . import integrations
+from . import integrations, viz
 from .api import seeds
 from .api.explain import explain
-from .api.explanation import Conservation, Explanation
+from .api.explanation import Conservation, Explanation, load
 from .api.generation import Generation, explain_generation
 from .api.many import ExplainManyError, explain_many
-from .api.saved import load
 from .api.targets import Targets, TokenAt
-from .api.traced import clear_cache, trace
 from .api.verify import Verification, verify
+from .engine.model_traces import clear_cache
+from .engine.traced import trace
 from .errors import (
     InputError,
     LRPGraphError,
@@ -31,12 +32,11 @@ from .errors import (
     TraceError,
 )
 from .presets.ruleset import Override, RuleSet, preset, preset_names
-from .tools import viz
 from .tools.coverage import CoverageReport, coverage
+from .version import __version__ as __version__
 
-# public module paths: `from lrpgraph.seeds import cosine_similarity`, `lrpgraph.viz.tokens_html`
+# a public module path: `from lrpgraph.seeds import cosine_similarity`
 sys.modules[f"{__name__}.seeds"] = seeds
-sys.modules[f"{__name__}.viz"] = viz
 
 __all__ = [
     "Conservation",
@@ -70,4 +70,3 @@ __all__ = [
     "verify",
     "viz",
 ]
-__version__ = "0.1.0"

@@ -1,9 +1,9 @@
 """absLRP (relative absolute magnitude LRP) computed a second way: module by module, by hand.
 
 An independent reference for the two models of `reference_models.py` (`TinyCNN`, `TinyViT`). It follows
-/work/shared/REFERENCE-METHODS.md, section "absLRP", and does not use lrpgraph. The forward pass is re-run
-here step by step from the modules' parameters (and checked against `model(x)`); the backward pass applies
-each rule by hand. Autograd is never used; the only adjoint borrowed from torch is the transposed
+../shared/REFERENCE-METHODS.md (beside this repository, not in it), section "absLRP", and does not use lrpgraph. The
+forward pass is re-run here step by step from the modules' parameters (and checked against `model(x)`); the backward
+pass applies each rule by hand. Autograd is never used; the only adjoint borrowed from torch is the transposed
 convolution `torch.nn.grad.conv2d_input`.
 
 The one rule (REFERENCE-METHODS.md, "One rule for every module-level op"): for `y = f(x_1..x_n; θ)` and

@@ -1,11 +1,10 @@
 """AttnLRP and CP-LRP computed a second way: gradient × input of a modified forward, with autograd.
 
-RULES.md, "identities": with eps → 0, AttnLRP on a transformer is gradient × input of the same
-model with norm scales detached, q and k gradients ÷4 and v ÷2 (the two uniform matmul rules), each
-gate product's gradient halved, and pointwise nonlinearities given the identity rule (local
-gradient f(x)/x). CP-LRP detaches q, k and the gate instead. The modifications are made here, in the
-test, by patching a deep copy of a HuggingFace model — lrpgraph itself never uses autograd.
-"""
+../shared/RULES.md (beside this repository, not in it), "identities": with eps → 0, AttnLRP on a transformer is
+gradient × input of the same model with norm scales detached, q and k gradients ÷4 and v ÷2 (the two uniform matmul
+rules), each gate product's gradient halved, and pointwise nonlinearities given the identity rule (local gradient
+f(x)/x). CP-LRP detaches q, k and the gate instead. The modifications are made here, in the test, by patching a deep
+copy of a HuggingFace model — lrpgraph itself never uses autograd."""
 
 from __future__ import annotations
 

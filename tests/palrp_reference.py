@@ -1,5 +1,5 @@
-"""PA-LRP (positional-attribution LRP) written out by hand, as `/work/shared/REFERENCE-METHODS.md` ("PA-LRP")
-specifies it — an independent reference for tests; it does not use lrpgraph or autograd.
+"""PA-LRP (positional-attribution LRP) written out by hand, as `../shared/REFERENCE-METHODS.md` ("PA-LRP"; beside this
+repository, not in it) specifies it — an independent reference for tests; it does not use lrpgraph or autograd.
 
 Each function reruns the model's forward from its own modules (norms, linears, convs and the rotary table
 are called as modules, so their numerics are the model's), keeps every activation, checks that it

@@ -1,5 +1,6 @@
-"""absLRP: hand-worked cases of its rules (REFERENCE-METHODS.md), N1 per op, strictness, the two-pass contrastive
-map, and contrastive seeds for the other presets. The module-level reference is in test_abslrp_reference.py."""
+"""absLRP: hand-worked cases of its rules (../shared/REFERENCE-METHODS.md, beside this repository), N1 per op,
+strictness, the two-pass contrastive map, and contrastive seeds for the other presets. The module-level reference
+is abslrp_reference.py, compared in test_reference_methods.py."""
 
 import pytest
 import torch

@@ -7,7 +7,7 @@ from models import mlp, vgg_like
 from torch import nn
 
 import lrpgraph
-from lrpgraph.api import traced as traced_module
+from lrpgraph.engine import tracers
 
 
 class TwoInputs(nn.Module):
@@ -82,8 +82,8 @@ def test_batch_equals_separate_calls():
 def test_graph_is_cached_per_call_structure(monkeypatch):
     model = mlp()
     calls = []
-    original = traced_module.export_program
-    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    original = tracers.export_program
+    monkeypatch.setattr(tracers, "export_program", lambda *a: calls.append(1) or original(*a))
     lrpgraph.explain(model, torch.randn(2, 6, dtype=torch.float64), target=0)
     lrpgraph.explain(model, torch.randn(2, 6, dtype=torch.float64), target=1, rules="epsilon-plus-flat")
     assert len(calls) == 1

@@ -113,9 +113,9 @@ def test_bad_options_name_the_argument(model, kwargs, match):
 
 
 def test_an_empty_batch_is_refused_up_front(model, monkeypatch):
-    from lrpgraph.api import traced
+    from lrpgraph.engine import tracers
 
-    monkeypatch.setattr(traced, "export_program", lambda *a: pytest.fail("traced an empty batch"))
+    monkeypatch.setattr(tracers, "export_program", lambda *a: pytest.fail("traced an empty batch"))
     with pytest.raises(lrpgraph.InputError, match=r"input 'input' is empty"):
         lrpgraph.explain(model, torch.zeros(0, 6, dtype=torch.float64), target=0)
 

@@ -48,7 +48,7 @@ def no_weights(monkeypatch):
     def refuse(info):
         raise AssertionError(f"weights of {info.label} loaded")
 
-    monkeypatch.setattr(cli, "_load_weights", refuse)
+    monkeypatch.setattr(cli, "load_weights", refuse)
 
 
 def _error(capsys, *argv: str) -> str:
@@ -138,7 +138,7 @@ def test_ray_mode_writes_the_rows_file_mode_writes(capsys, folders, tmp_path, mo
         torch.testing.assert_close(
             r["relevance"]["input_ids"][0], torch.tensor(expected["relevance"]), rtol=1e-5, atol=1e-6
         )
-    monkeypatch.setattr(cli, "_load_weights", lambda info: pytest.fail("weights loaded"))
+    monkeypatch.setattr(cli, "load_weights", lambda info: pytest.fail("weights loaded"))
     assert "--output folder" in _error(capsys, *base, "--ray")
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     assert "pip install 'lrpgraph[ray]'" in _error(capsys, *base, "--output", str(tmp_path / "o"), "--ray")

@@ -146,7 +146,7 @@ def test_bad_arguments(tokenizer):
 
 
 def test_views_show_what_each_step_could_see(tokenizer):
-    from lrpgraph.tools.viz import generation_html, generation_text
+    from lrpgraph.viz import generation_html, generation_text
 
     net = _build("llama", tokenizer.vocab_size)
     gen = lrpgraph.explain_generation(net, tokenizer, PROMPTS[1], max_new_tokens=3)

@@ -10,8 +10,9 @@ from models import tiny_llama
 
 import lrpgraph
 from lrpgraph import Targets
-from lrpgraph.api.explanation import DeferredOutput, raw_output
+from lrpgraph.api.explanation import raw_output
 from lrpgraph.api.targets import TokenAt, seed_rows
+from lrpgraph.engine.output import DeferredOutput
 from lrpgraph.errors import InputError, TargetError
 
 

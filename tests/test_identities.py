@@ -1,4 +1,5 @@
-"""Identities from RULES.md: LRP-epsilon → gradient × input, and conservation where it must hold."""
+"""Identities from ../shared/RULES.md (beside this repository): LRP-epsilon → gradient × input, and conservation
+where it must hold."""
 
 import pytest
 import torch

@@ -6,7 +6,7 @@ import transformers
 from models import tiny_llama, vgg_like
 
 import lrpgraph
-from lrpgraph.api import traced as traced_module
+from lrpgraph.engine import tracers
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def test_each_result_equals_its_own_explain(name, request, monkeypatch):
     targets = [5, 11, 2, 7, 5, 3, 9, 1] if name == "llama" else [0, 1, 2, 0, 1, 2, 0, 1]
     lrpgraph.clear_cache(model)
     calls = []
-    original = traced_module.export_program
-    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    original = tracers.export_program
+    monkeypatch.setattr(tracers, "export_program", lambda *a: calls.append(1) or original(*a))
     results = lrpgraph.explain_many(model, corpus, target=targets, rules="attnlrp", batch_size=3)
     assert len(calls) == 1  # three padded batches of different lengths, one trace
     for item, target, ex in zip(corpus, targets, results, strict=True):

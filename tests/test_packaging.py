@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lrpgraph.tools.zoo import architectures
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = Path(__file__).resolve().parent / "wheel_check.py"  # CI runs it too, in a fresh venv
@@ -45,3 +47,4 @@ def test_the_wheel_holds_every_subpackage_and_preset(tmp_path):
     assert found["file"].startswith(str(site))  # the wheel's copy, not the source tree
     assert found["modules"] == _source_modules()
     assert found["presets"] == sorted(p.stem for p in (ROOT / "rules").glob("*.toml"))
+    assert found["zoo"] == len(architectures())  # the zoo's table ships where `lrpgraph coverage` reads it

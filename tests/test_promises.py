@@ -10,8 +10,8 @@ from models import vgg_like
 
 import lrpgraph
 from lrpgraph.api.targets import seeds
-from lrpgraph.api.traced import traced
 from lrpgraph.capture.call import prepare_call
+from lrpgraph.engine.traced import traced
 from lrpgraph.propagate.schedule import byte_sizes
 from lrpgraph.propagate.store import ActivationStore
 from lrpgraph.propagate.walker import Walker

@@ -198,11 +198,11 @@ def test_a_model_export_cannot_trace_is_remembered_on_disk(tmp_path, monkeypatch
     """Later processes sharing the cache record at once instead of failing the export again (under the lock)."""
     import json
 
-    from lrpgraph.api import traced as traced_module
+    from lrpgraph.engine import tracers
 
     calls = []
-    original = traced_module.export_program
-    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    original = tracers.export_program
+    monkeypatch.setattr(tracers, "export_program", lambda *a: calls.append(1) or original(*a))
     model, x = Branchy(), torch.randn(3, 4)
     expected = _explain(Branchy("b" if x.double().sum() > 0 else "c"), x)
     calls.clear()
@@ -226,7 +226,7 @@ def test_a_model_export_cannot_trace_is_remembered_on_disk(tmp_path, monkeypatch
 
 
 def test_an_export_failing_for_want_of_memory_is_not_remembered(tmp_path, monkeypatch):
-    from lrpgraph.api import traced as traced_module
+    from lrpgraph.engine import tracers
     from lrpgraph.errors import TraceError
 
     def out_of_memory(*args):
@@ -235,7 +235,7 @@ def test_an_export_failing_for_want_of_memory_is_not_remembered(tmp_path, monkey
         except MemoryError as error:
             raise TraceError("could not trace it: MemoryError") from error
 
-    monkeypatch.setattr(traced_module, "export_program", out_of_memory)
+    monkeypatch.setattr(tracers, "export_program", out_of_memory)
     model, x = Branchy(), torch.randn(3, 4)
     with pytest.warns(UserWarning, match="recording"):
         _explain(model, x, cache_dir=tmp_path)

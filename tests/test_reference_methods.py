@@ -1,5 +1,6 @@
 """absLRP and PA-LRP exactly as their authors compute them: lrpgraph against the module-level references
-written from REFERENCE-METHODS.md (abslrp_reference.py, palrp_reference.py), float64, 1e-5."""
+written from ../shared/REFERENCE-METHODS.md, beside this repository (abslrp_reference.py, palrp_reference.py),
+float64, 1e-5."""
 
 import abslrp_reference
 import palrp_reference

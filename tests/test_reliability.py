@@ -11,7 +11,8 @@ from models import mlp, vgg_like
 from torch import nn
 
 import lrpgraph
-from lrpgraph.api import traced as traced_module
+from lrpgraph.engine import tracers
+from lrpgraph.engine.model_traces import traces_of
 
 
 class Scaled(nn.Module):
@@ -83,8 +84,8 @@ def test_an_attribute_that_cannot_be_fingerprinted_means_tracing_every_call(monk
     model[0].opaque = object()  # no state to read: any value could hide behind it
     x = torch.randn(2, 6, dtype=torch.float64)
     calls = []
-    original = traced_module.export_program
-    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    original = tracers.export_program
+    monkeypatch.setattr(tracers, "export_program", lambda *a: calls.append(1) or original(*a))
     with pytest.warns(UserWarning, match=r"never cached.*0\.opaque"):
         lrpgraph.explain(model, x, target=0)
     lrpgraph.explain(model, x, target=0)
@@ -143,7 +144,7 @@ def test_first_calls_from_four_threads_share_one_trace_and_leave_the_models_inta
         for model in models:
             model.state_dict()
             copy.deepcopy(model)
-        assert len(traced_module._CACHE[models[1]].by_structure) == 1  # the shared model was traced once
+        assert len(traces_of(models[1]).by_structure) == 1  # the shared model was traced once
 
 
 def test_first_calls_from_four_threads_reading_the_disk_cache_at_once(tmp_path):

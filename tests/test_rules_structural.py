@@ -196,7 +196,7 @@ class HandLayerNorm(nn.Module):
 
 
 def layer_norm_reference(x, w, b, R):
-    """RULES.md: g = R/y·w/std, R_x = x ⊙ (g − mean(g)), worked with plain floats."""
+    """../shared/RULES.md (beside this repository): g = R/y·w/std, R_x = x ⊙ (g − mean(g)), worked with plain floats."""
     n = len(x)
     mu = sum(x) / n
     std = math.sqrt(sum((v - mu) ** 2 for v in x) / n)

@@ -14,9 +14,10 @@ import torch
 from models import mlp, tiny_llama, vgg_like
 
 import lrpgraph
-from lrpgraph.api import traced as traced_module
-from lrpgraph.capture.disk import DiskCache, versions
+from lrpgraph.capture.disk_cache import DiskCache
 from lrpgraph.capture.export import export_program
+from lrpgraph.capture.serialise import versions
+from lrpgraph.engine import tracers
 from lrpgraph.tools.cli import main as cli
 
 HERE = Path(__file__).parent
@@ -25,8 +26,8 @@ HERE = Path(__file__).parent
 @pytest.fixture
 def exports(monkeypatch):
     calls = []
-    original = traced_module.export_program
-    monkeypatch.setattr(traced_module, "export_program", lambda *a: calls.append(1) or original(*a))
+    original = tracers.export_program
+    monkeypatch.setattr(tracers, "export_program", lambda *a: calls.append(1) or original(*a))
     return calls
 
 
@@ -41,10 +42,10 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from models import vgg_like
     import lrpgraph
-    from lrpgraph.api import traced
+    from lrpgraph.engine import tracers
     calls = []
-    original = traced.export_program
-    traced.export_program = lambda *a: calls.append(1) or original(*a)
+    original = tracers.export_program
+    tracers.export_program = lambda *a: calls.append(1) or original(*a)
     torch.manual_seed(0)
     model = vgg_like()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -159,12 +160,12 @@ def test_an_entry_or_directory_others_can_write_is_refused(tmp_path):
 
 
 def test_a_symbolic_expression_that_would_run_code_is_refused(tmp_path):
-    from lrpgraph.capture.disk import Uncacheable, _parse
+    from lrpgraph.capture.untrusted import Refused, parse_expression
 
-    assert str(_parse("Le(Symbol('s0', integer=True), Integer(5))")) == "s0 <= 5"
+    assert str(parse_expression("Le(Symbol('s0', integer=True), Integer(5))")) == "s0 <= 5"
     for text in ("__import__('os').system('true')", "Symbol('s0').__class__", "open('x')"):
-        with pytest.raises(Uncacheable, match="refusing"):
-            _parse(text)
+        with pytest.raises(Refused, match="refusing"):
+            parse_expression(text)
 
 
 def test_cache_command_reports_and_clears(tmp_path, capsys):
@@ -183,17 +184,18 @@ def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
     from torch._export.serde import schema
     from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
 
-    from lrpgraph.capture import disk
     from lrpgraph.capture.call import prepare_call
     from lrpgraph.capture.program_json import deserialize
+    from lrpgraph.capture.serialise import encode, state_and_constants
+    from lrpgraph.capture.untrusted import PROGRAM_READER
 
     model = tiny_llama()
     ids = torch.randint(3, 64, (2, 9), generator=torch.Generator().manual_seed(0))
-    payload = disk._serialize(export_program(model, *prepare_call(model, {"input_ids": ids})))
+    payload = encode(export_program(model, *prepare_call(model, {"input_ids": ids})))
     raw = json.loads(payload["program"])
-    fast, reference = disk._READER(schema.ExportedProgram, raw), _dict_to_dataclass(schema.ExportedProgram, raw)
+    fast, reference = PROGRAM_READER(schema.ExportedProgram, raw), _dict_to_dataclass(schema.ExportedProgram, raw)
     assert fast == reference
-    state, constants = disk._state_and_constants(payload)
+    state, constants = state_and_constants(payload)
     ours = deserialize(fast, state, constants)
     theirs = ExportedProgramDeserializer().deserialize(reference, state, constants, None)
     assert ours.graph_module.code == theirs.graph_module.code
@@ -240,17 +242,17 @@ def test_an_entry_naming_code_to_run_or_an_unknown_operator_is_refused(tmp_path,
 def test_pytree_specs_that_would_import_are_refused_however_their_json_is_spelled():
     """torch reads a spec's context with an object hook importing `{"__enum__": …, "fqn": "module:name"}`, and a
     defaultdict's with a function importing its factory's module: an entry may name neither."""
-    from lrpgraph.capture.disk import Uncacheable, _allowed_operator, _check_spec
+    from lrpgraph.capture.untrusted import Refused, allowed_operator, check_spec
 
     def spec(kind, context):
         return json.dumps([1, {"type": kind, "context": context, "children_spec": []}])
 
-    _check_spec(spec("builtins.dict", json.dumps(["logits", "loss"])))  # what a real output spec holds
+    check_spec(spec("builtins.dict", json.dumps(["logits", "loss"])))  # what a real output spec holds
     hidden = '[{"\\u005f_enum__": true, "fqn": "os:environ", "name": "PATH"}]'  # __enum__, spelled with an escape
     assert "__enum__" not in hidden and json.loads(hidden)[0]["__enum__"] is True
     for bad in (spec("builtins.dict", hidden), spec("collections.defaultdict", "{}"), spec("no.such.Type", None)):
-        with pytest.raises(Uncacheable):
-            _check_spec(bad)
-    assert _allowed_operator("torch.ops.aten.mm.default") and _allowed_operator("_operator.mul")
+        with pytest.raises(Refused):
+            check_spec(bad)
+    assert allowed_operator("torch.ops.aten.mm.default") and allowed_operator("_operator.mul")
     for target in ("torch.os.system", "builtins.eval", "#custom", "torch.ops.aten.nowhere.default", "os.system"):
-        assert not _allowed_operator(target)
+        assert not allowed_operator(target)

@@ -10,13 +10,13 @@ from models import tiny_llama, vgg_like
 from torch import nn
 
 import lrpgraph
-from lrpgraph.api import traced as traced_module
+from lrpgraph.engine import tracers
 
 
 @pytest.fixture
 def exports(monkeypatch):
     """Counts torch.export runs; `exports.static(...)` explains through a fresh static trace instead."""
-    original = traced_module.export_program
+    original = tracers.export_program
     counted = []
 
     def counting(model, args, kwargs, dimensions="batch-and-ids"):
@@ -25,13 +25,13 @@ def exports(monkeypatch):
 
     def static(model, inputs, **kwargs):
         twin = copy.deepcopy(model)  # its own cache: the model's traces stay
-        monkeypatch.setattr(traced_module, "export_program", lambda m, a, k, d: original(m, a, k, "static"))
+        monkeypatch.setattr(tracers, "export_program", lambda m, a, k, d: original(m, a, k, "static"))
         try:
             return lrpgraph.explain(twin, inputs, **kwargs)
         finally:
-            monkeypatch.setattr(traced_module, "export_program", counting)
+            monkeypatch.setattr(tracers, "export_program", counting)
 
-    monkeypatch.setattr(traced_module, "export_program", counting)
+    monkeypatch.setattr(tracers, "export_program", counting)
     counting.calls, counting.static = counted, static
     return counting
 

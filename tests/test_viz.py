@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import lrpgraph
-from lrpgraph.tools.viz import (
+from lrpgraph.viz import (
     clean_tokens,
     explanation_html,
     explanation_text,

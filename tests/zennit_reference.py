@@ -4,7 +4,7 @@ It follows Zennit's own mechanics, not lrpgraph's: per module, modified copies o
 forward with autograd and the relevance is the reducer of autograd gradients (Zennit's BasicHook);
 unhooked modules (max pooling, flatten, dropout) propagate plain gradients; batch norm is merged
 into the preceding layer first (Zennit's SequentialMergeBatchNorm). The formulas are transcribed
-from Zennit's rules.py (Epsilon, Gamma, ZPlus, AlphaBeta, ZBox, Flat, Norm, Pass).
+from zennit/rules.py in Zennit's repository (Epsilon, Gamma, ZPlus, AlphaBeta, ZBox, Flat, Norm, Pass).
 """
 
 from __future__ import annotations

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
+from torch import fx
 
+from ..caller import warn
 from ..capture.call import leaf_names
+from ..capture.graph import Graph
 from ..errors import InputError
 from ..ops.fallback import MODES
 from ..ops.sparse import RowSparse
@@ -49,6 +51,19 @@ def check_inputs(model: torch.nn.Module, args: tuple, kwargs: dict, strict: bool
             _non_finite(f"input '{name}'", strict)
 
 
+def record_nodes(graph: Graph, paths: Iterable[str]) -> dict[str, fx.Node]:
+    """{module path: the node holding that module's output} for `record=`."""
+    if isinstance(paths, str):
+        paths = [paths]
+    found = {}
+    for path in paths:
+        node = graph.module_output(path)
+        if node is None:
+            raise InputError(f"'{path}' is not a module that computes a tensor in the traced model")
+        found[path] = node
+    return found
+
+
 def check_seed(seed: Any, name: str, strict: bool) -> None:
     """The explained part of the output has no NaN or infinity (an error, or with strict=False a warning).
 
@@ -64,4 +79,4 @@ def _non_finite(what: str, strict: bool) -> None:
     message = f"{what} contains NaN or infinite values, so relevance would be NaN"
     if strict:
         raise InputError(message + "; pass strict=False to explain anyway")
-    warnings.warn(message, stacklevel=4)
+    warn(message)

@@ -1,29 +1,19 @@
-"""What `explain` returns: relevance per input, the output, and where the relevance went — and how it is
-assembled from one walk."""
+"""What `explain` returns: relevance per input, the output, and where the relevance went; and `load`, which reads
+back what `Explanation.save` wrote (`explanation_file.py`)."""
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import fx
 
-from ..capture.call import without_autocast
-from ..errors import InputError
-from ..flow.positional import PositionalSource
-from ..ops.sparse import RowSparse
-from ..presets.ruleset import RuleSet
-from ..propagate.plan import Plan
-from ..propagate.schedule import Schedule
-from ..propagate.store import ActivationStore
-from ..propagate.walker import WalkResult
-from .positional import positional_outputs
-from .traced import TracedModel
+from ..engine.output import DeferredOutput
+from ..viz import explanation_html, show
+from .explanation_file import read, write
 
 
 @dataclass
@@ -74,53 +64,6 @@ class Conservation:
             f"Conservation(seed={self.seed.sum().item():.6g}; inputs: {inputs}{positions}; "
             f"absorbed: {absorbed or 'none'})"
         )
-
-
-class DeferredOutput:
-    """An output not computed yet: a deferred head's full logits (`propagate/head.py`), made when first read from
-    the head's input `x`, the model's head weights and the rows the explain computed (`rows`, written in as they
-    were, so that the output holds exactly the logits the seed explains), in the model's dtypes as the explain.
-
-    The weights are the model's own, not copies (an unread output keeps them alive). If they were changed in place,
-    given new data, moved or cast before the output is read, reading it is an error rather than another model's
-    output; a write through `.data` cannot be seen. (A module given a new weight object leaves these intact.)
-    """
-
-    def __init__(
-        self,
-        compute: Callable[..., torch.Tensor],
-        x: torch.Tensor,
-        weights: tuple[torch.Tensor | None, ...],
-        rows: RowSparse,
-        state: tuple | None = None,
-    ):
-        self.compute, self.x, self.weights, self.rows = compute, x, weights, rows
-        self.state = state if state is not None else tuple(map(_weight_state, weights))
-
-    def value(self) -> torch.Tensor:
-        if tuple(map(_weight_state, self.weights)) != self.state:
-            raise InputError(
-                "the model's output head weights were changed, given new data, moved or cast since this explanation "
-                "was made; its output, computed when first read, can no longer be: read `.output` before changing them"
-            )
-        with torch.inference_mode(False), torch.no_grad(), without_autocast():
-            full = self.compute(self.x, *self.weights)
-            flat = full.view(-1, full.shape[-1])
-            flat.index_copy_(0, self.rows.index.to(full.device), self.rows.values.to(full.dtype))
-        return full
-
-    def __reduce__(self) -> tuple:
-        """Pickled (and deep-copied) as its value: the copy cannot check the weights it would be computed from."""
-        return torch.clone, (self.value(),)
-
-    def sample(self, row: int, x: torch.Tensor) -> DeferredOutput:
-        """Sample `row`'s output, made from `x`: its rows of this input [1, length, H], cut as the caller cuts it."""
-        return DeferredOutput(self.compute, x, self.weights, self.rows.sample(row, x.shape[1]), self.state)
-
-
-def _weight_state(w: torch.Tensor | None) -> tuple | None:
-    """What must not change for a deferred output to be computed from `w`: where it is, what it holds, its version."""
-    return None if w is None else (w.data_ptr(), w.dtype, w.device, tuple(w.shape), w._version)
 
 
 class _Deferrable:
@@ -176,23 +119,17 @@ class Explanation:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this explanation to a .safetensors file that `lrpgraph.load` reads back (no pickle)."""
-        from .saved import save
-
-        return save(self, path)
+        return write(self, path)
 
     def show(self, tokens: Sequence[str] | None = None, sample: int = 0) -> Any:
         """Heatmap of one sample: HTML in a notebook, coloured text (or an image) in a terminal.
 
         tokens: the input's token strings (for token ids); without them tokens are shown by position.
         """
-        from ..tools.viz import show  # the drawing lives with the other tools; the API only hands over
-
         return show(self, tokens, sample)
 
     def _repr_html_(self) -> str:
         """Notebooks display an explanation as the heatmap of its first sample."""
-        from ..tools.viz import explanation_html
-
         return explanation_html(self)
 
     def __repr__(self) -> str:
@@ -200,107 +137,7 @@ class Explanation:
         return f"Explanation(rules={self.rules!r}, relevance={{{shapes}}}, {self.conservation!r})"
 
 
-@dataclass
-class Walked:
-    """What one explain call computed, from which its Explanation is assembled."""
-
-    model_trace: TracedModel
-    value_of: dict[fx.Node, Any]  # placeholder values of the call
-    out: torch.Tensor | RowSparse  # the explained output (of a deferred head: the rows the seed reads)
-    output: torch.Tensor | DeferredOutput  # the explained output as the explanation returns it
-    seed: Any
-    targets: int | None  # K for K targets walked at once
-    result: WalkResult
-    ruleset: RuleSet
-    sources: list[PositionalSource]
-    recorded: dict[str, fx.Node]
-
-
-def assemble(w: Walked, plan: Plan, schedule: Schedule, store: ActivationStore, started: float) -> Explanation:
-    """Relevance per input (zeros where none arrived), PA-LRP outputs, latent relevance, conservation, stats."""
-    dtype, out = w.seed.dtype, w.out
-    lead = () if w.targets is None else (w.targets,)
-    graph = w.model_trace.graph
-    relevance = {}
-    for node in w.model_trace.analysis.explainable_inputs():
-        r = w.result.inputs.get(node)
-        if r is None:
-            v = w.value_of[node]
-            r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
-        relevance[graph.input_names[node]] = _plain(r)
-    batch = out.shape[0] if len(out.shape) else 1
-    positional = signed = mixed = None
-    if w.ruleset.positional:
-        positional, signed, mixed = positional_outputs(
-            w.sources, w.result.inputs, w.ruleset.positional, lead, relevance, (batch, dtype, out.device)
-        )
-    conservation = Conservation(
-        seed=_per_sample(w.seed, batch, lead),
-        inputs={name: _per_sample(r, batch, lead) for name, r in relevance.items()},
-        absorbed={k: float(v) for k, v in w.result.absorbed.items()},
-        positional=None if signed is None else signed.double(),
-    )
-    latent = {
-        path: _latent(w.result.latent.get(node), store.shapes.of(node), dtype, out.device, lead)
-        for path, node in w.recorded.items()
-    }
-    return Explanation(
-        relevance=relevance,
-        output=_own(w.output, w.value_of),
-        seed_relevance=w.seed if isinstance(w.seed, RowSparse) else _plain(w.seed),
-        conservation=conservation,
-        rules=w.ruleset.name,
-        latent=latent,
-        positional=positional,
-        combined=mixed,
-        fallbacks=plan.fallbacks,
-        stats={
-            "seconds": time.perf_counter() - started,
-            "peak_activation_bytes": store.peak_bytes,
-            "kept_nodes": len(schedule.keep),
-            "checkpoints": len(schedule.checkpoints),
-            "recomputed_nodes": store.recomputed_nodes,
-            "recompute_seconds": store.recompute_seconds,
-            "offloaded_bytes": store.offloaded_bytes,
-            "nodes": len(plan.steps),
-            "rules": plan.rule_counts(),
-            "absorbed_by_rule": {k: float(v) for k, v in sorted(w.result.by_rule.items()) if float(v) != 0.0},
-        },
-    )
-
-
-def _own(output: torch.Tensor | DeferredOutput, value_of: dict[fx.Node, Any]) -> torch.Tensor | DeferredOutput:
-    """The output as the explanation keeps it: never the caller's tensor itself (a model may return its input)."""
-    if isinstance(output, DeferredOutput):
-        return output
-    caller = {t.untyped_storage().data_ptr() for t in value_of.values() if isinstance(t, torch.Tensor)}
-    return output.clone() if output.untyped_storage().data_ptr() in caller else _plain(output)
-
-
-def _per_sample(t: torch.Tensor | RowSparse, batch: int, lead: tuple = ()) -> torch.Tensor:
-    """Sum per sample (the dim after `lead`), as float64; a tensor without a batch dim is shared evenly."""
-    if isinstance(t, RowSparse):
-        return t.sum_per(batch)
-    dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
-    t = t.detach()
-    n = len(lead)
-    if t.dim() > n and t.shape[n] == batch:
-        return t.reshape(*lead, batch, -1).sum(-1, dtype=dtype).double()
-    total = t.reshape(*lead, -1).sum(-1, dtype=dtype).double()
-    return (total / batch).unsqueeze(-1).expand(*lead, batch)
-
-
-def _latent(r: Any, shape: tuple, dtype: torch.dtype, device: torch.device, lead: tuple = ()) -> torch.Tensor:
-    """Relevance recorded at a module's output (of this `shape`); zeros when none reached it."""
-    if r is None:
-        return torch.zeros((*lead, *shape), dtype=dtype, device=device)
-    return _plain(r.dense() if isinstance(r, RowSparse) else r)
-
-
-def _plain(t: Any) -> Any:
-    """A normal tensor (not an inference tensor) the caller may use anywhere, autograd included."""
-    if isinstance(t, torch.Tensor):
-        return t.clone() if t.is_inference() else t
-    if isinstance(t, list):
-        return [_plain(x) for x in t]
-    return t
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Explanation:
+    """An Explanation written by `Explanation.save`, its tensors on `device`."""
+    fields, conservation = read(path, device)
+    return Explanation(**fields, conservation=Conservation(**conservation))

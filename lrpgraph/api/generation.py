@@ -13,6 +13,7 @@ import torch
 
 from ..capture.call import accepts
 from ..errors import InputError
+from ..viz import generation_html, show_generation
 from .explain import explain
 from .targets import Targets, TokenAt
 
@@ -53,13 +54,9 @@ class Generation:
 
     def show(self) -> None:
         """The matrix as HTML in a notebook, as one coloured line per generated token in a terminal."""
-        from ..tools.viz import show_generation  # drawing lives with the tools
-
         show_generation(self)
 
     def _repr_html_(self) -> str:
-        from ..tools.viz import generation_html
-
         return generation_html(self)
 
 

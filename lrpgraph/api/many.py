@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from ..capture.call import accepts
+from ..engine.output import DeferredOutput
 from ..errors import InputError, LRPGraphError
 from ..ops.sparse import RowSparse
 from .explain import explain
-from .explanation import Conservation, DeferredOutput, Explanation, raw_output
+from .explanation import Conservation, Explanation, raw_output
 from .items import as_item, item_length, targets_per_input
 
 

@@ -15,14 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.output import Output
 from ..errors import TargetError
-from ..ops.rescale import nmax
 from ..ops.sparse import RowSparse
-from ..propagate.walker import WalkResult
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | tuple | None
 Seed = torch.Tensor | RowSparse
-Output = torch.Tensor | RowSparse  # the explained output, or (a deferred head's logits) its rows a seed reads
 
 
 class Targets(list):
@@ -51,7 +49,7 @@ def seeds(
 
     style: what a class id (or index tuple) seeds — "value" the output's value there, "one-hot" 1,
     "contrastive" e_t minus the mean of the other classes (one pass), "passes" the two seeds e_t and
-    (1 − e_t)/(C − 1) walked as two maps (absLRP's contrastive map, combined by `contrast`).
+    (1 − e_t)/(C − 1) walked as two maps (absLRP's contrastive map, combined by `engine/contrast.py`).
     """
     if style == "passes":
         if isinstance(target, Targets) or _is_id_matrix(target, out):
@@ -295,20 +293,15 @@ def _needs_whole(target: Any, shape: torch.Size) -> bool:
     return callable(target)
 
 
-def contrast(result: WalkResult, seed: Seed, batch: int) -> tuple[WalkResult, torch.Tensor]:
-    """absLRP's contrastive map from its two passes (walked as two maps): Nmax(P − Q) per sample, and the seed P − Q."""
-
-    def difference(r: Any) -> Any:
-        r = r.dense() if isinstance(r, RowSparse) else r
-        return nmax(r[0] - r[1], batch)
-
-    inputs = {node: difference(r) for node, r in result.inputs.items()}
-    latent = {node: difference(r) for node, r in result.latent.items()}
-    both = seed.dense() if isinstance(seed, RowSparse) else seed
-    return WalkResult(inputs, latent, result.absorbed, result.by_rule), both[0] - both[1]
-
-
 def last_positions(mask: torch.Tensor) -> torch.Tensor:
     """Index of each row's last non-zero entry (the last real token, for left or right padding)."""
     flipped = (mask != 0).flip(-1).to(torch.int8)
     return mask.shape[-1] - 1 - flipped.argmax(-1)
+
+
+def last_real_positions(kwargs: dict, shape: torch.Size) -> torch.Tensor | None:
+    """Each sample's last real position, for a [B, T, C] output of a call with an attention mask [B, T]; else None."""
+    mask = kwargs.get("attention_mask")
+    if len(shape) == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == shape[1]:
+        return last_positions(mask)
+    return None

@@ -9,27 +9,29 @@ with no gradient form (absLRP normalises relevance at every op, which no gradien
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 from torch import fx
 
 from ..capture.call import prepare_call, without_autocast
 from ..capture.graph import op_name
+from ..engine.bound_call import BoundCall
+from ..engine.output import ForwardPass, output_index
+from ..engine.positional import positional_outputs, positional_sources
+from ..engine.traced import traced
 from ..errors import InputError
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.plan import Plan
-from ..propagate.replay import replay
-from ..propagate.store import ActivationStore
+from ..propagate.replay import Replayed, replay
 from ..propagate.walker import BatchedWalker, Walker
-from .explain import explain, output_index, record_nodes, run_forward
+from .arguments import record_nodes
+from .explain import explain
 from .explanation import Explanation
-from .positional import positional_outputs, select_sources
 from .targets import Target
-from .traced import TracedModel, traced
 
 
 @dataclass
@@ -77,7 +79,7 @@ def verify(
         setup = _Setup(model, inputs, resolve(rules), options)
         seed = ex.seed
         nodes = _relevant_nodes(setup.plan)
-        replayed = replay(setup.plan, setup.value_of, seed, {*nodes, *setup.recorded.values()})
+        replayed = replay(setup.plan, setup.call.value_of, seed, {*nodes, *setup.recorded.values()})
         pairs = _pairs(ex, setup, replayed)
         scale = max((float(a.abs().max()) for a, _ in pairs.values() if a.numel()), default=0.0)
         errors = {
@@ -95,34 +97,27 @@ def verify(
 
 
 class _Setup:
-    """The trace, plan and placeholder values `explain` used for these inputs (all cached by the explain)."""
+    """The call, plan and positional sources `explain` used for these inputs (the trace and plan are cached)."""
 
     def __init__(self, model: torch.nn.Module, inputs: Any, ruleset: RuleSet, options: dict[str, Any]):
         args, kwargs = prepare_call(model, inputs)
         self.ruleset = ruleset
-        self.trace: TracedModel = traced(
-            model, args, kwargs, options.get("cache_dir"), options.get("tracer", "auto")
-        ).for_rules(ruleset)
-        graph = self.trace.graph
+        model_trace = traced(model, args, kwargs, options.get("cache_dir"), options.get("tracer", "auto"))
+        self.call = BoundCall(model_trace.for_rules(ruleset), model, args, kwargs)
+        graph = self.call.graph
         self.index = output_index(graph, options.get("output"))
-        values = graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
-        self.values = values
-        self.value_of = dict(zip(graph.module.graph.find_nodes(op="placeholder"), values, strict=True))
-        self.shapes = self.trace.shapes(values)
-        self.sources = (
-            select_sources(graph, self.trace.analysis.positional, self.value_of, self.shapes)
-            if ruleset.positional
-            else []
-        )
-        self.plan: Plan = self.trace.plan(
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the explain has said it already
+            self.sources = positional_sources(self.call, ruleset, model)
+        self.plan: Plan = self.call.model_trace.plan(
             graph.outputs[self.index], ruleset, options.get("fallback"), frozenset(s.node for s in self.sources)
         )
         self.recorded = record_nodes(graph, options.get("record", ()))
 
 
-def _pairs(ex: Explanation, setup: _Setup, replayed) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _pairs(ex: Explanation, setup: _Setup, replayed: Replayed) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(explain's tensor, the replay's) for every input, recorded module and the positional relevance."""
-    graph = setup.trace.graph
+    graph = setup.call.graph
     by_name = {name: node for node, name in graph.input_names.items()}
     pairs = {}
     for name, r in ex.relevance.items():
@@ -167,11 +162,10 @@ def _first_difference(
     count rounding as error). Returns {"largest": the largest error}, and — for the first node in walk order
     above `tolerance` — the rule (of one of its users) that handed it on."""
     plan = setup.plan
-    schedule = plan.schedule(setup.shapes)
-    store = ActivationStore(setup.value_of, setup.shapes, schedule.recipes)
-    run_forward(setup.trace, schedule, store, setup.values, setup.index, None, None)
+    forward = ForwardPass(setup.call, plan, None, None, False)
+    forward.run(setup.index)
     walker = (BatchedWalker if seed.dim() > plan.output.meta["val"].dim() else Walker)(
-        plan, schedule, store, frozenset(nodes)
+        plan, forward.schedule, forward.store, frozenset(nodes)
     )
     walked = {n: r.dense() if hasattr(r, "dense") else r for n, r in walker.run(seed).latent.items()}
     compared = [(n, walked[n], replayed[n]) for n in nodes if n in walked and n in replayed and walked[n].numel()]
@@ -181,7 +175,7 @@ def _first_difference(
         denominator = max(float(a.abs().max()), floor)
         error = float((a - b.to(a.dtype)).abs().max()) / denominator if denominator > 0 else 0.0
         if error > tolerance and len(found) == 1:
-            found.update(_culprit(plan, setup.trace.graph, node, error))
+            found.update(_culprit(plan, setup.call.graph, node, error))
         found["largest"] = max(found["largest"], error)
     return found
 

@@ -36,9 +36,10 @@ from ..errors import TraceError, first_line
 from .call import leaf_names
 from .canonical import canonicalise, fused_ops, is_functional
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
+from .guards import GuardCheck, GuardSpec
 from .model_state import evaluation_mode
 from .program_json import LoadedProgram
-from .shapes import GuardCheck, GuardSpec, value_dependent_shape
+from .shapes import value_dependent_shape
 
 _KINDS = {
     InputKind.USER_INPUT: INPUT,

@@ -9,8 +9,8 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
+from .guards import GuardCheck
 from .node_args import without_cached_args
-from .shapes import GuardCheck
 
 INPUT, PARAMETER, BUFFER, CONSTANT = "input", "parameter", "buffer", "constant"
 
@@ -78,6 +78,22 @@ class Graph:
         """Qualified class name of the innermost module that computed the node."""
         stack = self.module_stack(node)
         return stack[-1][1] if stack else ""
+
+    def module_output(self, path: str) -> fx.Node | None:
+        """The node holding a module's output: its last floating-point node whose value is used outside the module."""
+        inside = [
+            n
+            for n in self.module.graph.nodes
+            if n.op == "call_function" and any(p == path for p, _ in self.module_stack(n))
+        ]
+        leaving = [
+            n
+            for n in inside
+            if isinstance(n.meta.get("val"), torch.Tensor)
+            and n.meta["val"].is_floating_point()
+            and any(u.op == "output" or not any(p == path for p, _ in self.module_stack(u)) for u in n.users)
+        ]
+        return leaving[-1] if leaving else None
 
     def copy(self) -> Graph:
         """An independent copy (its own nodes and GraphModule), to be rewritten without touching this one."""

@@ -26,8 +26,9 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from ..errors import TraceError, first_line
 from .export import Exported, functional, quiet_torch_logs, user_inputs
 from .graph import BUFFER, PARAMETER
+from .guards import GuardSpec
 from .model_state import evaluation_mode
-from .shapes import GuardSpec, value_dependent_shape
+from .shapes import value_dependent_shape
 
 
 class CallFailed(TraceError):

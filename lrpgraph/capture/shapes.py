@@ -1,17 +1,14 @@
-"""Symbolic shapes of a dynamic trace: which inputs a graph serves, and every node's concrete shape per call.
+"""Symbolic shapes of a dynamic trace: every node's concrete shape per call.
 
 A graph traced with symbolic dimensions holds sympy expressions of a few symbols (the inputs'
 dynamic sizes) in its nodes' shapes. `ShapeFunction` compiles them once into Python code: given the
 placeholder values of a call it binds the symbols and returns each node's concrete shape (and the
-value of each symbolic-integer node), in microseconds. `GuardCheck` compiles the conditions the
-trace was made under (dimensions it fixed, ranges, equalities, shape guards) into a function that
-lists the ones a call violates: a graph serves exactly the calls for which that list is empty.
+value of each symbolic-integer node), in microseconds. Which calls a graph serves: `guards.py`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +18,6 @@ from torch import fx
 from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP, statically_known_true
 from torch.utils._sympy.printers import PythonPrinter
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
 _NAMESPACE = {**SYMPY_INTERP, "math": math}
 
 
@@ -79,7 +75,8 @@ def _code(expr: Any, printer: PythonPrinter) -> str:
     return str(expr) if isinstance(expr, int) else printer.doprint(expr)
 
 
-def _compile(name: str, lines: list[str]) -> Any:
+def compiled(name: str, lines: list[str]) -> Any:
+    """The function `name(values)` whose body is `lines` (indented), run with sympy's and math's names in scope."""
     namespace = dict(_NAMESPACE)
     exec(f"def {name}(values):\n" + "\n".join(lines) + "\n", namespace)
     return namespace[name]
@@ -112,7 +109,7 @@ class ShapeFunction:
                 self.index[node] = len(entries)
                 entries.append(code)
         lines.append("    return (" + "".join(f"{e}, " for e in entries) + ")")
-        self._fn = _compile("node_shapes", lines)
+        self._fn = compiled("node_shapes", lines)
 
     def _entry(self, val: Any, printer: PythonPrinter, bound: set) -> str | None:
         if isinstance(val, (tuple, list)):
@@ -157,162 +154,3 @@ def _stand_in(val: Any, shape: Any) -> Any:
     if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):
         return shape
     return val
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """A dimension the trace fixed although it was asked to keep it dynamic, and where the model did so."""
-
-    input: str  # e.g. "input_ids.shape[1]"
-    size: int
-    where: str  # file:line in the model's code (or torch's, when no user frame is known)
-    line: str
-
-
-@dataclass
-class GuardSpec:
-    """The conditions a trace holds under, as data (a trace kept on disk loses its ShapeEnv, not these).
-
-    bindings: (symbol, input name, user input index, dim) of each dynamic dimension; static: (input
-    name, user input index, dim, size) of each dimension the graph holds fixed; conditions: (sympy
-    condition over the bound symbols, where in the model's code it arose) — ranges (a lower bound of 2
-    is torch's 0/1-specialisation artefact and is not enforced, as torch.export does not enforce it),
-    equalities between inputs, shape guards; fixed: the dimensions asked dynamic that the model's code
-    fixed, and where.
-    """
-
-    bindings: list[tuple[str, str, int, int]]
-    static: list[tuple[str, int, int, int]]
-    conditions: list[tuple[Any, str]]
-    fixed: list[Fixed]
-
-    @classmethod
-    def of_trace(cls, graph: fx.Graph, user: list[fx.Node], names: list[str]) -> GuardSpec:
-        bindings, static, bound = [], [], set()
-        for i, (node, name) in enumerate(zip(user, names, strict=True)):
-            val = node.meta.get("val")
-            for d, size in enumerate(val.shape if isinstance(val, torch.Tensor) else ()):
-                expr = expression(size)
-                if isinstance(expr, int):
-                    static.append((name, i, d, expr))
-                elif isinstance(expr, sympy.Symbol) and expr not in bound:
-                    bindings.append((str(expr), name, i, d))
-                    bound.add(expr)
-        env = shape_env(graph)
-        if env is None:
-            return cls(bindings, static, [], [])
-        conditions: list[tuple[Any, str]] = []
-        for symbol in sorted(bound, key=str):
-            bounds = env.var_to_range.get(symbol)
-            where = _origin(env, symbol)
-            if bounds is not None and isinstance(bounds.lower, sympy.Integer) and int(bounds.lower) > 2:
-                conditions.append((sympy.Ge(symbol, bounds.lower), where))
-            if bounds is not None and isinstance(bounds.upper, sympy.Integer):
-                conditions.append((sympy.Le(symbol, bounds.upper), where))
-        for symbol, replacement in env.replacements.items():
-            if symbol in bound and replacement.free_symbols <= bound and not replacement.is_number:
-                conditions.append((sympy.Eq(symbol, replacement), ""))
-        for guard in env.guards:
-            if guard.expr.free_symbols and guard.expr.free_symbols <= bound:
-                where, line, inside = _location(guard.sloc)
-                conditions.append((guard.expr, "" if inside else f"{where}: {line}"))
-        return cls(bindings, static, conditions, _fixed(env, bound))
-
-    def to_json(self) -> dict:
-        return {
-            "bindings": self.bindings,
-            "static": self.static,
-            "conditions": [[sympy.srepr(c), where] for c, where in self.conditions],
-            "fixed": [vars(f) for f in self.fixed],
-        }
-
-    @classmethod
-    def from_json(cls, data: dict, parse: Any) -> GuardSpec:
-        """`parse(text)` turns a stored condition back into sympy (the disk cache validates it first)."""
-        return cls(
-            [tuple(b) for b in data["bindings"]],
-            [tuple(s) for s in data["static"]],
-            [(parse(c), where) for c, where in data["conditions"]],
-            [Fixed(**f) for f in data["fixed"]],
-        )
-
-
-class GuardCheck:
-    """A GuardSpec compiled into one function of the user inputs' values, listing what a call violates."""
-
-    def __init__(self, spec: GuardSpec):
-        self.spec = spec
-        printer = PythonPrinter()
-        lines = ["    bad = []"]
-        lines += [f"    {symbol} = values[{i}].shape[{d}]" for symbol, _, i, d in spec.bindings]
-        lines += [
-            f"    if values[{i}].shape[{d}] != {size}: bad.append(({name!r}, {i}, {d}, {size}))"
-            for name, i, d, size in spec.static
-        ]
-        # once one condition failed, a later one may divide by zero: stop at the first
-        names = {symbol: f"{name}.shape[{d}]" for symbol, name, _, d in spec.bindings}
-        for condition, where in spec.conditions:
-            readable = condition.xreplace({s: sympy.Symbol(names.get(str(s), str(s))) for s in condition.free_symbols})
-            report = (str(readable), where, tuple(sorted(names.get(str(s), str(s)) for s in condition.free_symbols)))
-            lines.append(f"    if not bad and not ({printer.doprint(condition)}): bad.append({report!r})")
-        self._fn = _compile("violations", [*lines, "    return bad"])
-
-    @property
-    def fixed(self) -> list[Fixed]:
-        return self.spec.fixed
-
-    def violations(self, values: list[Any]) -> list[tuple]:
-        """What these user-input values break: (input name, input index, dim, traced size), or (condition,
-        where in the model's code it arose, the input dimensions it involves)."""
-        return self._fn(values)
-
-
-def _fixed(env: Any, bound: set) -> list[Fixed]:
-    """Dimensions asked dynamic that the trace fixed to a constant, with the first location outside torch."""
-    found = []
-    for symbol, sources in env.var_to_sources.items():
-        value = env.replacements.get(symbol)
-        if symbol in bound or value is None or not value.is_number or not sources:
-            continue
-        locations = [_location(env.replacements_slocs[s]) for s in _chain(env, symbol) if s in env.replacements_slocs]
-        locations += [_location(g.sloc) for g in env.guards if symbol in g.expr.free_symbols]
-        user = [loc for loc in locations if not loc[2]] or locations or [("?", "", True)]
-        where, line, _ = user[0]
-        found.append(Fixed(_source_name(sources[0].name), int(value), where, line))
-    return found
-
-
-def _origin(env: Any, symbol: sympy.Symbol) -> str:
-    """Where in the model's code a symbol was first constrained ('' when only torch constrained it)."""
-    for guard in env.guards:
-        if symbol in guard.expr.free_symbols:
-            where, line, inside = _location(guard.sloc)
-            if not inside:
-                return f"{where}: {line}"
-    return ""
-
-
-def _chain(env: Any, symbol: sympy.Symbol) -> list[sympy.Symbol]:
-    """The symbol and the symbols it was replaced by on its way to a constant."""
-    chain, current = [symbol], env.replacements.get(symbol)
-    while isinstance(current, sympy.Symbol) and current not in chain:
-        chain.append(current)
-        current = env.replacements.get(current)
-    return chain
-
-
-def _location(sloc: Any) -> tuple[str, str, bool]:
-    """(file:line in function, source line, whether the frame is inside torch) of a guard's location."""
-    frame = getattr(sloc, "framework_loc", None)
-    if frame is None or isinstance(frame, str):
-        return (str(sloc), "", True)
-    inside = os.path.abspath(frame.filename).startswith(_TORCH_DIR)
-    return (f"{os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}", (frame.line or "").strip(), inside)
-
-
-def _source_name(name: str) -> str:
-    """L['kwargs']['input_ids'].size()[1] → input_ids.shape[1]."""
-    text = name.replace("L['kwargs']", "").replace("L['args']", "args").replace(".size()", ".shape")
-    for quote in ("['", "']"):
-        text = text.replace(quote, "." if quote == "['" else "")
-    return text.lstrip(".")

@@ -1,4 +1,4 @@
-"""absLRP's GAE (global attribution evaluation), step by step as REFERENCE-METHODS.md gives the authors' code.
+"""absLRP's GAE (global attribution evaluation), step by step as the authors' code computes it.
 
 Images are tiled four at a time into 2×2 mosaics (each downsampled ×½, nearest). Per mosaic a positive
 quadrant is drawn (softmax over the quadrants of the mosaic's logit at each image's predicted class); its

@@ -7,12 +7,12 @@ and the kernel's needs say which activations the walk will read — and when for
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import fx
 
+from ..caller import warn
 from ..capture.graph import PARAMETER, Graph, float_node, op_name
 from ..capture.node_args import normalized_args
 from ..capture.shapes import Shapes
@@ -81,10 +81,9 @@ class Plan:
                 size = _resized(size, self.output, output_rows * row)
             schedule = make_schedule(self.graph, self.order, reads, memory_budget, size)
             if memory_budget is not None and schedule.predicted_peak > memory_budget:
-                warnings.warn(
+                warn(
                     f"memory_budget={memory_budget} bytes is below what the smallest schedule holds at once "
-                    f"(about {schedule.predicted_peak} bytes: checkpoints plus one segment); using that one",
-                    stacklevel=3,
+                    f"(about {schedule.predicted_peak} bytes: checkpoints plus one segment); using that one"
                 )
             self._schedules[key] = schedule
         return self._schedules[key]

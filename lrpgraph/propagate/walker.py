@@ -66,19 +66,17 @@ class Walker:
     lead = 0  # leading relevance dims (K maps) carried by every tensor
 
     def __init__(
-        self,
-        plan: Plan,
-        schedule: Schedule,
-        store: ActivationStore,
-        record: frozenset[fx.Node] = frozenset(),
-        retain: bool = False,
+        self, plan: Plan, schedule: Schedule, store: ActivationStore, record: frozenset[fx.Node] = frozenset()
     ):
-        """retain: keep what the forward stored for another walk over the same store (recomputed values
-        are still freed, and recomputed again by the next walk)."""
-        self.plan, self.schedule, self.store, self.record, self.retain = plan, schedule, store, record, retain
+        self.plan, self.schedule, self.store, self.record = plan, schedule, store, record
 
-    def run(self, seed: Any) -> WalkResult:
-        """One loop in reverse topological order; each value is freed after its last use."""
+    def run(self, seed: Any, retain: bool = False) -> WalkResult:
+        """One loop in reverse topological order; each value is freed after its last use.
+
+        retain: keep what the forward stored for another walk over the same store (recomputed values are still
+        freed, and recomputed again by the next walk).
+        """
+        self.retain = retain
         self.relevance = Accumulator()
         self.relevance.add(self.plan.output, seed)
         self.inputs: dict[fx.Node, Any] = {}

@@ -94,7 +94,7 @@ def _suggestion(message: str, parser: argparse.ArgumentParser) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = _Parser(prog="lrpgraph", description="Layer-wise Relevance Propagation for any model.")
     parser.add_argument("--version", action="version", version=f"lrpgraph {__version__}")
@@ -157,22 +157,20 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--debug", action="store_true", help="show tracebacks")
     cache.set_defaults(run=_cache)
 
-    from .coverage import add_command
-
-    add_command(sub)
+    _add_coverage(sub)
     for command in sub.choices.values():
         command.root = parser  # for "did you mean" over every option
     return parser
 
 
 def _default_cache() -> Path:
-    from ..capture.disk import default_directory
+    from ..capture.disk_cache import default_directory
 
     return default_directory()
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from ..capture.disk import DiskCache
+    from ..capture.disk_cache import DiskCache
 
     directory = args.cache_dir or _default_cache()
     if not directory.exists():
@@ -188,7 +186,7 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 @dataclass
-class _Model:
+class ModelInfo:
     """What is known about a model folder before its weights load."""
 
     path: str
@@ -211,7 +209,7 @@ class _Say:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .. import preset
+    from ..presets.ruleset import preset
 
     say = _Say(args.quiet)
     _check_paths(args)
@@ -224,7 +222,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.ray:
         return _explain_on_ray(args, tokenizer, info, rules, cache_dir, target, say)
     say(f"loading {info.label} …")
-    model = _load_weights(info)
+    model = load_weights(info)
     say(f"explaining with {rules.name} (a model's first run traces it; later runs reuse the trace cache) …")
     if args.file:
         count = _explain_file(args, tokenizer, model, info, rules, cache_dir, target)
@@ -235,7 +233,7 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain_on_ray(args: argparse.Namespace, tokenizer, info: _Model, rules, cache_dir, target, say) -> int:
+def _explain_on_ray(args: argparse.Namespace, tokenizer, info: ModelInfo, rules, cache_dir, target, say) -> int:
     """Every line of --file explained by Ray actors (each loads the model once), one Parquet row per line."""
     from functools import partial
 
@@ -246,7 +244,7 @@ def _explain_on_ray(args: argparse.Namespace, tokenizer, info: _Model, rules, ca
     lines = [line.rstrip("\n") for line in args.file.read_text().splitlines() if line.strip()]
     say(f"explaining {len(lines)} input(s) with {rules.name} on Ray ({args.workers} worker(s)) …")
     run = explain_dataset(
-        partial(_load_weights, info), lines, args.output, target, rules, tokenizer=tokenizer, workers=args.workers,
+        partial(load_weights, info), lines, args.output, target, rules, tokenizer=tokenizer, workers=args.workers,
         address=None if args.ray == "local" else args.ray, cache_dir=cache_dir, progress=False if args.quiet else None,
     )  # fmt: skip
     say(f"explained {run.explained}, skipped {run.skipped} already written, {len(run.failed)} failed → {run.output}")
@@ -282,13 +280,11 @@ def _check_paths(args: argparse.Namespace) -> None:
             raise CLIError(f"{option} {path}: folder {path.parent} does not exist", "create it, or pick another path")
 
 
-def _inspect(path: str | None) -> _Model:
+def _inspect(path: str | None) -> ModelInfo:
     """The model's folder, label, kind and config: cheap, so mistakes are caught before the weights load."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
     from transformers import AutoConfig, AutoModel
-
-    from .zoo import auto_class
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
@@ -303,14 +299,14 @@ def _inspect(path: str | None) -> _Model:
             raise CLIError(f"no model folder at {path}", "pass a local HuggingFace model folder (config.json inside)")
         label = Path(path).name
     config = AutoConfig.from_pretrained(path)
-    kind, loader = auto_class(config)
+    kind, loader = _auto_class(config)
     generator = loader if kind in ("causal", "seq2seq") else None
     if kind not in ("causal", "classifier"):  # anything else: a sentence-embedding model
         kind, loader = "embedding", AutoModel
-    return _Model(path, label, kind, loader, config, generator)
+    return ModelInfo(path, label, kind, loader, config, generator)
 
 
-def _check_for_model(args: argparse.Namespace, info: _Model) -> None:
+def _check_for_model(args: argparse.Namespace, info: ModelInfo) -> None:
     if info.kind == "embedding":
         if args.target is not None:
             raise CLIError(
@@ -329,18 +325,18 @@ def _check_for_model(args: argparse.Namespace, info: _Model) -> None:
         )
 
 
-def _tokenizer(info: _Model) -> Any:
+def _tokenizer(info: ModelInfo) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(info.path)
 
 
-def _load_weights(info: _Model) -> Any:
+def load_weights(info: ModelInfo) -> Any:
     """The only slow step; everything before it checks the arguments."""
     return info.loader.from_pretrained(info.path).eval()
 
 
-def _target(value: str | None, tokenizer: Any, info: _Model) -> int | None:
+def _target(value: str | None, tokenizer: Any, info: ModelInfo) -> int | None:
     if value is None:
         return None
     if info.kind == "classifier":
@@ -369,11 +365,11 @@ def _classes(labels: dict[str, int]) -> str:
     return "classes: " + ", ".join(f"{i} {name}" for name, i in sorted(labels.items(), key=lambda kv: kv[1]))
 
 
-def _explain_texts(args: argparse.Namespace, tokenizer, model, info: _Model, rules, cache_dir, target) -> None:
+def _explain_texts(args: argparse.Namespace, tokenizer, model, info: ModelInfo, rules, cache_dir, target) -> None:
     import torch
 
-    from .. import explain
-    from .viz import tokens_html, tokens_plain, tokens_terminal, where_it_went
+    from ..api.explain import explain
+    from ..viz import tokens_html, tokens_plain, tokens_terminal, where_it_went
 
     rows: list[tuple[str, list[str], torch.Tensor]] = []
     if info.kind == "embedding":
@@ -419,13 +415,14 @@ def _explain_texts(args: argparse.Namespace, tokenizer, model, info: _Model, rul
         print(f"wrote {args.html}", file=sys.stderr)
 
 
-def _explain_file(args: argparse.Namespace, tokenizer, model, info: _Model, rules, cache_dir, target) -> int:
+def _explain_file(args: argparse.Namespace, tokenizer, model, info: ModelInfo, rules, cache_dir, target) -> int:
     """Every line of a file, one JSON object per line to --output (or stdout): tokens, relevance, what was explained."""
     import json
 
     import torch
 
-    from .. import explain, explain_many
+    from ..api.explain import explain
+    from ..api.many import explain_many
 
     lines = [line.rstrip("\n") for line in args.file.read_text().splitlines() if line.strip()]
     out = args.output.open("w") if args.output else sys.stdout
@@ -491,8 +488,9 @@ def _bar(items: list, progress: bool | None) -> Any:
 
 def _generate(args: argparse.Namespace) -> int:
     """Generate a continuation and print, per generated token, where it came from."""
-    from .. import explain_generation, preset
-    from .viz import generation_html, generation_text
+    from ..api.generation import explain_generation
+    from ..presets.ruleset import preset
+    from ..viz import generation_html, generation_text
 
     say = _Say(args.quiet)
     if args.max_new_tokens < 1:
@@ -505,7 +503,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise CLIError(f"{info.label} does not generate (not a causal or seq2seq LM)", "pass a generating model")
     tokenizer = _tokenizer(info)
     say(f"loading {info.label} …")
-    model = _load_weights(dataclasses.replace(info, loader=info.generator))
+    model = load_weights(dataclasses.replace(info, loader=info.generator))
     cache_dir = None if args.no_cache else args.cache_dir or _default_cache()
     say(f"generating {args.max_new_tokens} token(s) and explaining each with {rules.name} …")
     gen = explain_generation(model, tokenizer, args.prompt, args.max_new_tokens, rules, cache_dir=cache_dir)
@@ -521,3 +519,98 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"wrote {args.html}", file=sys.stderr)
     say(f"done (one forward, {gen.stats.get('walks', 1)} walk(s) for {len(gen.generated_ids)} token(s))")
     return 0
+
+
+def _add_coverage(sub: Any) -> None:
+    parser = sub.add_parser("coverage", help="coverage of a model zoo: nodes with a rule, and end-to-end explain")
+    parser.add_argument(
+        "--zoo",
+        type=Path,
+        help="file of HuggingFace model ids or local folders, one per line (configs only; offline unless "
+        "HF_HUB_OFFLINE=0)",
+    )
+    parser.add_argument("--only", nargs="+", help="names of built-in zoo architectures to run")
+    parser.add_argument("--rules", default="attnlrp", help="preset (default: attnlrp)")
+    parser.add_argument("--format", choices=("md", "json"), default="md")
+    parser.add_argument("--output", type=Path, help="write the report here as well as to stdout")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(run=_coverage)
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    """Coverage and an end-to-end explain of every zoo entry, as a Markdown table or JSON."""
+    import json
+    from dataclasses import asdict
+
+    from ..presets.ruleset import resolve
+    from .coverage import markdown, run_zoo
+    from .zoo import architectures
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs from local folders or the cache, as `explain` loads
+    entries = _zoo_file(args.zoo) if args.zoo else architectures(args.only)
+    resolve(args.rules)
+    rows = run_zoo(entries, args.rules)
+    if args.format == "json":
+        text = json.dumps({"rules": args.rules, "architectures": [asdict(r) for r in rows]}, indent=2)
+    else:
+        text = markdown(rows, args.rules)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0 if all(r.explained for r in rows) else 1
+
+
+@dataclass(frozen=True)
+class _ConfigEntry:
+    """A user's zoo entry: a HuggingFace model id or local folder, built from its config (no weights)."""
+
+    name: str
+    family: str = "user"
+
+    def build(self, batch: int = 2, length: int = 8, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+        import torch
+        import transformers
+
+        from .zoo import example_inputs
+
+        torch.manual_seed(seed)
+        try:
+            config = transformers.AutoConfig.from_pretrained(self.name)
+        except OSError:
+            if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+                raise
+            raise OSError(
+                f"'{self.name}' is not a local folder nor in the HuggingFace cache, and the hub is offline "
+                "(HF_HUB_OFFLINE=1; unset it to download configs)"
+            ) from None
+        _, loader = _auto_class(config)
+        model = loader.from_config(config).eval()
+        kind = (
+            "pixels"
+            if hasattr(config, "image_size") and not hasattr(config, "vocab_size")
+            else ("seq2seq" if getattr(config, "is_encoder_decoder", False) else "tokens")
+        )
+        return model, example_inputs(kind, config, batch, length)
+
+
+def _zoo_file(path: Path) -> list[_ConfigEntry]:
+    """Zoo entries from a file: one HuggingFace id or local folder per line; '#' starts a comment."""
+    lines = Path(path).read_text().splitlines()
+    return [_ConfigEntry(line.split("#", 1)[0].strip()) for line in lines if line.split("#", 1)[0].strip()]
+
+
+def _auto_class(config: Any) -> tuple[str, Any]:
+    """(kind, transformers Auto class) for a config, from its `architectures` names: kind is 'causal',
+    'classifier', 'image', 'seq2seq', or 'base' (AutoModel) when none of them fits."""
+    import transformers
+
+    names = " ".join(config.architectures or [])
+    for kind, markers, loader in (
+        ("causal", ("CausalLM", "LMHead"), "AutoModelForCausalLM"),
+        ("classifier", ("SequenceClassification",), "AutoModelForSequenceClassification"),
+        ("image", ("ImageClassification",), "AutoModelForImageClassification"),
+        ("seq2seq", ("ConditionalGeneration", "Seq2Seq"), "AutoModelForSeq2SeqLM"),
+    ):
+        if any(marker in names for marker in markers):
+            return kind, getattr(transformers, loader)
+    return "base", transformers.AutoModel

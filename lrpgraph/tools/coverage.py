@@ -1,28 +1,25 @@
 """Coverage reports: does lrpgraph explain this model, and which ops would stop it?
 
 `coverage(model, inputs)` traces the model, decides every node's rule exactly as `explain` would,
-and reports what it found; `lrpgraph coverage` does it over a model zoo (the built-in one, or a
-file of HuggingFace ids or local folders, configs only) and also runs `explain` end to end.
+and reports what it found; `run_zoo` does it over a model zoo and also runs `explain` end to end, and
+`markdown` makes the table `lrpgraph coverage` prints (the command itself: `cli.py`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..api.explain import explain, output_index
-from ..api.traced import traced
+from ..api.explain import explain
 from ..capture.call import prepare_call
 from ..capture.graph import op_name
+from ..engine.output import output_index
+from ..engine.traced import traced
 from ..errors import first_line
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.plan import build_plan
@@ -221,36 +218,3 @@ def markdown(rows: list[ZooRow], rules: str) -> str:
 
 def _percent(shares: dict[str, float], key: str) -> str:
     return f"{100 * shares[key]:.1f}%" if key in shares else ("0.0%" if shares else "—")
-
-
-def add_command(sub: Any) -> None:
-    parser = sub.add_parser("coverage", help="coverage of a model zoo: nodes with a rule, and end-to-end explain")
-    parser.add_argument(
-        "--zoo",
-        type=Path,
-        help="file of HuggingFace model ids or local folders, one per line (configs only; offline unless "
-        "HF_HUB_OFFLINE=0)",
-    )
-    parser.add_argument("--only", nargs="+", help="names of built-in zoo architectures to run")
-    parser.add_argument("--rules", default="attnlrp", help="preset (default: attnlrp)")
-    parser.add_argument("--format", choices=("md", "json"), default="md")
-    parser.add_argument("--output", type=Path, help="write the report here as well as to stdout")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.set_defaults(run=_command)
-
-
-def _command(args: argparse.Namespace) -> int:
-    from .zoo import architectures, from_file
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs from local folders or the cache, as `explain` loads
-    entries = from_file(args.zoo) if args.zoo else architectures(args.only)
-    resolve(args.rules)
-    rows = run_zoo(entries, args.rules)
-    if args.format == "json":
-        text = json.dumps({"rules": args.rules, "architectures": [asdict(r) for r in rows]}, indent=2)
-    else:
-        text = markdown(rows, args.rules)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
-    return 0 if all(r.explained for r in rows) else 1

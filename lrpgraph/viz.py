@@ -1,7 +1,8 @@
 """Heatmaps: tokens as HTML or coloured terminal text, images as a PNG, an HTML grid or terminal blocks.
 
 Colour is relevance over its largest magnitude in the row or image (red positive, blue negative); every
-view states that scale and shows the raw values beside the colours.
+view states that scale and shows the raw values beside the colours. Drawing sits below api/: an Explanation
+or a Generation hands itself over (`show`, `explanation_html`, `show_generation`, `generation_html`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..api.positional import paint
+from .engine.positional import paint
 
 _MARKERS = ("Ġ", "▁", "Ċ")
 _STYLE = (

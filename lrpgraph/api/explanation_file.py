@@ -11,15 +11,14 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .explanation import Conservation, Explanation
 
 FORMAT = "lrpgraph.explanation/1"
 _GROUPS = ("relevance", "latent", "conservation.inputs")
 _SINGLE = ("output", "seed", "conservation.seed", "conservation.positional", "positional", "combined")
 
 
-def save(ex: Explanation, path: str | os.PathLike) -> Path:
-    """Write `ex` to `path` (a .safetensors file); the seed is stored dense."""
+def write(ex: Any, path: str | os.PathLike) -> Path:
+    """Write an Explanation to `path` (a .safetensors file); the seed is stored dense."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -46,8 +45,8 @@ def save(ex: Explanation, path: str | os.PathLike) -> Path:
     return path
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Explanation:
-    """An Explanation written by `Explanation.save`, its tensors on `device`."""
+def read(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the Explanation's fields but its conservation, the Conservation's fields) of a file `write` wrote."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -68,23 +67,24 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Explana
         group, _, name = key.partition("/")
         if group in groups and name:
             groups[group][name] = value
-    return Explanation(
-        relevance=groups["relevance"],
-        output=tensors["output"],
-        seed_relevance=tensors["seed"],
-        conservation=Conservation(
-            seed=tensors["conservation.seed"],
-            inputs=groups["conservation.inputs"],
-            absorbed={str(k): float(v) for k, v in meta["absorbed"].items()},
-            positional=tensors.get("conservation.positional"),
-        ),
-        rules=meta["rules"],
-        latent=groups["latent"],
-        positional=tensors.get("positional"),
-        combined=tensors.get("combined"),
-        fallbacks=meta["fallbacks"],
-        stats=meta["stats"],
-    )
+    explanation = {
+        "relevance": groups["relevance"],
+        "output": tensors["output"],
+        "seed_relevance": tensors["seed"],
+        "rules": meta["rules"],
+        "latent": groups["latent"],
+        "positional": tensors.get("positional"),
+        "combined": tensors.get("combined"),
+        "fallbacks": meta["fallbacks"],
+        "stats": meta["stats"],
+    }
+    conservation = {
+        "seed": tensors["conservation.seed"],
+        "inputs": groups["conservation.inputs"],
+        "absorbed": {str(k): float(v) for k, v in meta["absorbed"].items()},
+        "positional": tensors.get("conservation.positional"),
+    }
+    return explanation, conservation
 
 
 def _header(text: Any, path: Path) -> dict:

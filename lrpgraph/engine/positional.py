@@ -1,4 +1,4 @@
-"""PA-LRP outputs: which positional encodings take relevance, and relevance per position.
+"""PA-LRP's outputs: which positional encodings take relevance, and relevance per position.
 
 The graph pass (flow/positional.py) finds the candidates; here table lookups are kept only where
 their ids are positions (not all alike; user inputs only when named position ids), and the relevance
@@ -13,14 +13,30 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..caller import warn
 from ..capture.graph import INPUT, Graph
 from ..capture.shapes import Shapes
 from ..flow.positional import PositionalSource
+from ..presets.ruleset import RuleSet
 from ..propagate.schedule import recipe_for
 from ..propagate.store import ActivationStore
+from .bound_call import BoundCall
 
 
-def select_sources(
+def positional_sources(call: BoundCall, ruleset: RuleSet, model: torch.nn.Module) -> list[PositionalSource]:
+    """PA-LRP's positional encodings for this call (none for other rule sets); warns when there are none."""
+    if not ruleset.positional:
+        return []
+    sources = _select_sources(call.graph, call.model_trace.analysis.positional, call.value_of, call.shapes)
+    if not sources:
+        warn(
+            f"rules '{ruleset.name}' give positions relevance, but no positional encoding was found in "
+            f"{type(model).__name__}; positional relevance is zero"
+        )
+    return sources
+
+
+def _select_sources(
     graph: Graph, candidates: list[PositionalSource], value_of: dict[fx.Node, Any], shapes: Shapes
 ) -> list[PositionalSource]:
     """The candidates that are positional: computed rotary factors and tables, and lookups by position ids."""
@@ -43,7 +59,7 @@ def per_position(
     sources: list[PositionalSource], reached: dict[fx.Node, Any], mode: str, lead: int
 ) -> dict[int, torch.Tensor]:
     """{sequence length: [*lead, B, T]}: additive sources signed; rotary sources summed per layer and factor
-    (q's and k's relevance to one layer's cos added), then |·| (mode "abs", REFERENCE-METHODS.md) or signed.
+    (q's and k's relevance to one layer's cos added), then |·| (mode "abs", as the authors' code does) or signed.
     Sources are grouped by the length of their position axis (an encoder-decoder has two)."""
     groups: dict[tuple, torch.Tensor] = {}
     for index, source in enumerate(sources):

@@ -1,0 +1,129 @@
+"""An Explanation assembled from what one explain call computed: relevance per input (zeros where none arrived),
+PA-LRP's outputs, relevance at recorded modules, where the relevance went, and what the call cost."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx
+
+from ..engine.bound_call import BoundCall
+from ..engine.output import DeferredOutput, ForwardPass
+from ..engine.positional import positional_outputs
+from ..engine.walks import Walks
+from ..flow.positional import PositionalSource
+from ..ops.sparse import RowSparse
+from ..presets.ruleset import RuleSet
+from ..propagate.plan import Plan
+from ..propagate.walker import WalkResult
+from .explanation import Conservation, Explanation
+
+
+@dataclass
+class Walked:
+    """What one explain call computed, from which its Explanation is assembled."""
+
+    call: BoundCall  # the traced model with the call's values
+    plan: Plan
+    forward: ForwardPass  # its schedule and store, the output the seed read (`out`) and the one returned (`output`)
+    walks: Walks  # how the maps were split into walks
+    seed: Any
+    targets: int | None  # K for K targets walked at once
+    result: WalkResult
+    ruleset: RuleSet
+    sources: list[PositionalSource]
+    recorded: dict[str, fx.Node]
+
+
+def assemble(w: Walked, started: float) -> Explanation:
+    """Relevance per input (zeros where none arrived), PA-LRP outputs, latent relevance, conservation, stats."""
+    dtype, out, plan, store = w.seed.dtype, w.forward.out, w.plan, w.forward.store
+    lead = () if w.targets is None else (w.targets,)
+    graph = w.call.graph
+    relevance = {}
+    for node in w.call.model_trace.analysis.explainable_inputs():
+        r = w.result.inputs.get(node)
+        if r is None:
+            v = w.call.value_of[node]
+            r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
+        relevance[graph.input_names[node]] = _plain(r)
+    batch = out.shape[0] if len(out.shape) else 1
+    positional = signed = mixed = None
+    if w.ruleset.positional:
+        positional, signed, mixed = positional_outputs(
+            w.sources, w.result.inputs, w.ruleset.positional, lead, relevance, (batch, dtype, out.device)
+        )
+    conservation = Conservation(
+        seed=_per_sample(w.seed, batch, lead),
+        inputs={name: _per_sample(r, batch, lead) for name, r in relevance.items()},
+        absorbed={k: float(v) for k, v in w.result.absorbed.items()},
+        positional=None if signed is None else signed.double(),
+    )
+    latent = {
+        path: _latent(w.result.latent.get(node), store.shapes.of(node), dtype, out.device, lead)
+        for path, node in w.recorded.items()
+    }
+    return Explanation(
+        relevance=relevance,
+        output=_own(w.forward.output, w.call.value_of),
+        seed_relevance=w.seed if isinstance(w.seed, RowSparse) else _plain(w.seed),
+        conservation=conservation,
+        rules=w.ruleset.name,
+        latent=latent,
+        positional=positional,
+        combined=mixed,
+        fallbacks=plan.fallbacks,
+        stats={
+            "seconds": time.perf_counter() - started,
+            "peak_activation_bytes": store.peak_bytes,
+            "kept_nodes": len(w.forward.schedule.keep),
+            "checkpoints": len(w.forward.schedule.checkpoints),
+            "recomputed_nodes": store.recomputed_nodes,
+            "recompute_seconds": store.recompute_seconds,
+            "offloaded_bytes": store.offloaded_bytes,
+            "nodes": len(plan.steps),
+            "rules": plan.rule_counts(),
+            "absorbed_by_rule": {k: float(v) for k, v in sorted(w.result.by_rule.items()) if float(v) != 0.0},
+            **(w.walks.stats if w.targets is not None else {}),
+        },
+    )
+
+
+def _own(output: torch.Tensor | DeferredOutput, value_of: dict[fx.Node, Any]) -> torch.Tensor | DeferredOutput:
+    """The output as the explanation keeps it: never the caller's tensor itself (a model may return its input)."""
+    if isinstance(output, DeferredOutput):
+        return output
+    caller = {t.untyped_storage().data_ptr() for t in value_of.values() if isinstance(t, torch.Tensor)}
+    return output.clone() if output.untyped_storage().data_ptr() in caller else _plain(output)
+
+
+def _per_sample(t: torch.Tensor | RowSparse, batch: int, lead: tuple = ()) -> torch.Tensor:
+    """Sum per sample (the dim after `lead`), as float64; a tensor without a batch dim is shared evenly."""
+    if isinstance(t, RowSparse):
+        return t.sum_per(batch)
+    dtype = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
+    t = t.detach()
+    n = len(lead)
+    if t.dim() > n and t.shape[n] == batch:
+        return t.reshape(*lead, batch, -1).sum(-1, dtype=dtype).double()
+    total = t.reshape(*lead, -1).sum(-1, dtype=dtype).double()
+    return (total / batch).unsqueeze(-1).expand(*lead, batch)
+
+
+def _latent(r: Any, shape: tuple, dtype: torch.dtype, device: torch.device, lead: tuple = ()) -> torch.Tensor:
+    """Relevance recorded at a module's output (of this `shape`); zeros when none reached it."""
+    if r is None:
+        return torch.zeros((*lead, *shape), dtype=dtype, device=device)
+    return _plain(r.dense() if isinstance(r, RowSparse) else r)
+
+
+def _plain(t: Any) -> Any:
+    """A normal tensor (not an inference tensor) the caller may use anywhere, autograd included."""
+    if isinstance(t, torch.Tensor):
+        return t.clone() if t.is_inference() else t
+    if isinstance(t, list):
+        return [_plain(x) for x in t]
+    return t
