@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..capture.graph import Graph, op_name
 from ..engine.bound_call import BoundCall
 from ..engine.output import DeferredOutput, ForwardPass
 from ..engine.positional import positional_outputs
@@ -87,9 +88,30 @@ def assemble(w: Walked, started: float) -> Explanation:
             "nodes": len(plan.steps),
             "rules": plan.rule_counts(),
             "absorbed_by_rule": {k: float(v) for k, v in sorted(w.result.by_rule.items()) if float(v) != 0.0},
+            "absorbed_by_node": _largest(plan, w.call.graph, w.result.by_node),
             **(w.walks.stats if w.targets is not None else {}),
         },
     )
+
+
+def _largest(plan: Plan, graph: Graph, by_node: dict[fx.Node, Any], count: int = 10) -> list[dict[str, Any]]:
+    """The `count` nodes whose rules kept (positive) or created (negative) the most relevance: where relevance that
+    did not reach the inputs went, node by node."""
+    if not by_node:
+        return []
+    nodes = list(by_node)
+    amounts = torch.stack([torch.as_tensor(by_node[n]).reshape(()).cpu() for n in nodes]).tolist()
+    ranked = sorted((pair for pair in zip(amounts, nodes, strict=True) if pair[0] != 0.0), key=lambda p: -abs(p[0]))
+    return [
+        {
+            "node": node.name,
+            "op": op_name(node),
+            "module": graph.module_path(node) or "<model>",
+            "rule": f"{plan.steps[node].op_class}:{plan.steps[node].choice.name}",
+            "absorbed": amount,
+        }
+        for amount, node in ranked[:count]
+    ]
 
 
 def _own(output: torch.Tensor | DeferredOutput, value_of: dict[fx.Node, Any]) -> torch.Tensor | DeferredOutput:

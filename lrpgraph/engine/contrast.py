@@ -21,4 +21,4 @@ def contrast(result: WalkResult, seed: Any, batch: int) -> tuple[WalkResult, tor
     inputs = {node: difference(r) for node, r in result.inputs.items()}
     latent = {node: difference(r) for node, r in result.latent.items()}
     both = seed.dense() if isinstance(seed, RowSparse) else seed
-    return WalkResult(inputs, latent, result.absorbed, result.by_rule), both[0] - both[1]
+    return WalkResult(inputs, latent, result.absorbed, result.by_rule, result.by_node), both[0] - both[1]

@@ -41,6 +41,7 @@ class Walks:
             latent=_joined([p.latent for p in parts], sizes),
             absorbed=_summed([p.absorbed for p in parts]),
             by_rule=_summed([p.by_rule for p in parts]),
+            by_node=_summed([p.by_node for p in parts]),
         )
 
     def maps_per_walk(self, k: int, budget: int | None, dtype: torch.dtype) -> int:

@@ -32,6 +32,7 @@ class WalkResult:
     latent: dict[fx.Node, Any]  # relevance at the recorded nodes
     absorbed: dict[str, torch.Tensor]  # what rules did not pass on, by where it was booked
     by_rule: dict[str, torch.Tensor] = field(default_factory=dict)  # the same, as "bias at linear:epsilon"
+    by_node: dict[fx.Node, torch.Tensor] = field(default_factory=dict)  # the same, by the node whose rule kept it
 
 
 class Accumulator:
@@ -86,6 +87,7 @@ class Walker:
             lambda: torch.zeros((), dtype=torch.float64, device=device)
         )
         self.by_rule: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64, device=device))
+        self.by_node: dict[fx.Node, torch.Tensor] = {}
         self.samples = seed.shape[self.lead] if len(seed.shape) > self.lead else 1
         with torch.no_grad():
             for node in self.plan.order:
@@ -93,7 +95,7 @@ class Walker:
                 if R is not None:
                     self.run_node(node, R)
                 self.free(node)
-        return WalkResult(self.inputs, self.latent, dict(self.absorbed), dict(self.by_rule))
+        return WalkResult(self.inputs, self.latent, dict(self.absorbed), dict(self.by_rule), self.by_node)
 
     def run_node(self, node: fx.Node, R: Any) -> None:
         """Record, end the walk at inputs and positional sources, or run the node's rule and pass its result on."""
@@ -124,6 +126,7 @@ class Walker:
             kept = _total(R) - passed
             self.absorbed[step.absorbs] += kept
             self.by_rule[f"{step.absorbs} at {step.op_class.name}:{step.choice.name}"] += kept
+            self.by_node[node] = kept
 
     def call_rule(self, step: Step, R: Any) -> list[Any]:
         """The rule's relevance for each receiver of the step (None where it sends none)."""
