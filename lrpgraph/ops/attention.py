@@ -17,7 +17,7 @@ import math
 import torch
 
 from .adapter import Adapter
-from .bilinear import Bilinear, product_term, uniform, uniform_form
+from .bilinear import Bilinear, bias_key, product_term, uniform, uniform_form, with_bias_share
 from .elementwise import ADD, GATE
 from .gradient import Replay, form, rescaled, share_of, split, stabilized
 from .registry import declare, rule
@@ -355,7 +355,7 @@ def _values_form(call: Replay, halves: int, epsilon: float, sign_aware: bool):
     probs = role.operand if role.index is None else (role.operand, role.index)
     product, share = product_term(call, epsilon)
     scale = share_of(call.out, stabilized(halves * product, epsilon, sign_aware)) * share
-    return rescaled(call.held(detach=[probs]), scale)
+    return with_bias_share(call, rescaled(call.held(detach=[probs, *bias_key(call)]), scale), epsilon)
 
 
 @form(ATTENTION_VALUES, "values")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .gradient import Replay, form, rescaled, share_of, stabilized
+from .gradient import Replay, delta, form, rescaled, share_of, stabilized
 from .registry import declare, rule
 from .tensors import stabilize, unbroadcast
 
@@ -36,6 +36,23 @@ def uniform(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6, sign_awar
     return ra, rb
 
 
+def with_bias_share(call: Replay, y: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """y plus, where beta·bias + alpha·a·b has a bias that carries relevance, the bias's epsilon share as a gradient
+    (y must hold the bias constant)."""
+    key = call.adapter.bias
+    if not key or call.args.get(key) is None or not call.is_relevant(key):
+        return y
+    bias = call.args[key]
+    beta = float(call.args.get("beta", 1.0))
+    return y + beta * delta(bias) * share_of(call.out, stabilized(call.out.detach(), epsilon))
+
+
+def bias_key(call: Replay) -> list[str]:
+    """The bias argument of beta·bias + alpha·a·b, if the op has one: the product's forms hold it constant."""
+    key = call.adapter.bias
+    return [key] if key and call.args.get(key) is not None else []
+
+
 def product_term(call: Replay, epsilon: float) -> tuple[torch.Tensor, torch.Tensor | float]:
     """(the product a·b the bilinear rules split, the share of ρ·out it receives): beta·bias + alpha·a·b (addmm,
     baddbmm) first gives the bias its epsilon share, as the walker's adapter does; without a bias, (out, 1)."""
@@ -53,4 +70,7 @@ def product_term(call: Replay, epsilon: float) -> tuple[torch.Tensor, torch.Tens
 def uniform_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
     """Both factors get ρ·(what the product gets)/stab(2·product): half each, as a gradient."""
     product, share = product_term(call, epsilon)
-    return rescaled(call.held(), share_of(call.out, stabilized(2 * product, epsilon, sign_aware)) * share)
+    y = rescaled(
+        call.held(detach=bias_key(call)), share_of(call.out, stabilized(2 * product, epsilon, sign_aware)) * share
+    )
+    return with_bias_share(call, y, epsilon)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from .adapter import Adapter, is_tensor
-from .gradient import Replay, form, share_of, stabilized
+from .gradient import Replay, delta, form, share_of, stabilized
 from .linear_maps import LinearMap
 from .registry import declare
 from .reindex import ReindexAdapter
@@ -64,7 +64,7 @@ def epsilon_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True
     y, out = call.held(), real_view(call.out.detach())
     scale = share_of(out, stabilized(out, epsilon, sign_aware))
     y_real = real_view(y)
-    scaled = y_real.detach() + (y_real - y_real.detach()) * scale
+    scaled = y_real.detach() + delta(y_real) * scale
     return torch.view_as_complex(scaled) if y.is_complex() else scaled
 
 

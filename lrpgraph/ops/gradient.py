@@ -107,8 +107,7 @@ class Replay:
         zeros = (x.detach() == 0) & (out.detach() != 0)
         if bool(zeros.any()):
             self.zero_inputs.append(zeros)
-        x0 = x.detach()
-        return out.detach() + (x - x0).to(out.dtype) * ratio(out, x0)
+        return out.detach() + delta(x).to(out.dtype) * ratio(out, x.detach())
 
     def attribute(self, key: Key, leaf: torch.Tensor) -> None:
         """Relevance `leaf ⊙ gradient` belongs to the argument `key` as well (terms of rules that are not a
@@ -130,15 +129,20 @@ def stabilized(z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Te
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
+def delta(y: torch.Tensor) -> torch.Tensor:
+    """y − y, which is zero, but carries y's gradient; zero where y is infinite (a −inf mask) rather than NaN."""
+    y0 = y.detach()
+    return torch.where(torch.isfinite(y0), y - y0, torch.zeros_like(y0))
+
+
 def rescaled(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """y's value with its gradient multiplied by `scale` (held constant)."""
-    y0 = y.detach()
-    return y0 + (y - y0) * scale.detach().to(y.dtype)
+    return y.detach() + delta(y) * scale.detach().to(y.dtype)
 
 
 def rescaled_as(out: torch.Tensor, g: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """out's value with g's gradient multiplied by `scale` (g: another function of the same inputs)."""
-    return out.detach() + (g - g.detach()) * scale.detach().to(g.dtype)
+    return out.detach() + delta(g) * scale.detach().to(g.dtype)
 
 
 def ratio(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -149,8 +153,7 @@ def ratio(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def split(y: torch.Tensor, share: float) -> torch.Tensor:
     """y's value with `share` of its gradient."""
-    y0 = y.detach()
-    return y0 + (y - y0) * share
+    return y.detach() + delta(y) * share
 
 
 def share_of(out: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:

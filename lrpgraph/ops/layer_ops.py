@@ -18,7 +18,7 @@ from .layer_rules import CONV, LINEAR
 from .linear_maps import Conv, Dense, MatMul
 from .sparse import RowSparse
 from .table import Facts, register_ops
-from .tensors import nonzero_rows, put_rows, stabilize, take_rows
+from .tensors import divide, nonzero_rows, put_rows, stabilize, take_rows, unbroadcast
 
 aten = torch.ops.aten
 
@@ -100,10 +100,15 @@ class MatmulAdapter(Adapter):
         args = call.args
         if call.op_class is not LINEAR:
             bias = args.get(self.bias) if self.bias else None
-            if bias is not None:  # beta·bias + alpha·(a@b): epsilon split first, the bias keeps its share
-                call = _without_bias(call, bias, float(args.get("beta", 1.0)), float(args.get("alpha", 1.0)))
+            result = {}
+            if bias is not None:  # beta·bias + alpha·(a@b): epsilon split first; a relevant bias gets its share
+                beta, alpha = float(args.get("beta", 1.0)), float(args.get("alpha", 1.0))
+                if call.relevant.get(self.bias):
+                    share = divide(call.R, call.out, call.params.get("epsilon", 1e-6))
+                    result[self.bias] = unbroadcast(beta * bias.to(share.dtype) * share, bias.shape)
+                call = _without_bias(call, bias, beta, alpha)
             ra, rb = _bilinear(call, self.a, self.b, _MATMUL_PRODUCT)
-            return {self.a: ra, self.b: rb}
+            return {**result, self.a: ra, self.b: rb}
         data = self._data(call.relevant)
         weight = args[self.b if data == self.a else self.a]
         bias = args.get(self.bias) if self.bias else None

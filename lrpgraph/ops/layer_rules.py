@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .complex import COMPLEX
-from .gradient import Replay, form, rescaled, rescaled_as, share_of, stabilized
+from .gradient import Replay, delta, form, rescaled, rescaled_as, share_of, stabilized
 from .linear_maps import LinearMap
 from .normalization import BATCHNORM, NORM
 from .pooling import AVGPOOL, SUM
@@ -221,7 +221,7 @@ def alphabeta_form(call: Replay, *, alpha: float = 2.0, beta: float = 1.0, stabi
     down = (layer(x, w) - layer(x.abs(), w.abs())) / 2
     scale_up = alpha * share_of(out, stabilized(positive_sum, stabilizer))
     scale_down = beta * share_of(out, stabilized(negative_sum, stabilizer))
-    return out.detach() + (up - up.detach()) * scale_up - (down - down.detach()) * scale_down
+    return out.detach() + delta(up) * scale_up - delta(down) * scale_down
 
 
 @form(WEIGHTED, "zbox")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .adapter import Adapter, LayerAdapter
-from .gradient import Replay, form, rescaled, share_of, stabilized
+from .gradient import Replay, delta, form, rescaled, share_of, stabilized
 from .linear_maps import AvgPool, CumulativeSum, Quantile, Reduction, Resample, pool_window
 from .registry import declare, rule
 from .table import register_ops
@@ -83,7 +83,7 @@ def max_form(call: Replay):
     kept = [1 if d in dims else n for d, n in enumerate(x.shape)]
     winners = (x.detach() == values.detach().reshape(kept)).to(x.dtype)
     g = (x * winners / winners.sum(dims, keepdim=True)).sum(dims, keepdim=True).reshape(values.shape)
-    y = values.detach() + (g - g.detach())
+    y = values.detach() + delta(g)
     return (y, *call.out[1:]) if isinstance(call.out, tuple) else y
 
 

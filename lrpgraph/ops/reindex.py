@@ -380,9 +380,23 @@ class CopyAdapter(ReindexAdapter):
 
 register_ops(CopyAdapter(_copy), aten.copy.default)
 register_ops(ReindexAdapter(traced_adjoint(aten.im2col.default), conserving=False), aten.im2col.default)
+def _as_strided(R, a):
+    """as_strided reads its input's memory, so where each output element came from depends on how the input is laid
+    out (a non-contiguous view, an offset): element indices are laid out in the same storage positions."""
+    x = a["self"]
+    span = x.storage_offset() + sum((n - 1) * st for n, st in zip(x.shape, x.stride(), strict=True)) + 1
+    storage = torch.zeros(max(span, 1), dtype=torch.float64, device=R.device)
+    ids = storage.as_strided(x.shape, x.stride(), x.storage_offset())
+    ids.copy_(torch.arange(1, x.numel() + 1, device=R.device, dtype=torch.float64).reshape(x.shape))
+    moved = aten.as_strided(ids, a["size"], a["stride"], a.get("storage_offset")).round().long().reshape(-1) - 1
+    kept = moved >= 0  # storage outside x (never in a traced graph) passes nothing
+    flat = _zeros(R, (x.numel(),)).index_add_(0, moved[kept], R.reshape(-1)[kept])
+    return {"self": flat.reshape(x.shape)}
+
+
+register_ops(ReindexAdapter(_as_strided, always=("self",)), aten.as_strided.default)
 for _op in (
     aten.repeat.default,
-    aten.as_strided.default,
     aten.unfold.default,
     aten.diagonal.default,
     aten.pixel_shuffle.default,
