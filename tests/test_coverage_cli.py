@@ -139,14 +139,23 @@ def test_cli_coverage_is_offline_for_hub_ids(tmp_path):
     assert "| **total** (1) | | 0 | 0 | — |" in result.stdout
 
 
-def test_conservation_audit_names_the_rule_and_why():
-    from lrpgraph.tools.coverage import WHY, markdown, run_zoo
+def test_coverage_verifies_every_row_and_audits_with_the_nodes_responsible():
+    from lrpgraph.tools.coverage import markdown, run_zoo
 
-    (row,) = run_zoo(architectures(["llama"]), "attnlrp", progress=False)
-    assert row.explained and sum(row.shares.values()) == pytest.approx(1.0, abs=1e-6)
-    assert row.kept_by and abs(sum(row.kept_by.values()) - (1 - row.shares["inputs"])) < 1e-6
-    assert "most at attention:uniform — " + WHY["attention:uniform"] in row.audit
-    assert f"- llama: {row.audit}" in markdown([row], "attnlrp")
+    llama, pooling = run_zoo(architectures(["llama", "sort_pooling"]), "attnlrp", progress=False)
+    assert llama.explained and sum(llama.shares.values()) == pytest.approx(1.0, abs=1e-6)
+    assert llama.verified_in == "float64" and llama.verified < 1e-4 and not llama.unverified
+    assert llama.audit == ""  # its inputs get between 50% and 150% of the logit
+    # sort_pooling's inputs get ~49× the logit: its biases nearly cancel the layers' sums, so ε divides by little
+    assert pooling.shares["inputs"] > 1.5 and pooling.verified < 1e-4
+    top = pooling.kept_at[0]
+    assert top["rule"] == "linear:epsilon" and top["share"] < 0 and f"kept at {top['node']} (linear:epsilon" in (
+        pooling.audit
+    )
+    kept = sum(n["share"] for n in pooling.kept_at)
+    assert kept == pytest.approx(sum(pooling.kept_by.values()), rel=1e-6)  # every keeping node is listed here
+    text = markdown([llama, pooling], "attnlrp")
+    assert "**2 of 2 architectures verified to 0.0001**" in text and f"- sort_pooling: {pooling.audit}" in text
 
 
 def test_absorbed_by_rule_adds_up_to_the_absorbed_totals():

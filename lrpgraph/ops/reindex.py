@@ -380,6 +380,8 @@ class CopyAdapter(ReindexAdapter):
 
 register_ops(CopyAdapter(_copy), aten.copy.default)
 register_ops(ReindexAdapter(traced_adjoint(aten.im2col.default), conserving=False), aten.im2col.default)
+
+
 def _as_strided(R, a):
     """as_strided reads its input's memory, so where each output element came from depends on how the input is laid
     out (a non-contiguous view, an offset): element indices are laid out in the same storage positions."""

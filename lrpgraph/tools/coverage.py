@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..api.explain import explain
+from ..api.verify import verify
 from ..capture.call import prepare_call
 from ..capture.graph import op_name
 from ..engine.output import output_index
@@ -89,20 +90,6 @@ def coverage(
     )
 
 
-# why a rule keeps (or gives) relevance by design — the conservation audit's explanations, by "op class:rule"
-WHY = {
-    "attention:uniform": "AttnLRP's softmax rule x ⊙ (R − p·ΣR) (inside attention) keeps the softmax's implicit "
-    "bias term, by the paper's design; large where attention logits are large, as with random weights",
-    "softmax:taylor": "AttnLRP's softmax rule x ⊙ (R − p·ΣR) keeps the softmax's implicit bias term, by design",
-    "add:norm": "the stabiliser of a sum whose terms nearly cancel: each term gets t/(Σ + ε·sign Σ)·R, which "
-    "conserves only while |Σ| ≫ ε (recurrences such as RWKV's WKV and GRU's (1−z)·n + z·h add opposite signs)",
-    "avgpool:norm": "the stabiliser of an average pool whose mean is near zero (squeeze-excitation pools): "
-    "x/(mean + ε·sign)·R/N conserves only while |mean| ≫ ε",
-    "negative": "a bias or constant (a position table) whose contribution has the opposite sign gets negative "
-    "relevance, so the inputs get more than the logit; the parts still sum to it",
-}
-
-
 @dataclass
 class ZooRow:
     name: str
@@ -117,23 +104,23 @@ class ZooRow:
     error: str = ""
     shares: dict[str, float] = field(default_factory=dict)  # where the seed went, as shares of |seed|
     kept_by: dict[str, float] = field(default_factory=dict)  # what rules kept, by "op class:rule", shares of |seed|
+    kept_at: list[dict[str, Any]] = field(default_factory=list)  # the nodes that kept or created the most
+    verified: float | None = None  # verify's max_error (float64 where the model runs in it), None: not verified
+    verified_in: str = ""  # the dtype verify ran in
+    unverified: str = ""  # why verify did not pass: the first rule it could not replay, or where they differ
 
     @property
     def audit(self) -> str:
-        """Why conservation needs a look: rules absorbing or creating over 5% of the seed, inputs over 105%."""
-        notes = []
-        if abs(self.shares.get("rules", 0.0)) > 0.05:
-            rules = {k.split(" at ", 1)[1]: v for k, v in self.kept_by.items() if k.startswith("rules at ")}
-            top = max(rules.items(), key=lambda kv: abs(kv[1]), default=("?", 0.0))[0]
-            reason = WHY.get(top, "not yet explained")
-            notes.append(f"rules {100 * self.shares['rules']:+.0f}%, most at {top} — {reason}")
-        if self.shares.get("inputs", 0.0) > 1.05:
-            negative = {k: v for k, v in self.kept_by.items() if v < 0}
-            top = min(negative.items(), key=lambda kv: kv[1], default=("?", 0.0))
-            notes.append(
-                f"inputs {100 * self.shares['inputs']:.0f}%, as {top[0]} holds {100 * top[1]:+.0f}% — {WHY['negative']}"
-            )
-        return "; ".join(notes)
+        """Where the explained logit went when its inputs got less than 50%, more than 150% or a negative share:
+        the nodes whose rules kept (positive) or created (negative) the most of it."""
+        inputs = self.shares.get("inputs")
+        if inputs is None or 0.5 <= inputs <= 1.5:
+            return ""
+        evidence = ", ".join(
+            f"{100 * n['share']:+.1f}% kept at {n['node']} ({n['rule']}, {n['module']})" for n in self.kept_at[:3]
+        )
+        kinds = ", ".join(f"{k} {100 * v:+.1f}%" for k, v in sorted(self.shares.items()) if k != "inputs" and v)
+        return f"inputs {100 * inputs:+.1f}% ({kinds or 'nothing else'}); {evidence or 'no rule kept any'}"
 
 
 def _shares(ex: Any) -> dict[str, float]:
@@ -146,7 +133,7 @@ def _shares(ex: Any) -> dict[str, float]:
 
 
 def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRow]:
-    """Coverage and an end-to-end explain for each zoo entry (objects with name, family and build())."""
+    """Coverage, an end-to-end explain and `verify` for each zoo entry (objects with name, family and build())."""
     rows = []
     for i, entry in enumerate(entries):
         if progress:
@@ -166,8 +153,10 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
                 row.shares = _shares(ex)
                 seed = abs(float(ex.conservation.seed.sum())) or 1.0
                 row.kept_by = {k: v / seed for k, v in ex.stats["absorbed_by_rule"].items()}
+                row.kept_at = [{**n, "share": n["absorbed"] / seed} for n in ex.stats["absorbed_by_node"]]
                 if not row.explained:
                     row.error = "non-finite relevance"
+                _verify(entry, model, inputs, rules, row)
         except Exception as error:  # a zoo report records failures, it does not stop
             row.error = f"{type(error).__name__}: {first_line(error)[:200]}"
         rows.append(row)
@@ -176,44 +165,90 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
     return rows
 
 
-def markdown(rows: list[ZooRow], rules: str) -> str:
+def _verify(entry: Any, model: torch.nn.Module, inputs: Any, rules: str, row: ZooRow) -> None:
+    """verify, in float64 (a twin built with float64 defaults) where the model runs in it, else as built."""
+    saved = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        twin, twin_inputs = entry.build()
+        twin = twin.double()
+        torch.set_default_dtype(saved)
+        check, row.verified_in = verify(twin, twin_inputs, rules=rules), "float64"
+    except Exception:  # a model whose code fixes float32 somewhere: verify it as built
+        torch.set_default_dtype(saved)
+        check, row.verified_in = verify(model, inputs, rules=rules), str(next(model.parameters()).dtype)[6:]
+    finally:
+        torch.set_default_dtype(saved)
+    row.verified = check.max_error
+    if check.unverified:
+        row.unverified = check.unverified[0]
+    elif not check.ok:
+        w = check.worst or {}
+        row.unverified = f"differs from {w.get('rule')} at {w.get('node')} ({w.get('module')})"
+
+
+def markdown(rows: list[ZooRow], rules: str, tolerance: float = 1e-4) -> str:
     import transformers
 
     lines = [
         f"Coverage with rules `{rules}` (torch {torch.__version__}, transformers {transformers.__version__}); "
-        "'relevant' counts the nodes that carry relevance, the others compute constants.",
+        "'relevant' counts the nodes that carry relevance, the others compute constants. 'verified' is "
+        "`lrpgraph.verify`'s largest difference between the walk and its replay under autograd (every node "
+        "compared, float64 unless marked), or why it could not check.",
         "",
-        "| architecture | family | nodes | relevant | covered | trace s | explain s | explain ok | to inputs | rules "
-        "| missing ops |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "| architecture | family | nodes | relevant | covered | trace s | explain s | explain ok | verified "
+        "| to inputs | rules | missing ops |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
     ]
     for r in rows:
         ok = "yes" if r.explained else ("no: " + r.error if r.error else "no")
         share = f"{100 * r.covered:.2f}%" if r.nodes else "—"  # not traced: nothing to cover
         lines.append(
             f"| {r.name} | {r.family} | {r.nodes} | {r.relevant} | {share} | {r.trace_seconds:.2f} | "
-            f"{r.explain_seconds:.2f} | {ok} | {_percent(r.shares, 'inputs')} | {_percent(r.shares, 'rules')} | "
-            f"{', '.join(r.missing) or '—'} |"
+            f"{r.explain_seconds:.2f} | {ok} | {_verified(r, tolerance)} | {_percent(r.shares, 'inputs')} | "
+            f"{_percent(r.shares, 'rules')} | {', '.join(r.missing) or '—'} |"
         )
     relevant = sum(r.relevant for r in rows)
     covered = sum(r.covered * r.relevant for r in rows)
     explained = sum(r.explained for r in rows)
+    verified = sum(_passed(r, tolerance) for r in rows)
     share = f"{100 * covered / relevant:.2f}%" if relevant else "—"
     lines.append(
         f"| **total** ({len(rows)}) | | {sum(r.nodes for r in rows)} | {relevant} | {share} | "
         f"{sum(r.trace_seconds for r in rows):.1f} | {sum(r.explain_seconds for r in rows):.1f} | "
-        f"{explained}/{len(rows)} | | | |"
+        f"{explained}/{len(rows)} | {verified}/{len(rows)} | | | |"
     )
+    unverified = [
+        f"- {r.name}: {r.unverified or 'not run: ' + (r.error or 'not explained')}"
+        for r in rows
+        if not _passed(r, tolerance)
+    ]
     flagged = [f"- {r.name}: {r.audit}" for r in rows if r.audit]
     lines += [
         "",
+        f"**{verified} of {len(rows)} architectures verified to {tolerance:g}**: the walk and the replay agree at "
+        "every node. Not verified, and why:",
+        "",
+        *(unverified or ["- none"]),
+        "",
         "'to inputs' and 'rules' are shares of the explained logit; the rest went to biases, constants (masks,",
-        "position tables) and positions. Conservation audit — rules absorbing or creating more than 5%, or inputs",
-        "receiving more than 105%:",
+        "position tables) and positions. Where the inputs got less than 50% of the logit, more than 150% or a",
+        "negative share — the shares of the rest, and the three nodes whose rules kept (+) or created (−) the most:",
         "",
         *(flagged or ["- none"]),
     ]
     return "\n".join(lines)
+
+
+def _passed(r: ZooRow, tolerance: float) -> bool:
+    return r.verified is not None and not r.unverified and r.verified <= tolerance
+
+
+def _verified(r: ZooRow, tolerance: float) -> str:
+    if r.verified is None:
+        return "—"
+    dtype = "" if r.verified_in == "float64" else f" ({r.verified_in})"
+    return f"{r.verified:.0e}{dtype}" if _passed(r, tolerance) else f"no{dtype}"
 
 
 def _percent(shares: dict[str, float], key: str) -> str:
