@@ -1,6 +1,6 @@
 """Attention: softmax, attention-weighted values, scaled_dot_product_attention, and gates.
 
-Op classes and their kernels (formulas: RULES.md, "Attention (AttnLRP)"):
+Op classes and their kernels (formulas: ../shared/RULES.md beside the repository, "Attention (AttnLRP)"):
 - "softmax": `taylor`, AttnLRP's softmax rule R_x = x ⊙ (R − s·ΣR), masked (−inf) entries count as 0.
 - "attention_values": a matrix product of attention probabilities with values (written-out
   attention); `uniform` (AttnLRP) or `values` (CP-LRP: probabilities constant, all to the values).

@@ -2,7 +2,7 @@
 
 Op classes "linear" (linear layers and matrix products with a constant operand) and "conv". Each
 kernel is `fn(R, x, layer, out, **params) -> R_x` where `layer` is a `LinearMap` (forward and
-adjoint) and `out` the node's output z. Formulas: RULES.md; they match Zennit's rules term by term
+adjoint) and `out` the node's output z. Formulas: RULES.md (in ../shared/, beside the repository); they match Zennit's rules term by term
 (the modified biases included), so the presets reproduce Zennit's composites.
 """
 
