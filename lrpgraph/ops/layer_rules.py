@@ -2,8 +2,9 @@
 
 Op classes "linear" (linear layers and matrix products with a constant operand) and "conv". Each
 kernel is `fn(R, x, layer, out, **params) -> R_x` where `layer` is a `LinearMap` (forward and
-adjoint) and `out` the node's output z. Formulas: RULES.md (in ../shared/, beside the repository); they match Zennit's rules term by term
-(the modified biases included), so the presets reproduce Zennit's composites.
+adjoint) and `out` the node's output z. Formulas: RULES.md (in ../shared/, beside the repository); they
+match Zennit's rules term by term (the modified biases included), so the presets reproduce Zennit's
+composites. Each kernel's gradient form (for `verify`) follows it.
 """
 
 from __future__ import annotations
