@@ -130,3 +130,24 @@ def test_bounds_terms_reach_inputs_that_are_zero():
     check = lrpgraph.verify(Pixels().double().eval(), x, target=2, rules=rules)
     assert check.ok and check.max_error < 1e-10
     assert check.explanation.relevance["x"][:, :, :3].abs().sum() > 0
+
+
+# zoo architectures whose rules, ops or layouts once differed between the walk and the replay, or exercise forms no
+# other test reaches: baddbmm with ALiBi, complex FFTs, as_strided windows, a relevant matrix-product bias, -inf
+# router masks, recurrences, scatters, ids offset per column
+ZOO = ["bloom", "fnet", "led", "wavlm", "llama4_text", "lstm", "message_passing", "tabular_offsets", "fourier_mixer"]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_architectures_are_verified_in_float64(name):
+    from lrpgraph.tools.zoo import architectures
+
+    (arch,) = architectures([name])
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # so that constants the models make are float64 too
+    try:
+        model, inputs = arch.build()
+    finally:
+        torch.set_default_dtype(saved)
+    check = lrpgraph.verify(model.double(), inputs, rules="attnlrp")
+    assert check.ok and check.max_error < 1e-6, (check.max_error, check.worst, check.unverified)
