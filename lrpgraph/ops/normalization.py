@@ -105,7 +105,8 @@ def _batch_norm_statistics(args):
 
 def _batch_norm_running(args):
     x = args["input"]
-    inv_std = torch.rsqrt(args["running_var"].float() + float(args["eps"]))
+    var = args["running_var"]
+    inv_std = torch.rsqrt(var.to(torch.promote_types(var.dtype, torch.float32)) + float(args["eps"]))
     weight, bias = args.get("weight"), args.get("bias")
     scale = inv_std if weight is None else weight * inv_std
     shift = -args["running_mean"] * scale + (0 if bias is None else bias)
