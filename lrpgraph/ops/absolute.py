@@ -24,7 +24,7 @@ from .normalization import BATCHNORM, NORM
 from .pooling import AVGPOOL, MAXPOOL, SUM, MaxPool
 from .registry import rule
 from .reindex import REINDEX
-from .rescale import EPS, n1
+from .rescale import EPS, mass, n1
 from .tensors import unbroadcast
 
 
@@ -118,8 +118,10 @@ def abs_softmax(R, x, out, dim: int, *, samples: int):
 def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int):
     """Fused attention as the three rules above in turn: A·v, softmax, q·kᵀ (q scaled); q, k, v each N1.
 
-    The normalisations between them rescale each sample by one positive factor, which the rules after
-    are linear in and the final N1 removes: the blocks over query rows need no pass of their own.
+    The normalisations between them, R_A/(m_A + ε) and then R_S/(m_S/(m_A + ε) + ε) with m the per-sample masses
+    Σ|·| of the unnormalised relevances, rescale each sample by one positive factor, which the rules after are linear
+    in: the blocks over query rows need no pass of their own, and the final N1 of R_q and R_k takes the factor
+    exactly as the stabiliser ε·(m_S + ε·(m_A + ε)) in place of ε.
     """
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))
@@ -128,10 +130,12 @@ def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int
     Rq = R.new_empty(attention.q.shape, dtype=dtype)
     to_k, to_abs_k = R.new_zeros(k.shape, dtype=dtype), R.new_zeros(k.shape, dtype=dtype)
     to_v = R.new_zeros(v.shape, dtype=dtype)
+    mass_probs = mass_logits = 0.0
     for rows, keys, qb, probs, additive in attention.blocks(dtype):
         vb, kb, sb = v[..., keys, :], k[..., keys, :], s_out[..., rows, :]
         to_v[..., keys, :] += probs.mT @ sb  # probabilities are ≥ 0: |A| = A
         R_probs = probs * (sb @ vb.mT) + probs * (sb @ vb.abs().mT)
+        mass_probs = mass_probs + mass(R_probs, samples)
         logits = qb @ kb.mT
         scores = logits if additive is None else logits + additive.to(dtype)
         if not attention.is_causal and additive is None:
@@ -142,15 +146,17 @@ def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int
         R_logits = (torch.where(finite, scores, 0.0) * probs + torch.where(finite, scores.abs(), 0.0) * p_abs) * (
             R_probs / (probs + EPS)
         )
+        mass_logits = mass_logits + mass(R_logits, samples)
         s_qk = R_logits / (logits.abs() + EPS)
         Rq[..., rows, :] = qb * (s_qk @ kb) + qb.abs() * (s_qk @ kb.abs())
         to_k[..., keys, :] += s_qk.mT @ qb
         to_abs_k[..., keys, :] += s_qk.mT @ qb.abs()
     Rk = k * to_k + k.abs() * to_abs_k
     Rv = (v + v.abs()) * to_v
+    eps = EPS * (mass_logits + EPS * (mass_probs + EPS))
     return (
-        n1(Rq, samples),
-        n1(attention.fold(Rk, attention.k), samples),
+        n1(Rq, samples, eps),
+        n1(attention.fold(Rk, attention.k), samples, eps),
         n1(attention.fold(Rv, attention.v), samples),
         None,
     )
