@@ -4,11 +4,13 @@ For an op y = f(x_1..x_n; θ) and f~ the same op on |x_k| with |θ|:
     s = R / (|y| + 1e-9), y the actual output (bias included),
     R_k = N1(x_k ⊙ J_f,k(x)ᵀ s + |x_k| ⊙ J_f~,k(|x|)ᵀ s),
 every input normalised on its own, N1(R) = R / (Σ|R| + 1e-9) per sample. Written out per op class:
-layers (linear, conv), pools, sums (residuals), products, both attention matmuls and fused
-attention, softmax (max and denominator detached), layer and batch norm (statistics detached;
-elementwise, no centring term), pointwise functions (f'), max pooling (no division: both routes),
-and the positivity filter N1((y + |y|)·R/(|y| + 1e-9)) that the authors' dropout, flatten and CLS
-select apply. Kernels are named "abs" ("filter" for the positivity filter).
+layers (linear, conv), pools, sums, products, both attention matmuls and fused attention, softmax
+(max and denominator detached), layer and batch norm (statistics detached; elementwise, no centring
+term), pointwise functions (f'), max pooling (no division: both routes), and the positivity filter
+N1((y + |y|)·R/(|y| + 1e-9)) that the authors' dropout, flatten and CLS select apply. A residual sum
+y = x + f(x) gives its shortcut the authors' total derivative through the branch,
+N1((x + |x|)·s + x ⊙ J_f(x)ᵀ[(1 + sign b)·s]) (`abs_add`, the branch's Jacobian from `branch.py`).
+Kernels are named "abs" ("filter" for the positivity filter).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from .attention import ATTENTION, ATTENTION_VALUES, SOFTMAX, Attention, masked_to_zero
 from .bilinear import MATMUL, Bilinear
+from .branch import Residual
 from .elementwise import ACTIVATION, ADD, GATE, PRODUCT
 from .layer_rules import CONV, LINEAR
 from .linear_maps import LinearMap
@@ -48,13 +51,29 @@ def abs_pool(R, x, layer: LinearMap, out, *, samples: int):
     return n1((x + x.abs()) * layer.adjoint(_over(R, out), None), samples)
 
 
-@rule(ADD, "abs", needs=("terms", "out"), linear=False)
-def abs_add(R, terms, out, relevant, *, samples: int):
-    """Each term of a sum (residual, tokens + positions): N1((t + |t|)·R / (|Σ t| + 1e-9))."""
+@rule(ADD, "abs", needs=("terms", "out", "branch"), linear=False)
+def abs_add(R, terms, out, relevant, residual: Residual | None = None, *, samples: int):
+    """A sum y = Σ t, s = R / (|y| + 1e-9). Each term of a sum of independent terms (tokens + positions), and the
+    branch term b of a residual sum: N1((t + |t|)·s).
+
+    A residual sum y = x + b whose branch is computed from the shortcut, b = f(x) (`residual`, found on the graph
+    by `flow/residuals.py`): the authors take x ⊙ ∇_x⟨s, y + |b| + |x|⟩ with autograd's total derivative, so the
+    shortcut's share includes the path through the branch:
+        R_x = N1((x + |x|)·s + x ⊙ J_f(x)ᵀ[(1 + sign b)·s]),
+    J_f(x)ᵀv a plain vector–Jacobian product of the branch with layer-norm and softmax statistics held constant
+    (`branch.py`). It is the one kernel that differentiates: the branch is replayed under `torch.func.vjp` on
+    fresh detached tensors, which records nothing on autograd's tape and leaves the model and every `.grad` alone.
+    """
     s = _over(R, out)
+    shares = [(t + t.abs()).to(R.dtype) * s for t in terms]
+    if residual is not None:
+        i = residual.shortcut
+        x, b = terms[i].to(R.dtype), terms[1 - i]
+        direction = unbroadcast((1 + torch.sign(b).to(R.dtype)) * s, b.shape)
+        shares[i] = unbroadcast(shares[i], x.shape) + x * residual.vjp(direction)
     return [
-        n1(unbroadcast((t + t.abs()).to(R.dtype) * s, t.shape), samples) if rel else None
-        for t, rel in zip(terms, relevant, strict=True)
+        n1(unbroadcast(share, t.shape), samples) if rel else None
+        for t, share, rel in zip(terms, shares, relevant, strict=True)
     ]
 
 

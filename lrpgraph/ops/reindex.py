@@ -377,6 +377,9 @@ class CopyAdapter(ReindexAdapter):
         src = args["src"].detach() if "src" in detach else args["src"]
         return src.to(args["self"].dtype).expand(args["self"].shape)
 
+    def with_statistics_held(self, op, args):
+        return args["src"].to(args["self"].dtype).expand(args["self"].shape)
+
 
 register_ops(CopyAdapter(_copy), aten.copy.default)
 register_ops(ReindexAdapter(traced_adjoint(aten.im2col.default), conserving=False), aten.im2col.default)
