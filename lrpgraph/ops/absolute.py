@@ -65,15 +65,15 @@ def abs_add(R, terms, out, relevant, residual: Residual | None = None, *, sample
     fresh detached tensors, which records nothing on autograd's tape and leaves the model and every `.grad` alone.
     """
     s = _over(R, out)
-    shares = [(t + t.abs()).to(R.dtype) * s for t in terms]
-    if residual is not None:
+    shares = [(t + t.abs()).to(R.dtype) * s if rel else None for t, rel in zip(terms, relevant, strict=True)]
+    if residual is not None and relevant[residual.shortcut]:
         i = residual.shortcut
         x, b = terms[i].to(R.dtype), terms[1 - i]
         direction = unbroadcast((1 + torch.sign(b).to(R.dtype)) * s, b.shape)
         shares[i] = unbroadcast(shares[i], x.shape) + x * residual.vjp(direction)
     return [
-        n1(unbroadcast(share, t.shape), samples) if rel else None
-        for t, share, rel in zip(terms, shares, relevant, strict=True)
+        None if share is None else n1(unbroadcast(share, t.shape), samples)
+        for t, share in zip(terms, shares, strict=True)
     ]
 
 

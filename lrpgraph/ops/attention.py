@@ -23,7 +23,7 @@ from .elementwise import ADD, GATE
 from .gradient import Replay, call_op, form, rescaled, share_of, split, stabilized
 from .registry import declare, rule
 from .table import Facts, register_ops
-from .tensors import stabilize, unbroadcast
+from .tensors import laid_out_as, stabilize, unbroadcast
 
 aten = torch.ops.aten
 
@@ -115,7 +115,7 @@ class SoftmaxAdapter(Adapter):
 def held_softmax(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Probabilities p = softmax(x) with the softmax's max and denominator held constant: p's value, slope p."""
     shift = torch.where(torch.isfinite(x), x - x.detach(), torch.zeros((), dtype=x.dtype, device=x.device))
-    return p.detach() + p.detach() * shift.to(p.dtype)
+    return laid_out_as(p.detach() + p.detach() * shift.to(p.dtype), p)
 
 
 @rule(ATTENTION_VALUES, "uniform", needs=("a", "b", "out"), default=True)
@@ -347,7 +347,8 @@ class AttentionAdapter(Adapter):
         """Written out: q·kᵀ and p·v differentiated in both factors, the softmax with max and denominator held."""
         if float(args.get("dropout_p", 0.0)) != 0.0:
             raise ValueError("attention dropout must be 0 (the model is explained in eval mode)")
-        return _sdpa(args, lambda z: z, lambda p, v: p @ v, held_softmax)
+        plain = call_op(op, {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in args.items()})
+        return laid_out_as(_sdpa(args, lambda z: z, lambda p, v: p @ v, held_softmax), plain)
 
 
 register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)

@@ -5,10 +5,11 @@ pass `flow/residuals.py` records the branch: the nodes that are descendants of t
 and the values they read from outside (weights, masks, position tables). A rule that needs the branch's
 vector–Jacobian product `J_f(x)ᵀv` (absLRP's residual rule, REFERENCE-METHODS.md) gets it from `branch_vjp`, which
 replays those nodes forward and differentiates them: each op as its adapter's `with_statistics_held` writes it
-(layer norm with mean and variance constant, softmax with max and denominator constant; every other op its plain
-derivative). This is the one place a rule differentiates: the replay runs on fresh detached tensors under
-`torch.func.vjp`, so it records nothing on autograd's tape, leaves every `.grad` alone, composes with `vmap` (several
-relevance maps at once), and never touches the user's model.
+(layer norm with mean and variance constant, softmax with max and denominator constant, ops whose own autograd
+torch.func cannot run written out; every other op its plain derivative), in the op's own memory layout. This is
+the one place a rule differentiates: the replay runs on fresh detached tensors under `torch.func.vjp`, so it
+records nothing on autograd's tape, leaves every `.grad` alone, composes with `vmap` (several relevance maps at
+once), and never touches the user's model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.fx.node import map_arg
 from ..capture.node_args import normalized_args
 from .gradient import call_op
 from .table import lookup
+from .tensors import laid_out_as
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,12 +51,13 @@ class Residual:
 
 def held_slope(op: Any, args: dict[str, Any], data: str, gain: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """The op's value on `args`, differentiable in `args[data]` with the elementwise slope `gain(x)` (its statistics
-    of x held constant); further outputs (saved statistics) constant. Written for `with_statistics_held` hooks."""
+    of x held constant), in the op's own memory layout; further outputs (saved statistics) constant. Written for
+    `with_statistics_held` hooks."""
     x = args[data]
     out = call_op(op, {**args, data: x.detach()})
     first = out[0] if isinstance(out, (tuple, list)) else out
     slope = gain(x.detach()).to(first.dtype)
-    held = first.detach() + (x - x.detach()).to(first.dtype) * slope
+    held = laid_out_as(first.detach() + (x - x.detach()).to(first.dtype) * slope, first)
     if isinstance(out, (tuple, list)):
         return (held, *(t.detach() if isinstance(t, torch.Tensor) else t for t in out[1:]))
     return held
