@@ -1,34 +1,49 @@
 """absLRP (relative absolute magnitude LRP) computed a second way: module by module, by hand.
 
-An independent reference for the two models of `reference_models.py` (`TinyCNN`, `TinyViT`). It follows
+An independent reference for the models of `reference_models.py` (`TinyCNN`, `TinyViT`, `TinyResNet`). It follows
 ../shared/REFERENCE-METHODS.md (beside this repository, not in it), section "absLRP", and does not use lrpgraph. The
 forward pass is re-run here step by step from the modules' parameters (and checked against `model(x)`); the backward
-pass applies each rule by hand. Autograd is never used; the only adjoint borrowed from torch is the transposed
-convolution `torch.nn.grad.conv2d_input`.
+pass applies each rule by hand. Autograd is never used: the one Jacobian the spec defines (the residual branch's,
+below) is written out by hand as well, and the only adjoint borrowed from torch is the transposed convolution
+`torch.nn.grad.conv2d_input`.
 
 The one rule (REFERENCE-METHODS.md, "One rule for every module-level op"): for `y = f(x_1..x_n; θ)` and
 `f~` the same op on `|x_k|` with `|θ|`, `s = R/(|y| + 1e-9)` with y the actual output (bias included) and
 `R_k = N1(x_k ⊙ J_f,k(x)ᵀ s + |x_k| ⊙ J_f~,k(|x|)ᵀ s)`, every input normalised separately;
 `N1(R) = R/(Σ|R| + 1e-9)` and `Nmax(R) = R/(max|R| + 1e-9)`, both per sample over all non-batch dims.
 Functional re-indexing (flatten of the patch grid, reshape, head split, transpose, qkv unbind, CLS concat,
-`q·scale`) moves relevance exactly and does not normalise. Fan-outs (the residual stream) add their
-branch relevances, each already N1, without renormalising.
+`q·scale`, a functional `torch.flatten`) moves relevance exactly and does not normalise. Fan-outs (the residual
+stream) add their branch relevances, each already N1, without renormalising.
 
-Choices where the text leaves room (the two marked (*) can be switched with `authors_code=True`):
+Residual adds ("residual add" bullet). `y = x + b` whose branch is computed from the shortcut, `b = f(x)` (the ViT's
+add1 with f = LN1→attention→proj→proj_drop, add2 with f = LN2→fc1→GELU→drop1→fc2→drop2, a ResNet identity shortcut
+with f = conv1→bn1→ReLU→conv2→bn2): `s = R/(|y|+1e-9)`, `R_b = N1((b+|b|)⊙s)` and
+`R_x = N1((x+|x|)⊙s + x ⊙ J_f(x)ᵀ[(1+sign b)⊙s])`. `J_f(x)ᵀv` is the plain vector–Jacobian product of the branch,
+written out here layer by layer (`_attention_vjp`, `_mlp_vjp`, `_basic_block_vjp`): LayerNorm `w/σ` elementwise
+(mean and variance constant), softmax `p` elementwise (max and denominator constant), q·kᵀ and A·v in both factors,
+GELU f′, ReLU `1[x>0]`, linear `W`, conv its transpose, eval BatchNorm `γ/σ`, dropout the identity. The adds of
+independent terms (tokens + pos_embed) and a ResNet downsample block's add (its shortcut is not an ancestor of the
+branch) keep the local rule `R_a = N1((a+|a|)⊙s)`, the same for b.
 
-- Dropout in the ViT. The positivity filter `N1((x+|x|)·R/(|x|+1e-9))` acts at head_drop (CLS features),
-  proj_drop (attention-output dropout), drop1 (after GELU) and drop2 (after fc2), the four places the
-  spec names. (*) It does NOT act at attn_drop: the spec's list leaves it out. Its input, the softmax
-  output, is strictly positive, so the filter could only rescale each entry by `2A/(A+1e-9)` before N1,
-  a change at the 1e-9 level (the authors' code, whose attention forward calls `attn_drop`, has that
-  rescaling; on TinyViT the maps move by at most ~5e-9). It does NOT act at pos_drop either: the spec's
-  input end goes straight from the blocks to the tokens+pos_embed add (the authors' forward never calls
-  `pos_drop`). The Identity modules ls1, ls2, drop_path1, drop_path2 pass relevance unchanged.
-- (*) ReLU uses the spec's stated form `N1(2·1[x>0]·R)`. The general pointwise formula would give
-  `2x/(x+1e-9)·R` for x>0 and `|x|·R/1e-9` for x<0 (R is exactly 0 there in these models, because the
-  maxpool, avgpool and dropout rules above every ReLU multiply by the ReLU output); `authors_code=True`
-  uses that formula instead. On TinyCNN the two differ by up to ~1e-6 on the Nmax-scaled contrastive map
-  (small positive pre-activations, amplified by Nmax since max|P−Q| is ~1e-3).
+The positivity filter `N1((x+|x|)·R/(|x|+1e-9))` belongs to the module: it acts at every `nn.Dropout` and `nn.Flatten`
+module, and where a model has an `nn.Identity` instead (a ViT built without dropout) relevance passes unchanged.
+
+Choices where the text leaves room; each can be switched to its other candidate, so that a test can show its
+tolerance tells the two apart (the defaults are the authors' code, which lrpgraph follows):
+
+- `attn_drop_filter`: the spec's list of the ViT's filters (head, attention-output and both MLP dropouts) leaves out
+  attn_drop, the dropout of the attention probabilities; the authors' attention forward calls it, so their code
+  filters there too (default True). Its input is strictly positive, so the filter only rescales each entry by
+  `2A/(A+1e-9)` before N1: the maps move at the 1e-9 level. pos_drop never filters: the spec's input end goes
+  straight from the blocks to the tokens+pos_embed add (the authors' forward never calls `pos_drop`). The Identity
+  modules ls1, ls2, drop_path1, drop_path2 pass relevance unchanged. The fused attention
+  (`F.scaled_dot_product_attention`) does not call attn_drop, so it has no filter there.
+- `relu`: "pointwise" (default, the authors' code) is the general pointwise formula
+  `N1((x f'(x) + |x| f'(|x|))⊙R/(|f(x)|+1e-9))`, i.e. `2x/(x+1e-9)·R` for x>0 and `|x|·R/1e-9` for x<0 (R is exactly
+  0 there in these models, because the rules above every ReLU multiply by the ReLU output); "indicator" is the spec's
+  stated short form `N1(2·1[x>0]·R)`. They differ by about 1e-7 of the Nmax-scaled maps here.
+- `residual`: "total" (default) is the residual rule above; "local" gives residual adds the local add rule (the old
+  text), which is far off (cos 0.97 on a ViT's positive map).
 - The CLS select is the general rule for `y = x[:, 0]`: row 0 gets `(x_0+|x_0|)·R/(|x_0|+1e-9)`, the
   other rows 0, then N1 over [N, D]. The tokens+pos_embed add keeps the token share
   `N1((t+|t|)·R/(|t+p|+1e-9))` (N1 over all rows, the CLS row included); the pos share is dropped, then
@@ -46,6 +61,8 @@ Choices where the text leaves room (the two marked (*) can be switched with `aut
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -53,6 +70,15 @@ from torch import nn
 from torch.nn import functional as F
 
 EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The candidate formulas where the text leaves room (module docstring); the defaults are the authors' code."""
+
+    relu: str = "pointwise"
+    attn_drop_filter: bool = True
+    residual: str = "total"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,11 +183,13 @@ def gelu_rule(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return n1((x * dy + x.abs() * dy_abs) * r / (y.abs() + EPS))
 
 
-def relu_rule(x: torch.Tensor, r: torch.Tensor, authors_code: bool = False) -> torch.Tensor:
-    """ReLU: the spec's form `N1(2·1[x>0]·R)`; with `authors_code`, the general pointwise formula
-    `N1((x·1[x>0] + |x|·1[|x|>0])⊙R/(|relu(x)|+1e-9))` (equal up to the 1e-9 stabiliser where R=0 for x≤0)."""
-    if not authors_code:
+def relu_rule(x: torch.Tensor, r: torch.Tensor, form: str = "pointwise") -> torch.Tensor:
+    """ReLU: "pointwise", the general formula `N1((x·1[x>0] + |x|·1[|x|>0])⊙R/(|relu(x)|+1e-9))`; "indicator", the
+    spec's short form `N1(2·1[x>0]·R)` (equal up to the 1e-9 stabiliser where R=0 for x≤0)."""
+    if form == "indicator":
         return n1(2.0 * (x > 0).to(r.dtype) * r)
+    if form != "pointwise":
+        raise ValueError(f"relu must be 'pointwise' or 'indicator', not {form!r}")
     step, step_abs = (x > 0).to(x.dtype), (x.abs() > 0).to(x.dtype)
     return n1((x * step + x.abs() * step_abs) * r / (x.clamp_min(0) + EPS))
 
@@ -214,6 +242,80 @@ def max_pool_rule(pool: nn.MaxPool2d, x: torch.Tensor, r: torch.Tensor) -> torch
     return n1(x * route(x) + x.abs() * route(x.abs()))
 
 
+def dropout_rule(module: nn.Module, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """A dropout place: the positivity filter where the model has an `nn.Dropout` there, else (an `nn.Identity`)
+    relevance passes unchanged — the filter belongs to the module."""
+    if isinstance(module, nn.Dropout):
+        return filter_rule(x, r)
+    if isinstance(module, nn.Identity):
+        return r
+    raise TypeError(f"no absLRP reference rule for {type(module).__name__} at a dropout place")
+
+
+def residual_rule(
+    x: torch.Tensor, b: torch.Tensor, r: torch.Tensor, vjp: Callable[[torch.Tensor], torch.Tensor], residual: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual add `y = x + b`, `b = f(x)`: `s = R/(|y|+1e-9)`, `R_b = N1((b+|b|)⊙s)`,
+    `R_x = N1((x+|x|)⊙s + x ⊙ J_f(x)ᵀ[(1+sign b)⊙s])` with `vjp(v) = J_f(x)ᵀv`. Returns (R_x, R_b).
+    `residual="local"`: the local add rule instead (the old text)."""
+    if residual == "local":
+        return add_rule(x, b, r)
+    if residual != "total":
+        raise ValueError(f"residual must be 'total' or 'local', not {residual!r}")
+    s = r / ((x + b).abs() + EPS)
+    return n1((x + x.abs()) * s + x * vjp((1.0 + b.sign()) * s)), n1((b + b.abs()) * s)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Jacobians of residual branches, transposed, written out (J_f(x)ᵀ v): statistics held as the spec says
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _layer_norm_slope(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """∂y/∂x of a LayerNorm with mean and variance constant: `w/σ` elementwise."""
+    return norm.weight / (x.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt()
+
+
+def _batch_norm_slope(norm: nn.BatchNorm2d) -> torch.Tensor:
+    """∂y/∂x of an eval BatchNorm2d: `γ/σ` per channel, σ = sqrt(running_var + eps)."""
+    return (norm.weight / (norm.running_var + norm.eps).sqrt()).view(1, -1, 1, 1)
+
+
+def _conv_transpose(conv: nn.Conv2d, shape: torch.Size, g: torch.Tensor) -> torch.Tensor:
+    """Jᵀg of a convolution (its input's shape given): the transposed convolution."""
+    return torch.nn.grad.conv2d_input(
+        shape, conv.weight, g, stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups
+    )
+
+
+def _attention_vjp(block: nn.Module, c: SimpleNamespace, g: torch.Tensor) -> torch.Tensor:
+    """Jᵀg of f = LN1 → qkv → heads → q·scale·kᵀ → softmax → (attn_drop) → A·v → proj → (proj_drop), at the block
+    input: proj `W`, A·v both factors, softmax `p` elementwise, q·kᵀ both factors, qkv `W`, LN1 `w/σ`."""
+    attn = block.attn
+    batch, tokens, dim = c.inp.shape
+    g_o = (g @ attn.proj.weight).reshape(batch, tokens, attn.heads, attn.head_dim).transpose(1, 2)
+    g_attn, g_v = g_o @ c.v.transpose(-2, -1), c.attn.transpose(-2, -1) @ g_o
+    g_scores = c.attn * g_attn
+    g_q, g_k = (g_scores @ c.k) * attn.scale, g_scores.transpose(-2, -1) @ c.q
+    g_qkv = torch.stack([g_q, g_k, g_v]).permute(1, 3, 0, 2, 4).reshape(batch, tokens, 3 * dim)
+    return (g_qkv @ attn.qkv.weight) * _layer_norm_slope(block.norm1, c.inp)
+
+
+def _mlp_vjp(block: nn.Module, c: SimpleNamespace, g: torch.Tensor) -> torch.Tensor:
+    """Jᵀg of f = LN2 → fc1 → GELU → (drop1) → fc2 → (drop2), at the attention half's output: fc2 `W`, GELU f′,
+    fc1 `W`, LN2 `w/σ`."""
+    mlp = block.mlp
+    g_f1 = (g @ mlp.fc2.weight) * _gelu_and_derivative(c.f1)[1]
+    return (g_f1 @ mlp.fc1.weight) * _layer_norm_slope(block.norm2, c.h1)
+
+
+def _basic_block_vjp(block: nn.Module, c: SimpleNamespace, g: torch.Tensor) -> torch.Tensor:
+    """Jᵀg of f = conv1 → bn1 → ReLU → conv2 → bn2, at the block input: bn `γ/σ`, conv transposed, ReLU `1[x>0]`."""
+    g = _conv_transpose(block.conv2, c.a1.shape, g * _batch_norm_slope(block.bn2))
+    g = g * (c.h1 > 0).to(g.dtype) * _batch_norm_slope(block.bn1)
+    return _conv_transpose(block.conv1, c.inp.shape, g)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # TinyCNN: features (conv, bn, relu, maxpool, conv, bn, relu), avgpool, flatten, classifier
 # ---------------------------------------------------------------------------------------------------------
@@ -233,26 +335,94 @@ def _cnn_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[
     return h, inputs
 
 
-def _cnn_backward(model: nn.Module, inputs: list[torch.Tensor], seed: torch.Tensor, authors_code: bool) -> torch.Tensor:
+def _layer_backward(layer: nn.Module, x: torch.Tensor, r: torch.Tensor, choices: Choices) -> torch.Tensor:
+    """The rule of one CNN layer at its input x."""
+    if isinstance(layer, nn.Linear):
+        return linear_rule(x, layer.weight, layer.bias, r)
+    if isinstance(layer, nn.Conv2d):
+        return conv_rule(layer, x, r)
+    if isinstance(layer, nn.BatchNorm2d):
+        return batch_norm_rule(layer, x, r)
+    if isinstance(layer, nn.ReLU):
+        return relu_rule(x, r, choices.relu)
+    if isinstance(layer, nn.MaxPool2d):
+        return max_pool_rule(layer, x, r)
+    if isinstance(layer, nn.AdaptiveAvgPool2d):
+        return adaptive_avg_pool_rule(layer, x, r)
+    if isinstance(layer, (nn.Dropout, nn.Flatten)):
+        return filter_rule(x, r)
+    raise TypeError(f"no absLRP reference rule for {type(layer).__name__}")
+
+
+def _cnn_backward(model: nn.Module, inputs: list[torch.Tensor], seed: torch.Tensor, choices: Choices) -> torch.Tensor:
     """Apply the rules in reverse layer order (the order the authors' sequential rule uses)."""
     r = seed
     for layer, x in zip(reversed(_cnn_layers(model)), reversed(inputs), strict=True):
-        if isinstance(layer, nn.Linear):
-            r = linear_rule(x, layer.weight, layer.bias, r)
-        elif isinstance(layer, nn.Conv2d):
-            r = conv_rule(layer, x, r)
-        elif isinstance(layer, nn.BatchNorm2d):
-            r = batch_norm_rule(layer, x, r)
-        elif isinstance(layer, nn.ReLU):
-            r = relu_rule(x, r, authors_code)
-        elif isinstance(layer, nn.MaxPool2d):
-            r = max_pool_rule(layer, x, r)
-        elif isinstance(layer, nn.AdaptiveAvgPool2d):
-            r = adaptive_avg_pool_rule(layer, x, r)
-        elif isinstance(layer, (nn.Dropout, nn.Flatten, nn.Identity)):
-            r = filter_rule(x, r)
-        else:
-            raise TypeError(f"no absLRP reference rule for {type(layer).__name__}")
+        r = _layer_backward(layer, x, r, choices)
+    return r
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TinyResNet: stem (conv, bn, relu, maxpool), basic blocks (identity or downsample shortcut), avgpool,
+# torch.flatten (functional: no module, no filter), fc
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _basic_block_forward(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, SimpleNamespace]:
+    c = SimpleNamespace(inp=x)
+    c.c1 = block.conv1(x)
+    c.h1 = block.bn1(c.c1)
+    c.a1 = torch.relu(c.h1)
+    c.c2 = block.conv2(c.a1)
+    c.b = block.bn2(c.c2)
+    if block.downsample is None:
+        c.shortcut = x
+    else:
+        c.d1 = block.downsample[0](x)
+        c.shortcut = block.downsample[1](c.d1)
+    c.pre = c.b + c.shortcut
+    return torch.relu(c.pre), c
+
+
+def _basic_block_backward(block: nn.Module, c: SimpleNamespace, r: torch.Tensor, choices: Choices) -> torch.Tensor:
+    """ReLU → add (identity shortcut: the residual rule; downsample: the local add rule, its shortcut not being an
+    ancestor of the branch) → [bn2, conv2, ReLU, bn1, conv1] + shortcut (or [bn, conv] of the downsample)."""
+    r = relu_rule(c.pre, r, choices.relu)
+    if block.downsample is None:
+        r_short, r_b = residual_rule(c.inp, c.b, r, lambda g: _basic_block_vjp(block, c, g), choices.residual)
+    else:
+        r_b, r_d = add_rule(c.b, c.shortcut, r)
+        r_short = conv_rule(block.downsample[0], c.inp, batch_norm_rule(block.downsample[1], c.d1, r_d))
+    r_a1 = conv_rule(block.conv2, c.a1, batch_norm_rule(block.bn2, c.c2, r_b))
+    r_c1 = batch_norm_rule(block.bn1, c.c1, relu_rule(c.h1, r_a1, choices.relu))
+    return conv_rule(block.conv1, c.inp, r_c1) + r_short  # fan-out: added, not renormalised
+
+
+def _resnet_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, SimpleNamespace]:
+    c = SimpleNamespace(x=x)
+    c.stem = [x]
+    h = x
+    for layer in (model.conv1, model.bn1, model.relu, model.maxpool):
+        h = layer(h)
+        c.stem.append(h)
+    c.blocks = []
+    for block in model.blocks:
+        h, cb = _basic_block_forward(block, h)
+        c.blocks.append(cb)
+    c.last = h
+    c.pooled = model.avgpool(h)
+    return model.fc(torch.flatten(c.pooled, 1)), c
+
+
+def _resnet_backward(model: nn.Module, c: SimpleNamespace, seed: torch.Tensor, choices: Choices) -> torch.Tensor:
+    r = linear_rule(torch.flatten(c.pooled, 1), model.fc.weight, model.fc.bias, seed)
+    r = adaptive_avg_pool_rule(model.avgpool, c.last, r.reshape(c.pooled.shape))  # functional flatten: exact
+    for block, cb in zip(reversed(model.blocks), reversed(c.blocks), strict=True):
+        r = _basic_block_backward(block, cb, r, choices)
+    for layer, x in zip(
+        reversed((model.conv1, model.bn1, model.relu, model.maxpool)), reversed(c.stem[:-1]), strict=True
+    ):
+        r = _layer_backward(layer, x, r, choices)
     return r
 
 
@@ -302,27 +472,27 @@ def _vit_forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Simpl
     return model.head(c.cls), c
 
 
-def _vit_block_backward(block: nn.Module, c: SimpleNamespace, r: torch.Tensor, authors_code: bool) -> torch.Tensor:
+def _vit_block_backward(block: nn.Module, c: SimpleNamespace, r: torch.Tensor, choices: Choices) -> torch.Tensor:
     """add2 → [drop2, fc2, drop1, GELU, fc1, LN2] + shortcut → add1 → [proj_drop, proj, heads, A·v → (R_A, R_v);
-    R_A → softmax → q·kᵀ → (R_q, R_k); reassemble qkv → qkv linear; LN1] + shortcut."""
+    R_A → attn_drop → softmax → q·kᵀ → (R_q, R_k); reassemble qkv → qkv linear; LN1] + shortcut."""
     attn, mlp = block.attn, block.mlp
     batch, tokens, dim = c.inp.shape
     # MLP half: ls2 and drop_path2 (Identity) pass relevance unchanged.
-    r_short, r_f2 = add_rule(c.h1, c.f2, r)
-    r_f2 = filter_rule(c.f2, r_f2)  # drop2
+    r_short, r_f2 = residual_rule(c.h1, c.f2, r, lambda g: _mlp_vjp(block, c, g), choices.residual)
+    r_f2 = dropout_rule(mlp.drop2, c.f2, r_f2)
     r_g = linear_rule(c.g, mlp.fc2.weight, mlp.fc2.bias, r_f2)
-    r_g = filter_rule(c.g, r_g)  # drop1
+    r_g = dropout_rule(mlp.drop1, c.g, r_g)
     r_f1 = gelu_rule(c.f1, r_g)
     r_n2 = linear_rule(c.n2, mlp.fc1.weight, mlp.fc1.bias, r_f1)
     r = layer_norm_rule(block.norm2, c.h1, r_n2) + r_short  # fan-out: added, not renormalised
     # Attention half: ls1 and drop_path1 (Identity) pass relevance unchanged.
-    r_short, r_z = add_rule(c.inp, c.z, r)
-    r_z = filter_rule(c.z, r_z)  # proj_drop
+    r_short, r_z = residual_rule(c.inp, c.z, r, lambda g: _attention_vjp(block, c, g), choices.residual)
+    r_z = dropout_rule(attn.proj_drop, c.z, r_z)
     r_o = linear_rule(c.o, attn.proj.weight, attn.proj.bias, r_z)
     r_o = r_o.reshape(batch, tokens, attn.heads, attn.head_dim).transpose(1, 2)  # exact re-indexing
     r_a, r_v = matmul_rule(c.attn, c.v, r_o)
-    if authors_code:
-        r_a = filter_rule(c.attn, r_a)  # attn_drop, as the authors' code runs it
+    if choices.attn_drop_filter and not attn.fused:  # the fused attention does not call attn_drop
+        r_a = dropout_rule(attn.attn_drop, c.attn, r_a)  # as the authors' attention forward runs it
     r_scores = softmax_rule(c.scores, r_a)
     r_q, r_kt = matmul_rule(c.q, c.k.transpose(-2, -1), r_scores)  # q already scaled; q·scale passes exactly
     r_qkv = torch.stack([r_q, r_kt.transpose(-2, -1), r_v]).permute(1, 3, 0, 2, 4).reshape(batch, tokens, 3 * dim)
@@ -330,16 +500,16 @@ def _vit_block_backward(block: nn.Module, c: SimpleNamespace, r: torch.Tensor, a
     return layer_norm_rule(block.norm1, c.inp, r_n1) + r_short
 
 
-def _vit_backward(model: nn.Module, c: SimpleNamespace, seed: torch.Tensor, authors_code: bool) -> torch.Tensor:
+def _vit_backward(model: nn.Module, c: SimpleNamespace, seed: torch.Tensor, choices: Choices) -> torch.Tensor:
     """head → head_drop filter → CLS select → final LN → blocks (last first) → token share of + pos_embed →
     drop the CLS row → patch grid → patch conv → pixels [B, 3, H, W]."""
     r = linear_rule(c.cls, model.head.weight, model.head.bias, seed)
-    r = filter_rule(c.cls, r)  # head_drop
+    r = dropout_rule(model.head_drop, c.cls, r)
     r = cls_select_rule(c.normed, r)
     r = layer_norm_rule(model.norm, c.last, r)
     for block, cb in zip(reversed(model.blocks), reversed(c.blocks), strict=True):
-        r = _vit_block_backward(block, cb, r, authors_code)
-    r_tokens, _ = add_rule(c.tokens, c.pos, r)  # the pos_embed share is dropped
+        r = _vit_block_backward(block, cb, r, choices)
+    r_tokens, _ = add_rule(c.tokens, c.pos, r)  # independent terms: the local rule; the pos_embed share is dropped
     r_patches = r_tokens[:, 1:]  # the CLS row (cls_token parameter) is dropped
     r_grid = r_patches.transpose(1, 2).reshape(r.shape[0], -1, *c.grid)
     return conv_rule(model.patch_embed.proj, c.x, r_grid)
@@ -356,42 +526,39 @@ def relevance(
     target: torch.Tensor | None = None,
     contrastive: bool = False,
     *,
-    authors_code: bool = False,
+    relu: str = "pointwise",
+    attn_drop_filter: bool = True,
+    residual: str = "total",
 ) -> torch.Tensor:
     """absLRP map at the input pixels, [B, 3, H, W], channels kept (REFERENCE-METHODS.md, "absLRP").
 
-    `model` is a `TinyCNN` or `TinyViT` (either attention variant) in eval mode; `target` a LongTensor [B] of
-    class ids, the argmax logit if None. One forward pass; then
+    `model` is a `TinyCNN`, `TinyViT` (either attention variant, with or without dropout modules) or `TinyResNet`
+    in eval mode; `target` a LongTensor [B] of class ids, the argmax logit if None. One forward pass; then
     - `contrastive=False`: one backward pass seeded with one-hot 1.0 at the target; the map is that pass's
       relevance at the input (N1-normalised by the first layer's rule);
     - `contrastive=True`: passes P (seed e_y) and Q (seed (1−e_y)/(C−1) = N1(1−e_y)); the map is
       `Nmax(P − Q)` per sample over [3, H, W].
-    `authors_code=True` switches the two stabiliser-level choices described in the module docstring
-    (ReLU by the general pointwise formula, the positivity filter at attn_drop) to the authors' code.
+    `relu`, `attn_drop_filter`, `residual`: the candidate formulas of the module docstring (defaults: the authors').
     """
     if model.training:
         raise ValueError("the reference explains models in eval mode")
+    choices = Choices(relu, attn_drop_filter, residual)
     with torch.no_grad():
-        if hasattr(model, "blocks"):
-            logits, cache = _vit_forward(model, x)
-
-            def backward(seed: torch.Tensor) -> torch.Tensor:
-                return _vit_backward(model, cache, seed, authors_code)
-
+        if hasattr(model, "patch_embed"):
+            forward, backward = _vit_forward, _vit_backward
         elif hasattr(model, "features"):
-            logits, cache = _cnn_forward(model, x)
-
-            def backward(seed: torch.Tensor) -> torch.Tensor:
-                return _cnn_backward(model, cache, seed, authors_code)
-
+            forward, backward = _cnn_forward, _cnn_backward
+        elif hasattr(model, "blocks"):
+            forward, backward = _resnet_forward, _resnet_backward
         else:
             raise TypeError(f"no absLRP reference for {type(model).__name__}")
-        torch.testing.assert_close(logits, model(x))  # the step-by-step forward is the model's
+        logits, cache = forward(model, x)
+        torch.testing.assert_close(logits, model(x), rtol=1e-12, atol=1e-12)  # the step-by-step forward is the model's
         if target is None:
             target = logits.argmax(-1)
         one_hot = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
-        positive = backward(one_hot)
+        positive = backward(model, cache, one_hot, choices)
         if not contrastive:
             return positive
-        negative = backward((1.0 - one_hot) / (logits.shape[-1] - 1))
+        negative = backward(model, cache, (1.0 - one_hot) / (logits.shape[-1] - 1), choices)
         return nmax(positive - negative)

@@ -2,9 +2,12 @@
 strictness, the two-pass contrastive map, and contrastive seeds for the other presets. The module-level reference
 is abslrp_reference.py, compared in test_reference_methods.py."""
 
+import warnings
+
 import pytest
 import torch
 from models import mlp, vgg_like
+from reference_models import models
 from torch import nn
 
 import lrpgraph
@@ -35,6 +38,66 @@ def test_two_layer_relu_net_hand_worked():
     torch.testing.assert_close(ex.relevance["input"], expected)
     mass = ex.relevance["input"].abs().sum(-1)
     assert ((mass - 1).abs() < 1e-8).logical_or(mass == 0).all()  # unit mass, or nothing positive to pass on
+
+
+class Residual(nn.Module):
+    def __init__(self, alpha: float):
+        super().__init__()
+        self.lin, self.alpha = nn.Linear(4, 4), alpha
+
+    def forward(self, x):
+        return torch.add(x, self.lin(x), alpha=self.alpha)
+
+
+@pytest.mark.parametrize("alpha", [1.0, -0.5])
+def test_a_residual_sum_hand_worked(alpha):
+    """y = x + α·b, b = xWᵀ + c computed from x: the shortcut gets the total derivative through the branch,
+    N1((x + |x|)·s + x ⊙ J(x)ᵀ[(1 + sign t)·s]) with t = α·b the branch's term and J = αW; t gets N1((t + |t|)·s)
+    and hands it on by the layer rule; x adds both shares (a fan-out)."""
+    torch.manual_seed(1)
+    net = Residual(alpha).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    seed = torch.randn(3, 4, dtype=torch.float64)
+    ex = lrpgraph.explain(net, x, target=seed, rules="abslrp")
+    with torch.no_grad():
+        w, c = net.lin.weight, net.lin.bias
+        t = alpha * (x @ w.T + c)
+        s = seed / ((x + t).abs() + 1e-9)
+        shortcut = n1((x + x.abs()) * s + x * ((((1 + t.sign()) * s) * alpha) @ w))
+        branch = abs_linear(x, w, c, n1((t + t.abs()) * s))
+    torch.testing.assert_close(ex.relevance["x"], shortcut + branch, atol=1e-14, rtol=1e-12)
+    local = n1((x + x.abs()) * s)  # the local add rule: not what the shortcut gets
+    assert (ex.relevance["x"] - (local + branch)).abs().max() > 1e-3
+
+
+def test_the_residual_rule_leaves_the_model_and_its_gradients_alone():
+    """The branch is differentiated on detached copies: the model's parameters, their .grad and the tape are as they
+    were, even when the caller records gradients."""
+    _, vit = models()
+    for p in vit.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    state = {k: v.clone() for k, v in vit.state_dict().items()}
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        ex = lrpgraph.explain(vit, x, target=1, rules="abslrp", contrastive=True)
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in vit.parameters()) and x.grad is None
+    assert all(torch.equal(v, state[k]) for k, v in vit.state_dict().items())
+    assert ex.relevance["x"].grad_fn is None and not ex.relevance["x"].requires_grad
+
+
+def test_branch_inputs_are_kept_or_recomputed_under_a_memory_budget():
+    """What a branch replay reads (the shortcut, weights, statistics) are the step's reads: a budget that drops them
+    recomputes them, and the map is the same."""
+    _, vit = models()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    free = lrpgraph.explain(vit, x, target=2, rules="abslrp", contrastive=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a budget below the smallest schedule says so
+        tight = lrpgraph.explain(
+            vit, x, target=2, rules="abslrp", contrastive=True, memory_budget=free.stats["peak_activation_bytes"] // 4
+        )
+    assert tight.stats["recomputed_nodes"] > 0
+    torch.testing.assert_close(tight.relevance["x"], free.relevance["x"], atol=1e-13, rtol=0)
 
 
 def test_products_and_sums_follow_the_rule():

@@ -149,8 +149,10 @@ def test_coverage_verifies_every_row_and_audits_with_the_nodes_responsible():
     # sort_pooling's inputs get ~49× the logit: its biases nearly cancel the layers' sums, so ε divides by little
     assert pooling.shares["inputs"] > 1.5 and pooling.verified < 1e-4
     top = pooling.kept_at[0]
-    assert top["rule"] == "linear:epsilon" and top["share"] < 0 and f"kept at {top['node']} (linear:epsilon" in (
-        pooling.audit
+    assert (
+        top["rule"] == "linear:epsilon"
+        and top["share"] < 0
+        and f"kept at {top['node']} (linear:epsilon" in (pooling.audit)
     )
     kept = sum(n["share"] for n in pooling.kept_at)
     assert kept == pytest.approx(sum(pooling.kept_by.values()), rel=1e-6)  # every keeping node is listed here

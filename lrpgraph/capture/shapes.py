@@ -94,7 +94,7 @@ def value_dependent_shape(graph: fx.Graph) -> fx.Node | None:
 
 
 class ShapeFunction:
-    """Every node's concrete shape (a tuple of ints; a list of them for multi-output ops; an int for
+    """Every node's concrete shape (a tuple of ints; a tuple of them for multi-output ops; an int for
     symbolic-integer nodes) from a call's placeholder values; constant for static graphs."""
 
     def __init__(self, graph: fx.Graph):
@@ -114,7 +114,7 @@ class ShapeFunction:
     def _entry(self, val: Any, printer: PythonPrinter, bound: set) -> str | None:
         if isinstance(val, (tuple, list)):
             parts = [self._entry(v, printer, bound) for v in val]
-            return "[" + ", ".join("None" if p is None else p for p in parts) + "]"
+            return "(" + "".join(f"{'None' if p is None else p}, " for p in parts) + ")"  # a tuple: hashable
         if isinstance(val, torch.Tensor):
             dims = [expression(d) for d in val.shape]
             if not all(isinstance(d, int) or d.free_symbols <= bound for d in dims):
@@ -137,7 +137,7 @@ class Shapes:
     values: tuple
 
     def of(self, node: fx.Node) -> Any:
-        """The node's shape (tuple), list of shapes, or integer value; KeyError if it has none."""
+        """The node's shape (tuple), tuple of shapes, or integer value; KeyError if it has none."""
         return self.values[self.index[node]]
 
     def stand_in(self, node: fx.Node) -> Any:

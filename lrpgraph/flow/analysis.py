@@ -1,4 +1,5 @@
-"""What the passes find on one traced graph: scales, pointwise regions, roles, positional sources, flows.
+"""What the passes find on one traced graph: scales, pointwise regions, roles (of products and residual sums),
+positional sources, flows.
 
 `analyse` runs once per graph: it first removes copies that change nothing and exposes positional
 operands (an explicit broadcast node per candidate, so the relevance it receives is per sample and
@@ -19,6 +20,7 @@ from .norm_scale import normalisation_scales
 from .pointwise import pointwise_regions
 from .positional import PositionalSource, expose_positional_operands, mixing_nodes
 from .relevance import Flow, relevance_flow
+from .residuals import residual_roles
 from .roles import product_roles
 
 
@@ -59,5 +61,5 @@ def analyse(graph: Graph) -> Analysis:
     cuts = normalisation_scales(fx_graph, relevant)
     relevant = relevance_flow(graph, anywhere, cuts).relevant
     redirects = pointwise_regions(fx_graph, relevant)
-    roles = product_roles(fx_graph, relevant, redirects)
+    roles = {**product_roles(fx_graph, relevant, redirects), **residual_roles(fx_graph, relevant, redirects)}
     return Analysis(graph, cuts, redirects, roles, positional)

@@ -1,14 +1,16 @@
-"""absLRP (relative absolute magnitude LRP), exactly as the authors' code computes it (REFERENCE-METHODS.md).
+"""absLRP (relative absolute magnitude LRP), exactly as the authors' code computes it (../shared/REFERENCE-METHODS.md).
 
 For an op y = f(x_1..x_n; θ) and f~ the same op on |x_k| with |θ|:
     s = R / (|y| + 1e-9), y the actual output (bias included),
     R_k = N1(x_k ⊙ J_f,k(x)ᵀ s + |x_k| ⊙ J_f~,k(|x|)ᵀ s),
 every input normalised on its own, N1(R) = R / (Σ|R| + 1e-9) per sample. Written out per op class:
-layers (linear, conv), pools, sums (residuals), products, both attention matmuls and fused
-attention, softmax (max and denominator detached), layer and batch norm (statistics detached;
-elementwise, no centring term), pointwise functions (f'), max pooling (no division: both routes),
-and the positivity filter N1((y + |y|)·R/(|y| + 1e-9)) that the authors' dropout, flatten and CLS
-select apply. Kernels are named "abs" ("filter" for the positivity filter).
+layers (linear, conv), pools, sums, products, both attention matmuls and fused attention, softmax
+(max and denominator detached), layer and batch norm (statistics detached; elementwise, no centring
+term), pointwise functions (f'), max pooling (no division: both routes), and the positivity filter
+N1((y + |y|)·R/(|y| + 1e-9)) that the authors' dropout, flatten and CLS select apply. A residual sum
+y = x + f(x) gives its shortcut the authors' total derivative through the branch,
+N1((x + |x|)·s + x ⊙ J_f(x)ᵀ[(1 + sign b)·s]) (`abs_add`, the branch's Jacobian from `branch.py`).
+Kernels are named "abs" ("filter" for the positivity filter).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from .attention import ATTENTION, ATTENTION_VALUES, SOFTMAX, Attention, masked_to_zero
 from .bilinear import MATMUL, Bilinear
+from .branch import Residual
 from .elementwise import ACTIVATION, ADD, GATE, PRODUCT
 from .layer_rules import CONV, LINEAR
 from .linear_maps import LinearMap
@@ -24,7 +27,7 @@ from .normalization import BATCHNORM, NORM
 from .pooling import AVGPOOL, MAXPOOL, SUM, MaxPool
 from .registry import rule
 from .reindex import REINDEX
-from .rescale import EPS, n1
+from .rescale import EPS, mass, n1
 from .tensors import unbroadcast
 
 
@@ -48,13 +51,29 @@ def abs_pool(R, x, layer: LinearMap, out, *, samples: int):
     return n1((x + x.abs()) * layer.adjoint(_over(R, out), None), samples)
 
 
-@rule(ADD, "abs", needs=("terms", "out"), linear=False)
-def abs_add(R, terms, out, relevant, *, samples: int):
-    """Each term of a sum (residual, tokens + positions): N1((t + |t|)·R / (|Σ t| + 1e-9))."""
+@rule(ADD, "abs", needs=("terms", "out", "branch"), linear=False)
+def abs_add(R, terms, out, relevant, residual: Residual | None = None, *, samples: int):
+    """A sum y = Σ t, s = R / (|y| + 1e-9). Each term of a sum of independent terms (tokens + positions), and the
+    branch term b of a residual sum: N1((t + |t|)·s).
+
+    A residual sum y = x + b whose branch is computed from the shortcut, b = f(x) (`residual`, found on the graph
+    by `flow/residuals.py`): the authors take x ⊙ ∇_x⟨s, y + |b| + |x|⟩ with autograd's total derivative, so the
+    shortcut's share includes the path through the branch:
+        R_x = N1((x + |x|)·s + x ⊙ J_f(x)ᵀ[(1 + sign b)·s]),
+    J_f(x)ᵀv a plain vector–Jacobian product of the branch with layer-norm and softmax statistics held constant
+    (`branch.py`). It is the one kernel that differentiates: the branch is replayed under `torch.func.vjp` on
+    fresh detached tensors, which records nothing on autograd's tape and leaves the model and every `.grad` alone.
+    """
     s = _over(R, out)
+    shares = [(t + t.abs()).to(R.dtype) * s if rel else None for t, rel in zip(terms, relevant, strict=True)]
+    if residual is not None and relevant[residual.shortcut]:
+        i = residual.shortcut
+        x, b = terms[i].to(R.dtype), terms[1 - i]
+        direction = unbroadcast((1 + torch.sign(b).to(R.dtype)) * s, b.shape)
+        shares[i] = unbroadcast(shares[i], x.shape) + x * residual.vjp(direction)
     return [
-        n1(unbroadcast((t + t.abs()).to(R.dtype) * s, t.shape), samples) if rel else None
-        for t, rel in zip(terms, relevant, strict=True)
+        None if share is None else n1(unbroadcast(share, t.shape), samples)
+        for t, share in zip(terms, shares, strict=True)
     ]
 
 
@@ -118,8 +137,10 @@ def abs_softmax(R, x, out, dim: int, *, samples: int):
 def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int):
     """Fused attention as the three rules above in turn: A·v, softmax, q·kᵀ (q scaled); q, k, v each N1.
 
-    The normalisations between them rescale each sample by one positive factor, which the rules after
-    are linear in and the final N1 removes: the blocks over query rows need no pass of their own.
+    The normalisations between them, R_A/(m_A + ε) and then R_S/(m_S/(m_A + ε) + ε) with m the per-sample masses
+    Σ|·| of the unnormalised relevances, rescale each sample by one positive factor, which the rules after are linear
+    in: the blocks over query rows need no pass of their own, and the final N1 of R_q and R_k takes the factor
+    exactly as the stabiliser ε·(m_S + ε·(m_A + ε)) in place of ε.
     """
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))
@@ -128,10 +149,12 @@ def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int
     Rq = R.new_empty(attention.q.shape, dtype=dtype)
     to_k, to_abs_k = R.new_zeros(k.shape, dtype=dtype), R.new_zeros(k.shape, dtype=dtype)
     to_v = R.new_zeros(v.shape, dtype=dtype)
+    mass_probs = mass_logits = 0.0
     for rows, keys, qb, probs, additive in attention.blocks(dtype):
         vb, kb, sb = v[..., keys, :], k[..., keys, :], s_out[..., rows, :]
         to_v[..., keys, :] += probs.mT @ sb  # probabilities are ≥ 0: |A| = A
         R_probs = probs * (sb @ vb.mT) + probs * (sb @ vb.abs().mT)
+        mass_probs = mass_probs + mass(R_probs, samples)
         logits = qb @ kb.mT
         scores = logits if additive is None else logits + additive.to(dtype)
         if not attention.is_causal and additive is None:
@@ -142,15 +165,17 @@ def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int
         R_logits = (torch.where(finite, scores, 0.0) * probs + torch.where(finite, scores.abs(), 0.0) * p_abs) * (
             R_probs / (probs + EPS)
         )
+        mass_logits = mass_logits + mass(R_logits, samples)
         s_qk = R_logits / (logits.abs() + EPS)
         Rq[..., rows, :] = qb * (s_qk @ kb) + qb.abs() * (s_qk @ kb.abs())
         to_k[..., keys, :] += s_qk.mT @ qb
         to_abs_k[..., keys, :] += s_qk.mT @ qb.abs()
     Rk = k * to_k + k.abs() * to_abs_k
     Rv = (v + v.abs()) * to_v
+    eps = EPS * (mass_logits + EPS * (mass_probs + EPS))
     return (
-        n1(Rq, samples),
-        n1(attention.fold(Rk, attention.k), samples),
+        n1(Rq, samples, eps),
+        n1(attention.fold(Rk, attention.k), samples, eps),
         n1(attention.fold(Rv, attention.v), samples),
         None,
     )

@@ -10,13 +10,14 @@ memory schedule read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import torch
 from torch import fx
 
+from .gradient import call_op
 from .registry import Kernel, OpClass
 from .table import NO_FACTS
 
@@ -27,16 +28,19 @@ Relevant = dict[str, Any]  # argument name → bool, or list[bool] for list argu
 class RoleKind(Enum):
     GATE = "gate"  # act(gate)·up, routing weights: a factor that comes from an activation or softmax
     ATTENTION = "attention"  # attention probabilities times values
+    RESIDUAL = "residual"  # a sum whose one term (the shortcut) is an ancestor of the other (the branch)
 
 
 @dataclass(frozen=True)
 class Role:
-    """What a product of two relevant tensors is, found on the graph: `operand` names the argument holding the
-    gate or the probabilities (`index`: its position in a list argument, such as einsum's tensors)."""
+    """What a node is, found on the graph. A product of two relevant tensors: `operand` names the argument holding
+    the gate or the probabilities (`index`: its position in a list argument, such as einsum's tensors). A residual
+    sum: `operand` names the shortcut, `branch` (a `branch.Branch`) the sub-graph computing the other term from it."""
 
     kind: RoleKind
     operand: str
     index: int | None = None
+    branch: Any = None
 
 
 @dataclass
@@ -61,6 +65,7 @@ class RuleCall:
     vmapped: bool = False
     samples: int = 1
     op: Any = None  # the ATen op the node calls (adapters serving several ops look facts up by it)
+    values: dict[Any, Any] = field(default_factory=dict)  # graph values the node's role reads (`role_reads`), by node
 
     def run(self, *inputs: Any) -> Any:
         """kernel(R, *inputs, **params)."""
@@ -113,6 +118,17 @@ class Adapter:
 
     def apply(self, call: RuleCall) -> dict[str, Any]:
         return {self.data: call.run(call.args[self.data], call.out)}
+
+    def role_reads(self, kernel: Kernel, role: Role | None) -> tuple[fx.Node, ...]:
+        """Graph values the kernel reads through the node's role, beyond the op's own arguments (a residual's
+        shortcut and the inputs of its branch); the walker hands them over in `RuleCall.values`. None by default."""
+        return ()
+
+    def with_statistics_held(self, op: Any, args: Args) -> Any:
+        """The op on `args` with every statistic it takes of its input held constant — a norm's mean and variance,
+        a softmax's max and denominator — so that its Jacobian is the one a residual's branch is differentiated
+        with (`branch.py`: ∂y/∂x = w/σ elementwise for a layer norm, p for a softmax). Most ops: the op itself."""
+        return call_op(op, args)
 
     def replay(self, call: Any, replace: dict[Any, Any], detach: tuple = ()) -> Any:
         """For `verify` (`gradient.py`): the op on the replay's arguments as its rules see it — statistics they

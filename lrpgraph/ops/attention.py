@@ -18,11 +18,12 @@ import torch
 
 from .adapter import Adapter
 from .bilinear import Bilinear, bias_key, product_term, uniform, uniform_form, with_bias_share
+from .branch import held_slope
 from .elementwise import ADD, GATE
-from .gradient import Replay, form, rescaled, share_of, split, stabilized
+from .gradient import Replay, call_op, form, rescaled, share_of, split, stabilized
 from .registry import declare, rule
 from .table import Facts, register_ops
-from .tensors import stabilize, unbroadcast
+from .tensors import laid_out_as, stabilize, unbroadcast
 
 aten = torch.ops.aten
 
@@ -66,6 +67,10 @@ class LogSoftmaxAdapter(Adapter):
         x = {**call.args, **replace}["self"]
         return x - torch.logsumexp(x.detach(), call.args["dim"], keepdim=True)
 
+    def with_statistics_held(self, op, args):
+        """The log-normaliser (max and denominator) constant: ∂y/∂x = 1."""
+        return held_slope(op, args, "self", torch.ones_like)
+
 
 class GluAdapter(Adapter):
     """glu(x) = a·σ(b) for the two halves a, b of x: a gate on its own input."""
@@ -101,6 +106,16 @@ class SoftmaxAdapter(Adapter):
 
     def apply(self, call):
         return {"self": call.run(call.args["self"], call.out, call.args["dim"])}
+
+    def with_statistics_held(self, op, args):
+        """Max and denominator constant: ∂p/∂x = p elementwise (masked −inf entries: 0)."""
+        return held_softmax(args["self"], call_op(op, {**args, "self": args["self"].detach()}))
+
+
+def held_softmax(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Probabilities p = softmax(x) with the softmax's max and denominator held constant: p's value, slope p."""
+    shift = torch.where(torch.isfinite(x), x - x.detach(), torch.zeros((), dtype=x.dtype, device=x.device))
+    return laid_out_as(p.detach() + p.detach() * shift.to(p.dtype), p)
 
 
 @rule(ATTENTION_VALUES, "uniform", needs=("a", "b", "out"), default=True)
@@ -328,6 +343,13 @@ class AttentionAdapter(Adapter):
         Rq, Rk, Rv, Rmask = call.run(attention, call.out, bool(call.relevant.get("attn_mask")))
         return {"query": Rq, "key": Rk, "value": Rv, "attn_mask": Rmask}
 
+    def with_statistics_held(self, op, args):
+        """Written out: q·kᵀ and p·v differentiated in both factors, the softmax with max and denominator held."""
+        if float(args.get("dropout_p", 0.0)) != 0.0:
+            raise ValueError("attention dropout must be 0 (the model is explained in eval mode)")
+        plain = call_op(op, {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in args.items()})
+        return laid_out_as(_sdpa(args, lambda z: z, lambda p, v: p @ v, held_softmax), plain)
+
 
 register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)
 register_ops(LogSoftmaxAdapter(), aten.log_softmax.int, aten._log_softmax.default)
@@ -368,9 +390,9 @@ def attention_half_values_form(call: Replay, *, epsilon: float = 1e-6, sign_awar
     return _values_form(call, 2, epsilon, sign_aware)
 
 
-def _sdpa(call: Replay, logits_gradient, values_gradient):
-    """scaled_dot_product_attention written out under autograd, with the gradient of q·kᵀ and of p·v modified."""
-    a = call.args
+def _sdpa(a: dict, logits_gradient, values_gradient, probabilities=lambda logits, p: p):
+    """scaled_dot_product_attention written out under autograd (`a`: its arguments), with the gradient of q·kᵀ, of
+    the softmax (`probabilities(logits, p)`) and of p·v modified."""
     q, k, v, mask = a["query"], a["key"], a["value"], a.get("attn_mask")
     scale = 1.0 / math.sqrt(q.shape[-1]) if a.get("scale") is None else float(a["scale"])
     heads, kv_heads = q.shape[-3] if q.dim() >= 3 else 1, k.shape[-3] if k.dim() >= 3 else 1
@@ -390,7 +412,7 @@ def _sdpa(call: Replay, logits_gradient, values_gradient):
         logits = logits.masked_fill(~keep, float("-inf"))
     attended = torch.isfinite(logits).any(-1, keepdim=True)  # fully masked rows attend to nothing
     probs = torch.softmax(torch.where(attended, logits, torch.zeros_like(logits)), -1) * attended
-    return values_gradient(probs, v)
+    return values_gradient(probabilities(logits, probs), v)
 
 
 @form(ATTENTION, "uniform")
@@ -406,7 +428,7 @@ def attention_form(call: Replay, *, epsilon: float = 1e-6, logit_epsilon: float 
     def values(p, v):
         return rescaled(p @ v, share_of(out, stabilized(2 * out.detach(), epsilon, sign_aware)))
 
-    return _sdpa(call, logits, values)
+    return _sdpa(call.args, logits, values)
 
 
 def _sdpa_values_form(call: Replay, halves: int, epsilon: float, sign_aware: bool):
@@ -415,7 +437,7 @@ def _sdpa_values_form(call: Replay, halves: int, epsilon: float, sign_aware: boo
     def values(p, v):
         return rescaled(p.detach() @ v, share_of(out, stabilized(halves * out.detach(), epsilon, sign_aware)))
 
-    return _sdpa(call, lambda z: z, values)
+    return _sdpa(call.args, lambda z: z, values)
 
 
 @form(ATTENTION, "values")

@@ -13,6 +13,7 @@ import math
 import torch
 
 from .adapter import Adapter, RoleKind, is_tensor
+from .branch import Residual, branch_vjp
 from .complex import COMPLEX, scale_by_constant
 from .gradient import Replay, form, rescaled, share_of, split, stabilized
 from .registry import declare, rule
@@ -135,13 +136,33 @@ class AddAdapter(Adapter):
             return set(), "out" in kernel.needs
         return {n for n in ("self", "other") if is_tensor(args.get(n))}, "out" in kernel.needs
 
+    def role_reads(self, kernel, role):
+        """A kernel that needs "branch", at a residual sum: the shortcut and the branch's inputs, to replay it."""
+        if "branch" not in kernel.needs or role is None or role.kind is not RoleKind.RESIDUAL:
+            return ()
+        return (role.branch.shortcut, *role.branch.inputs)
+
     def apply(self, call):
         args = call.args
         coefficients = self._coefficients(args.get("alpha", 1))
         names = [n for n in ("self", "other") if is_tensor(args.get(n))]
         terms = [args[n] if coefficients[n] == 1 else args[n] * coefficients[n] for n in names]
-        result = call.run(terms, call.out, [bool(call.relevant.get(n)) for n in names])
+        relevant = [bool(call.relevant.get(n)) for n in names]
+        if "branch" in call.kernel.needs:
+            result = call.run(terms, call.out, relevant, self._residual(call, names, coefficients))
+        else:
+            result = call.run(terms, call.out, relevant)
         return dict(zip(names, result, strict=True))
+
+    def _residual(self, call, names, coefficients) -> Residual | None:
+        """At a residual sum (the graph pass's role), the shortcut's index among the terms and the branch term's
+        Jacobian with respect to the shortcut's term (the two coefficients c: J = c_branch / c_shortcut · J_f)."""
+        role = call.role
+        if role is None or role.kind is not RoleKind.RESIDUAL or len(names) != 2:
+            return None
+        other = names[1 - names.index(role.operand)]
+        scale = coefficients[other] / coefficients[role.operand]
+        return Residual(names.index(role.operand), branch_vjp(role.branch, call.values, scale))
 
 
 class ProductAdapter(Adapter):

@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from .adapter import LayerAdapter, RuleCall
+from .branch import held_slope
 from .gradient import Replay, form, rescaled, share_of
 from .linear_maps import ChannelAffine, FrozenScaleNorm
 from .registry import declare, rule
@@ -105,7 +106,8 @@ def _batch_norm_statistics(args):
 
 def _batch_norm_running(args):
     x = args["input"]
-    inv_std = torch.rsqrt(args["running_var"].float() + float(args["eps"]))
+    var = args["running_var"]
+    inv_std = torch.rsqrt(var.to(torch.promote_types(var.dtype, torch.float32)) + float(args["eps"]))
     weight, bias = args.get("weight"), args.get("bias")
     scale = inv_std if weight is None else weight * inv_std
     shift = -args["running_mean"] * scale + (0 if bias is None else bias)
@@ -134,6 +136,10 @@ class NormAdapter(LayerAdapter):
         for key in detach:
             args[key] = args[key].detach()
         return self.held(args)
+
+    def with_statistics_held(self, op, args):
+        """Mean and variance (RMS for RMS norm) constant: ∂y/∂x = w/σ elementwise; saved statistics constant."""
+        return held_slope(op, args, self.data, lambda x: self.build({**args, self.data: x}).gain(x))
 
 
 class TupleNormAdapter(NormAdapter):
@@ -179,6 +185,12 @@ class BatchNormAdapter(LayerAdapter):
         )
         rest = tuple(t.detach() for t in call.out[1:]) if isinstance(call.out, (tuple, list)) else ()
         return (y, *rest) if rest else y
+
+    def with_statistics_held(self, op, args):
+        """Running statistics: the op is affine already. The batch's own: mean and variance constant (γ/σ)."""
+        if not self._uses_batch_statistics(args):
+            return super().with_statistics_held(op, args)
+        return held_slope(op, args, "input", lambda x: _batch_norm_statistics({**args, "input": x}).gain(x))
 
 
 def _held(x, dims, group_shape, weight, bias, args, center: bool = True):

@@ -18,7 +18,7 @@ from .adapter import Adapter, with_marks
 from .gradient import Replay, form
 from .registry import declare, rule
 from .table import Facts, register_ops
-from .tensors import unbroadcast
+from .tensors import laid_out_as, unbroadcast
 
 aten = torch.ops.aten
 Adjoint = Callable[[torch.Tensor, dict], dict]
@@ -376,6 +376,9 @@ class CopyAdapter(ReindexAdapter):
         args = {**call.args, **replace}
         src = args["src"].detach() if "src" in detach else args["src"]
         return src.to(args["self"].dtype).expand(args["self"].shape)
+
+    def with_statistics_held(self, op, args):
+        return laid_out_as(args["src"].to(args["self"].dtype).expand(args["self"].shape), args["self"])
 
 
 register_ops(CopyAdapter(_copy), aten.copy.default)

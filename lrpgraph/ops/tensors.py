@@ -1,6 +1,8 @@
-"""Small tensor helpers every rule kernel uses: the stabiliser and un-broadcasting."""
+"""Small tensor helpers every rule kernel uses: the stabiliser, un-broadcasting, rows, memory layout."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -81,3 +83,24 @@ def positive(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def negative(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.clamp(max=0)
+
+
+def laid_out_as(result: Any, plain: Any) -> Any:
+    """An op replayed under autograd (a gradient form, a branch's Jacobian) in the memory layout of the op's own
+    output `plain`: later views in the graph depend on it."""
+    if not (isinstance(result, torch.Tensor) and isinstance(plain, torch.Tensor)) or result.stride() == plain.stride():
+        return result
+    if result.shape != plain.shape or not dense(plain):
+        return result
+    return torch.empty_strided(plain.shape, plain.stride(), dtype=result.dtype, device=result.device).copy_(result)
+
+
+def dense(t: torch.Tensor) -> bool:
+    """Every element in its own place of one block of memory: a permutation of a contiguous layout."""
+    expected = 1
+    dims = sorted(((st, n) for n, st in zip(t.shape, t.stride(), strict=True) if n > 1))
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True

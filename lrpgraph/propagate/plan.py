@@ -43,6 +43,7 @@ class Step:
     receivers: list[tuple[str, int | None, fx.Node]]  # (argument, index in a list argument, node)
     absorbs: str
     role: Role | None = None
+    role_reads: tuple[fx.Node, ...] = ()  # values read through the role beyond the op's arguments (in `reads` too)
     exact: bool = False  # passes on exactly what it receives: the walker skips its bookkeeping
 
     @property
@@ -163,7 +164,10 @@ def _step(graph, analysis, ruleset, node, entry, first: bool, fallback: str | No
                 raise
             raise MissingRuleError(f"{error}: {graph.describe(node)}") from None
     names, needs_out = adapter.needs(op_class, choice.kernel, args, relevant)
+    role = analysis.roles.get(node)
+    role_reads = tuple(adapter.role_reads(choice.kernel, role))
     reads = [n for name in sorted(names) for n in _nodes(args.get(name))]
+    reads += [n for n in role_reads if n not in reads]
     if needs_out:
         reads.append(node)
     return Step(
@@ -177,7 +181,8 @@ def _step(graph, analysis, ruleset, node, entry, first: bool, fallback: str | No
         needs_out=needs_out,
         receivers=_receivers(args, relevant),
         absorbs=_absorbs(graph, op_class, adapter, args, relevant),
-        role=analysis.roles.get(node),
+        role=role,
+        role_reads=role_reads,
         exact=op_class.exact and adapter.conserves(args, relevant),
     )
 

@@ -20,6 +20,7 @@ from torch.fx.node import map_aggregate
 from ..capture.graph import op_name
 from ..flow.relevance import is_index
 from ..ops.gradient import FORMS, Replay
+from ..ops.tensors import laid_out_as
 from .plan import Plan, Step
 
 
@@ -94,9 +95,9 @@ class _Run:
         if integer:
             self.shadows[node] = result
         elif isinstance(result, (tuple, list)) and isinstance(plain, (tuple, list)):
-            self.env[node] = type(result)(_laid_out_as(r, p) for r, p in zip(result, plain, strict=True))
+            self.env[node] = type(result)(laid_out_as(r, p) for r, p in zip(result, plain, strict=True))
         else:
-            self.env[node] = _laid_out_as(result, plain)
+            self.env[node] = laid_out_as(result, plain)
         if call.zero_inputs:
             self.zero_inputs.append((node, call.zero_inputs))
             self.watch(node)
@@ -132,26 +133,6 @@ class _Run:
             return value
         found = self.env[value]
         return _detached(found) if detach else found
-
-
-def _laid_out_as(result: Any, plain: Any) -> Any:
-    """A form's result in the memory layout of the op's own output: later views in the graph depend on it."""
-    if not (isinstance(result, torch.Tensor) and isinstance(plain, torch.Tensor)) or result.stride() == plain.stride():
-        return result
-    if result.shape != plain.shape or not _dense(plain):
-        return result
-    return torch.empty_strided(plain.shape, plain.stride(), dtype=result.dtype, device=result.device).copy_(result)
-
-
-def _dense(t: torch.Tensor) -> bool:
-    """Every element in its own place of one block of memory: a permutation of a contiguous layout."""
-    expected = 1
-    dims = sorted(((st, n) for n, st in zip(t.shape, t.stride(), strict=True) if n > 1))
-    for stride, size in dims:
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def _receiver(step: Step, key: Any) -> fx.Node | None:

@@ -4,7 +4,9 @@ Shaped like `torch.fx.Interpreter`, backwards: one loop over the plan's walk ord
 holding the relevance that has arrived at each node, `run_node` and `call_rule` as override points.
 It hands each rule the activations it declared (and shape-only stand-ins for the rest), frees
 relevance and activations as soon as nothing later needs them, and books what each rule did not
-pass on. It knows no formula and calls no autograd. `BatchedWalker` carries K relevance maps at once.
+pass on. It knows no formula and calls no autograd (a kernel reading a residual's branch through the step's role
+differentiates that branch itself, on detached copies: `ops/branch.py`). `BatchedWalker` carries K relevance
+maps at once.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ class Walker:
             step.role,
             samples=self.samples,
             op=step.node.target,
+            values={n: self.store.get(n) for n in step.role_reads},
         )
 
     def free(self, node: fx.Node) -> None:
