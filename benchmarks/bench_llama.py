@@ -3,7 +3,8 @@
     python benchmarks/bench_llama.py [--lengths 128 512 1024] [--repeats 3] [--device cuda] [--dtype bfloat16]
 
 Model: hidden 512, 8 layers, 8 heads, 4 KV heads, vocab 32000 (random weights, seed 0). For each sequence
-length it measures (median of --repeats warm calls; peak memory in a second process, see measure.py):
+length it measures (median of --repeats warm calls, the methods taking turns; peak memory in a second process,
+see measure.py):
 - forward only, the vocabulary head at the last position (what explain's forward computes);
 - the gradient a user would write: parameters without requires_grad, the input embeddings the only leaf,
   the head at the last position only (`logits_to_keep=1`), `torch.autograd.grad` of the explained logit;
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 
 import torch
 import transformers
-from measure import Record, in_new_process, json_argument, peak_memory, times
+from measure import Record, in_new_process, json_argument, peak_memory, seconds
 from report import llama_block
 
 import lrpgraph
@@ -97,11 +98,25 @@ def backward(logits: torch.Tensor, embeds: torch.Tensor, batched: bool) -> torch
 
 
 def measured(model, methods: dict, measure) -> dict:
-    """`measure(fn)` of each method (name → (fn, run frozen?)); a gradient runs on the `frozen` model."""
+    """`measure(fn)` of each method in turn (name → (fn, run frozen?)); a gradient runs on the `frozen` model."""
     found = {}
     for name, (fn, freeze) in methods.items():
         with frozen(model) if freeze else contextlib.nullcontext():
             found[name] = measure(fn)
+    return found
+
+
+def timed(model, methods: dict, device, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times of each method (name → (fn, run frozen?)): `warmup` untimed rounds, then `repeats` rounds in
+    which the methods take turns, so that a machine growing busier or quieter during the run slows them alike
+    rather than the one measured then."""
+    found = {name: [] for name in methods}
+    for round in range(warmup + repeats):
+        for name, (fn, freeze) in methods.items():
+            with frozen(model) if freeze else contextlib.nullcontext():
+                took = seconds(fn, device)
+            if round >= warmup:
+                found[name].append(took)
     return found
 
 
@@ -154,8 +169,7 @@ def main() -> None:
     record = Record("llama", device, settings)
     rows = []
     for length in args.lengths:
-        table = methods(model, prompt(length, device), args.rules)
-        found = measured(model, table, lambda fn: times(fn, device, args.repeats))
+        found = timed(model, methods(model, prompt(length, device), args.rules), device, args.repeats)
         rows.append({"tokens": length, "seconds": found})
     memory = in_new_process(
         peaks, memory=True, lengths=args.lengths, rules=args.rules, device=str(device), dtype=args.dtype

@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_llama import TARGET, describe, gradient, llama, measured, prompt
-from measure import Record, in_new_process, json_argument, peak_memory, times
+from bench_llama import TARGET, describe, gradient, llama, measured, prompt, timed
+from measure import Record, in_new_process, json_argument, peak_memory
 from report import memory_block
 
 import lrpgraph
@@ -89,7 +89,7 @@ def main() -> None:
         rows.append(
             {
                 "tokens": length,
-                "seconds": measured(model, table, lambda fn: times(fn, device, args.repeats)),
+                "seconds": timed(model, table, device, args.repeats),
                 "store_peak_bytes": store,
             }
         )

@@ -1,12 +1,14 @@
 """Timing, peak memory and the JSON record shared by the benchmarks: ratios are always taken within one run.
 
-Time is wall time, the median of `--repeats` calls after a warm-up call, in the benchmark's own process (the
-C allocator as a user has it). Peak memory is measured in a second process (`in_new_process(memory=True)`) started
-with `MALLOC_MMAP_THRESHOLD_=65536`, so that glibc returns every block of 64 KiB or more to the system when
-it is freed: the resident set then rises and falls with what is live, and the high-water mark of one call,
-less the resident set before it, is that call's peak — everything it held at once (tensors, the graph, Python
-objects). Without that setting freed blocks stay in the heap and are reused, and a call's peak hides in
-memory an earlier call already touched. On CUDA the peak is torch.cuda.max_memory_allocated.
+Time is wall time, the median of `--repeats` calls after a warm-up call, the methods compared taking turns
+(bench_llama.timed), in the benchmark's own process (the C allocator as a user has it). Peak memory is
+measured in a second process (`in_new_process(memory=True)`) started with `MALLOC_MMAP_THRESHOLD_=65536`, so
+that glibc returns every block of 64 KiB or more to the system when it is freed: the resident set then rises
+and falls with what is live, and the high-water mark of one call, less the resident set before it, is that
+call's peak — everything it held at once (tensors, the graph, Python objects). Without that setting freed
+blocks stay in the heap and are reused, and a call's peak hides in memory an earlier call already touched.
+Smaller blocks still come from the heap, so a peak of a few MiB reads low. On CUDA the peak is
+torch.cuda.max_memory_allocated.
 
 Every benchmark writes its measurements to a JSON file (default `benchmarks/results/<name>.json`) with the
 command that made it and the machine it ran on; `benchmarks/report.py` turns those files into the tables of
@@ -22,7 +24,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -48,17 +49,6 @@ def seconds(fn: Callable[[], object], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
-
-
-def times(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
-    """Wall times of `repeats` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    return [seconds(fn, device) for _ in range(repeats)]
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def _status_kib(field: str) -> int:

@@ -271,9 +271,9 @@ CORPUS_LABELS = {
     "gradient_full_head": "full-head gradients, one call per prompt (head at every position)",
     "gradient_batched": "gradients in explain_many's batches (head at each last position)",
     "explain_each_traced": "`explain`, one call per prompt, trace included",
-    "explain_each": "`explain`, one call per prompt, the trace already made",
+    "explain_each": "`explain`, a second call per prompt (the trace made)",
     "explain_many_traced": "`explain_many`, trace included",
-    "explain_many": "`explain_many`, the trace already made",
+    "explain_many": "`explain_many` again (the trace made)",
 }
 
 
@@ -509,17 +509,18 @@ def targets_block(results: dict) -> str:
     )
 
 
-LXT = """LXT (AttnLRP's reference implementation, PyPI `lxt`) is not a column here. Tried with `lxt` 2.1, the
-newest on PyPI, installed with torch 2.13.0+cpu and transformers 5.25.0 held fixed (a constraints file;
-without one pip replaces torch with 2.14.1): its dependency `open_clip_torch` brings torchvision 0.28.0, the
-PyPI build for the CUDA torch 2.13.0, whose operators do not register on the CPU build ("operator
-torchvision::nms does not exist"); transformers then imports that torchvision and `LlamaForCausalLM` itself
-fails to import, lrpgraph included. With torchvision removed again, `import lxt.efficient` fails: its BERT
-patch imports `find_pruneable_heads_and_indices`, which transformers 5 removed, and its ViT patch needs
-torchvision. With both stubbed out, `monkey_patch(modeling_llama)` replaces transformers' attention registry
-(`ALL_ATTENTION_FUNCTIONS`) with a plain dict, and every forward of this transformers' Llama then fails
-("'dict' object has no attribute 'get_interface'") with eager and SDPA attention alike. So LXT does not run on
-the transformers this project supports without patching LXT itself."""
+LXT = """LXT (AttnLRP's reference implementation, PyPI `lxt`) is not a column here: it does not run with the
+torch and transformers this project is tested on. Tried with `lxt` 2.1 (the newest on PyPI), installed with
+torch 2.13.0+cpu and transformers 5.25.0 held fixed by a constraints file (without one, pip replaces torch
+with 2.14.1): its dependency `open_clip_torch` brings torchvision 0.28.0 from PyPI, whose compiled operators
+do not register with the CPU build of torch ("operator torchvision::nms does not exist"); transformers then
+imports that torchvision, and `LlamaForCausalLM` itself fails to import, lrpgraph included. With torchvision
+removed again, `import lxt.efficient` fails: its BERT patch imports `find_pruneable_heads_and_indices`, which
+transformers 5 removed, and its ViT patch imports torchvision. With both stubbed out,
+`monkey_patch(modeling_llama)` replaces transformers' attention registry (`ALL_ATTENTION_FUNCTIONS`) with a
+plain dict, and every forward of this transformers' Llama fails ("'dict' object has no attribute
+'get_interface'"), with eager and SDPA attention alike. A column would need LXT itself patched, which would no
+longer be LXT as its users install it."""
 
 
 def speed_section(results: dict) -> str:
