@@ -1,15 +1,15 @@
-"""Promises on a Llama-shaped model: memory budgets and K targets in one pass, against a plain gradient.
+"""Promises on a Llama-shaped model: memory budgets and K targets in one pass, against the input gradient.
 
-    python benchmarks/bench_memory.py [--lengths 512 2048 4096] [--device cuda] [--dtype bfloat16]
+    python benchmarks/bench_memory.py [--lengths 512 2048 4096] [--repeats 3] [--device cuda] [--dtype bfloat16]
 
-Model as in bench_llama.py (hidden 512, 8 layers, 8 heads, 4 KV heads, vocab 32000). For each
-length it prints median time and peak memory of: a plain gradient (forward + backward of the
-target logit w.r.t. the input embeddings); explain(attnlrp) with no budget; explain with a budget of
-a quarter of the no-budget activation peak; and K = 8 targets in one pass. Peak memory is measured
-around the whole call (profiler records on CPU, max_memory_allocated on CUDA); the activation
-store's own peak is printed beside it. Ratios are against the gradient, or against the no-budget
-explain where the issue's targets say so: no-budget peak ≤ 0.5× the gradient's at 4096 tokens;
-budgeted run within the budget at ≤ 1.4× the no-budget time; K = 8 in one pass ≤ 3× one target.
+Model and gradients as in bench_llama.py (hidden 512, 8 layers, vocab 32000; the gradient with the head at the
+last position and no parameter gradients, and the same with the head at every position). For each length it
+measures median time and peak memory (a second process, see measure.py) of: the gradient; the full-head
+gradient; explain(attnlrp) with no budget; explain with a budget of a quarter of the no-budget activation
+store's peak; K = 8 targets in one explain; and the gradients of those 8 logits over one forward, the
+K-target explain's peers: one vmapped backward (`is_grads_batched`) and one backward each. The activation
+store's own peak (`Explanation.stats`) is recorded beside.
+Writes benchmarks/results/memory.json (--json) and prints the table report.py makes from it.
 """
 
 from __future__ import annotations
@@ -17,64 +17,51 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_llama import llama
-from measure import measure, mib, table
+from bench_llama import TARGET, describe, gradient, llama, measured, prompt, timed
+from measure import Record, in_new_process, json_argument, peak_memory
+from report import memory_block
 
 import lrpgraph
 
+K = 8
 
-def bench_length(model, length: int, device, repeats: int) -> list[tuple]:
-    ids = torch.randint(0, 32000, (1, length), device=device)
+
+def methods(model, ids: torch.Tensor) -> tuple[dict, dict]:
+    """(what is measured at one length by the key report.py reads, the activation store's peaks and budget)."""
     inputs = {"input_ids": ids}
-    target = 123
-
-    def gradient():
-        embeds = model.get_input_embeddings()(ids).detach().requires_grad_()
-        logit = model(inputs_embeds=embeds).logits[0, -1, target]
-        return torch.autograd.grad(logit, embeds)[0]
-
-    free = lrpgraph.explain(model, inputs, target=target, rules="attnlrp")
+    targets = list(range(TARGET, TARGET + K))
+    free = lrpgraph.explain(model, inputs, target=TARGET, rules="attnlrp")
     budget = free.stats["peak_activation_bytes"] // 4
-    budgeted = lrpgraph.explain(model, inputs, target=target, rules="attnlrp", memory_budget=budget)
-    targets = lrpgraph.Targets(list(range(target, target + 8)))
+    budgeted = lrpgraph.explain(model, inputs, target=TARGET, rules="attnlrp", memory_budget=budget)
+    store = {
+        "budget": budget,
+        "explain": free.stats["peak_activation_bytes"],
+        "explain_budget": budgeted.stats["peak_activation_bytes"],
+    }
 
     def run(**kwargs):
         return lambda: lrpgraph.explain(model, inputs, rules="attnlrp", **kwargs).relevance["input_ids"]
 
-    g = measure(gradient, device, repeats)
-    e = measure(run(target=target), device, repeats)
-    b = measure(run(target=target, memory_budget=budget), device, repeats)
-    k = measure(run(target=targets), device, repeats)
-    return [
-        (length, "gradient (fwd+bwd)", f"{g.seconds * 1000:.0f}", mib(g.peak_bytes), "", "1.00", ""),
-        (
-            length,
-            "explain, no budget",
-            f"{e.seconds * 1000:.0f}",
-            mib(e.peak_bytes),
-            mib(free.stats["peak_activation_bytes"]),
-            f"{e.peak_bytes / g.peak_bytes:.2f}",
-            "1.00",
-        ),
-        (
-            length,
-            f"explain, budget {mib(budget)} MiB",
-            f"{b.seconds * 1000:.0f}",
-            mib(b.peak_bytes),
-            mib(budgeted.stats["peak_activation_bytes"]),
-            f"{b.peak_bytes / g.peak_bytes:.2f}",
-            f"{b.seconds / e.seconds:.2f}",
-        ),
-        (
-            length,
-            "explain, K=8 targets",
-            f"{k.seconds * 1000:.0f}",
-            mib(k.peak_bytes),
-            "",
-            f"{k.peak_bytes / g.peak_bytes:.2f}",
-            f"{k.seconds / e.seconds:.2f}",
-        ),
-    ]
+    return {
+        "gradient": (lambda: gradient(model, ids, TARGET), True),
+        "gradient_full_head": (lambda: gradient(model, ids, TARGET, full_head=True), True),
+        "explain": (run(target=TARGET), False),
+        "explain_budget": (run(target=TARGET, memory_budget=budget), False),
+        f"gradient_{K}_targets_batched": (lambda: gradient(model, ids, targets, batched=True), True),
+        f"gradient_{K}_targets_each": (lambda: gradient(model, ids, targets), True),
+        f"explain_{K}_targets": (run(target=lrpgraph.Targets(targets)), False),
+    }, store
+
+
+def peaks(lengths: list[int], device: str, dtype: str) -> dict:
+    """Peak bytes of every method at every length, in a memory process (measure.in_new_process)."""
+    device = torch.device(device)
+    model = llama(device, getattr(torch, dtype))
+    found = {}
+    for n in lengths:
+        table, _ = methods(model, prompt(n, device))
+        found[str(n)] = measured(model, table, lambda fn: peak_memory(fn, device))
+    return found
 
 
 def main() -> None:
@@ -83,14 +70,34 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--repeats", type=int, default=3)
+    json_argument(parser, "memory")
     args = parser.parse_args()
     device = torch.device(args.device)
     model = llama(device, getattr(torch, args.dtype))
+    settings = {
+        "model": describe(model),
+        "dtype": args.dtype,
+        "rules": "attnlrp",
+        "repeats": args.repeats,
+        "lengths": args.lengths,
+        "targets": K,
+    }
+    record = Record("memory", device, settings)
     rows = []
     for length in args.lengths:
-        rows += bench_length(model, length, device, args.repeats)
-    print(f"device: {device}, dtype {args.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(table(rows, ("tokens", "method", "median ms", "peak MiB", "store peak MiB", "memory ×grad", "time ×explain")))
+        table, store = methods(model, prompt(length, device))
+        rows.append(
+            {
+                "tokens": length,
+                "seconds": timed(model, table, device, args.repeats),
+                "store_peak_bytes": store,
+            }
+        )
+    memory = in_new_process(peaks, memory=True, lengths=args.lengths, device=str(device), dtype=args.dtype)
+    for row in rows:
+        row["peak_bytes"] = memory[str(row["tokens"])]
+    record.write(args.json, {"lengths": rows})
+    print(memory_block(record.data))
 
 
 if __name__ == "__main__":

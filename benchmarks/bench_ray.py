@@ -9,6 +9,7 @@ baseline (`explain_many` in this process) too, measured in the same run. Every p
 trace cache (one trace, made before the timings), so the numbers compare explaining, not tracing. Ray's
 start-up (a local cluster) is printed apart; the Ray rows include building the model in each actor and
 writing the Parquet files. Results of every path are checked equal.
+Writes benchmarks/results/ray.json (--json) and prints the table report.py makes from it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from pathlib import Path
 
 import bench_llama
 import torch
-from measure import table
+from measure import Record, json_argument
+from report import ray_block
 
 import lrpgraph
 from lrpgraph.distributed import explain_dataset, read_results
+
+BATCH = 8
 
 
 def main() -> None:
@@ -33,8 +37,11 @@ def main() -> None:
     parser.add_argument("--shortest", type=int, default=16)
     parser.add_argument("--longest", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    json_argument(parser, "ray")
     args = parser.parse_args()
     import ray
+
+    torch.set_num_threads(1)  # as each worker runs
 
     generator = torch.Generator().manual_seed(0)
     step = (args.longest - args.shortest) / max(1, args.prompts - 1)
@@ -46,39 +53,41 @@ def main() -> None:
     factory = partial(bench_llama.llama, torch.device("cpu"), torch.float32, layers=args.layers)
     with tempfile.TemporaryDirectory() as folder:
         cache = Path(folder) / "traces"
-        torch.set_num_threads(1)
         model = factory()
+        settings = {
+            "model": bench_llama.describe(model),
+            "rules": "attnlrp",
+            "prompts": args.prompts,
+            "shortest": args.shortest,
+            "longest": args.longest,
+            "batch_size": BATCH,
+            "torch_threads_per_worker": 1,
+        }
+        record = Record("ray", torch.device("cpu"), settings)
         lrpgraph.explain_many(model, prompts[:2], rules="attnlrp", cache_dir=cache)  # the one trace, on disk
         start = time.perf_counter()
-        local = lrpgraph.explain_many(model, prompts, rules="attnlrp", batch_size=8, cache_dir=cache)
+        local = lrpgraph.explain_many(model, prompts, rules="attnlrp", batch_size=BATCH, cache_dir=cache)
         local_seconds = time.perf_counter() - start
         start = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         startup = time.perf_counter() - start
-        rows = [
-            ("explain_many, this process", 1, f"{local_seconds:.1f}", f"{args.prompts / local_seconds:.2f}", "1.00")
-        ]
+        ray_seconds = {}
         for workers in (1, 2):
             output = Path(folder) / f"out-{workers}"
             run = explain_dataset(
-                factory, prompts, output, rules="attnlrp", batch_size=8, workers=workers, cache_dir=cache,
+                factory, prompts, output, rules="attnlrp", batch_size=BATCH, workers=workers, cache_dir=cache,
                 progress=False,
             )  # fmt: skip
             assert run.explained == args.prompts and not run.failed, run
             for got, expected in zip(read_results(output), local, strict=True):
                 torch.testing.assert_close(got["relevance"]["input_ids"], expected.relevance["input_ids"],
                                            rtol=1e-5, atol=1e-6)  # fmt: skip
-            rows.append(
-                (f"Ray, {workers} worker(s)", workers, f"{run.seconds:.1f}", f"{args.prompts / run.seconds:.2f}",
-                 f"{run.seconds / local_seconds:.2f}")
-            )  # fmt: skip
+            ray_seconds[str(workers)] = run.seconds
         ray.shutdown()
-    print(
-        f"{args.prompts} prompts of {args.shortest}–{args.longest} tokens, Llama-shaped ({args.layers} layers), "
-        f"AttnLRP, batches of 8, one torch thread per worker; local Ray start-up {startup:.1f} s (not included)"
+    record.write(
+        args.json, {"explain_many_seconds": local_seconds, "ray_startup_seconds": startup, "ray_seconds": ray_seconds}
     )
-    print(table(rows, ("path", "workers", "seconds", "prompts/s", "× explain_many")))
-    print("results of every path equal (rtol 1e-5)")
+    print(ray_block(record.data))
 
 
 if __name__ == "__main__":

