@@ -185,7 +185,7 @@ def gelu_rule(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 def relu_rule(x: torch.Tensor, r: torch.Tensor, form: str = "pointwise") -> torch.Tensor:
     """ReLU: "pointwise", the general formula `N1((x·1[x>0] + |x|·1[|x|>0])⊙R/(|relu(x)|+1e-9))`; "indicator", the
-    spec's short form `N1(2·1[x>0]·R)` (equal up to the 1e-9 stabiliser where R=0 for x≤0)."""
+    spec's short form `N1(2·1[x>0]·R)` (equal up to the 1e-9 stabilizer where R=0 for x≤0)."""
     if form == "indicator":
         return n1(2.0 * (x > 0).to(r.dtype) * r)
     if form != "pointwise":

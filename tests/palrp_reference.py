@@ -13,7 +13,7 @@ reproduces the model's logits, and then applies the rules of REFERENCE-METHODS.m
 Attention is recomputed here from q, k and v in the model's dtype (written out, -inf causal mask), so the
 result does not depend on the attention implementation (eager, SDPA, fused); note that HF's eager Llama
 attention runs its softmax in float32 even for a float64 model, so its logits differ from SDPA's at ~1e-7.
-All stabilisers can be overridden through `eps` (for conservation checks with tiny stabilisers); the
+All stabilizers can be overridden through `eps` (for conservation checks with tiny stabilizers); the
 defaults are the ones REFERENCE-METHODS.md gives.
 """
 
@@ -25,12 +25,12 @@ from torch.nn import functional as F
 from torch.nn.grad import conv2d_input
 
 VIT_EPS = {"linear": 1e-8, "add": 1e-6, "av": 1e-6, "gamma_stabilizer": 1e-6, "ln": None}
-"""ViT stabilisers: attention proj / value projection (additive), residual and pos_embed adds (additive),
+"""ViT stabilizers: attention proj / value projection (additive), residual and pos_embed adds (additive),
 A·v (additive), generalised gamma (sign-aware); "ln" None means each LayerNorm's own eps (additive)."""
 VIT_GAMMA = {"linear": 0.05, "conv": 100.0}
 """Generalised-gamma γ of the head, fc1, fc2 ("linear") and the patch conv ("conv")."""
 LLAMA_EPS = {"linear": 1e-8, "add": 1e-8, "qk": 1e-8, "av": 1e-6}
-"""Llama stabilisers, all additive: linears, adds (residual and rotary), q·kᵀ and A·v."""
+"""Llama stabilizers, all additive: linears, adds (residual and rotary), q·kᵀ and A·v."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -39,12 +39,12 @@ LLAMA_EPS = {"linear": 1e-8, "add": 1e-8, "qk": 1e-8, "av": 1e-6}
 
 
 def sign_stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """Sign-aware stabiliser `z + eps·sign(z)` with sign(0) = +1 (RULES.md, notation)."""
+    """Sign-aware stabilizer `z + eps·sign(z)` with sign(0) = +1 (RULES.md, notation)."""
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z)
 
 
 def epsilon_linear(x: torch.Tensor, linear: nn.Linear, R: torch.Tensor, eps: float) -> torch.Tensor:
-    """Epsilon with an ADDITIVE stabiliser: `R_i = x_i Σ_j w_ij R_j/(z_j + eps)`, z with its bias."""
+    """Epsilon with an ADDITIVE stabilizer: `R_i = x_i Σ_j w_ij R_j/(z_j + eps)`, z with its bias."""
     z = F.linear(x, linear.weight, linear.bias)
     return x * ((R / (z + eps)) @ linear.weight)
 
@@ -54,7 +54,7 @@ def generalized_gamma(x, R, weight, bias, gamma, forward, transpose, stabilizer=
 
     For outputs with z_j > 0: `w + γw⁺` on x⁺ (with bias `b + γb⁺`) and `w + γw⁻` on x⁻; for z_j < 0 the
     weights swap (bias `b + γb⁻`, again on the x⁺ part); each part gets `x·w_mod·R_j / stab(sum of parts)`
-    with the sign-aware stabiliser; outputs with z_j = 0 pass nothing. `forward(x, w, b)` is the layer,
+    with the sign-aware stabilizer; outputs with z_j = 0 pass nothing. `forward(x, w, b)` is the layer,
     `transpose(s, w)` its transposed linear map applied to an output-shaped `s`.
     """
     up, down = weight + gamma * weight.clamp(min=0), weight + gamma * weight.clamp(max=0)
@@ -88,7 +88,7 @@ def gamma_conv2d(x: torch.Tensor, conv: nn.Conv2d, R: torch.Tensor, gamma: float
 
 
 def add_rule(a: torch.Tensor, b: torch.Tensor, R: torch.Tensor, eps: float):
-    """Additive-stabilised epsilon split of `a + b`: `a·R/(a+b+eps)` and `b·R/(a+b+eps)`."""
+    """Additive-stabilized epsilon split of `a + b`: `a·R/(a+b+eps)` and `b·R/(a+b+eps)`."""
     s = R / (a + b + eps)
     return a * s, b * s
 
@@ -156,7 +156,7 @@ def vit_relevance(model: nn.Module, x: torch.Tensor, target=None, eps: dict | No
     """PA-LRP on a timm-style ViT (e.g. `reference_models.TinyViT`), REFERENCE-METHODS.md "PA-LRP" → "ViT".
 
     Rules: seed one-hot 1.0 at `target` (argmax when None; int or one per sample); head, fc1, fc2:
-    generalised gamma γ=0.05; patch conv: generalised gamma γ=100 (sign-aware stabiliser 1e-6); attention
+    generalised gamma γ=0.05; patch conv: generalised gamma γ=100 (sign-aware stabilizer 1e-6); attention
     proj and the v rows of qkv: epsilon `R/(z+1e-8)`; A·v: `R_v = v⊙(Aᵀ(R/(2·out+1e-6)))` (A's half is
     discarded, so q, k and softmax get nothing: CP-LRP); LayerNorm: σ constant, epsilon through the
     centring with the norm's own eps; GELU and dropouts: identity; residual adds and tokens + pos_embed:

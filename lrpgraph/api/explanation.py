@@ -21,7 +21,7 @@ class Conservation:
     """Where the seed's relevance went, per sample (dim 0) for inputs, in totals over the batch for the rest.
 
     `absorbed` holds what rules did not pass on: "bias" (biases and parameter terms of sums),
-    "constants" (constant operands: masks, position tables, scalars), "rules" (stabilisers and
+    "constants" (constant operands: masks, position tables, scalars), "rules" (stabilizers and
     non-conservative rules such as flat, z^B, alpha-beta) and "fallback" (explicit fallbacks); a result of
     `explain_many` holds its own sample's share, under "mixed" when its batch absorbed in several categories.
     """

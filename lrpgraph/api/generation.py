@@ -45,7 +45,7 @@ class Generation:
 
     @property
     def absorbed(self) -> torch.Tensor:
-        """Per step, what did not reach a source token (biases, positions, the rules' stabilisers)."""
+        """Per step, what did not reach a source token (biases, positions, the rules' stabilizers)."""
         return self.logits.double() - self.relevance.double().sum(1)
 
     @property

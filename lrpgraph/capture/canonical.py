@@ -17,7 +17,7 @@ import operator
 import torch
 from torch import fx
 
-from .node_args import normalized_args, without_cached_args
+from .node_args import normalised_args, without_cached_args
 
 aten = torch.ops.aten
 _TO = {aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.to.other}
@@ -81,7 +81,7 @@ def _as_copy(graph: fx.Graph, node: fx.Node) -> bool:
 
 def _as_inference_batch_norm(graph: fx.Graph, node: fx.Node) -> bool:
     """batch_norm(training=False, running stats) → _native_batch_norm_legit_no_training(...)[0]."""
-    args = normalized_args(node)
+    args = normalised_args(node)
     if args.get("training") or args.get("running_mean") is None or args.get("running_var") is None:
         return False
     operands = (args["input"], args["weight"], args["bias"], args["running_mean"], args["running_var"])
@@ -108,7 +108,7 @@ def _as_softmax(graph: fx.Graph, node: fx.Node) -> bool:
     x, normaliser = difference.args
     if not (isinstance(normaliser, fx.Node) and normaliser.target is aten.logsumexp.default):
         return False
-    args = normalized_args(normaliser)
+    args = normalised_args(normaliser)
     dims = list(args.get("dim") or [])
     if normaliser.args[0] is not x or len(dims) != 1 or not args.get("keepdim"):
         return False

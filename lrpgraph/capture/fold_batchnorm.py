@@ -11,7 +11,7 @@ import operator
 import torch
 from torch import fx
 
-from .node_args import normalized_args
+from .node_args import normalised_args
 from .rewrite import insert_call
 
 aten = torch.ops.aten
@@ -32,7 +32,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         layer = bn.args[0]
         if not _foldable(layer, bn):
             continue
-        bn_args, layer_args = normalized_args(bn), normalized_args(layer)
+        bn_args, layer_args = normalised_args(bn), normalised_args(layer)
         with graph.inserting_before(bn):
             var_eps = insert_call(graph, aten.add.Tensor, (bn_args["running_var"], float(bn_args["eps"])), layer)
             scale = insert_call(graph, aten.rsqrt.default, (var_eps,), layer)

@@ -10,7 +10,7 @@ from torch import fx
 _KEY = "lrpgraph_args"
 
 
-def normalized_args(node: fx.Node) -> dict[str, Any]:
+def normalised_args(node: fx.Node) -> dict[str, Any]:
     """{schema argument name: value} for ATen ops; {"0": …, "1": …} for other callables."""
     cached = node.meta.get(_KEY)
     if cached is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import fx
 
-from ..capture.node_args import normalized_args
+from ..capture.node_args import normalised_args
 from ..ops.table import facts
 
 
@@ -58,7 +58,7 @@ def _is_square(node) -> bool:
         return False
     f = facts(node.target)
     if f.statistic == "square":
-        return f.power is None or normalized_args(node).get(f.power) == 2
+        return f.power is None or normalised_args(node).get(f.power) == 2
     return f.arithmetic == "product" and len(node.args) >= 2 and node.args[0] is node.args[1]
 
 
@@ -84,6 +84,6 @@ def _minuend(node) -> fx.Node | None:
     f = facts(node.target)
     if f.arithmetic != "difference":
         return None
-    args = normalized_args(node)
+    args = normalised_args(node)
     x, mu = (args.get(name) for name in f.operands)
     return x if isinstance(x, fx.Node) and isinstance(mu, fx.Node) else None

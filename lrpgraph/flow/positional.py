@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from torch import fx
 
 from ..capture.graph import INPUT, Graph, float_node
-from ..capture.node_args import normalized_args
+from ..capture.node_args import normalised_args
 from ..capture.rewrite import insert_call
 from ..capture.shapes import above_one, same_shape
 from ..ops.reindex import EXPAND_AS
@@ -55,7 +55,7 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
             kind = "additive"
         else:
             continue
-        args = normalized_args(node)
+        args = normalised_args(node)
         operands = [(name, args.get(name)) for name in f.operands]
         if not all(isinstance(v, fx.Node) for _, v in operands):
             continue
@@ -74,7 +74,7 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
         with fx_graph.inserting_before(node):
             full = insert_call(fx_graph, EXPAND_AS, (value, signal), node)
         node.replace_input_with(value, full)
-        normalized_args(node).update({name: full})
+        normalised_args(node).update({name: full})
         found.append(PositionalSource(full, kind, axis, origin if isinstance(origin, fx.Node) else None, group))
     if found:
         graph.module.recompile()
@@ -115,10 +115,10 @@ def _rotary_origin(graph: Graph, node: fx.Node):
         if n.op == "call_function" and facts(n.target).trig:
             return True
         if n.op == "call_function" and facts(n.target).gather:
-            found = normalized_args(n).get(facts(n.target).gather)
+            found = normalised_args(n).get(facts(n.target).gather)
             found = found[0] if isinstance(found, (list, tuple)) and found else found
             ids = found if isinstance(found, fx.Node) else ids
-            table = normalized_args(n).get("self", normalized_args(n).get("weight"))
+            table = normalised_args(n).get("self", normalised_args(n).get("weight"))
             for t in _through(table) if isinstance(table, fx.Node) else ():
                 if t.op == "placeholder" and graph.kinds.get(t) != INPUT and ids is not None:
                     return ids
@@ -145,7 +145,7 @@ def _table_origin(graph: Graph, node: fx.Node):
         if n.op != "call_function":
             return None
         if facts(n.target).lookup:
-            ids = normalized_args(n).get(facts(n.target).lookup)
+            ids = normalised_args(n).get(facts(n.target).lookup)
             ids = ids[0] if isinstance(ids, (list, tuple)) else ids
             return ids if isinstance(ids, fx.Node) else None
         if facts(n.target).trig:  # a sinusoidal table built in the graph

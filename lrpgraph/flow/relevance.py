@@ -17,7 +17,7 @@ import torch
 from torch import fx
 
 from ..capture.graph import INPUT, Graph, is_float
-from ..capture.node_args import normalized_args
+from ..capture.node_args import normalised_args
 from ..ops.table import facts, spec
 
 
@@ -132,7 +132,7 @@ def value_inputs(node: fx.Node) -> list[fx.Node]:
 
 
 def _arg(node: fx.Node, name: str) -> list[fx.Node]:
-    value = normalized_args(node).get(name)
+    value = normalised_args(node).get(name)
     values = value if isinstance(value, (list, tuple)) else [value]
     return [v for v in values if isinstance(v, fx.Node)]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import fx
 
-from ..capture.node_args import normalized_args
+from ..capture.node_args import normalised_args
 from ..ops.adapter import Role, RoleKind
 from ..ops.branch import Branch
 from ..ops.table import facts
@@ -30,7 +30,7 @@ def residual_roles(graph: fx.Graph, relevant: set[fx.Node], regions: dict[fx.Nod
         f = facts(node.target)
         if node.op != "call_function" or f.arithmetic != "sum" or len(f.operands) != 2 or node in regions:
             continue
-        args = normalized_args(node)
+        args = normalised_args(node)
         a, b = (args.get(name) for name in f.operands)
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and a in relevant and b in relevant) or a is b:
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import fx
 
-from ..capture.node_args import normalized_args
+from ..capture.node_args import normalised_args
 from ..ops.adapter import Role, RoleKind
 from ..ops.table import facts
 from .relevance import moves_values, scales
@@ -49,7 +49,7 @@ def product_roles(graph: fx.Graph, relevant: set[fx.Node], regions: dict[fx.Node
 def _relevant_operands(node, relevant, names) -> list[tuple[tuple[str, int | None], fx.Node]] | None:
     """((argument, index in a list argument), value) of the node's two operands when both are distinct and
     relevant; an op whose operands are one list argument (einsum's tensors) has them by index."""
-    args = normalized_args(node)
+    args = normalised_args(node)
     if len(names) == 2:
         operands = [((n, None), args.get(n)) for n in names]
     else:

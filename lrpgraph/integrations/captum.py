@@ -49,7 +49,7 @@ class LRP:
         return_convergence_delta: bool = False,
     ) -> Any:
         """Relevance of each input, shaped like it; with return_convergence_delta, also output − Σ relevance
-        per sample (Captum's delta: biases and stabilisers absorb it)."""
+        per sample (Captum's delta: biases and stabilizers absorb it)."""
         single = isinstance(inputs, torch.Tensor)
         given = (inputs,) if single else tuple(inputs)
         if not given or not all(isinstance(x, torch.Tensor) for x in given):

@@ -23,7 +23,7 @@ from .branch import Residual
 from .elementwise import ACTIVATION, ADD, GATE, PRODUCT
 from .layer_rules import CONV, LINEAR
 from .linear_maps import LinearMap
-from .normalization import BATCHNORM, NORM
+from .normalisation import BATCHNORM, NORM
 from .pooling import AVGPOOL, MAXPOOL, SUM, MaxPool
 from .registry import rule
 from .reindex import REINDEX
@@ -140,7 +140,7 @@ def abs_attention(R, attention: Attention, out, want_mask: bool, *, samples: int
     The normalisations between them, R_A/(m_A + ε) and then R_S/(m_S/(m_A + ε) + ε) with m the per-sample masses
     Σ|·| of the unnormalised relevances, rescale each sample by one positive factor, which the rules after are linear
     in: the blocks over query rows need no pass of their own, and the final N1 of R_q and R_k takes the factor
-    exactly as the stabiliser ε·(m_S + ε·(m_A + ε)) in place of ε.
+    exactly as the stabilizer ε·(m_S + ε·(m_A + ε)) in place of ε.
     """
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))

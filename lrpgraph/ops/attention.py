@@ -250,8 +250,8 @@ def attention_uniform(
     With f = R_p − p·ΣR_p (the softmax rule's factor), the scores get scores ⊙ f; the epsilon split
     of scores = logits + mask gives logits ⊙ f and mask ⊙ f, and the uniform rule on q·kᵀ divides
     logits ⊙ f by 2·logits again. With `logit_epsilon` None those ratios cancel exactly (the
-    stabiliser's limit), so the rule uses f/2 directly, saving passes over the score matrix and never
-    dividing by −inf; with a number the q·kᵀ rule is stabilised by it as written.
+    stabilizer's limit), so the rule uses f/2 directly, saving passes over the score matrix and never
+    dividing by −inf; with a number the q·kᵀ rule is stabilized by it as written.
     Returns (R_q, R_k, R_v, R_mask); R_mask only when `want_mask` (a mask that carries relevance).
     """
     dtype = R.dtype
@@ -271,7 +271,7 @@ def attention_uniform(
             _accumulate_mask(Rmask, masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
         if logit_epsilon is None:
             half = factor.mul_(0.5)
-        else:  # (logits ⊙ f) / stab(2·logits): the q·kᵀ rule with its own stabiliser
+        else:  # (logits ⊙ f) / stab(2·logits): the q·kᵀ rule with its own stabilizer
             logits = qb @ k[..., keys, :].mT
             half = factor.mul_(logits).div_(stabilize(2 * logits, logit_epsilon, sign_aware))
         Rq[..., rows, :] = (half @ k[..., keys, :]).mul_(qb)

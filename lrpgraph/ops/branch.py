@@ -22,7 +22,7 @@ import torch
 from torch import fx
 from torch.fx.node import map_arg
 
-from ..capture.node_args import normalized_args
+from ..capture.node_args import normalised_args
 from .gradient import call_op
 from .table import lookup
 from .tensors import laid_out_as
@@ -82,7 +82,7 @@ def branch_vjp(
     def forward(x: torch.Tensor) -> torch.Tensor:
         env: dict[fx.Node, Any] = {branch.shortcut: x}
         for node in branch.nodes:
-            args = map_arg(normalized_args(node), lambda n: env[n] if n in env else fixed[n])
+            args = map_arg(normalised_args(node), lambda n: env[n] if n in env else fixed[n])
             adapter = lookup(node.target)  # an op the plan runs a fallback for: its plain derivative
             held = call_op if adapter is None else adapter.with_statistics_held
             env[node] = held(node.target, args)

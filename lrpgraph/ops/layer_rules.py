@@ -14,7 +14,7 @@ import torch
 from .complex import COMPLEX
 from .gradient import Replay, delta, form, rescaled, rescaled_as, share_of, stabilized
 from .linear_maps import LinearMap
-from .normalization import BATCHNORM, NORM
+from .normalisation import BATCHNORM, NORM
 from .pooling import AVGPOOL, SUM
 from .registry import declare, rule
 from .tensors import divide, negative, ones_like_shape, positive

@@ -27,16 +27,16 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {
-    "epsilon": Param("stabiliser of the epsilon rule and of bilinear and normalisation rules"),
-    "stabilizer": Param("stabiliser of rules that have no epsilon of their own (Norm, gamma, z⁺, αβ, z^B, flat, w²)"),
+    "epsilon": Param("stabilizer of the epsilon rule and of bilinear and normalisation rules"),
+    "stabilizer": Param("stabilizer of rules that have no epsilon of their own (Norm, gamma, z⁺, αβ, z^B, flat, w²)"),
     "gamma": Param("how much the gamma rule favours positive contributions"),
     "alpha": Param("weight of positive contributions (αβ)"),
     "beta": Param("weight of negative contributions (αβ)"),
     "low": Param("lowest value the input can take (z^B)", minimum=None, tensor=True),
     "high": Param("highest value the input can take (z^B)", minimum=None, tensor=True),
-    "sign_aware": Param("stabilise as z + ε·sign(z) (Zennit, LXT) rather than z + ε (the PA-LRP authors)", flag=True),
+    "sign_aware": Param("stabilize as z + ε·sign(z) (Zennit, LXT) rather than z + ε (the PA-LRP authors)", flag=True),
     "logit_epsilon": Param(
-        "stabiliser of the q·kᵀ product inside fused attention (None: its limit ε → 0, which needs no pass of its own)",
+        "stabilizer of the q·kᵀ product inside fused attention (None: its limit ε → 0, which needs no pass of its own)",
         optional=True,
     ),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-EPS = 1e-9  # the absLRP authors' stabiliser, in every denominator and in N1
+EPS = 1e-9  # the absLRP authors' stabilizer, in every denominator and in N1
 
 
 def _groups(R: torch.Tensor, samples: int) -> torch.Tensor:
@@ -13,7 +13,7 @@ def _groups(R: torch.Tensor, samples: int) -> torch.Tensor:
 
 def n1(R: torch.Tensor, samples: int, eps: float | torch.Tensor = EPS) -> torch.Tensor:
     """N1: R / (Σ|R| + 1e-9) per sample (dim 0, or the leading block of a flattened batch). `eps`: another
-    stabiliser, one number or one per sample (`mass`'s shape)."""
+    stabilizer, one number or one per sample (`mass`'s shape)."""
     groups = _groups(R, samples)
     eps = eps.reshape(-1, 1) if isinstance(eps, torch.Tensor) else eps
     return (groups / (groups.abs().sum(-1, keepdim=True) + eps)).reshape(R.shape)

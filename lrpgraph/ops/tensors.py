@@ -1,4 +1,4 @@
-"""Small tensor helpers every rule kernel uses: the stabiliser, un-broadcasting, rows, memory layout."""
+"""Small tensor helpers every rule kernel uses: the stabilizer, un-broadcasting, rows, memory layout."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from torch import fx
 
 from ..caller import warn
 from ..capture.graph import PARAMETER, Graph, float_node, op_name
-from ..capture.node_args import normalized_args
+from ..capture.node_args import normalised_args
 from ..capture.shapes import Shapes
 from ..errors import MissingRuleError, RuleSetError
 from ..flow.analysis import Analysis
@@ -123,7 +123,7 @@ def build_plan(
     for node in reversed(flow.live):
         if node.op != "call_function" or node in sources:
             continue
-        args = normalized_args(node)
+        args = normalised_args(node)
         edges = set(flow.edges.get(node, ()))
         relevant = {name: _mark(value, edges) for name, value in args.items()}
         if node in analysis.redirects:
@@ -217,7 +217,7 @@ def _receivers(args: dict[str, Any], relevant: dict[str, Any]) -> list[tuple[str
 def _absorbs(graph: Graph, op_class: OpClass, adapter: Adapter, args: dict, relevant: dict) -> str:
     """Where relevance a rule does not pass on is booked: a bias or parameter, a constant operand, or the rule.
 
-    Layers book what they keep under "bias" when they have one (their stabiliser's tiny share
+    Layers book what they keep under "bias" when they have one (their stabilizer's tiny share
     included); other ops with a constant float operand (a parameter or a computed constant such as a
     position table or a class token) under "bias" or "constants"; everything else under "rules".
     """
