@@ -96,12 +96,12 @@ def test_zoo_is_large_enough():
 
 
 @pytest.mark.parametrize("name", [a.name for a in ARCHITECTURES])
-def test_zoo_architecture_explains_with_attnlrp(name):
+def test_zoo_architecture_is_verified_with_attnlrp(name):
     (arch,) = architectures([name])
     check(arch, "attnlrp")
 
 
 @pytest.mark.parametrize("name", ISSUE_ARCHITECTURES)
-def test_architecture_explains_with_cp_lrp(name):
+def test_architecture_is_verified_with_cp_lrp(name):
     (arch,) = architectures([name])
     check(arch, "cp-lrp")
