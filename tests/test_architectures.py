@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lrpgraph
+from lrpgraph.tools.coverage import in_float64
 from lrpgraph.tools.zoo import ARCHITECTURES, architectures
 
 ISSUE_ARCHITECTURES = [
@@ -56,13 +57,7 @@ def built(arch):
     """The architecture with its inputs: in float64, unless its code fixes float32 (FLOAT32)."""
     if arch.name in FLOAT32:
         return arch.build()
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        model, inputs = arch.build()
-    finally:
-        torch.set_default_dtype(saved)
-    return model.double(), inputs
+    return in_float64(arch)
 
 
 def check(arch, rules):

@@ -140,14 +140,10 @@ ZOO = ["bloom", "fnet", "led", "wavlm", "llama4_text", "lstm", "message_passing"
 
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_architectures_are_verified_in_float64(name):
+    from lrpgraph.tools.coverage import in_float64
     from lrpgraph.tools.zoo import architectures
 
     (arch,) = architectures([name])
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # so that constants the models make are float64 too
-    try:
-        model, inputs = arch.build()
-    finally:
-        torch.set_default_dtype(saved)
-    check = lrpgraph.verify(model.double(), inputs, rules="attnlrp")
+    model, inputs = in_float64(arch)  # constants the models make are float64 too
+    check = lrpgraph.verify(model, inputs, rules="attnlrp")
     assert check.ok and check.max_error < 1e-6, (check.max_error, check.worst, check.unverified)

@@ -165,20 +165,25 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
     return rows
 
 
-def _verify(entry: Any, model: torch.nn.Module, inputs: Any, rules: str, row: ZooRow) -> None:
-    """verify, in float64 (a twin built with float64 defaults) where the model runs in it, else as built."""
+def in_float64(entry: Any) -> tuple[torch.nn.Module, Any]:
+    """`entry.build()` (a zoo entry) with float64 defaults, so the constants its code makes are float64 too, and
+    the model in float64: the twin `verify` checks without float32 rounding. Raises what the build raises."""
     saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     try:
-        torch.set_default_dtype(torch.float64)
-        twin, twin_inputs = entry.build()
-        twin = twin.double()
-        torch.set_default_dtype(saved)
-        check, row.verified_in = verify(twin, twin_inputs, rules=rules), "float64"
-    except Exception:  # a model whose code fixes float32 somewhere: verify it as built
-        torch.set_default_dtype(saved)
-        check, row.verified_in = verify(model, inputs, rules=rules), str(next(model.parameters()).dtype)[6:]
+        model, inputs = entry.build()
     finally:
         torch.set_default_dtype(saved)
+    return model.double(), inputs
+
+
+def _verify(entry: Any, model: torch.nn.Module, inputs: Any, rules: str, row: ZooRow) -> None:
+    """verify, in float64 (a twin built with float64 defaults) where the model runs in it, else as built."""
+    try:
+        twin, twin_inputs = in_float64(entry)
+        check, row.verified_in = verify(twin, twin_inputs, rules=rules), "float64"
+    except Exception:  # a model whose code fixes float32 somewhere: verify it as built
+        check, row.verified_in = verify(model, inputs, rules=rules), str(next(model.parameters()).dtype)[6:]
     row.verified = check.max_error
     if check.unverified:
         row.unverified = check.unverified[0]
