@@ -66,3 +66,24 @@ def test_a_transformer_finds_its_blocks_only():
     for role in residuals.values():
         rotary = [n for n in role.branch.nodes if n.target in (torch.ops.aten.cos.default, torch.ops.aten.sin.default)]
         assert not rotary  # cos/sin tables carry no relevance: inputs of the branch, not part of it
+
+
+def test_a_branch_replays_transformers_grouped_experts_with_their_own_derivative():
+    """transformers' grouped expert product runs its derivative as an autograd function torch.func cannot replay;
+    the branch form equals the op and its VJP equals the op's own gradient, empty experts included."""
+    import transformers.integrations.moe  # noqa: F401  (registers torch.ops.transformers.grouped_mm_fallback)
+
+    from lrpgraph.ops.table import lookup
+
+    op = torch.ops.transformers.grouped_mm_fallback.default
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    weight, offs = torch.randn(3, 4, 5, dtype=torch.float64), torch.tensor([2, 2, 6])  # expert 1 empty, row 6 none
+    v = torch.randn(7, 5, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(op(x, weight, offs), x, v)
+
+    def held(t):
+        return lookup(op).with_statistics_held(op, {"input": t, "weight": weight, "offs": offs})
+
+    out, pullback = torch.func.vjp(held, x.detach())
+    torch.testing.assert_close(out, op(x.detach(), weight, offs), rtol=0, atol=1e-14)
+    torch.testing.assert_close(pullback(v)[0], expected, rtol=0, atol=1e-14)

@@ -45,13 +45,9 @@ class GroupedAdapter(LayerAdapter):
     facts = Facts(expensive=True, mixes_positions=True)
 
     def with_statistics_held(self, op, args):
-        """Written out, one product per expert: transformers registers the op's derivative as an autograd function
-        that torch.func (a residual branch's Jacobian, `branch.py`) cannot run."""
-        x, weight = args["input"], args["weight"]
-        bounds = [0, *args["offs"].tolist()]
-        parts = [x[start:end] @ w.to(x.dtype) for w, start, end in zip(weight, bounds[:-1], bounds[1:], strict=True)]
-        rest = x.new_zeros((x.shape[0] - bounds[-1], weight.shape[2]))  # rows past the last expert's: zero
-        return torch.cat([*parts, rest])
+        """The layer's own product, one expert at a time: transformers registers the op's derivative as an autograd
+        function that torch.func (a residual branch's Jacobian, `branch.py`) cannot run."""
+        return _grouped(args).forward(args["input"], args["weight"], None)
 
 
 register_ops(GroupedAdapter(LINEAR, "input", _grouped), "transformers.grouped_mm_fallback.default")
