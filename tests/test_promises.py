@@ -1,5 +1,6 @@
 """Promises: the same relevance with and without a memory budget, with offloading, and for K targets at once."""
 
+import dataclasses
 import warnings
 
 import pytest
@@ -183,12 +184,42 @@ def test_each_dropped_activation_is_recomputed_once(llama):
             return value
 
     placeholders = graph.module.graph.find_nodes(op="placeholder")
-    store = Counting(dict(zip(placeholders, values, strict=True)), shapes, schedule.recipes)
+    store = Counting(dict(zip(placeholders, values, strict=True)), shapes, schedule.recomputation)
     out = model_trace.forward(schedule.keep).run(values, store)[0]
     seed, _ = seeds(7, out)
     Walker(plan, schedule, store).run(seed)
     assert len(schedule.checkpoints) > 0 and store.recomputed_nodes > 0
     assert counts and max(counts.values()) == 1
+
+
+def test_a_walk_recomputes_each_value_once_without_a_budget(deep_llama):
+    """Recipes share what several of them compute (the rotary tables, the mask, a normalised input): each node of
+    any recipe is computed once per walk, not once per recipe reading it — and the relevance is the same."""
+    model, inputs = deep_llama
+    model_trace, values = _traced(model, inputs)
+    graph = model_trace.graph
+    shapes = model_trace.shapes(values)
+    plan = model_trace.plan(graph.outputs[0], lrpgraph.preset("attnlrp"), None)
+    schedule = plan.schedule(shapes)
+    members = {n for recipe in schedule.recipes.values() for n in recipe}
+    assert schedule.shared and schedule.shared <= members
+    placeholders = graph.module.graph.find_nodes(op="placeholder")
+    store = ActivationStore(dict(zip(placeholders, values, strict=True)), shapes, schedule.recomputation)
+    out = model_trace.forward(schedule.keep).run(values, store)[0]
+    seed, _ = seeds(7, out)
+    walked = Walker(plan, schedule, store).run(seed)
+    assert store.recomputed_nodes == len(members)
+    assert store.held_bytes == 0  # every held value, shared ones included, was released after its last reader
+
+    needed = frozenset(r for step in plan.steps.values() for r in step.reads if r.op != "placeholder")
+    everything = dataclasses.replace(schedule, keep=needed, recipes={}, shared=frozenset(), programs={})
+    full = ActivationStore(dict(zip(placeholders, values, strict=True)), shapes)
+    model_trace.forward(needed).run(values, full)
+    kept = Walker(plan, everything, full).run(seed)
+    assert full.recomputed_nodes == 0 and kept.inputs.keys() == walked.inputs.keys()
+    for node, r in kept.inputs.items():
+        torch.testing.assert_close(walked.inputs[node], r, rtol=0, atol=0)
+    assert walked.absorbed == kept.absorbed
 
 
 def test_bfloat16_model_with_float32_relevance(llama):

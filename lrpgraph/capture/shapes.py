@@ -8,6 +8,7 @@ value of each symbolic-integer node), in microseconds. Which calls a graph serve
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -147,10 +148,16 @@ class Shapes:
 
 def _stand_in(val: Any, shape: Any) -> Any:
     if isinstance(val, torch.Tensor):
-        return torch.empty(shape if shape is not None else val.shape, dtype=val.dtype, device="meta")
+        return _meta(tuple(shape if shape is not None else val.shape), val.dtype)
     if isinstance(val, (tuple, list)):
         shapes = shape if shape is not None else [None] * len(val)
         return type(val)(_stand_in(v, s) for v, s in zip(val, shapes, strict=True))
     if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):
         return shape
     return val
+
+
+@functools.lru_cache(maxsize=8192)
+def _meta(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """One shared data-free tensor per shape and dtype: a call's stand-ins are made once, not at every call."""
+    return torch.empty(shape, dtype=dtype, device="meta")

@@ -106,7 +106,7 @@ class ForwardPass:
         self.call, self.rows = call, rows
         self.head = deferred_head(plan) if rows is not None else None
         self.schedule: Schedule = plan.schedule(call.shapes, memory_budget, None if self.head is None else len(rows))
-        self.store = ActivationStore(call.value_of, call.shapes, self.schedule.recipes, offload)
+        self.store = ActivationStore(call.value_of, call.shapes, self.schedule.recomputation, offload)
         self.out: Output | None = None
         self.output: torch.Tensor | DeferredOutput | None = None
 

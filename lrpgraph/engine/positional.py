@@ -18,6 +18,7 @@ from ..capture.graph import INPUT, Graph
 from ..capture.shapes import Shapes
 from ..flow.positional import PositionalSource
 from ..presets.ruleset import RuleSet
+from ..propagate.recompute import Recipes
 from ..propagate.schedule import recipe_for
 from ..propagate.store import ActivationStore
 from .bound_call import BoundCall
@@ -49,7 +50,7 @@ def _are_positions(graph: Graph, ids: fx.Node, value_of: dict[fx.Node, Any], sha
     recipe = recipe_for(ids, set(), None, cheap_only=False)
     if recipe is None:
         return False
-    value = ActivationStore(value_of, shapes, {ids: recipe}).get(ids)
+    value = ActivationStore(value_of, shapes, Recipes({ids: recipe})).get(ids)
     if not isinstance(value, torch.Tensor) or value.numel() < 2:
         return False
     return bool((value != value.reshape(-1)[0]).any())  # positions differ; token-type ids are all alike

@@ -200,6 +200,11 @@ class Attention:
         causal = self.causal_keys()
         if causal:
             step = min(step, max(64, -(-L // 8)))
+        keep, _ = self._mask_block(slice(0, L), slice(0, S), L, q.device)
+        # rows with no key to attend to: asked once of the whole mask (a causal block's keys end at its last row,
+        # and the mask keeps nothing beyond it, so a row's keys in its block are all it has)
+        unattended = keep is not None and not bool(keep.any(-1).all())
+        del keep
         for start in range(0, L, step):
             rows = slice(start, min(L, start + step))
             keys = slice(0, rows.stop if causal else S)
@@ -212,7 +217,7 @@ class Attention:
                 scores.masked_fill_(~keep, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
             del scores
-            if additive is not None or (keep is not None and not bool(keep.any(-1).all())):
+            if additive is not None or unattended:
                 probs = torch.nan_to_num_(probs, nan=0.0)  # fully masked rows attend to nothing
             yield rows, keys, qb, probs, additive
 

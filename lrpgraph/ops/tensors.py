@@ -13,7 +13,7 @@ def stabilize(z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Ten
     """z + eps·sign(z) with sign(0) = +1 (Zennit's stabilizer: safe to divide by); or z + eps (additive)."""
     if not sign_aware:
         return z + eps
-    return (z >= 0).to(z.dtype).mul_(2 * eps).sub_(eps).add_(z)
+    return torch.where(z >= 0, z + eps, z - eps)  # four ops, each one pass over z
 
 
 def divide(r: torch.Tensor, z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Tensor:

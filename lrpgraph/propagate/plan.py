@@ -7,6 +7,7 @@ and the kernel's needs say which activations the walk will read — and when for
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ from ..ops.registry import Kernel, OpClass, kernel
 from ..ops.table import lookup
 from ..presets.ruleset import Choice, RuleSet
 from .schedule import Schedule, Size, byte_sizes, make_schedule
+
+CONSTANT, FETCH, STAND_IN = 0, 1, 2  # how the walker resolves a step's argument (`Step.arguments`)
 
 
 @dataclass
@@ -49,6 +52,22 @@ class Step:
     @property
     def kernel(self) -> Kernel:
         return self.choice.kernel
+
+    @functools.cached_property
+    def arguments(self) -> tuple[tuple[str, Any, int], ...]:
+        """(name, value, how) per argument, as the walker resolves it at every call: how is FETCH for a node the
+        rule reads (or an input or parameter), STAND_IN for another node (its shape only), CONSTANT for anything
+        else, and for a list argument the list of (value, how) of its items."""
+        reads = set(self.reads)
+
+        def how(value: Any) -> Any:
+            if isinstance(value, fx.Node):
+                return FETCH if value in reads or value.op == "placeholder" else STAND_IN
+            if isinstance(value, (list, tuple)):
+                return [(v, how(v)) for v in value]
+            return CONSTANT
+
+        return tuple((name, value, how(value)) for name, value in self.args.items())
 
     @property
     def is_fallback(self) -> bool:

@@ -14,6 +14,7 @@ sharing the result with every rule that reads it. The walker and the rules never
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from torch import fx
 from ..capture.graph import Graph
 from ..capture.shapes import Shapes
 from ..ops.table import facts
+from .recompute import Recipes
 
 _MAX_CHEAP_RECIPE = 64  # nodes a cheap recomputation may run (rotary tables and masks included)
 
@@ -39,6 +41,14 @@ class Schedule:
     last_reader: dict[fx.Node, fx.Node]
     checkpoints: list[fx.Node] = field(default_factory=list)
     predicted_peak: int = 0
+    shared: frozenset[fx.Node] = frozenset()  # computed inside several recipes: held from the first until the last
+    released: dict[fx.Node, tuple[fx.Node, ...]] = field(default_factory=dict)  # step → values to free after it
+    programs: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # walks as code (`program.py`)
+
+    @functools.cached_property
+    def recomputation(self) -> Recipes:
+        """The recipes as generated code, made on first use and kept with the schedule."""
+        return Recipes(self.recipes, self.shared)
 
 
 Size = Callable[[fx.Node], int]
@@ -84,9 +94,27 @@ def make_schedule(
     checkpoints: list[fx.Node] = []
     if budget is not None and sum(nbytes(n) for n in keep) > budget:
         keep, recipes, checkpoints = _segment_schedule(graph, needed, outputs, keep, recipes, budget, position, nbytes)
-    last_reader = _last_readers(order, reads, recipes, first_read, keep)
+    shared = _shared(recipes) if not checkpoints else frozenset()  # a segment's recipes hold what they share
+    last_reader = _last_readers(order, reads, recipes, first_read, keep, shared)
+    released: dict[fx.Node, list[fx.Node]] = {}
+    for value, step in last_reader.items():
+        released.setdefault(step, []).append(value)
     peak = sum(nbytes(n) for n in keep) + _largest_segment(needed, keep, checkpoints, position, nbytes)
-    return Schedule(frozenset(keep), recipes, last_reader, checkpoints, peak)
+    return Schedule(
+        frozenset(keep), recipes, last_reader, checkpoints, peak, shared, {k: tuple(v) for k, v in released.items()}
+    )
+
+
+def _shared(recipes: dict[fx.Node, list[fx.Node]]) -> frozenset[fx.Node]:
+    """Values that several recipes compute on the way to their targets (a rotary table, a mask, a normalised
+    input): computed once and held while a recipe still needs them, instead of once per recipe."""
+    seen: set[fx.Node] = set()
+    shared: set[fx.Node] = set()
+    for target, recipe in recipes.items():
+        for n in recipe:
+            if n is not target and n not in recipes:
+                (shared if n in seen else seen).add(n)
+    return frozenset(shared)
 
 
 def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node], position: dict) -> tuple[set[fx.Node], dict]:
@@ -217,7 +245,7 @@ def _largest_segment(needed, kept, checkpoints, position, nbytes: Size) -> int:
     return max(sizes)
 
 
-def _last_readers(order, reads, recipes, first_read, keep) -> dict[fx.Node, fx.Node]:
+def _last_readers(order, reads, recipes, first_read, keep, shared) -> dict[fx.Node, fx.Node]:
     """The walk step after which each held value can go: its own last reader, and recipes' uses of it."""
     last: dict[fx.Node, fx.Node] = {}
     for node in order:
@@ -233,7 +261,7 @@ def _last_readers(order, reads, recipes, first_read, keep) -> dict[fx.Node, fx.N
     for target, recipe in recipes.items():
         reader = order[first_read[target]]
         for n in recipe:
-            if n in recipes:  # a value other rules read too: computed once, held for this recipe as well
+            if n in recipes or n in shared:  # computed once, held for this recipe as well
                 extend(n, reader)
             for source in n.all_input_nodes:
                 if source in keep or source in recipes:

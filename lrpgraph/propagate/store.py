@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 from torch import fx
-from torch.fx.node import map_arg
 
 from ..capture.shapes import Shapes
 from ..ops.sparse import RowSparse
+from .recompute import Recipes
 
 
 def tensors(value: Any) -> list[torch.Tensor]:
@@ -54,7 +54,7 @@ class ActivationStore:
         self,
         placeholders: dict[fx.Node, Any],
         shapes: Shapes,
-        recipes: dict[fx.Node, list[fx.Node]] | None = None,
+        recipes: Recipes | None = None,
         offload: bool = False,
     ):
         self._fixed = placeholders
@@ -62,7 +62,7 @@ class ActivationStore:
         self._held: dict[fx.Node, Any] = {}
         self._offloaded: dict[fx.Node, tuple[Any, torch.device]] = {}
         self._storages: dict[int, list[int]] = {}  # storage pointer → [bytes, references]
-        self.recipes = recipes or {}
+        self.recipes = recipes or Recipes({})
         self.offload = offload
         self.held_bytes = 0
         self.peak_bytes = 0
@@ -128,32 +128,19 @@ class ActivationStore:
         self.peak_bytes = max(self.peak_bytes, self.held_bytes)
 
     def _recompute(self, target: fx.Node) -> Any:
-        """Run the recipe for `target`; values other rules read are held for them, the rest freed early."""
+        """Run the recipe for `target` as generated code; the members other recipes or rules read are held."""
         started = time.perf_counter()
-        recipe = self.recipes[target]
-        members = set(recipe)
-        last_use = {}
-        for i, n in enumerate(recipe):
-            for source in n.all_input_nodes:
-                if source in members:
-                    last_use[source] = i
-        env: dict[fx.Node, Any] = {}
+        held = frozenset(n for n in self.recipes.recipes[target] if n in self._held)
+        program = self.recipes.program(target, held)
+        inputs = [self.get(n) for n in program.inputs]
         with torch.inference_mode():
-            for i, n in enumerate(recipe):
-                if n in self._held:
-                    env[n] = self._held[n]
-                else:
-                    args, kwargs = map_arg((n.args, n.kwargs), lambda a: env[a] if a in env else self.get(a))
-                    env[n] = n.target(*args, **kwargs)
-                    self.recomputed_nodes += 1
-                    if n in self.recipes:
-                        self._hold(n, env[n])
-                for source in n.all_input_nodes:
-                    if last_use.get(source) == i and source is not target:
-                        env.pop(source, None)
-        value = env[target]
-        if target not in self._held:
-            self._hold(target, value)
+            values = program.run(*inputs)
+        del inputs
+        self.recomputed_nodes += program.size
+        for node, value in zip(program.outputs, values, strict=True):
+            if node not in self._held:
+                self._hold(node, value)
+        value = self._held[target]
         device = next((t.device for t in tensors(value)), None)
         if device is not None and device.type == "cuda":
             torch.cuda.synchronize(device)

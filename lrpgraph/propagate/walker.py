@@ -1,19 +1,17 @@
-"""The walker: a reverse interpreter over a plan that seeds relevance at the output and runs each node's rule.
+"""The walker: seeds relevance at the plan's output and runs each node's rule, back to the inputs.
 
-Shaped like `torch.fx.Interpreter`, backwards: one loop over the plan's walk order, an accumulator
-holding the relevance that has arrived at each node, `run_node` and `call_rule` as override points.
-It hands each rule the activations it declared (and shape-only stand-ins for the rest), frees
-relevance and activations as soon as nothing later needs them, and books what each rule did not
-pass on. It knows no formula and calls no autograd (a kernel reading a residual's branch through the step's role
-differentiates that branch itself, on detached copies: `ops/branch.py`). `BatchedWalker` carries K relevance
-maps at once.
+Shaped like `torch.fx.Interpreter`, backwards, with its loop generated as code (`program.py`: the relevance that
+has arrived at each node a local variable, each step a call of `step`, each activation freed after its last
+reader); `step` and `call_rule` are the override points. It hands each rule the activations it declared (and
+shape-only stand-ins for the rest), and books what each rule did not pass on (`ledger.py`). It knows no formula
+and calls no autograd (a kernel reading a residual's branch through the step's role differentiates that branch
+itself, on detached copies: `ops/branch.py`). `BatchedWalker` carries K relevance maps at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +21,9 @@ from torch import fx
 from ..errors import LRPGraphError, RuleError
 from ..ops.adapter import RuleCall
 from ..ops.sparse import RowSparse
-from .plan import Plan, Step
+from .ledger import Ledger
+from .plan import FETCH, STAND_IN, Plan, Step
+from .program import walk_program
 from .schedule import Schedule
 from .store import ActivationStore
 
@@ -32,35 +32,9 @@ from .store import ActivationStore
 class WalkResult:
     inputs: dict[fx.Node, Any]  # relevance that reached each input (and positional source)
     latent: dict[fx.Node, Any]  # relevance at the recorded nodes
-    absorbed: dict[str, torch.Tensor]  # what rules did not pass on, by where it was booked
-    by_rule: dict[str, torch.Tensor] = field(default_factory=dict)  # the same, as "bias at linear:epsilon"
-    by_node: dict[fx.Node, torch.Tensor] = field(default_factory=dict)  # the same, by the node whose rule kept it
-
-
-class Accumulator:
-    """Relevance arriving at each node, summed over the node's users until its own step takes it."""
-
-    def __init__(self) -> None:
-        self._values: dict[fx.Node, Any] = {}
-        self._owned: set[fx.Node] = set()  # sums made here, safe to add into in place
-
-    def add(self, node: fx.Node, r: Any) -> None:
-        current = self._values.get(node)
-        if current is None:
-            self._values[node] = r
-        elif isinstance(current, list):
-            self._values[node] = [
-                a if b is None else b if a is None else a + b for a, b in zip(current, r, strict=True)
-            ]
-        elif node in self._owned and current.dtype == torch.promote_types(current.dtype, r.dtype):
-            current.add_(r)
-        else:
-            self._values[node] = current + r
-            self._owned.add(node)
-
-    def pop(self, node: fx.Node) -> Any:
-        self._owned.discard(node)
-        return self._values.pop(node, None)
+    absorbed: dict[str, float]  # what rules did not pass on, by where it was booked
+    by_rule: dict[str, float] = field(default_factory=dict)  # the same, as "bias at linear:epsilon"
+    by_node: dict[fx.Node, float] = field(default_factory=dict)  # the same, by the node whose rule kept it
 
 
 class Walker:
@@ -74,61 +48,47 @@ class Walker:
         self.plan, self.schedule, self.store, self.record = plan, schedule, store, record
 
     def run(self, seed: Any, retain: bool = False) -> WalkResult:
-        """One loop in reverse topological order; each value is freed after its last use.
+        """The plan's walk (generated code, `program.py`) in reverse topological order; each value is freed after
+        its last use.
 
         retain: keep what the forward stored for another walk over the same store (recomputed values are still
         freed, and recomputed again by the next walk).
         """
         self.retain = retain
-        self.relevance = Accumulator()
-        self.relevance.add(self.plan.output, seed)
         self.inputs: dict[fx.Node, Any] = {}
         self.latent: dict[fx.Node, Any] = {}
-        device = seed.device
-        self.absorbed: dict[str, torch.Tensor] = defaultdict(
-            lambda: torch.zeros((), dtype=torch.float64, device=device)
-        )
-        self.by_rule: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64, device=device))
-        self.by_node: dict[fx.Node, torch.Tensor] = {}
+        self.ledger = Ledger()
         self.samples = seed.shape[self.lead] if len(seed.shape) > self.lead else 1
         with torch.no_grad():
-            for node in self.plan.order:
-                R = self.relevance.pop(node)
-                if R is not None:
-                    self.run_node(node, R)
-                self.free(node)
-        return WalkResult(self.inputs, self.latent, dict(self.absorbed), dict(self.by_rule), self.by_node)
+            walk_program(self.plan, self.schedule, self.record)(self, seed)
+        return WalkResult(self.inputs, self.latent, *self.ledger.close())
 
-    def run_node(self, node: fx.Node, R: Any) -> None:
-        """Record, end the walk at inputs and positional sources, or run the node's rule and pass its result on."""
-        if node in self.record:
-            self.latent[node] = R
-        if node.op == "placeholder" or node in self.plan.sources:
-            self.inputs[node] = R
-            return
-        step = self.plan.steps[node]
+    def step(self, step: Step, R: Any) -> list[Any]:
+        """Run a node's rule on the relevance R it received: its relevance for each receiver (None where it sends
+        none), shapes checked and what it kept booked."""
         try:
             results = self.call_rule(step, R)
         except LRPGraphError:
             raise
         except Exception as error:
             raise RuleError(
-                f"rule '{step.choice.name}' ({step.op_class}) failed at {self.plan.graph.describe(node)}: "
+                f"rule '{step.choice.name}' ({step.op_class}) failed at {self.plan.graph.describe(step.node)}: "
                 f"{type(error).__name__}: {error}"
             ) from error
-        passed = torch.zeros((), dtype=torch.float64, device=_device(R))
         for (_, _, receiver), r in zip(step.receivers, results, strict=True):
-            if r is None:
-                continue
-            self._check_shape(step, receiver, r)
-            if not step.exact:
-                passed = passed + _total(r)
-            self.relevance.add(receiver, r)
+            if r is not None:
+                self._check_shape(step, receiver, r)
         if not step.exact:
-            kept = _total(R) - passed
-            self.absorbed[step.absorbs] += kept
-            self.by_rule[f"{step.absorbs} at {step.op_class.name}:{step.choice.name}"] += kept
-            self.by_node[node] = kept
+            passed = [r for r in results if r is not None]
+            self.ledger.book(step.node, step.absorbs, f"{step.op_class.name}:{step.choice.name}", R, passed)
+        return results
+
+    def release(self, node: fx.Node, stored: bool) -> None:
+        """Free an activation after its last reader (`stored`: kept by the forward, so kept for another walk)."""
+        self.store.release(node, keep_stored=self.retain and stored)
+
+    def missing(self, node: fx.Node) -> None:
+        raise KeyError(node)
 
     def call_rule(self, step: Step, R: Any) -> list[Any]:
         """The rule's relevance for each receiver of the step (None where it sends none)."""
@@ -138,8 +98,7 @@ class Walker:
         """The arguments the rule reads resolved (held, offloaded or recomputed), the rest as shape stand-ins."""
         if isinstance(R, RowSparse) and not (step.adapter.row_sparse(step.op_class) and step.kernel.linear):
             R = R.dense()
-        reads = set(step.reads)
-        args = {name: self._resolve(value, reads) for name, value in step.args.items()}
+        args = {name: self._resolved(value, how) for name, value, how in step.arguments}
         out = self.store.get(step.node) if step.needs_out else self.store.stand_in(step.node)
         return RuleCall(
             step.op_class,
@@ -155,18 +114,13 @@ class Walker:
             values={n: self.store.get(n) for n in step.role_reads},
         )
 
-    def free(self, node: fx.Node) -> None:
-        """Release the activations whose last reader is this node."""
-        step = self.plan.steps.get(node)
-        for read in step.reads if step is not None else ():
-            if self.schedule.last_reader.get(read) is node:
-                self.store.release(read, keep_stored=self.retain and read in self.schedule.keep)
-
-    def _resolve(self, value: Any, reads: set[fx.Node]) -> Any:
-        if isinstance(value, fx.Node):
-            return self.store.get(value) if value in reads or value.op == "placeholder" else self.store.stand_in(value)
-        if isinstance(value, (list, tuple)):
-            return [self._resolve(v, reads) for v in value]
+    def _resolved(self, value: Any, how: Any) -> Any:
+        if how == FETCH:
+            return self.store.get(value)
+        if how == STAND_IN:
+            return self.store.stand_in(value)
+        if isinstance(how, list):
+            return [self._resolved(v, h) for v, h in how]
         return value
 
     def _check_shape(self, step: Step, receiver: fx.Node, r: Any) -> None:
@@ -240,19 +194,3 @@ def _device(R: Any) -> torch.device:
     if isinstance(R, list):
         return next(r.device for r in R if r is not None)
     return R.device
-
-
-def _total(R: Any) -> torch.Tensor:
-    if isinstance(R, RowSparse):
-        return _sum(R.values).double()
-    if isinstance(R, list):
-        parts = [_total(r) for r in R if r is not None]
-        return sum(parts[1:], parts[0]) if parts else torch.zeros((), dtype=torch.float64)
-    return _sum(R).double()
-
-
-def _sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum in the tensor's own precision (float32 for half types): a float64 sum of float32 is 20× slower."""
-    if t.is_complex():  # relevance of real and imaginary components
-        t = torch.view_as_real(t)
-    return t.sum(dtype=torch.float32) if t.dtype in (torch.float16, torch.bfloat16) else t.sum()
