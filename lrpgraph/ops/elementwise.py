@@ -41,10 +41,17 @@ def add_norm(R, terms, out, relevant, *, stabilizer: float = 1e-6, sign_aware: b
     """Epsilon split of a sum: each term gets term/stab(sum)·R; non-relevant terms keep their share. Where no
     relevance arrives nothing leaves, even from an infinite term (a -inf attention mask: not ∞·0 = NaN)."""
     s = R / stabilize(out.to(R.dtype), stabilizer, sign_aware)
-    return [
-        unbroadcast(torch.where(s == 0, 0.0, t * s), t.shape) if rel else None
-        for t, rel in zip(terms, relevant, strict=True)
-    ]
+    # an infinite term makes the sum infinite, so s = 0 there: clamped to the largest finite value, the term
+    # gives 0 (± 0), not ∞·0 — two float passes instead of a comparison and a select
+    return [unbroadcast(_finite(t) * s, t.shape) if rel else None for t, rel in zip(terms, relevant, strict=True)]
+
+
+def _finite(t: torch.Tensor) -> torch.Tensor:
+    """t with ±∞ replaced by the largest finite values of its dtype (NaN stays NaN)."""
+    if not t.is_floating_point():
+        return t
+    big = torch.finfo(t.dtype).max
+    return t.clamp(-big, big)
 
 
 @rule(SCALE, "pass", default=True)

