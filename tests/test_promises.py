@@ -192,23 +192,44 @@ def test_each_dropped_activation_is_recomputed_once(llama):
     assert counts and max(counts.values()) == 1
 
 
-def test_a_walk_recomputes_each_value_once_without_a_budget(deep_llama):
-    """Recipes share what several of them compute (the rotary tables, the mask, a normalised input): each node of
-    any recipe is computed once per walk, not once per recipe reading it — and the relevance is the same."""
+def test_a_walk_recomputes_each_shared_value_once_without_a_budget(deep_llama):
+    """Recipes share what several of them compute and is small beside their targets (the rotary tables, position
+    masks): each such node is computed once per walk, not once per recipe reading it. The relevance is exactly a
+    walk's that kept everything."""
     model, inputs = deep_llama
     model_trace, values = _traced(model, inputs)
     graph = model_trace.graph
     shapes = model_trace.shapes(values)
     plan = model_trace.plan(graph.outputs[0], lrpgraph.preset("attnlrp"), None)
     schedule = plan.schedule(shapes)
-    members = {n for recipe in schedule.recipes.values() for n in recipe}
-    assert schedule.shared and schedule.shared <= members
+    recipes = schedule.recomputation
+    counts: dict = {}
+    made = recipes.program
+
+    def counted(target, held):
+        program = made(target, held)
+
+        def run(*args):
+            for n in program.nodes:
+                counts[n] = counts.get(n, 0) + 1
+            return program.run(*args)
+
+        return dataclasses.replace(program, run=run)
+
+    recipes.program = counted
     placeholders = graph.module.graph.find_nodes(op="placeholder")
-    store = ActivationStore(dict(zip(placeholders, values, strict=True)), shapes, schedule.recomputation)
+    store = ActivationStore(dict(zip(placeholders, values, strict=True)), shapes, recipes)
     out = model_trace.forward(schedule.keep).run(values, store)[0]
     seed, _ = seeds(7, out)
     walked = Walker(plan, schedule, store).run(seed)
-    assert store.recomputed_nodes == len(members)
+    in_recipes = {}
+    for recipe in schedule.recipes.values():
+        for n in recipe:
+            in_recipes[n] = in_recipes.get(n, 0) + 1
+    rotary = {n for n in schedule.shared if n.target in (torch.ops.aten.cos.default, torch.ops.aten.sin.default)}
+    assert rotary and all(in_recipes[n] > 1 for n in rotary)
+    assert all(counts[n] == 1 for n in schedule.shared)
+    assert store.recomputed_nodes == sum(counts.values())
     assert store.held_bytes == 0  # every held value, shared ones included, was released after its last reader
 
     needed = frozenset(r for step in plan.steps.values() for r in step.reads if r.op != "placeholder")

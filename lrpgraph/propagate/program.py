@@ -52,6 +52,7 @@ def _generated(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> Pr
             for k, (_, _, receiver) in enumerate(step.receivers):
                 j = var(receiver)
                 body.append(f"r{j}, o{j} = add(r{j}, o{j}, x[{k}])")
+            body.append("x = None")  # a result added into an earlier sum is garbage now, not during the next step
         lines.append(f"    if r{i} is not None:")
         lines += [f"        {b}" for b in body]
         lines.append(f"    r{i} = None")

@@ -21,7 +21,7 @@ class Program:
     inputs: tuple[fx.Node, ...]
     outputs: tuple[fx.Node, ...]
     run: Callable[..., tuple]
-    size: int  # nodes it computes
+    nodes: tuple[fx.Node, ...]  # the nodes it computes
 
 
 class Recipes:
@@ -73,7 +73,7 @@ def generated(nodes: list[fx.Node], outputs: list[fx.Node]) -> Program:
     body.append(f"    return ({''.join(names[n] + ', ' for n in outputs)})")
     source = f"def recipe({', '.join(names[n] for n in inputs)}):\n" + "\n".join(body) + "\n"
     exec(compile(source, f"<recipe of {outputs[0].name}>", "exec"), namespace)
-    return Program(tuple(inputs), tuple(outputs), namespace["recipe"], len(nodes))
+    return Program(tuple(inputs), tuple(outputs), namespace["recipe"], tuple(nodes))
 
 
 def _code(value: Any, names: dict[fx.Node, str], namespace: dict[str, Any]) -> str:

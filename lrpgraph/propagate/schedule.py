@@ -20,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import sympy
 import torch
 from torch import fx
 
 from ..capture.graph import Graph
-from ..capture.shapes import Shapes
+from ..capture.shapes import Shapes, expression
 from ..ops.table import facts
 from .recompute import Recipes
 
@@ -106,15 +107,33 @@ def make_schedule(
 
 
 def _shared(recipes: dict[fx.Node, list[fx.Node]]) -> frozenset[fx.Node]:
-    """Values that several recipes compute on the way to their targets (a rotary table, a mask, a normalised
-    input): computed once and held while a recipe still needs them, instead of once per recipe."""
-    seen: set[fx.Node] = set()
-    shared: set[fx.Node] = set()
+    """Values that several recipes compute on the way to their targets and that are small beside each of those
+    targets (a rotary table, a position mask): computed once and held while a recipe still needs them, instead of
+    once per recipe. A value as large as a target (an embedding, a normalised input) is recomputed instead: held, it
+    would add to the walk's peak memory."""
+    targets: dict[fx.Node, list[fx.Node]] = {}
     for target, recipe in recipes.items():
         for n in recipe:
             if n is not target and n not in recipes:
-                (shared if n in seen else seen).add(n)
-    return frozenset(shared)
+                targets.setdefault(n, []).append(target)
+    return frozenset(n for n, of in targets.items() if len(of) > 1 and all(_small_beside(n, t) for t in of))
+
+
+def _small_beside(value: fx.Node, target: fx.Node) -> bool:
+    """Whether `value` has at most a quarter of `target`'s elements (or is not a tensor), judged from their
+    symbolic element counts at dynamic sizes of 64 and of 4096 (a rotary table [T, d] beside a mask [T, T] is
+    small; a table beside the rows it multiplies, [heads, T, d], too)."""
+    a, b = value.meta.get("val"), target.meta.get("val")
+    if not isinstance(a, torch.Tensor):
+        return True
+    if not isinstance(b, torch.Tensor):
+        return False
+    ratio = sympy.sympify(_elements(b)) / sympy.sympify(_elements(a))
+    return all(bool(ratio.subs({symbol: size for symbol in ratio.free_symbols}) >= 4) for size in (64, 4096))
+
+
+def _elements(val: torch.Tensor) -> Any:
+    return math.prod((expression(d) for d in val.shape), start=1)
 
 
 def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node], position: dict) -> tuple[set[fx.Node], dict]:

@@ -136,7 +136,7 @@ class ActivationStore:
         with torch.inference_mode():
             values = program.run(*inputs)
         del inputs
-        self.recomputed_nodes += program.size
+        self.recomputed_nodes += len(program.nodes)
         for node, value in zip(program.outputs, values, strict=True):
             if node not in self._held:
                 self._hold(node, value)
