@@ -75,6 +75,24 @@ def check_seed(seed: Any, name: str, strict: bool) -> None:
         _non_finite(f"the model's output '{name}'", strict)
 
 
+def check_relevance(reached: dict[Any, Any], strict: bool) -> None:
+    """The relevance that reached the inputs is finite (an error, or with strict=False a warning): a model can compute
+    NaN inside where relevance flows while its output stays finite (an attention row whose keys are all masked, in a
+    position the output does not read), and that must not come back as a silent NaN."""
+    for node, r in reached.items():
+        values = r.values if isinstance(r, RowSparse) else r
+        if isinstance(values, torch.Tensor) and not bool(torch.isfinite(values).all()):
+            message = (
+                f"the relevance reaching input '{node.name}' contains NaN or infinite values: the model computes NaN "
+                "or infinity inside, where relevance flows, although the explained output is finite (for example an "
+                "attention row whose keys are all masked)"
+            )
+            if strict:
+                raise InputError(message + "; pass strict=False to get the relevance anyway")
+            warn(message)
+            return
+
+
 def _non_finite(what: str, strict: bool) -> None:
     message = f"{what} contains NaN or infinite values, so relevance would be NaN"
     if strict:

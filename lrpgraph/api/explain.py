@@ -17,7 +17,7 @@ from ..engine.positional import positional_sources
 from ..engine.traced import traced
 from ..engine.walks import Walks
 from ..presets.ruleset import RuleSet, resolve
-from .arguments import check_inputs, check_options, check_seed, record_nodes
+from .arguments import check_inputs, check_options, check_relevance, check_seed, record_nodes
 from .assemble import Walked, assemble
 from .explanation import Explanation
 from .targets import Target, last_real_positions, seed_rows, seeds
@@ -56,7 +56,8 @@ def explain(
     dtype: the relevance's precision, e.g. torch.float32 for a bfloat16 model (default: the output's).
     contrastive: explain the target against the other classes (as the rule set says: one pass seeded with
         its unit relevance minus the mean of the others', or absLRP's Nmax(P − Q) of two normalised passes).
-    strict: NaN or infinity in the inputs or the output is an error (False: a warning).
+    strict: NaN or infinity in the inputs, the output or the relevance reaching the inputs is an error (False: a
+        warning).
     cache_dir: keep traces on disk there for later processes (default: $LRPGRAPH_CACHE_DIR if set).
     tracer: "auto" (torch.export; a model it cannot trace is recorded per call instead, said once), "export"
         (an export failure is an error) or "record" (the ops this call runs, valid for this input only).
@@ -79,6 +80,7 @@ def explain(
         seed = seed if dtype is None else seed.to(dtype)
         walks = Walks(plan, forward, frozenset(recorded.values()))
         result = walks.run(seed, k, memory_budget)
+        check_relevance(result.inputs, strict)
         if style == "passes":
             (result, seed), k = contrast(result, seed, forward.out.shape[0]), None
         return assemble(Walked(call, plan, forward, walks, seed, k, result, ruleset, sources, recorded), started)

@@ -12,7 +12,7 @@ import dataclasses
 import torch
 
 from .adapter import Adapter, LayerAdapter, Role, RoleKind
-from .attention import ATTENTION_VALUES
+from .attention import ATTENTION_VALUES, masked_to_zero
 from .bilinear import MATMUL, Bilinear
 from .layer_rules import CONV, LINEAR
 from .linear_maps import Conv, Dense, MatMul
@@ -105,7 +105,8 @@ class MatmulAdapter(Adapter):
                 beta, alpha = float(args.get("beta", 1.0)), float(args.get("alpha", 1.0))
                 if call.relevant.get(self.bias):
                     share = divide(call.R, call.out, call.params.get("epsilon", 1e-6))
-                    result[self.bias] = unbroadcast(beta * bias.to(share.dtype) * share, bias.shape)
+                    term = beta * masked_to_zero(bias.to(share.dtype))  # a −inf mask entry keeps nothing
+                    result[self.bias] = unbroadcast(term * share, bias.shape)
                 call = _without_bias(call, bias, beta, alpha)
             ra, rb = _bilinear(call, self.a, self.b, _MATMUL_PRODUCT)
             return {**result, self.a: ra, self.b: rb}
@@ -156,6 +157,9 @@ def _per_map_rows(call, x, build, R: RowSparse) -> torch.Tensor:
 def _without_bias(call, bias, beta: float, alpha: float):
     """The call seen by the bilinear rule on a@b alone: R of the product term, out = a@b."""
     product = call.out - beta * bias.to(call.out.dtype)
+    # where the bias is infinite (an additive −inf mask) so is the output and the subtraction is NaN: the product
+    # there gets no relevance (it is finite beside an infinite sum), so it is 0 rather than unknown
+    product = torch.where(torch.isfinite(bias), product, torch.zeros((), dtype=product.dtype, device=product.device))
     share = product.to(call.R.dtype) / stabilize(call.out.to(call.R.dtype), call.params.get("epsilon", 1e-6))
     return dataclasses.replace(call, R=call.R * share, out=product / alpha)
 
