@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import sympy
 import torch
 from torch import fx
 
@@ -116,24 +115,31 @@ def _shared(recipes: dict[fx.Node, list[fx.Node]]) -> frozenset[fx.Node]:
         for n in recipe:
             if n is not target and n not in recipes:
                 targets.setdefault(n, []).append(target)
-    return frozenset(n for n, of in targets.items() if len(of) > 1 and all(_small_beside(n, t) for t in of))
+    elements: dict[fx.Node, tuple[int, ...] | None] = {}
+
+    def count(node: fx.Node) -> tuple[int, ...] | None:
+        if node not in elements:
+            elements[node] = _elements(node.meta.get("val"))
+        return elements[node]
+
+    def small_beside(value: fx.Node, target: fx.Node) -> bool:
+        a, b = count(value), count(target)
+        return a is None or (b is not None and all(x * 4 <= y for x, y in zip(a, b, strict=True)))
+
+    return frozenset(n for n, of in targets.items() if len(of) > 1 and all(small_beside(n, t) for t in of))
 
 
-def _small_beside(value: fx.Node, target: fx.Node) -> bool:
-    """Whether `value` has at most a quarter of `target`'s elements (or is not a tensor), judged from their
-    symbolic element counts at dynamic sizes of 64 and of 4096 (a rotary table [T, d] beside a mask [T, T] is
-    small; a table beside the rows it multiplies, [heads, T, d], too)."""
-    a, b = value.meta.get("val"), target.meta.get("val")
-    if not isinstance(a, torch.Tensor):
-        return True
-    if not isinstance(b, torch.Tensor):
-        return False
-    ratio = sympy.sympify(_elements(b)) / sympy.sympify(_elements(a))
-    return all(bool(ratio.subs({symbol: size for symbol in ratio.free_symbols}) >= 4) for size in (64, 4096))
-
-
-def _elements(val: torch.Tensor) -> Any:
-    return math.prod((expression(d) for d in val.shape), start=1)
+def _elements(val: Any) -> tuple[int, ...] | None:
+    """A tensor's element count with every dynamic size at 64 and at 4096 (None for a non-tensor): at most a quarter
+    of a target's at both, a value is small beside it (a rotary table [T, d] beside the rows it multiplies,
+    [heads, T, d], or beside a mask [T, T])."""
+    if not isinstance(val, torch.Tensor):
+        return None
+    dims = [expression(d) for d in val.shape]
+    return tuple(
+        math.prod(int(d) if isinstance(d, int) else int(d.xreplace(dict.fromkeys(d.free_symbols, size))) for d in dims)
+        for size in (64, 4096)
+    )
 
 
 def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node], position: dict) -> tuple[set[fx.Node], dict]:
