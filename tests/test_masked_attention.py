@@ -40,6 +40,7 @@ def test_written_out_attention_with_a_boolean_mask_equals_the_fused_path(rules, 
     # equal but for the stabilizer (1e-6) of the written-out path's extra epsilon split at the mask's sum
     scale = float(b.relevance["x"].abs().max())
     torch.testing.assert_close(a.relevance["x"], b.relevance["x"], rtol=0, atol=1e-5 * scale)
+    assert lrpgraph.verify(written, {"x": X, **masks}, target=1, rules=rules).ok  # the autograd replay agrees
 
 
 def test_nan_computed_inside_is_an_error_or_with_strict_false_a_warning():

@@ -82,19 +82,16 @@ def check_relevance(reached: dict[Any, Any], strict: bool) -> None:
     for node, r in reached.items():
         values = r.values if isinstance(r, RowSparse) else r
         if isinstance(values, torch.Tensor) and not bool(torch.isfinite(values).all()):
-            message = (
-                f"the relevance reaching input '{node.name}' contains NaN or infinite values: the model computes NaN "
-                "or infinity inside, where relevance flows, although the explained output is finite (for example an "
-                "attention row whose keys are all masked)"
+            why = (
+                ": the model computes NaN or infinity inside, where relevance flows, although the explained output "
+                "is finite (for example an attention row whose keys are all masked)"
             )
-            if strict:
-                raise InputError(message + "; pass strict=False to get the relevance anyway")
-            warn(message)
+            _non_finite(f"the relevance reaching input '{node.name}'", strict, why)
             return
 
 
-def _non_finite(what: str, strict: bool) -> None:
-    message = f"{what} contains NaN or infinite values, so relevance would be NaN"
+def _non_finite(what: str, strict: bool, why: str = ", so relevance would be NaN") -> None:
+    message = f"{what} contains NaN or infinite values{why}"
     if strict:
         raise InputError(message + "; pass strict=False to explain anyway")
     warn(message)

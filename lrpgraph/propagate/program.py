@@ -14,10 +14,10 @@ from torch import fx
 from .plan import Plan
 from .schedule import Schedule
 
-Program = Callable[[Any, Any], None]  # program(walker, seed): fills the walker's inputs, latent and ledger
+WalkProgram = Callable[[Any, Any], None]  # program(walker, seed): fills the walker's inputs, latent and ledger
 
 
-def walk_program(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> Program:
+def walk_program(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> WalkProgram:
     """The program for this plan, schedule and recorded set, generated on first use and kept with the schedule."""
     key = record
     program = schedule.programs.get(key)
@@ -26,7 +26,7 @@ def walk_program(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> 
     return program
 
 
-def _generated(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> Program:
+def _generated(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> WalkProgram:
     index: dict[fx.Node, int] = {}
 
     def var(node: fx.Node) -> int:

@@ -34,15 +34,14 @@ _MAX_CHEAP_RECIPE = 64  # nodes a cheap recomputation may run (rotary tables and
 @dataclass
 class Schedule:
     """keep: activations the forward stores. recipes: for every other activation a rule reads, the nodes
-    to run (in order) to recompute it. last_reader: the walk step after which a value is released."""
+    to run (in order) to recompute it. released: after each walk step, the values whose last reader it is."""
 
     keep: frozenset[fx.Node]
     recipes: dict[fx.Node, list[fx.Node]]
-    last_reader: dict[fx.Node, fx.Node]
+    released: dict[fx.Node, tuple[fx.Node, ...]]
     checkpoints: list[fx.Node] = field(default_factory=list)
     predicted_peak: int = 0
     shared: frozenset[fx.Node] = frozenset()  # computed inside several recipes: held from the first until the last
-    released: dict[fx.Node, tuple[fx.Node, ...]] = field(default_factory=dict)  # step → values to free after it
     programs: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # walks as code (`program.py`)
 
     @functools.cached_property
@@ -95,14 +94,11 @@ def make_schedule(
     if budget is not None and sum(nbytes(n) for n in keep) > budget:
         keep, recipes, checkpoints = _segment_schedule(graph, needed, outputs, keep, recipes, budget, position, nbytes)
     shared = _shared(recipes) if not checkpoints else frozenset()  # a segment's recipes hold what they share
-    last_reader = _last_readers(order, reads, recipes, first_read, keep, shared)
     released: dict[fx.Node, list[fx.Node]] = {}
-    for value, step in last_reader.items():
+    for value, step in _last_readers(order, reads, recipes, first_read, keep, shared).items():
         released.setdefault(step, []).append(value)
     peak = sum(nbytes(n) for n in keep) + _largest_segment(needed, keep, checkpoints, position, nbytes)
-    return Schedule(
-        frozenset(keep), recipes, last_reader, checkpoints, peak, shared, {k: tuple(v) for k, v in released.items()}
-    )
+    return Schedule(frozenset(keep), recipes, {k: tuple(v) for k, v in released.items()}, checkpoints, peak, shared)
 
 
 def _shared(recipes: dict[fx.Node, list[fx.Node]]) -> frozenset[fx.Node]:
