@@ -226,8 +226,15 @@ def test_a_walk_recomputes_each_shared_value_once_without_a_budget(deep_llama):
     for recipe in schedule.recipes.values():
         for n in recipe:
             in_recipes[n] = in_recipes.get(n, 0) + 1
-    rotary = {n for n in schedule.shared if n.target in (torch.ops.aten.cos.default, torch.ops.aten.sin.default)}
-    assert rotary and all(in_recipes[n] > 1 for n in rotary)
+    # Which values recipes recompute depends on the checkpoints the schedule picks (transformers versions trace the
+    # rotary embedding differently); whichever rotary table several recipes read is shared.
+    rotary = {
+        n
+        for n, c in in_recipes.items()
+        if c > 1 and n.target in (torch.ops.aten.cos.default, torch.ops.aten.sin.default)
+    }
+    assert schedule.shared and rotary <= schedule.shared
+    assert all(in_recipes[n] > 1 for n in schedule.shared)
     assert all(counts[n] == 1 for n in schedule.shared)
     assert store.recomputed_nodes == sum(counts.values())
     assert store.held_bytes == 0  # every held value, shared ones included, was released after its last reader
