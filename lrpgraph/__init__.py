@@ -18,6 +18,8 @@ from .api.explain import explain
 from .api.explanation import Conservation, Explanation, load
 from .api.generation import Generation, explain_generation
 from .api.many import ExplainManyError, explain_many
+from .api.similarity import explain_similarity
+from .api.similarity_result import SimilarityExplanation
 from .api.targets import Targets, TokenAt
 from .api.verify import Verification, verify
 from .engine.model_traces import clear_cache
@@ -51,6 +53,7 @@ __all__ = [
     "RuleError",
     "RuleSet",
     "RuleSetError",
+    "SimilarityExplanation",
     "TargetError",
     "Targets",
     "TokenAt",
@@ -61,6 +64,7 @@ __all__ = [
     "explain",
     "explain_generation",
     "explain_many",
+    "explain_similarity",
     "integrations",
     "load",
     "preset",

@@ -319,3 +319,83 @@ def image_heatmap(image: torch.Tensor, relevance: torch.Tensor, path: str | Path
     fig.savefig(path, bbox_inches="tight", dpi=100)
     plt.close(fig)
     return path
+
+
+def _pair_labels(sim: Any, pair: int) -> tuple[list[int], list[int], list[str], list[str]]:
+    """The real positions of a similarity pair and their labels (tokens if known, else positions)."""
+    rows, cols = sim.positions(pair)
+
+    def labels(tokens: Any, where: list[int]) -> list[str]:
+        if tokens is None:
+            return [str(i) for i in where]
+        return [t.strip() or "␣" for t in (clean_tokens(tokens[pair])[i] for i in where)]
+
+    return rows, cols, labels(sim.tokens_a, rows), labels(sim.tokens_b, cols)
+
+
+def similarity_pairs_text(sim: Any, pair: int = 0, k: int = 5) -> str:
+    """The strongest token pairs of one similarity, both signs, for a terminal or a log."""
+    names_a = _names(sim.tokens_a, pair, sim.interactions.shape[1])
+    names_b = _names(sim.tokens_b, pair, sim.interactions.shape[2])
+    total = float(sim.interactions[pair].double().sum())
+    parts = [f"{names_a[i]} ↔ {names_b[j]} {value:+.4g}" for i, j, value in sim.top_pairs(pair, k)]
+    return (
+        f"token pairs (BiLRP, Σ = {total:.4g} of {sim.kind} similarity {float(sim.similarity[pair]):.4g}): "
+        + ", ".join(parts)
+    )
+
+
+def _names(tokens: Any, pair: int, length: int) -> list[str]:
+    if tokens is None:
+        return [str(i) for i in range(length)]
+    return [t.strip() or "␣" for t in clean_tokens(tokens[pair])]
+
+
+def similarity_html(sim: Any, pair: int = 0) -> str:
+    """The Ta×Tb interaction matrix of one pair as an HTML table, a's tokens down the side and b's along the top,
+    each cell coloured by its share of the largest |interaction|; the first-order rows beside each axis."""
+    rows, cols, labels_a, labels_b = _pair_labels(sim, pair)
+    block = sim.interactions[pair][rows][:, cols].detach().double().cpu()
+    colours = torch.tensor(_normalised(block)).reshape(block.shape)
+    first_a = _normalised(sim.relevance_a[pair][rows])
+    first_b = _normalised(sim.relevance_b[pair][cols])
+    head = "".join(
+        f"<th style='writing-mode:vertical-rl;background:rgb{_rgb(v)}'>{html.escape(t)}</th>"
+        for t, v in zip(labels_b, first_b, strict=True)
+    )
+    body = []
+    for r, (label, v) in enumerate(zip(labels_a, first_a, strict=True)):
+        cells = "".join(
+            f"<td style='background:rgb{_rgb(c)};color:rgb{_ink(c)}' title='{raw:.4g}'>{raw:+.2g}</td>"
+            for c, raw in zip(colours[r].tolist(), block[r].tolist(), strict=True)
+        )
+        body.append(f"<tr><th style='text-align:right;background:rgb{_rgb(v)}'>{html.escape(label)}</th>{cells}</tr>")
+    total = float(block.sum())
+    return (
+        f"<style>{_STYLE}.lrp table{{border-collapse:collapse;font-size:75%}}.lrp td{{padding:2px 3px}}</style>"
+        f"<div class='lrp'><p>{sim.kind} similarity {float(sim.similarity[pair]):.4g}, explained pair by pair "
+        f"(BiLRP, rules {html.escape(sim.rules)}): the cells sum to {total:.4g}</p>"
+        "<div class='legend'>−1<span class='bar'></span>+1 &nbsp; cell: the relevance a token of the first input "
+        "(rows) and a token of the second (columns) hold together, ÷ the largest |cell|; numbers: raw values; "
+        "axis colours: each input's first-order relevance</div>"
+        f"<table><tr><th></th>{head}</tr>{''.join(body)}</table></div>"
+    )
+
+
+def similarity_page(sim: Any, title: str = "lrpgraph") -> str:
+    """A standalone HTML page with the matrix of every pair."""
+    pairs = "\n".join(similarity_html(sim, p) for p in range(sim.interactions.shape[0]))
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body><h2>{html.escape(title)}</h2>\n{pairs}\n</body></html>\n"
+    )
+
+
+def show_similarity(sim: Any, pair: int = 0) -> None:
+    """Display one pair's interactions: the matrix in a notebook, the strongest pairs on stdout otherwise."""
+    if _in_notebook():
+        from IPython.display import HTML, display
+
+        display(HTML(similarity_html(sim, pair)))
+        return
+    print(similarity_pairs_text(sim, pair))

@@ -12,8 +12,12 @@ from typing import Any
 import torch
 
 from ..engine.output import DeferredOutput
+from ..errors import InputError
 from ..viz import explanation_html, show
-from .explanation_file import read, write
+from .explanation_file import FORMAT, read, read_file, write
+from .similarity_result import FORMAT as SIMILARITY
+from .similarity_result import SimilarityExplanation
+from .similarity_result import read as read_similarity
 
 
 @dataclass
@@ -137,7 +141,14 @@ class Explanation:
         return f"Explanation(rules={self.rules!r}, relevance={{{shapes}}}, {self.conservation!r})"
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Explanation:
-    """An Explanation written by `Explanation.save`, its tensors on `device`."""
-    fields, conservation = read(path, device)
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Explanation | SimilarityExplanation:
+    """An Explanation written by `Explanation.save` (or a SimilarityExplanation by its `save`), tensors on `device`."""
+    meta, tensors, where = read_file(path, device)
+    if meta.get("format") == SIMILARITY:
+        return read_similarity(meta, tensors, where)
+    if meta.get("format") != FORMAT:
+        raise InputError(
+            f"{where} is in format {meta.get('format')!r}; this lrpgraph reads {FORMAT!r} and {SIMILARITY!r}"
+        )
+    fields, conservation = read(meta, tensors, where)
     return Explanation(**fields, conservation=Conservation(**conservation))

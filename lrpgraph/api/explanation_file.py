@@ -45,8 +45,8 @@ def write(ex: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def read(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the Explanation's fields but its conservation, the Conservation's fields) of a file `write` wrote."""
+def read_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict, Path]:
+    """(the lrpgraph header, the tensors on `device`, the path) of a file an lrpgraph result wrote."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -54,11 +54,17 @@ def read(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[d
         raise InputError(f"path {str(path)!r} is not a file")
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
-            header = (f.metadata() or {}).get("lrpgraph")
+            text = (f.metadata() or {}).get("lrpgraph")
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
     except SafetensorError as error:
         raise InputError(f"{path} is not a safetensors file: {error}") from None
-    meta = _header(header, path)
+    if text is None:
+        raise InputError(f"{path} holds no lrpgraph explanation (no 'lrpgraph' entry in its header)")
+    return json.loads(text), tensors, path
+
+
+def read(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the Explanation's fields but its conservation, the Conservation's fields) of a file `write` wrote."""
     missing = [key for key in ("output", "seed", "conservation.seed") if key not in tensors]
     if missing:
         raise InputError(f"{path} lacks the tensor(s) {', '.join(missing)} of an lrpgraph explanation")
@@ -85,12 +91,3 @@ def read(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[d
         "positional": tensors.get("conservation.positional"),
     }
     return explanation, conservation
-
-
-def _header(text: Any, path: Path) -> dict:
-    if text is None:
-        raise InputError(f"{path} holds no lrpgraph explanation (no 'lrpgraph' entry in its header)")
-    meta = json.loads(text)
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{path} is in format {meta.get('format')!r}; this lrpgraph reads {FORMAT!r}")
-    return meta

@@ -92,7 +92,7 @@ class Walker:
 
     def call_rule(self, step: Step, R: Any) -> list[Any]:
         """The rule's relevance for each receiver of the step (None where it sends none)."""
-        return _per_receiver(step, step.adapter.apply(self.rule_call(step, R)))
+        return per_receiver(step, step.adapter.apply(self.rule_call(step, R)))
 
     def rule_call(self, step: Step, R: Any) -> RuleCall:
         """The arguments the rule reads resolved (held, offloaded or recomputed), the rest as shape stand-ins."""
@@ -143,7 +143,7 @@ class BatchedWalker(Walker):
     def call_rule(self, step: Step, R: Any) -> list[Any]:
         call = dataclasses.replace(self.rule_call(step, R), maps=_maps(R))
         if step.adapter.batched(step.op_class) and step.kernel.linear:
-            return _per_receiver(step, step.adapter.apply(dataclasses.replace(call, lead=1)))
+            return per_receiver(step, step.adapter.apply(dataclasses.replace(call, lead=1)))
         return self._vmapped(step, call)
 
     def _vmapped(self, step: Step, call: RuleCall) -> list[Any]:
@@ -159,7 +159,7 @@ class BatchedWalker(Walker):
             ]
 
         def one(r):
-            results = _per_receiver(step, step.adapter.apply(dataclasses.replace(call, R=r, vmapped=True)))
+            results = per_receiver(step, step.adapter.apply(dataclasses.replace(call, R=r, vmapped=True)))
             missing[:] = [x is None for x in results]
             return tuple(torch.zeros((), dtype=_dtype(r), device=_device(r)) if x is None else x for x in results)
 
@@ -169,7 +169,7 @@ class BatchedWalker(Walker):
         return [None if gone else r for r, gone in zip(outputs, missing, strict=True)]
 
 
-def _per_receiver(step: Step, result: dict) -> list[Any]:
+def per_receiver(step: Step, result: dict) -> list[Any]:
     """The rule's result, one entry (or None) per receiver of the step."""
     out = []
     for name, index, _ in step.receivers:
