@@ -3,8 +3,8 @@
     python benchmarks/report.py
 
 Reads benchmarks/results/<name>.json (written by bench_llama.py, bench_memory.py, bench_corpus.py,
-bench_generation.py, bench_cnn.py and bench_ray.py: seconds and bytes, the command and the machine), computes
-every ratio from those measurements (of medians, within one file: one run), and rewrites:
+bench_generation.py, bench_cnn.py, bench_ray.py and bench_similarity.py: seconds and bytes, the command and the
+machine), computes every ratio from those measurements (of medians, within one file: one run), and rewrites:
 - benchmarks/RESULTS.md from its "## Speed and memory" heading to the end (faithfulness.py writes what is
   above it, and calls `speed_section` for the rest);
 - each `<!-- bench:NAME -->…<!-- /bench:NAME -->` block of README.md.
@@ -26,7 +26,7 @@ RESULTS = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 README = HERE.parent / "README.md"
 SECTION = "## Speed and memory"
-BENCHMARKS = ("llama", "memory", "corpus", "generation", "cnn", "ray")
+BENCHMARKS = ("llama", "memory", "corpus", "generation", "cnn", "ray", "similarity")
 WIDTH = 110
 
 
@@ -392,6 +392,58 @@ def generation_summary(data: dict) -> str:
     )
 
 
+SIMILARITY_LABELS = {
+    "explain": "`explain`, cosine seed, both sentences in one batch (first-order rows)",
+    "explain_similarity": "`explain_similarity` (BiLRP; the maps as T rows of a transposed walk)",
+    "explain_similarity_seeds": "`explain_similarity` walking the D seeds of each side instead",
+    "gradient_x_input_jacobians": "gradient × input form by autograd (D × T Jacobian of each side)",
+}
+
+
+def similarity_block(data: dict) -> str:
+    s, r = data["settings"], data["results"]
+    t = {key: median(v) for key, v in r["seconds"].items()}
+    rows = [
+        (label, spread(r["seconds"][key], ms), x(t[key] / t["explain"])) for key, label in SIMILARITY_LABELS.items()
+    ]
+    what = (
+        f"two sentences of {s['tokens']} tokens; {s['model']}, {s['rules']}; median (range) of {s['repeats']} warm "
+        "calls"
+    )
+    return (
+        header(data, what)
+        + "\n\n"
+        + table(rows, ("work", "ms", "time × explain"))
+        + "\n\n"
+        + prose(
+            f"The two routes give the same maps to {r['routes_max_relative_difference']:.1e} (largest difference "
+            f"relative to the largest map). The pairs hold {r['interactions_sum']:.4f} of the cosine similarity "
+            f"{r['similarity']:.4f}; the rest stays with the biases, the token-type and position embeddings and the "
+            "rules' stabilizers, as in the first-order rows."
+        )
+        + "\n\n"
+        + similarity_summary(data)
+    )
+
+
+def similarity_summary(data: dict) -> str:
+    """The sentence the README quotes."""
+    s, r = data["settings"], data["results"]
+    t = {key: median(v) for key, v in r["seconds"].items()}
+    return prose(
+        f"On all-MiniLM-L6-v2 ({data['machine']['device']}, {data['machine']['threads']} threads), two "
+        f"{s['tokens']}-token sentences: `explain_similarity` takes {ms(t['explain_similarity'])} ms, "
+        f"{x(t['explain_similarity'] / t['explain'])} one first-order `explain` of the pair "
+        f"({ms(t['explain'])} ms); walking each side's 384 seeds instead of transposing takes "
+        f"{x(t['explain_similarity_seeds'] / t['explain'])} (`benchmarks/bench_similarity.py`)."
+    )
+
+
+def main_job_block(data: dict) -> str:
+    """What the main job printed, as the benchmark recorded it."""
+    return "```\n" + data["results"]["main_job_stdout"].rstrip("\n") + "\n```"
+
+
 def cnn_block(data: dict) -> str:
     rows = []
     for model in data["results"]["models"]:
@@ -483,6 +535,11 @@ def targets(results: dict) -> list[tuple[str, str, float | None, str, float]]:
         add("2", f"{model['model']}, the slowest preset, time × gradient", slowest, 1.5)
         add("2", f"{model['model']}, the largest preset peak, memory × gradient", largest, 1.0)
 
+    pairs = {key: median(v) for key, v in results["similarity"]["results"]["seconds"].items()}
+    tokens = results["similarity"]["settings"]["tokens"]
+    what = f"`explain_similarity`, two {tokens}-token sentences on MiniLM, time × one first-order explain"
+    add("29", what, pairs["explain_similarity"] / pairs["explain"], 25.0)
+
     g = {key: median(v) for key, v in results["generation"]["results"]["seconds"].items()}
     speedup = g["explain_each"] / g["explain_generation"]
     add("18", "`explain_generation`, speed-up over one `explain` per token", speedup, 3.0, at_least=True)
@@ -561,6 +618,10 @@ as the two timings it divides.
 
 {_marked("generation", blocks["generation"])}
 
+### Explaining a similarity pair by pair (BiLRP)
+
+{_marked("similarity", blocks["similarity"])}
+
 ### A CNN and an MLP
 
 {_marked("cnn", blocks["cnn"])}
@@ -590,11 +651,14 @@ RESULTS_BLOCKS: dict[str, Callable[[dict], str]] = {
     "generation": lambda r: generation_block(r["generation"]),
     "cnn": lambda r: cnn_block(r["cnn"]),
     "ray": lambda r: ray_block(r["ray"]),
+    "similarity": lambda r: similarity_block(r["similarity"]),
     "targets": targets_block,
 }
 README_BLOCKS: dict[str, Callable[[dict], str]] = {
     "readme-llama": lambda r: llama_summary(r["llama"]),
     "readme-generation": lambda r: generation_summary(r["generation"]),
+    "readme-similarity": lambda r: similarity_summary(r["similarity"]),
+    "readme-main-job": lambda r: main_job_block(r["similarity"]),
 }
 MARKED = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n(?:.*?\n)?<!-- /bench:(?P=name) -->", re.S)
 

@@ -120,10 +120,13 @@ def _shrink(heat: torch.Tensor, cells: int) -> torch.Tensor:
 
 
 def tokens_html(
-    rows: Sequence[tuple[str, Sequence[str], torch.Tensor]], title: str = "lrpgraph", notes: Sequence[str] = ()
+    rows: Sequence[tuple[str, Sequence[str], torch.Tensor]],
+    title: str = "lrpgraph",
+    notes: Sequence[str] = (),
+    after: str = "",
 ) -> str:
-    """A standalone HTML page: a colour legend, `notes` (what was explained, where the relevance went) and one
-    line of coloured tokens with their raw relevance per (label, tokens, scores) row."""
+    """A standalone HTML page: a colour legend, `notes` (what was explained, where the relevance went), one line of
+    coloured tokens with their raw relevance per (label, tokens, scores) row, then `after` (HTML, e.g. a matrix)."""
     body = "\n".join(_row_html(label, tokens, scores) for label, tokens, scores in rows)
     return (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -132,6 +135,7 @@ def tokens_html(
         + _legend()
         + "\n"
         + body
+        + after
         + "\n</body></html>\n"
     )
 
@@ -334,15 +338,19 @@ def _pair_labels(sim: Any, pair: int) -> tuple[list[int], list[int], list[str], 
 
 
 def similarity_pairs_text(sim: Any, pair: int = 0, k: int = 5) -> str:
-    """The strongest token pairs of one similarity, both signs, for a terminal or a log."""
+    """The strongest token pairs of one similarity, a line per sign, for a terminal or a log."""
     names_a = _names(sim.tokens_a, pair, sim.interactions.shape[1])
     names_b = _names(sim.tokens_b, pair, sim.interactions.shape[2])
+    top = sim.top_pairs(pair, k)
     total = float(sim.interactions[pair].double().sum())
-    parts = [f"{names_a[i]} ↔ {names_b[j]} {value:+.4g}" for i, j, value in sim.top_pairs(pair, k)]
-    return (
-        f"token pairs (BiLRP, Σ = {total:.4g} of {sim.kind} similarity {float(sim.similarity[pair]):.4g}): "
-        + ", ".join(parts)
-    )
+    lines = [
+        f"token pairs (BiLRP): the cells sum to {total:.4g} of the {sim.kind} similarity "
+        f"{float(sim.similarity[pair]):.4g}; strongest first"
+    ]
+    for sign, chosen in (("+", [t for t in top if t[2] > 0]), ("−", [t for t in top if t[2] < 0])):
+        shown = ", ".join(f"{names_a[i]} ↔ {names_b[j]} {value:+.4g}" for i, j, value in chosen)
+        lines.append(f"  {sign} {shown or '(none)'}")
+    return "\n".join(lines)
 
 
 def _names(tokens: Any, pair: int, length: int) -> list[str]:

@@ -59,6 +59,11 @@ def test_cli_explain_prints_the_heatmap_and_writes_html(tmp_path):
     assert "guitar[+1.00]" in result.stdout  # the top token of both sentences, normalised to 1
     page = html.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<span") >= 18 and "guitar" in page
+    lines = result.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("token pairs (BiLRP)"))
+    assert lines[at + 1].startswith("  + guitar ↔ guitar +")  # the shared word with itself: the strongest pair
+    assert lines[at + 2].startswith("  − ") and " -0." in lines[at + 2]  # and the strongest negative ones
+    assert page.count("<tr>") == 1 + 11  # the matrix: a header row, then a row per token of the first sentence
 
 
 def test_cli_explain_errors_are_one_line_with_a_hint():

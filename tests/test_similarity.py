@@ -186,6 +186,8 @@ def test_pairs_rank_and_sign_and_the_file_round_trips(tmp_path):
     assert isinstance(again, SimilarityExplanation)
     assert torch.equal(again.interactions, sim.interactions) and torch.equal(again.mask_a, sim.mask_a)
     assert (again.kind, again.rules, again.tokens_b, again.stats) == (sim.kind, sim.rules, sim.tokens_b, sim.stats)
+    assert repr(sim).startswith("SimilarityExplanation(1 pair(s), interactions [1, 6, 5] over 'input_ids', cosine")
+    assert sim._repr_html_().count("<tr>") == 1 + 6
     page = lrpgraph.viz.similarity_page(sim)
     assert page.count("<tr>") == 1 + 6 and "b4" in page and "a5" in page
 
@@ -217,3 +219,17 @@ def test_bad_input_is_an_error_before_any_walk_and_changes_nothing(monkeypatch):
     with pytest.raises(lrpgraph.InputError, match=r"neither an embedding \[batch, D\] nor token states"):
         lrpgraph.explain_similarity(images, x, x, rules="epsilon")
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and not model.training
+
+
+def test_a_rule_that_normalises_walks_every_dimension():
+    """absLRP normalises R at every op, so its maps are no matrix to transpose: each dimension is its own walk, equal
+    to `explain` seeded with that dimension's share of the embedding."""
+    model = Linear(6, 8).eval()
+    a = {"x": torch.randn(1, 3, 6, dtype=torch.float64), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    sim = lrpgraph.explain_similarity(model, a, a, rules="abslrp")
+    assert sim.stats["a"]["route"] == "seeds"
+    for m in (0, 5):
+        seed = torch.zeros(1, 3, 8, dtype=torch.float64)
+        seed[..., m] = model(**a)[..., m].detach() / 3
+        ex = lrpgraph.explain(model, a, target=seed, rules="abslrp")
+        torch.testing.assert_close(sim.maps_a[0, :, m], ex.relevance["x"][0].sum(-1), rtol=1e-12, atol=1e-14)

@@ -84,6 +84,21 @@ class SimilarityExplanation:
 
         show_similarity(self, pair)
 
+    def _repr_html_(self) -> str:
+        """Notebooks display the matrix of the first pair."""
+        from ..viz import similarity_html
+
+        return similarity_html(self, 0)
+
+    def __repr__(self) -> str:
+        pairs, ta, tb = self.interactions.shape
+        values = ", ".join(f"{float(v):.4g}" for v in self.similarity[:4])
+        more = ", …" if pairs > 4 else ""
+        return (
+            f"SimilarityExplanation({pairs} pair(s), interactions [{pairs}, {ta}, {tb}] over {self.input!r}, "
+            f"{self.kind} similarity [{values}{more}], rules={self.rules!r})"
+        )
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write to a .safetensors file (tensors, and the rest as JSON in its header: no pickle)."""
         from safetensors.torch import save_file

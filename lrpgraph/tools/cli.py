@@ -369,9 +369,11 @@ def _explain_texts(args: argparse.Namespace, tokenizer, model, info: ModelInfo, 
     import torch
 
     from ..api.explain import explain
-    from ..viz import tokens_html, tokens_plain, tokens_terminal, where_it_went
+    from ..api.similarity import explain_similarity
+    from ..viz import similarity_html, similarity_pairs_text, tokens_html, tokens_plain, tokens_terminal, where_it_went
 
     rows: list[tuple[str, list[str], torch.Tensor]] = []
+    pairs = None
     if info.kind == "embedding":
         from ..api.seeds import cosine_similarity, similarity
 
@@ -384,6 +386,10 @@ def _explain_texts(args: argparse.Namespace, tokenizer, model, info: ModelInfo, 
             score = similarity(ex.output, enc["attention_mask"])
         headline = f"{info.label}: cosine similarity {score:.4f}, explained with {rules.name}"
         samples = [(f"sentence {row + 1}", row, int(enc["attention_mask"][row].sum())) for row in range(2)]
+        a, b = (tokenizer([text], return_tensors="pt") for text in args.texts)
+        pairs = explain_similarity(model, a, b, rules=rules, cache_dir=cache_dir)
+        pairs.tokens_a = [tokenizer.convert_ids_to_tokens(a["input_ids"][0])]
+        pairs.tokens_b = [tokenizer.convert_ids_to_tokens(b["input_ids"][0])]
     else:
         enc = tokenizer(args.texts[0], return_tensors="pt")
         ex = explain(model, enc, target=target, rules=rules, cache_dir=cache_dir)
@@ -410,8 +416,12 @@ def _explain_texts(args: argparse.Namespace, tokenizer, model, info: ModelInfo, 
         print("  top: " + ", ".join(f"{t} {s:+.4g}" for t, s in top))
     budget = where_it_went(ex)
     print(budget)
+    if pairs is not None:
+        print(similarity_pairs_text(pairs))
     if args.html:
-        args.html.write_text(tokens_html(rows, title=f"{info.label} — {rules.name}", notes=[headline, budget]))
+        matrix = "" if pairs is None else similarity_html(pairs)
+        page = tokens_html(rows, title=f"{info.label} — {rules.name}", notes=[headline, budget], after=matrix)
+        args.html.write_text(page)
         print(f"wrote {args.html}", file=sys.stderr)
 
 
