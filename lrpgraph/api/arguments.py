@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -13,9 +14,11 @@ from torch import fx
 from ..caller import warn
 from ..capture.call import leaf_names
 from ..capture.graph import Graph
+from ..engine.conditions import masks
 from ..errors import InputError
 from ..ops.fallback import MODES
 from ..ops.sparse import RowSparse
+from .targets import Targets
 
 
 def check_options(
@@ -51,17 +54,32 @@ def check_inputs(model: torch.nn.Module, args: tuple, kwargs: dict, strict: bool
             _non_finite(f"input '{name}'", strict)
 
 
-def record_nodes(graph: Graph, paths: Iterable[str]) -> dict[str, fx.Node]:
-    """{module path: the node holding that module's output} for `record=`."""
-    if isinstance(paths, str):
-        paths = [paths]
+def record_nodes(graph: Graph, points: Iterable[str]) -> dict[str, fx.Node]:
+    """{point: the node it names} for `record=`: a module path (its output), a module path with ":input" (the
+    value it is called on: a layer's residual stream, the heads before an output projection, an MLP's hidden
+    neurons before its down projection), or the name of a node of the traced graph."""
+    if isinstance(points, str):
+        points = [points]
+    nodes = {n.name: n for n in graph.module.graph.nodes if n.op != "output"}
     found = {}
-    for path in paths:
-        node = graph.module_output(path)
-        if node is None:
-            raise InputError(f"'{path}' is not a module that computes a tensor in the traced model")
-        found[path] = node
+    for point in points:
+        path, _, side = point.rpartition(":") if point.endswith(":input") else (point, "", "")
+        node = graph.module_input(path) if side else graph.module_output(path)
+        if node is None and not side:
+            node = nodes.get(point)
+        if node is None or not isinstance(node.meta.get("val"), torch.Tensor):
+            raise InputError(f"'{point}' is not a point of the traced model{_nearest(point, graph, nodes)}")
+        found[point] = node
     return found
+
+
+def _nearest(point: str, graph: Graph, nodes: dict[str, fx.Node]) -> str:
+    """ "; did you mean …" with the closest module paths and node names, or a hint of the forms a point takes."""
+    paths = {p for n in graph.module.graph.nodes for p, _ in graph.module_stack(n) if p}
+    close = difflib.get_close_matches(point.removesuffix(":input"), [*sorted(paths), *nodes], n=3, cutoff=0.6)
+    if close:
+        return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return ": name a module path (its output), a module path with ':input' (the value it is called on) or a node"
 
 
 def check_seed(seed: Any, name: str, strict: bool) -> None:
@@ -95,3 +113,32 @@ def _non_finite(what: str, strict: bool, why: str = ", so relevance would be NaN
     if strict:
         raise InputError(message + "; pass strict=False to explain anyway")
     warn(message)
+
+
+def check_conditions(conditions: Any, target: Any, contrastive: bool) -> dict[str, Any]:
+    """`conditions=` as {point: [condition, …]}: a mapping, one target, every point with the same number K."""
+    if conditions is None:
+        return {}
+    if not isinstance(conditions, Mapping) or not conditions:
+        raise InputError(f"conditions must be a dict {{point: [condition, …]}}, not {conditions!r}")
+    if isinstance(target, Targets) or contrastive:
+        raise InputError("conditions explain one target at a time (not Targets, not contrastive=True)")
+    counts = {
+        point: len(c) if isinstance(c, Sequence) and not isinstance(c, str) else 0 for point, c in conditions.items()
+    }
+    if len(set(counts.values())) != 1:
+        raise InputError(f"every point needs the same number of conditions (the K maps), got {counts}")
+    return dict(conditions)
+
+
+def condition_masks(
+    conditions: dict[str, Any], recorded: dict[str, fx.Node], plan: Any, call: Any, dtype: torch.dtype
+) -> dict[fx.Node, torch.Tensor]:
+    """Each conditioned point's node and masks [K, *its shape per sample], checked before any walk."""
+    found = {}
+    for point, given in conditions.items():
+        node = recorded[point]
+        if node not in plan.steps:
+            raise InputError(f"no relevance reaches {point!r} from the explained output: there is nothing to condition")
+        found[node] = masks(point, given, tuple(call.shape(node))[1:], dtype)
+    return found

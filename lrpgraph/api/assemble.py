@@ -37,20 +37,18 @@ class Walked:
     ruleset: RuleSet
     sources: list[PositionalSource]
     recorded: dict[str, fx.Node]
+    conditional: WalkResult | None = None  # the walks of `conditions=`
+    conditions: int = 0  # K, their number
 
 
 def assemble(w: Walked, started: float) -> Explanation:
     """Relevance per input (zeros where none arrived), PA-LRP outputs, latent relevance, conservation, stats."""
     dtype, out, plan, store = w.seed.dtype, w.forward.out, w.plan, w.forward.store
     lead = () if w.targets is None else (w.targets,)
-    graph = w.call.graph
-    relevance = {}
-    for node in w.call.model_trace.analysis.explainable_inputs():
-        r = w.result.inputs.get(node)
-        if r is None:
-            v = w.call.value_of[node]
-            r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
-        relevance[graph.input_names[node]] = _plain(r)
+    relevance = _per_input(w, w.result.inputs, lead, dtype)
+    conditional = {}
+    if w.conditional is not None:
+        conditional = _per_input(w, w.conditional.inputs, (w.conditions,), dtype)
     batch = out.shape[0] if len(out.shape) else 1
     positional = signed = mixed = None
     if w.ruleset.positional:
@@ -74,6 +72,7 @@ def assemble(w: Walked, started: float) -> Explanation:
         conservation=conservation,
         rules=w.ruleset.name,
         latent=latent,
+        conditional=conditional,
         positional=positional,
         combined=mixed,
         fallbacks=plan.fallbacks,
@@ -92,6 +91,18 @@ def assemble(w: Walked, started: float) -> Explanation:
             **(w.walks.stats if w.targets is not None else {}),
         },
     )
+
+
+def _per_input(w: Walked, reached: dict[fx.Node, Any], lead: tuple, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Relevance per explainable input, by name, zeros where none arrived."""
+    relevance = {}
+    for node in w.call.model_trace.analysis.explainable_inputs():
+        r = reached.get(node)
+        if r is None:
+            v = w.call.value_of[node]
+            r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
+        relevance[w.call.graph.input_names[node]] = _plain(r)
+    return relevance
 
 
 def _largest(plan: Plan, graph: Graph, by_node: dict[fx.Node, Any], count: int = 10) -> list[dict[str, Any]]:

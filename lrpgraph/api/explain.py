@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ..capture.call import prepare_call, without_autocast
 from ..engine.bound_call import BoundCall
+from ..engine.conditions import Condition, conditional
 from ..engine.contrast import contrast
 from ..engine.output import ForwardPass, output_index
 from ..engine.positional import positional_sources
 from ..engine.traced import traced
 from ..engine.walks import Walks
 from ..presets.ruleset import RuleSet, resolve
-from .arguments import check_inputs, check_options, check_relevance, check_seed, record_nodes
+from .arguments import (
+    check_conditions,
+    check_inputs,
+    check_options,
+    check_relevance,
+    check_seed,
+    condition_masks,
+    record_nodes,
+)
 from .assemble import Walked, assemble
 from .explanation import Explanation
 from .targets import Target, last_real_positions, seed_rows, seeds
@@ -31,6 +40,7 @@ def explain(
     *,
     output: str | int | None = None,
     record: Iterable[str] = (),
+    conditions: Mapping[str, Sequence[Condition]] | None = None,
     fallback: str | None = None,
     memory_budget: int | None = None,
     offload: bool = False,
@@ -49,7 +59,13 @@ def explain(
         output returning that seed; `lrpgraph.Targets([...])` or [batch, K] ids for K maps at once.
     rules: a preset name or file (see `lrpgraph.preset_names()`), a RuleSet, or a dict in preset form.
     output: which model output to explain, by name ("logits") or flat index (default: the first float one).
-    record: module paths whose output relevance to return in `Explanation.latent`.
+    record: points whose relevance to return in `Explanation.latent`: module paths (their output), a module path
+        with ":input" (the value it is called on: a layer's residual stream, the heads before an output
+        projection, the hidden neurons before an MLP's down projection), or node names of the traced graph.
+    conditions: {point: [condition, …]} conditional relevance (CRP): each condition keeps the relevance of some
+        units at the point (unit indices along its channels, or the last dim; or a float mask of its shape per
+        sample) and follows what passes through them to the inputs, in `Explanation.conditional` [K, …]; the
+        points are recorded too, and conditions at several points apply in turn.
     fallback: None (an op without a rule is an error), "absorb" or "pass" (reported in `fallbacks`).
     memory_budget: bytes the activations held for the walk may take (recomputed beyond it).
     offload: keep activations in host memory (pinned, on CUDA) and fetch each when a rule reads it.
@@ -65,6 +81,9 @@ def explain(
     started = time.perf_counter()
     with without_autocast():
         check_options(memory_budget, offload, dtype, fallback, contrastive, strict, record)
+        record = [record] if isinstance(record, str) else list(record)
+        conditions = check_conditions(conditions, target, contrastive)
+        record += [point for point in conditions if point not in record]
         ruleset = resolve(rules)
         args, kwargs = prepare_call(model, inputs)
         check_inputs(model, args, kwargs, strict)
@@ -78,9 +97,14 @@ def explain(
         seed, k = seeds(target, forward.run(index), positions, style)
         check_seed(seed, call.graph.output_names[index], strict)
         seed = seed if dtype is None else seed.to(dtype)
+        points = condition_masks(conditions, recorded, plan, call, seed.dtype)
         walks = Walks(plan, forward, frozenset(recorded.values()))
-        result = walks.run(seed, k, memory_budget)
+        result = walks.run(seed, k, memory_budget, retain=bool(points))
         check_relevance(result.inputs, strict)
         if style == "passes":
             (result, seed), k = contrast(result, seed, forward.out.shape[0]), None
-        return assemble(Walked(call, plan, forward, walks, seed, k, result, ruleset, sources, recorded), started)
+        walked = Walked(call, plan, forward, walks, seed, k, result, ruleset, sources, recorded)
+        if points:
+            walked.conditional = conditional(plan, forward, points, result.latent)
+            walked.conditions = len(next(iter(points.values())))
+        return assemble(walked, started)

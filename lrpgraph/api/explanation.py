@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..engine.conditions import unit_dim
 from ..engine.output import DeferredOutput
 from ..errors import InputError
 from ..viz import explanation_html, show
@@ -107,6 +108,8 @@ class Explanation:
     conservation: Conservation
     rules: str
     latent: dict[str, torch.Tensor] = field(default_factory=dict)
+    # conditions=: each input's relevance per condition [K, …], only what passed through the conditioned units
+    conditional: dict[str, torch.Tensor] = field(default_factory=dict)
     # PA-LRP: relevance per position [B, T]; for an image, per patch [B, N] (row-major, class token rows dropped)
     positional: torch.Tensor | None = None
     # PA-LRP: (token + positional relevance) / its max |·| per sample [B, T]; for an image the authors' map
@@ -120,6 +123,17 @@ class Explanation:
         """The relevance placed on the output, as a dense tensor shaped like the output ([K, …] for K targets)."""
         seed = self.seed_relevance
         return seed.dense() if hasattr(seed, "dense") else seed
+
+    def concepts(self, point: str, top: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `top` units of a recorded point carrying the most relevance, per sample: (unit indices [B, top],
+        their relevance [B, top]), strongest first. Units are channels of a feature map [B, C, H, W], otherwise
+        the last dim (features of [B, T, H], neurons of [B, H]); each unit's relevance is summed over the rest."""
+        if point not in self.latent:
+            raise InputError(f"{point!r} was not recorded; recorded: {', '.join(self.latent) or 'nothing'}")
+        R = self.latent[point]
+        per_unit = R.movedim(1 + unit_dim(R.shape[1:]), -1).reshape(R.shape[0], -1, R.shape[1 + unit_dim(R.shape[1:])])
+        values, index = per_unit.sum(1).topk(min(top, per_unit.shape[-1]), dim=-1)
+        return index, values
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this explanation to a .safetensors file that `lrpgraph.load` reads back (no pickle)."""

@@ -95,6 +95,24 @@ class Graph:
         ]
         return leaving[-1] if leaving else None
 
+    def module_input(self, path: str) -> fx.Node | None:
+        """The value a module is called on: the first floating-point value from outside it (not a parameter, buffer
+        or constant) that a node inside reads — its first tensor argument, as a rule."""
+        for node in self.module.graph.nodes:
+            if node.op != "call_function" or not any(p == path for p, _ in self.module_stack(node)):
+                continue
+            for arg in node.all_input_nodes:
+                value = arg.meta.get("val")
+                outside = not any(p == path for p, _ in self.module_stack(arg)) or arg.op == "placeholder"
+                if (
+                    outside
+                    and self.kinds.get(arg, INPUT) == INPUT
+                    and isinstance(value, torch.Tensor)
+                    and value.is_floating_point()
+                ):
+                    return arg
+        return None
+
     def copy(self) -> Graph:
         """An independent copy (its own nodes and GraphModule), to be rewritten without touching this one."""
         graph, mapping = fx.Graph(), {}

@@ -22,19 +22,21 @@ class Walks:
         self.plan, self.forward, self.record = plan, forward, record
         self.stats: dict[str, int] = {}
 
-    def run(self, seed: Any, k: int | None, budget: int | None) -> WalkResult:
-        """One walk of one map (k None), or of K maps (the seed's leading dim) split to fit `budget` bytes."""
+    def run(self, seed: Any, k: int | None, budget: int | None, retain: bool = False) -> WalkResult:
+        """One walk of one map (k None), or of K maps (the seed's leading dim) split to fit `budget` bytes.
+
+        retain: keep what the forward stored for walks after these (conditional relevance)."""
         schedule, store = self.forward.schedule, self.forward.store
         if k is None:
-            return Walker(self.plan, schedule, store, self.record).run(seed)
+            return Walker(self.plan, schedule, store, self.record).run(seed, retain=retain)
         per_walk = self.maps_per_walk(k, budget, seed.dtype)
         self.stats = {"maps": k, "maps_per_walk": min(per_walk, k), "walks": -(-k // per_walk)}
         if per_walk >= k:
-            return BatchedWalker(self.plan, schedule, store, self.record).run(seed)
+            return BatchedWalker(self.plan, schedule, store, self.record).run(seed, retain=retain)
         parts, sizes = [], []
         for first in range(0, k, per_walk):
             walker = BatchedWalker(self.plan, schedule, store, self.record)
-            parts.append(walker.run(_maps(seed, first, first + per_walk), retain=first + per_walk < k))
+            parts.append(walker.run(_maps(seed, first, first + per_walk), retain=retain or first + per_walk < k))
             sizes.append(min(per_walk, k - first))
         return WalkResult(
             inputs=_joined([p.inputs for p in parts], sizes),

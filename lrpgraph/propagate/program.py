@@ -17,16 +17,21 @@ from .schedule import Schedule
 WalkProgram = Callable[[Any, Any], None]  # program(walker, seed): fills the walker's inputs, latent and ledger
 
 
-def walk_program(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> WalkProgram:
-    """The program for this plan, schedule and recorded set, generated on first use and kept with the schedule."""
-    key = record
+def walk_program(
+    plan: Plan, schedule: Schedule, record: frozenset[fx.Node], start: fx.Node | None = None
+) -> WalkProgram:
+    """The program for this plan, schedule and recorded set, generated on first use and kept with the schedule.
+
+    start: the node the seed is placed at (default the plan's output): a walk from a latent node carries only the
+    relevance that passes through it (conditional relevance)."""
+    key = (record, start)
     program = schedule.programs.get(key)
     if program is None:
-        program = schedule.programs[key] = _generated(plan, schedule, record)
+        program = schedule.programs[key] = _generated(plan, schedule, record, plan.output if start is None else start)
     return program
 
 
-def _generated(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> WalkProgram:
+def _generated(plan: Plan, schedule: Schedule, record: frozenset[fx.Node], start: fx.Node) -> WalkProgram:
     index: dict[fx.Node, int] = {}
 
     def var(node: fx.Node) -> int:
@@ -60,7 +65,7 @@ def _generated(plan: Plan, schedule: Schedule, record: frozenset[fx.Node]) -> Wa
             j = len(namespace)
             namespace[f"V{j}"] = value
             lines.append(f"    release(V{j}, {value in schedule.keep})")
-    first = [f"    r{index[plan.output]}, o{index[plan.output]} = seed, False"]
+    first = [f"    r{index[start]}, o{index[start]} = seed, False"]
     names = [f"r{i}" for i in range(len(index))] + [f"o{i}" for i in range(len(index))]
     start = [f"    {' = '.join(names[n : n + 32])} = None" for n in range(0, len(names), 32)]
     head = [

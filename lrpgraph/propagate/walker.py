@@ -47,12 +47,13 @@ class Walker:
     ):
         self.plan, self.schedule, self.store, self.record = plan, schedule, store, record
 
-    def run(self, seed: Any, retain: bool = False) -> WalkResult:
+    def run(self, seed: Any, retain: bool = False, start: fx.Node | None = None) -> WalkResult:
         """The plan's walk (generated code, `program.py`) in reverse topological order; each value is freed after
         its last use.
 
         retain: keep what the forward stored for another walk over the same store (recomputed values are still
         freed, and recomputed again by the next walk).
+        start: a node of the plan's walk to place the seed at instead of its output (shaped like that node).
         """
         self.retain = retain
         self.inputs: dict[fx.Node, Any] = {}
@@ -60,7 +61,7 @@ class Walker:
         self.ledger = Ledger()
         self.samples = seed.shape[self.lead] if len(seed.shape) > self.lead else 1
         with torch.no_grad():
-            walk_program(self.plan, self.schedule, self.record)(self, seed)
+            walk_program(self.plan, self.schedule, self.record, start)(self, seed)
         return WalkResult(self.inputs, self.latent, *self.ledger.close())
 
     def step(self, step: Step, R: Any) -> list[Any]:

@@ -1,0 +1,142 @@
+"""Relevance at any point and conditional relevance (CRP): against autograd oracles on bias-free ReLU networks
+(where LRP-0 is gradient × input, so a condition is a masked modified gradient), partitions of a layer's units,
+the named points of a transformer, and bad input."""
+
+import pytest
+import torch
+import transformers
+from torch import nn
+
+import lrpgraph
+from lrpgraph.propagate.walker import Walker
+
+LRP0 = lrpgraph.preset("epsilon", epsilon=1e-30)
+
+
+def relu_mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 12, bias=False), nn.ReLU(), nn.Linear(12, 10, bias=False), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(10, 4, bias=False)).double().eval()
+
+
+def oracle(model: nn.Sequential, x: torch.Tensor, target: int, masks: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """x ⊙ the modified gradient: at each conditioned layer output (index into the Sequential, outermost first) the
+    gradient arriving there is multiplied by the mask and held constant, and only it is followed further down."""
+    x = x.detach().requires_grad_()
+    acts, h = {}, x
+    for i, layer in enumerate(model):
+        h = layer(h)
+        acts[i] = h
+    upstream = acts[len(model) - 1][:, target].sum()
+    point, mask = masks[0]
+    (rho,) = torch.autograd.grad(upstream, acts[point], retain_graph=True)
+    for below, mask_below in masks[1:]:
+        (rho,) = torch.autograd.grad(((mask * rho).detach() * acts[point]).sum(), acts[below], retain_graph=True)
+        point, mask = below, mask_below
+    (grad,) = torch.autograd.grad(((mask * rho).detach() * acts[point]).sum(), x)
+    return (x * grad).detach()
+
+
+def test_a_condition_is_the_masked_modified_gradient():
+    """One point: each condition's input relevance equals x ⊙ ∂/∂x[(m ⊙ ρ)ᵀ a(x)] (float64, 1e-12)."""
+    model, x = relu_mlp(), torch.randn(3, 6, dtype=torch.float64)
+    conditions = [[0, 3], [5], [1, 2, 4, 6, 7, 8, 9, 10, 11]]
+    ex = lrpgraph.explain(model, x, target=1, rules=LRP0, conditions={"0": conditions})
+    assert ex.conditional["input"].shape == (3, 3, 6)
+    for k, units in enumerate(conditions):
+        mask = torch.zeros(12, dtype=torch.float64)
+        mask[units] = 1
+        expected = oracle(model, x, 1, [(0, mask)])
+        torch.testing.assert_close(ex.conditional["input"][k], expected, rtol=1e-12, atol=1e-14)
+    # a partition of the layer's units: the conditions sum to the unconditional relevance
+    torch.testing.assert_close(ex.conditional["input"].sum(0), ex.relevance["input"], rtol=1e-12, atol=1e-14)
+
+
+def test_conditions_at_two_points_apply_in_turn():
+    model, x = relu_mlp(), torch.randn(2, 6, dtype=torch.float64)
+    upper = [torch.tensor([1.0, 0, 1, 0, 1, 0, 1, 0, 1, 0], dtype=torch.float64), [3, 4]]
+    lower = [[0, 1, 2, 3, 4, 5], [6, 7]]
+    ex = lrpgraph.explain(model, x, target=2, rules=LRP0, conditions={"2": upper, "0": lower})
+    for k in range(2):
+        m_up = upper[0] if k == 0 else torch.zeros(10, dtype=torch.float64).index_fill_(0, torch.tensor(upper[1]), 1)
+        m_low = torch.zeros(12, dtype=torch.float64).index_fill_(0, torch.tensor(lower[k]), 1)
+        expected = oracle(model, x, 2, [(2, m_up), (0, m_low)])
+        torch.testing.assert_close(ex.conditional["input"][k], expected, rtol=1e-12, atol=1e-14)
+
+
+def test_feature_map_channels_partition_and_concepts_rank_units(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, bias=False), nn.ReLU(), nn.Conv2d(6, 5, 3, bias=False), nn.ReLU(), nn.Flatten(),
+        nn.Linear(5 * 4 * 4, 3, bias=False),
+    ).double().eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    ex = lrpgraph.explain(model, x, target=0, rules=LRP0, conditions={"2": [[c] for c in range(5)]})
+    torch.testing.assert_close(ex.conditional["input"].sum(0), ex.relevance["input"], rtol=1e-10, atol=1e-14)
+    per_channel = ex.latent["2"].sum((2, 3))
+    index, values = ex.concepts("2", top=2)
+    torch.testing.assert_close(values, per_channel.topk(2, dim=-1).values)
+    assert torch.equal(index, per_channel.topk(2, dim=-1).indices)
+    # what each channel sees: bias-free and LRP-0, its conditional map sums to the relevance the channel holds
+    torch.testing.assert_close(ex.conditional["input"].sum((2, 3, 4)).T, per_channel, rtol=1e-10, atol=1e-14)
+    again = lrpgraph.load(ex.save(tmp_path / "crp.safetensors"))
+    assert torch.equal(again.conditional["input"], ex.conditional["input"])
+
+
+def tiny_llama() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config).double().eval()
+
+
+def test_named_points_of_a_transformer():
+    """A layer's residual stream, the heads before the output projection and the MLP's hidden neurons are module
+    inputs; a node is named by its graph name. Conditioning every neuron in one condition is the whole point."""
+    model = tiny_llama()
+    ids = torch.randint(3, 64, (2, 5))
+    points = ["model.layers.1:input", "model.layers.0.self_attn.o_proj:input", "model.layers.0.mlp.down_proj:input"]
+    halves = [list(range(24)), list(range(24, 48))]
+    ex = lrpgraph.explain(
+        model, {"input_ids": ids}, target=7, rules="attnlrp", record=points, conditions={points[2]: halves}
+    )
+    assert [tuple(ex.latent[p].shape) for p in points] == [(2, 5, 32), (2, 5, 32), (2, 5, 48)]
+    whole = lrpgraph.explain(
+        model, {"input_ids": ids}, target=7, rules="attnlrp", conditions={points[2]: [halves[0] + halves[1]]}
+    )
+    torch.testing.assert_close(
+        ex.conditional["input_ids"].sum(0), whole.conditional["input_ids"][0], rtol=1e-10, atol=1e-14
+    )
+    # the MLP's neurons are not everything: relevance also bypasses them along the residual stream
+    assert (whole.conditional["input_ids"][0] - ex.relevance["input_ids"]).abs().max() > 1e-3
+    head = torch.zeros(5, 32, dtype=torch.float64)
+    head[:, 8:16] = 1  # the second head's 8 dims, at every position
+    by_head = lrpgraph.explain(model, {"input_ids": ids}, target=7, rules="attnlrp", conditions={points[1]: [head]})
+    assert by_head.conditional["input_ids"].shape == (1, 2, 5)
+    node = lrpgraph.trace(model, {"input_ids": ids}).module_output("model.layers.0.mlp")
+    by_name = lrpgraph.explain(model, {"input_ids": ids}, target=7, rules="attnlrp", record=[node.name])
+    mlp = lrpgraph.explain(model, {"input_ids": ids}, target=7, rules="attnlrp", record=["model.layers.0.mlp"])
+    assert torch.equal(by_name.latent[node.name], mlp.latent["model.layers.0.mlp"])
+
+
+def _no_walk(*args, **kwargs):
+    raise AssertionError("a walk ran before the arguments were checked")
+
+
+def test_bad_points_and_conditions_are_errors_before_any_walk(monkeypatch):
+    model, x = relu_mlp(), torch.randn(2, 6, dtype=torch.float64)
+    monkeypatch.setattr(Walker, "run", _no_walk)
+    with pytest.raises(lrpgraph.InputError, match=r"'4x' is not a point .*did you mean '4'"):
+        lrpgraph.explain(model, x, target=1, record=["4x"])
+    with pytest.raises(lrpgraph.InputError, match=r"unit indices \[12\] out of range: the point has 12 units"):
+        lrpgraph.explain(model, x, target=1, conditions={"0": [[12]]})
+    with pytest.raises(lrpgraph.InputError, match="same number of conditions"):
+        lrpgraph.explain(model, x, target=1, conditions={"0": [[1]], "2": [[1], [2]]})
+    with pytest.raises(lrpgraph.InputError, match="one target at a time"):
+        lrpgraph.explain(model, x, target=lrpgraph.Targets([1, 2]), conditions={"0": [[1]]})
+    with pytest.raises(lrpgraph.InputError, match="does not broadcast"):
+        lrpgraph.explain(model, x, target=1, conditions={"0": [torch.ones(5, dtype=torch.float64)]})
+    with pytest.raises(lrpgraph.InputError, match="non-empty list of conditions"):
+        lrpgraph.explain(model, x, target=1, conditions={"0": []})
