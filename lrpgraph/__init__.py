@@ -18,6 +18,7 @@ from .api.explain import explain
 from .api.explanation import Conservation, Explanation, load
 from .api.generation import Generation, explain_generation
 from .api.many import ExplainManyError, explain_many
+from .api.patching import Patching, activation_patching, attribution_patching, relevance_patching
 from .api.similarity import explain_similarity
 from .api.similarity_result import SimilarityExplanation
 from .api.targets import Targets, TokenAt
@@ -50,6 +51,7 @@ __all__ = [
     "LRPGraphError",
     "MissingRuleError",
     "Override",
+    "Patching",
     "RuleError",
     "RuleSet",
     "RuleSetError",
@@ -59,6 +61,8 @@ __all__ = [
     "TokenAt",
     "TraceError",
     "Verification",
+    "activation_patching",
+    "attribution_patching",
     "clear_cache",
     "coverage",
     "explain",
@@ -69,6 +73,7 @@ __all__ = [
     "load",
     "preset",
     "preset_names",
+    "relevance_patching",
     "seeds",
     "trace",
     "verify",

@@ -32,6 +32,7 @@ class Replayed:
     inputs: dict[fx.Node, torch.Tensor]
     watched: dict[fx.Node, torch.Tensor]
     unverified: list[str] = field(default_factory=list)
+    rho: dict[fx.Node, torch.Tensor] = field(default_factory=dict)  # the modified gradient ρ at each watched node
 
 
 def _detached(value: Any) -> Any:
@@ -172,9 +173,13 @@ def replay(plan: Plan, values: dict[fx.Node, Any], seed: torch.Tensor, watch: It
             per_map.append(grads)
     inputs: dict[fx.Node, torch.Tensor] = {}
     watched: dict[fx.Node, torch.Tensor] = {}
+    rho: dict[fx.Node, torch.Tensor] = {}
     for i, (node, leaf) in enumerate(leaves):
         stacked = torch.stack([_relevance(node, leaf, grads[i], run) for grads in per_map])
         (watched if node in run.watches else inputs)[node] = stacked if seed.dim() > out.dim() else stacked[0]
+        if node in run.watches:
+            gradients = torch.stack([torch.zeros_like(leaf) if g[i] is None else g[i] for g in per_map])
+            rho[node] = gradients if seed.dim() > out.dim() else gradients[0]
     for j, (node, leaf) in enumerate(run.extra):
         stacked = torch.stack([_times(leaf, grads[len(leaves) + j]) for grads in per_map])
         inputs[node] = inputs[node] + (stacked if seed.dim() > out.dim() else stacked[0])
@@ -187,7 +192,7 @@ def replay(plan: Plan, values: dict[fx.Node, Any], seed: torch.Tensor, watch: It
                 f"{_rule(plan, node)} at {plan.graph.describe(node)}: its input is 0 where its output is not, and "
                 f"{100 * lost / total:.3g}% of its relevance is there: no gradient times the input can carry it"
             )
-    return Replayed(inputs, watched, run.unverified)
+    return Replayed(inputs, watched, run.unverified, rho)
 
 
 def _rule(plan: Plan, node: fx.Node) -> str:
