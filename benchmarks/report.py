@@ -3,8 +3,9 @@
     python benchmarks/report.py
 
 Reads benchmarks/results/<name>.json (written by bench_llama.py, bench_memory.py, bench_corpus.py,
-bench_generation.py, bench_cnn.py, bench_ray.py and bench_similarity.py: seconds and bytes, the command and the
-machine), computes every ratio from those measurements (of medians, within one file: one run), and rewrites:
+bench_generation.py, bench_cnn.py, bench_ray.py, bench_similarity.py and bench_patching.py: seconds and bytes, the
+command and the machine), computes every ratio from those measurements (of medians, within one file: one run), and
+rewrites:
 - benchmarks/RESULTS.md from its "## Speed and memory" heading to the end (faithfulness.py writes what is
   above it, and calls `speed_section` for the rest);
 - each `<!-- bench:NAME -->…<!-- /bench:NAME -->` block of README.md.
@@ -26,7 +27,7 @@ RESULTS = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 README = HERE.parent / "README.md"
 SECTION = "## Speed and memory"
-BENCHMARKS = ("llama", "memory", "corpus", "generation", "cnn", "ray", "similarity")
+BENCHMARKS = ("llama", "memory", "corpus", "generation", "cnn", "ray", "similarity", "patching")
 WIDTH = 110
 
 
@@ -439,6 +440,61 @@ def similarity_summary(data: dict) -> str:
     )
 
 
+def patching_block(data: dict) -> str:
+    s, r = data["settings"], data["results"]
+    rows = []
+    for kind, found in r["kinds"].items():
+        p, t = found["pearson"], found["seconds"]
+        rows.append(
+            (
+                kind,
+                f"{p['relevance_patching']:.3f}",
+                f"{p['attribution_patching']:.3f}",
+                f"{t['activation_patching']:.2f}",
+                f"{t['attribution_patching']:.2f}",
+                f"{t['relevance_patching']:.2f}",
+            )
+        )
+    mlp = r["kinds"]["MLP output"]["pearson"]
+    holds = mlp["relevance_patching"] >= mlp["attribution_patching"]
+    what = (
+        f"{s['model']} (held-out accuracy {r['accuracy']:.3f}, {r['train_seconds']:.0f} s of training); "
+        f"{s['pairs']} clean/corrupted prompt pairs of {s['positions']} tokens; components: every (layer, position) "
+        "of each type; Pearson r of each estimate with activation patching over every (prompt, layer, position)"
+    )
+    return (
+        header(data, what)
+        + "\n\n"
+        + table(
+            rows,
+            ("component", "RelP r", "attribution patching r", "activation patching s", "attribution s", "RelP s"),
+        )
+        + "\n\n"
+        + prose(
+            f"The metric (answer − subject logit) falls by {r['clean_minus_corrupted_metric']:.2f} on average from "
+            "clean to corrupted prompts. The RelP paper's claim that RelP tracks activation patching at least as "
+            "well as attribution patching on MLP outputs "
+            + ("holds here" if holds else "does **not** hold here")
+            + f" (r = {mlp['relevance_patching']:.3f} against {mlp['attribution_patching']:.3f})."
+        )
+    )
+
+
+def patching_summary(data: dict) -> str:
+    """The sentence the README quotes."""
+    s, r = data["settings"], data["results"]
+    kinds = r["kinds"]
+    parts = ", ".join(
+        f"{kind} {k['pearson']['relevance_patching']:.2f} against {k['pearson']['attribution_patching']:.2f}"
+        for kind, k in kinds.items()
+    )
+    return prose(
+        f"On a {s['layers']}-layer GPT-2 trained here on an IOI-like task, the Pearson correlation with activation "
+        f"patching over every (prompt, layer, position) of {s['pairs']} prompt pairs is, for RelP against "
+        f"attribution patching: {parts} (`benchmarks/bench_patching.py`)."
+    )
+
+
 def main_job_block(data: dict) -> str:
     """What the main job printed, as the benchmark recorded it."""
     return "```\n" + data["results"]["main_job_stdout"].rstrip("\n") + "\n```"
@@ -622,6 +678,10 @@ as the two timings it divides.
 
 {_marked("similarity", blocks["similarity"])}
 
+### Relevance patching on an IOI-like task
+
+{_marked("patching", blocks["patching"])}
+
 ### A CNN and an MLP
 
 {_marked("cnn", blocks["cnn"])}
@@ -652,6 +712,7 @@ RESULTS_BLOCKS: dict[str, Callable[[dict], str]] = {
     "cnn": lambda r: cnn_block(r["cnn"]),
     "ray": lambda r: ray_block(r["ray"]),
     "similarity": lambda r: similarity_block(r["similarity"]),
+    "patching": lambda r: patching_block(r["patching"]),
     "targets": targets_block,
 }
 README_BLOCKS: dict[str, Callable[[dict], str]] = {
@@ -659,6 +720,7 @@ README_BLOCKS: dict[str, Callable[[dict], str]] = {
     "readme-generation": lambda r: generation_summary(r["generation"]),
     "readme-similarity": lambda r: similarity_summary(r["similarity"]),
     "readme-main-job": lambda r: main_job_block(r["similarity"]),
+    "readme-patching": lambda r: patching_summary(r["patching"]),
 }
 MARKED = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n(?:.*?\n)?<!-- /bench:(?P=name) -->", re.S)
 

@@ -140,3 +140,23 @@ def test_bad_points_and_conditions_are_errors_before_any_walk(monkeypatch):
         lrpgraph.explain(model, x, target=1, conditions={"0": [torch.ones(5, dtype=torch.float64)]})
     with pytest.raises(lrpgraph.InputError, match="non-empty list of conditions"):
         lrpgraph.explain(model, x, target=1, conditions={"0": []})
+
+
+def test_rho_at_recorded_points_is_the_modified_gradient(tmp_path):
+    """On a bias-free ReLU network with LRP-0, ρ is the plain gradient — at inactive units (a = 0) too, where R/a
+    would not say; and R = a ⊙ ρ."""
+    model, x = relu_mlp(), torch.randn(3, 6, dtype=torch.float64)
+    ex = lrpgraph.explain(model, x, target=1, rules=LRP0, record=["0", "1"], rho=True)
+    h = x.detach().requires_grad_()
+    pre = model[0](h)
+    post = model[1](pre)
+    out = model[2:](post)
+    grad_pre, grad_post = torch.autograd.grad(out[:, 1].sum(), [pre, post])
+    torch.testing.assert_close(ex.rho["0"], grad_pre, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ex.rho["1"], grad_post, rtol=1e-12, atol=1e-14)
+    assert bool((post == 0).any()) and ex.rho["1"][post == 0].abs().max() > 0
+    torch.testing.assert_close(ex.latent["1"], post.detach() * ex.rho["1"], rtol=1e-12, atol=1e-14)
+    again = lrpgraph.load(ex.save(tmp_path / "rho.safetensors"))
+    assert torch.equal(again.rho["1"], ex.rho["1"])
+    with pytest.raises(lrpgraph.InputError, match="pass record= as well"):
+        lrpgraph.explain(model, x, target=1, rho=True)

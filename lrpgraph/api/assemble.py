@@ -39,6 +39,7 @@ class Walked:
     recorded: dict[str, fx.Node]
     conditional: WalkResult | None = None  # the walks of `conditions=`
     conditions: int = 0  # K, their number
+    rho: dict[str, torch.Tensor] | None = None  # rho=True: the modified gradient at each recorded point
 
 
 def assemble(w: Walked, started: float) -> Explanation:
@@ -73,6 +74,7 @@ def assemble(w: Walked, started: float) -> Explanation:
         rules=w.ruleset.name,
         latent=latent,
         conditional=conditional,
+        rho={k: _plain(v) for k, v in (w.rho or {}).items()},
         positional=positional,
         combined=mixed,
         fallbacks=plan.fallbacks,

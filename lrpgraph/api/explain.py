@@ -17,7 +17,9 @@ from ..engine.output import ForwardPass, output_index
 from ..engine.positional import positional_sources
 from ..engine.traced import traced
 from ..engine.walks import Walks
+from ..errors import InputError
 from ..presets.ruleset import RuleSet, resolve
+from ..propagate.replay import modified_gradients
 from .arguments import (
     check_conditions,
     check_inputs,
@@ -41,6 +43,7 @@ def explain(
     output: str | int | None = None,
     record: Iterable[str] = (),
     conditions: Mapping[str, Sequence[Condition]] | None = None,
+    rho: bool = False,
     fallback: str | None = None,
     memory_budget: int | None = None,
     offload: bool = False,
@@ -66,6 +69,8 @@ def explain(
         units at the point (unit indices along its channels, or the last dim; or a float mask of its shape per
         sample) and follows what passes through them to the inputs, in `Explanation.conditional` [K, …]; the
         points are recorded too, and conditions at several points apply in turn.
+    rho: also return, at each recorded point, the modified gradient ρ the walk carries there (R = a ⊙ ρ, defined
+        where a is 0 too) in `Explanation.rho`, from the replay of `verify` (a forward and a backward more).
     fallback: None (an op without a rule is an error), "absorb" or "pass" (reported in `fallbacks`).
     memory_budget: bytes the activations held for the walk may take (recomputed beyond it).
     offload: keep activations in host memory (pinned, on CUDA) and fetch each when a rule reads it.
@@ -83,6 +88,8 @@ def explain(
         check_options(memory_budget, offload, dtype, fallback, contrastive, strict, record)
         record = [record] if isinstance(record, str) else list(record)
         conditions = check_conditions(conditions, target, contrastive)
+        if not isinstance(rho, bool) or (rho and not record):
+            raise InputError(f"rho=True returns ρ at recorded points: pass record= as well (rho={rho!r})")
         record += [point for point in conditions if point not in record]
         ruleset = resolve(rules)
         args, kwargs = prepare_call(model, inputs)
@@ -107,4 +114,6 @@ def explain(
         if points:
             walked.conditional = conditional(plan, forward, points, result.latent)
             walked.conditions = len(next(iter(points.values())))
+        if rho:
+            walked.rho = modified_gradients(plan, call.value_of, seed, recorded)
         return assemble(walked, started)

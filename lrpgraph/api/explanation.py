@@ -110,6 +110,8 @@ class Explanation:
     latent: dict[str, torch.Tensor] = field(default_factory=dict)
     # conditions=: each input's relevance per condition [K, …], only what passed through the conditioned units
     conditional: dict[str, torch.Tensor] = field(default_factory=dict)
+    # rho=True: the modified gradient ρ at each recorded point (latent = activation ⊙ ρ)
+    rho: dict[str, torch.Tensor] = field(default_factory=dict)
     # PA-LRP: relevance per position [B, T]; for an image, per patch [B, N] (row-major, class token rows dropped)
     positional: torch.Tensor | None = None
     # PA-LRP: (token + positional relevance) / its max |·| per sample [B, T]; for an image the authors' map

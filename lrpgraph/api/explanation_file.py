@@ -13,7 +13,7 @@ import torch
 from ..errors import InputError
 
 FORMAT = "lrpgraph.explanation/1"
-_GROUPS = ("relevance", "latent", "conditional", "conservation.inputs")
+_GROUPS = ("relevance", "latent", "conditional", "rho", "conservation.inputs")
 _SINGLE = ("output", "seed", "conservation.seed", "conservation.positional", "positional", "combined")
 
 
@@ -22,7 +22,8 @@ def write(ex: Any, path: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
-    for group, values in zip(_GROUPS, (ex.relevance, ex.latent, ex.conditional, ex.conservation.inputs), strict=True):
+    groups = (ex.relevance, ex.latent, ex.conditional, ex.rho, ex.conservation.inputs)
+    for group, values in zip(_GROUPS, groups, strict=True):
         for name, value in values.items():
             tensors[f"{group}/{name}"] = value
     singles = (ex.output, ex.seed, ex.conservation.seed, ex.conservation.positional, ex.positional, ex.combined)
@@ -80,6 +81,7 @@ def read(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> 
         "rules": meta["rules"],
         "latent": groups["latent"],
         "conditional": groups["conditional"],
+        "rho": groups["rho"],
         "positional": tensors.get("positional"),
         "combined": tensors.get("combined"),
         "fallbacks": meta["fallbacks"],

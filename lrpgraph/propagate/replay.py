@@ -18,6 +18,7 @@ from torch import fx
 from torch.fx.node import map_aggregate
 
 from ..capture.graph import op_name
+from ..errors import RuleError
 from ..flow.relevance import is_index
 from ..ops.gradient import FORMS, Replay
 from ..ops.tensors import laid_out_as
@@ -222,3 +223,15 @@ def _times(value: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
     if value.is_complex():
         return torch.view_as_complex(torch.view_as_real(value) * torch.view_as_real(grad))
     return value * grad
+
+
+def modified_gradients(
+    plan: Plan, values: dict[fx.Node, Any], seed: Any, points: dict[str, fx.Node]
+) -> dict[str, torch.Tensor]:
+    """ρ at each named point: the replay's gradient there (R = a ⊙ ρ); every rule on the way must have a gradient
+    form (absLRP's have none)."""
+    dense = seed.dense() if hasattr(seed, "dense") else seed
+    replayed = replay(plan, values, dense, points.values())
+    if replayed.unverified:
+        raise RuleError(f"ρ needs every rule as a modified gradient; these have none: {'; '.join(replayed.unverified)}")
+    return {name: replayed.rho[node] for name, node in points.items()}
