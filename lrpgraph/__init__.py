@@ -19,6 +19,7 @@ from .api.explanation import Conservation, Explanation, load
 from .api.generation import Generation, explain_generation
 from .api.many import ExplainManyError, explain_many
 from .api.patching import Patching, activation_patching, attribution_patching, relevance_patching
+from .api.reference import ReferenceExamples, reference_examples
 from .api.similarity import explain_similarity
 from .api.similarity_result import SimilarityExplanation
 from .api.targets import Targets, TokenAt
@@ -52,6 +53,7 @@ __all__ = [
     "MissingRuleError",
     "Override",
     "Patching",
+    "ReferenceExamples",
     "RuleError",
     "RuleSet",
     "RuleSetError",
@@ -73,6 +75,7 @@ __all__ = [
     "load",
     "preset",
     "preset_names",
+    "reference_examples",
     "relevance_patching",
     "seeds",
     "trace",

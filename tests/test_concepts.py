@@ -160,3 +160,48 @@ def test_rho_at_recorded_points_is_the_modified_gradient(tmp_path):
     assert torch.equal(again.rho["1"], ex.rho["1"])
     with pytest.raises(lrpgraph.InputError, match="pass record= as well"):
         lrpgraph.explain(model, x, target=1, rho=True)
+
+
+def test_reference_examples_rank_inputs_per_unit_and_resume(tmp_path, monkeypatch):
+    """RelMax and ActMax against each input's own explain and activation; the heatmaps are `explain` with the unit as
+    a condition; a rerun on the written folder recomputes nothing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, bias=False), nn.ReLU(), nn.Conv2d(6, 5, 3, bias=False), nn.ReLU(), nn.Flatten(),
+        nn.Linear(5 * 4 * 4, 3, bias=False),
+    ).double().eval()  # fmt: skip
+    images = [torch.randn(3, 8, 8, dtype=torch.float64) * (1 + i % 3) for i in range(7)]
+    found = lrpgraph.reference_examples(
+        model, images, "2", target=1, rules=LRP0, units=[0, 3], top=3, path=tmp_path, batch_size=2
+    )
+    explained = [lrpgraph.explain(model, x[None], 1, LRP0, record=["2"]).latent["2"][0] for x in images]
+    relevance = torch.stack([r.sum((1, 2)) for r in explained])
+    with torch.no_grad():
+        activation = torch.stack([model[:3](x[None])[0].amax((1, 2)) for x in images])
+    torch.testing.assert_close(found.relevance, relevance, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(found.activation, activation, rtol=1e-12, atol=1e-14)
+    for u in (0, 3):
+        assert found.relmax[u] == relevance[:, u].topk(3).indices.tolist()
+        assert found.actmax[u] == activation[:, u].topk(3).indices.tolist()
+        for i in {*found.relmax[u], *found.actmax[u]}:
+            alone = lrpgraph.explain(model, images[i][None], 1, LRP0, conditions={"2": [[u]]})
+            torch.testing.assert_close(found.heatmaps[u][i], alone.conditional["input"][0, 0], rtol=1e-10, atol=1e-14)
+    monkeypatch.setattr(lrpgraph.api.reference, "explain", _no_walk)
+    monkeypatch.setattr(lrpgraph.api.reference, "explain_many", _no_walk)
+    again = lrpgraph.reference_examples(model, images, "2", target=1, rules=LRP0, units=[0, 3], top=3, path=tmp_path)
+    assert again.relmax == found.relmax and again.actmax == found.actmax
+    assert all(torch.equal(again.heatmaps[u][i], t) for u, maps in found.heatmaps.items() for i, t in maps.items())
+
+
+def test_reference_examples_over_token_inputs_of_different_lengths():
+    """Batched and padded by explain_many, each input's unit relevance is its own explain's; heatmaps per token."""
+    model = tiny_llama()
+    point = "model.layers.0.mlp.down_proj:input"
+    texts = [{"input_ids": torch.randint(3, 64, (n,))} for n in (4, 6, 5, 6)]
+    found = lrpgraph.reference_examples(model, texts, point, target=7, rules="attnlrp", units=[1, 2], top=2)
+    alone = [lrpgraph.explain(model, {"input_ids": t["input_ids"][None]}, 7, "attnlrp", record=[point]) for t in texts]
+    relevance = torch.stack([ex.latent[point][0].sum(0) for ex in alone])
+    assert (found.relevance - relevance).abs().max() <= 1e-9 * relevance.abs().max()
+    for maps in found.heatmaps.values():
+        for i, heat in maps.items():
+            assert heat.shape == (texts[i]["input_ids"].shape[0],)

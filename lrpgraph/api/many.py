@@ -185,6 +185,8 @@ def _one(ex: Explanation, row: int, length: int | None, longest: int | None) -> 
         seed_relevance=seed.sample(row, length or seed.shape[1]) if sparse else cut(ex.seed, 3),
         conservation=conservation,
         latent={k: cut(v, 3) for k, v in ex.latent.items()},
+        conditional={k: torch.stack([cut(m) for m in v]) for k, v in ex.conditional.items()},
+        rho={k: cut(v, 3) for k, v in ex.rho.items()},
         positional=cut(ex.positional) if isinstance(ex.positional, torch.Tensor) else ex.positional,
         combined=cut(ex.combined) if isinstance(ex.combined, torch.Tensor) else ex.combined,
     )
