@@ -449,6 +449,7 @@ def patching_block(data: dict) -> str:
             (
                 kind,
                 f"{p['relevance_patching']:.3f}",
+                f"{p['relevance_patching_gradient_attention']:.3f}",
                 f"{p['attribution_patching']:.3f}",
                 f"{t['activation_patching']:.2f}",
                 f"{t['attribution_patching']:.2f}",
@@ -467,7 +468,15 @@ def patching_block(data: dict) -> str:
         + "\n\n"
         + table(
             rows,
-            ("component", "RelP r", "attribution patching r", "activation patching s", "attribution s", "RelP s"),
+            (
+                "component",
+                "RelP r",
+                "RelP r, attention by gradient",
+                "attribution patching r",
+                "activation patching s",
+                "attribution s",
+                "RelP s",
+            ),
         )
         + "\n\n"
         + prose(

@@ -127,3 +127,41 @@ def test_bad_input_is_an_error():
         lrpgraph.activation_patching(model, x, x, difference, "0", components="heads")
     with pytest.raises(lrpgraph.InputError, match="needs a sequence point"):
         lrpgraph.activation_patching(model, x, x, difference, "0", components="positions")
+
+
+class SelfAttention(nn.Module):
+    """Bias-free single-layer attention: fused (SDPA) or written out (q·kᵀ, softmax, p·v)."""
+
+    def __init__(self, fused: bool):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(8, 8, bias=False, dtype=torch.float64) for _ in range(4))
+        self.fused = fused
+
+    def forward(self, x):
+        q, k, v = (f(x).unflatten(-1, (2, 4)).transpose(1, 2) for f in (self.q, self.k, self.v))
+        if self.fused:
+            mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = (q @ k.transpose(-1, -2)) / 2.0
+            scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+            mixed = torch.softmax(scores, -1) @ v
+        return self.o(mixed.transpose(1, 2).flatten(-2))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_attention_by_its_gradient_is_gradient_times_input(fused):
+    """relp with attention "gradient" (RelP's other choice) on a bias-free attention layer: every rule is gradient ×
+    input, so the explanation is the model's gradient × input (float64, 1e-10); the constant-attention default is
+    not."""
+    torch.manual_seed(0)
+    model = SelfAttention(fused).eval()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    rules = lrpgraph.preset("relp").with_rules(attention="gradient", attention_values="gradient", matmul="gradient")
+    ex = lrpgraph.explain(model, x, target=(0, 4, 3), rules=rules)
+    h = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(h)[0, 4, 3], h)
+    expected = (x * grad).detach()
+    assert (ex.relevance["x"] - expected).abs().max() <= 1e-10 * expected.abs().max()
+    assert lrpgraph.verify(model, x, target=(0, 4, 3), rules=rules, tolerance=1e-8).ok
+    constant = lrpgraph.explain(model, x, target=(0, 4, 3), rules="relp")
+    assert (constant.relevance["x"] - expected).abs().max() > 1e-3 * expected.abs().max()

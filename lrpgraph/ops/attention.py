@@ -17,7 +17,7 @@ import math
 import torch
 
 from .adapter import Adapter
-from .bilinear import Bilinear, bias_key, product_term, uniform, uniform_form, with_bias_share
+from .bilinear import Bilinear, bias_key, product_term, shared, shared_form, uniform, uniform_form, with_bias_share
 from .branch import held_slope
 from .elementwise import ADD, GATE
 from .gradient import Replay, call_op, form, rescaled, share_of, split, stabilized
@@ -124,6 +124,15 @@ def attention_values_uniform(
 ):
     """AttnLRP: the uniform rule, as for any product of two relevant tensors."""
     return uniform(R, a, b, out, product, epsilon=epsilon, sign_aware=sign_aware)
+
+
+@rule(ATTENTION_VALUES, "gradient", needs=("a", "b", "out"))
+def attention_values_gradient(
+    R, a, b, out, product: Bilinear, probs_first: bool, *, epsilon: float = 1e-6, sign_aware: bool = True
+):
+    """Gradient × input on p·v: the probabilities and the values each get the whole (RelP's attention by its plain
+    gradient)."""
+    return shared(R, a, b, out, product, 1, epsilon, sign_aware)
 
 
 def _values(R, a, b, out, product: Bilinear, probs_first: bool, halves: int, epsilon: float, sign_aware: bool):
@@ -259,6 +268,28 @@ def attention_uniform(
     dividing by −inf; with a number the q·kᵀ rule is stabilized by it as written.
     Returns (R_q, R_k, R_v, R_mask); R_mask only when `want_mask` (a mask that carries relevance).
     """
+    return _sdpa_products(R, attention, out, want_mask, 2, epsilon, logit_epsilon, sign_aware)
+
+
+@rule(ATTENTION, "gradient", needs=("q", "k", "v", "mask", "out"))
+def attention_gradient(
+    R,
+    attention: Attention,
+    out,
+    want_mask: bool,
+    *,
+    epsilon: float = 1e-6,
+    logit_epsilon: float | None = None,
+    sign_aware: bool = True,
+):
+    """SDPA by its plain gradient × input: p·v and q·kᵀ give each factor the whole (not half), the softmax rule
+    (itself gradient × input) between them; RelP's attention "by its gradient". Returns (R_q, R_k, R_v, R_mask)."""
+    return _sdpa_products(R, attention, out, want_mask, 1, epsilon, logit_epsilon, sign_aware)
+
+
+def _sdpa_products(R, attention: Attention, out, want_mask: bool, halves: int, epsilon, logit_epsilon, sign_aware):
+    """The SDPA rules whose products q·kᵀ and p·v give each factor 1/`halves` of each term (AttnLRP's 2, gradient ×
+    input's 1), computed in query blocks."""
     dtype = R.dtype
     v = attention.repeat(attention.v.to(dtype))
     k = attention.repeat(attention.k.to(dtype))
@@ -267,7 +298,7 @@ def attention_uniform(
     Rv = R.new_zeros(v.shape, dtype=dtype)
     Rmask = R.new_zeros(attention.mask.shape, dtype=dtype) if want_mask else None
     for rows, keys, qb, probs, additive in attention.blocks(dtype):
-        s_out = R[..., rows, :] / stabilize(2 * out[..., rows, :].to(dtype), epsilon, sign_aware)
+        s_out = R[..., rows, :] / stabilize(halves * out[..., rows, :].to(dtype), epsilon, sign_aware)
         Rv[..., keys, :] += probs.mT @ s_out
         factor = (s_out @ v[..., keys, :].mT).mul_(probs)  # R_p, the relevance of the probabilities
         factor -= probs * factor.sum(-1, keepdim=True)
@@ -275,10 +306,10 @@ def attention_uniform(
         if Rmask is not None and additive is not None:
             _accumulate_mask(Rmask, masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
         if logit_epsilon is None:
-            half = factor.mul_(0.5)
-        else:  # (logits ⊙ f) / stab(2·logits): the q·kᵀ rule with its own stabilizer
+            half = factor.mul_(1 / halves)
+        else:  # (logits ⊙ f) / stab(halves·logits): the q·kᵀ rule with its own stabilizer
             logits = qb @ k[..., keys, :].mT
-            half = factor.mul_(logits).div_(stabilize(2 * logits, logit_epsilon, sign_aware))
+            half = factor.mul_(logits).div_(stabilize(halves * logits, logit_epsilon, sign_aware))
         Rq[..., rows, :] = (half @ k[..., keys, :]).mul_(qb)
         Rk[..., keys, :] += half.mT @ qb
     return Rq, attention.fold(k * Rk, attention.k), attention.fold(v * Rv, attention.v), Rmask
@@ -376,6 +407,11 @@ def attention_values_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bo
     return uniform_form(call, epsilon=epsilon, sign_aware=sign_aware)
 
 
+@form(ATTENTION_VALUES, "gradient")
+def attention_values_gradient_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    return shared_form(call, 1, epsilon, sign_aware)
+
+
 def _values_form(call: Replay, halves: int, epsilon: float, sign_aware: bool):
     """The probabilities held constant; ρ·(what the product gets)/stab(halves·product) to the values."""
     role = call.role
@@ -423,15 +459,27 @@ def _sdpa(a: dict, logits_gradient, values_gradient, probabilities=lambda logits
 @form(ATTENTION, "uniform")
 def attention_form(call: Replay, *, epsilon: float = 1e-6, logit_epsilon: float | None = None, sign_aware: bool = True):
     """Uniform rule on q·kᵀ (half of its gradient each), softmax gradient, uniform rule on p·v."""
+    return _sdpa_products_form(call, 2, epsilon, logit_epsilon, sign_aware)
+
+
+@form(ATTENTION, "gradient")
+def attention_gradient_form(
+    call: Replay, *, epsilon: float = 1e-6, logit_epsilon: float | None = None, sign_aware: bool = True
+):
+    """q·kᵀ, the softmax and p·v by their plain gradients (the stabilizers aside)."""
+    return _sdpa_products_form(call, 1, epsilon, logit_epsilon, sign_aware)
+
+
+def _sdpa_products_form(call: Replay, halves: int, epsilon: float, logit_epsilon: float | None, sign_aware: bool):
     out = call.out
 
     def logits(z):
         if logit_epsilon is None:
-            return split(z, 0.5)
-        return rescaled(z, share_of(z, stabilized(2 * z.detach(), logit_epsilon, sign_aware)))
+            return split(z, 1 / halves)
+        return rescaled(z, share_of(z, stabilized(halves * z.detach(), logit_epsilon, sign_aware)))
 
     def values(p, v):
-        return rescaled(p @ v, share_of(out, stabilized(2 * out.detach(), epsilon, sign_aware)))
+        return rescaled(p @ v, share_of(out, stabilized(halves * out.detach(), epsilon, sign_aware)))
 
     return _sdpa(call.args, logits, values)
 

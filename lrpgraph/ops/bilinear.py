@@ -30,7 +30,19 @@ class Bilinear:
 @rule(MATMUL, "uniform", needs=("a", "b", "out"), default=True)
 def uniform(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6, sign_aware: bool = True):
     """AttnLRP's uniform epsilon rule: each product term splits its share in half between a and b."""
-    s = R / stabilize(2 * out.to(R.dtype), epsilon, sign_aware)
+    return shared(R, a, b, out, product, 2, epsilon, sign_aware)
+
+
+@rule(MATMUL, "gradient", needs=("a", "b", "out"))
+def gradient(R, a, b, out, product: Bilinear, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    """Gradient × input: each factor gets the whole of its product terms (together twice R: not conservative);
+    RelP's attention "by its plain gradient"."""
+    return shared(R, a, b, out, product, 1, epsilon, sign_aware)
+
+
+def shared(R, a, b, out, product: Bilinear, halves: int, epsilon: float, sign_aware: bool):
+    """Each product term's relevance ÷ `halves` to each factor: the uniform rule (2) or gradient × input (1)."""
+    s = R / stabilize(halves * out.to(R.dtype), epsilon, sign_aware)
     ra = a * unbroadcast(product.adjoint_a(s, b.to(s.dtype)), a.shape)
     rb = b * unbroadcast(product.adjoint_b(s, a.to(s.dtype)), b.shape)
     return ra, rb
@@ -69,8 +81,16 @@ def product_term(call: Replay, epsilon: float) -> tuple[torch.Tensor, torch.Tens
 @form(MATMUL, "uniform")
 def uniform_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
     """Both factors get ρ·(what the product gets)/stab(2·product): half each, as a gradient."""
+    return shared_form(call, 2, epsilon, sign_aware)
+
+
+@form(MATMUL, "gradient")
+def gradient_form(call: Replay, *, epsilon: float = 1e-6, sign_aware: bool = True):
+    """The product's own gradient, ρ·(what the product gets)/stab(product)."""
+    return shared_form(call, 1, epsilon, sign_aware)
+
+
+def shared_form(call: Replay, halves: int, epsilon: float, sign_aware: bool):
     product, share = product_term(call, epsilon)
-    y = rescaled(
-        call.held(detach=bias_key(call)), share_of(call.out, stabilized(2 * product, epsilon, sign_aware)) * share
-    )
-    return with_bias_share(call, y, epsilon)
+    scale = share_of(call.out, stabilized(halves * product, epsilon, sign_aware)) * share
+    return with_bias_share(call, rescaled(call.held(detach=bias_key(call)), scale), epsilon)
