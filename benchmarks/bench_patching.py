@@ -32,6 +32,9 @@ import lrpgraph
 NAMES = 24
 BOS, AND, WENT, TO, THE, STORE, DOT, GAVE, A, DRINK = range(NAMES, NAMES + 10)
 VOCAB = NAMES + 10
+GRADIENT_ATTENTION = lrpgraph.preset("relp").with_rules(
+    attention="gradient", attention_values="gradient", matmul="gradient"
+)  # RelP with attention by its plain gradient
 KINDS = {"residual stream": "transformer.h.{}:input", "attention output": "transformer.h.{}.attn",
          "MLP output": "transformer.h.{}.mlp"}  # fmt: skip
 
@@ -120,14 +123,11 @@ def main() -> None:
         )  # [layers, pairs, positions]
         timings["activation_patching"] = time.perf_counter() - started
         estimates = {}
-        gradient_attention = lrpgraph.preset("relp").with_rules(
-            attention="gradient", attention_values="gradient", matmul="gradient"
-        )
         for name, method in (
             ("attribution_patching", lrpgraph.attribution_patching),
             ("relevance_patching", lrpgraph.relevance_patching),
             ("relevance_patching_gradient_attention",
-             lambda *args: lrpgraph.relevance_patching(*args, rules=gradient_attention)),
+             lambda *args: lrpgraph.relevance_patching(*args, rules=GRADIENT_ATTENTION)),
         ):  # fmt: skip
             started = time.perf_counter()
             patched = method(model, a, b, metric, points)
