@@ -106,3 +106,20 @@ def test_without_ray_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(lrpgraph.InputError, match=r"pip install 'lrpgraph\[ray\]'"):
         explain_dataset(Classifier, INPUTS, tmp_path / "out")
+
+
+def test_reference_examples_on_ray_equal_the_local_ones(local_ray, tmp_path):
+    """RelMax/ActMax with the walks on Ray (latent relevance in the rows): the same scores, references and heatmaps
+    as `reference_examples` in this process."""
+    from lrpgraph.distributed import reference_dataset
+
+    local = lrpgraph.reference_examples(Classifier(), INPUTS, "mix", target=1, units=[0, 5], top=3, batch_size=4)
+    remote = reference_dataset(Classifier, INPUTS, "mix", tmp_path / "refs", 1, units=[0, 5], top=3, batch_size=4,
+                               workers=2)  # fmt: skip
+    torch.testing.assert_close(remote.relevance, local.relevance, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(remote.activation, local.activation)
+    assert (remote.relmax, remote.actmax) == (local.relmax, local.actmax)
+    for u, maps in local.heatmaps.items():
+        for i, heat in maps.items():
+            torch.testing.assert_close(remote.heatmaps[u][i], heat)
+    assert read_results(tmp_path / "refs" / "explained")[0]["latent"]["mix"].shape[-1] == 8

@@ -121,7 +121,7 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _explain_batch(model, items, targets, batch, rules, pad_id, options, results) -> None:
-    inputs, lengths, longest = _collate([items[i] for i in batch], pad_id, accepts(model, "attention_mask"))
+    inputs, lengths, longest = collate([items[i] for i in batch], pad_id, accepts(model, "attention_mask"))
     chosen = [targets[i] for i in batch]
     if len(batch) == 1 or all(t is None for t in chosen):
         target = chosen[0]
@@ -134,7 +134,7 @@ def _explain_batch(model, items, targets, batch, rules, pad_id, options, results
         results[i] = _one(ex, row, length, longest)
 
 
-def _collate(
+def collate(
     group: list[dict[str, torch.Tensor]], pad_id: int, masked: bool
 ) -> tuple[dict, list[int | None], int | None]:
     """The group stacked, token tensors right-padded (ids with pad_id, masks with 0; a mask added for a model

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import fx
 
-from ..capture.call import prepare_call
+from ..capture.call import accepts, prepare_call
 from ..engine.bound_call import BoundCall
 from ..engine.conditions import unit_dim
 from ..engine.interpreted import values_at
@@ -27,7 +28,7 @@ from ..errors import InputError
 from .arguments import record_nodes
 from .explain import explain
 from .items import as_item, targets_per_input
-from .many import explain_many, progress_bar
+from .many import collate, explain_many, progress_bar
 
 SCORES, HEATMAPS = "scores.safetensors", "heatmaps.safetensors"
 
@@ -79,8 +80,8 @@ def reference_examples(
     folder = None if path is None else Path(path)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    node = record_nodes(_call(model, items[0], options).graph, [point])[point]
-    scores = _Scores.read(folder, len(items))
+    node = point_node(model, items[0], point, options)
+    scores = UnitScores.read(folder, len(items))
     chunk = batch_size * 4
     todo = [i for i in range(len(items)) if not scores.done[i]]
     for start in progress_bar(range(0, len(todo), chunk), progress, -(-len(todo) // chunk)):
@@ -90,10 +91,38 @@ def reference_examples(
             batch_size=batch_size, progress=False, record=[point], **options,
         )  # fmt: skip
         for i, ex in zip(part, explained, strict=True):
-            R = ex.latent[point][0]
-            a = values_at(_call(model, items[i], options), [node])[node][0]
-            scores.put(i, _per_unit(R, "sum"), _per_unit(a, "max"))
+            scores.put(i, *unit_scores(model, items[i], ex.latent[point][0], node, options))
         scores.write(folder)
+    return rank_references(model, items, targets, rules, point, scores, units, top, folder, options)
+
+
+def point_node(model: torch.nn.Module, item: dict[str, torch.Tensor], point: str, options: dict) -> fx.Node:
+    """The traced graph's node a point names."""
+    return record_nodes(_call(model, item, options).graph, [point])[point]
+
+
+def unit_scores(
+    model: torch.nn.Module, item: dict[str, torch.Tensor], latent: torch.Tensor, node: fx.Node, options: dict
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One input's ([U] relevance of each unit summed over its positions, [U] its largest activation), from the
+    relevance recorded at the point (per sample) and the traced graph's value there."""
+    activation = values_at(_call(model, item, options), [node])[node][0]
+    return _per_unit(latent, "sum"), _per_unit(activation, "max")
+
+
+def rank_references(
+    model: torch.nn.Module,
+    items: list[dict[str, torch.Tensor]],
+    targets: list[Any],
+    rules: Any,
+    point: str,
+    scores: UnitScores,
+    units: Sequence[int] | None,
+    top: int,
+    folder: Path | None,
+    options: dict,
+) -> ReferenceExamples:
+    """Per unit, the RelMax and ActMax inputs of finished scores, and their conditional heatmaps."""
     count = scores.relevance.shape[1]
     chosen = list(range(count)) if units is None else [int(u) for u in units]
     if any(not 0 <= u < count for u in chosen):
@@ -106,14 +135,17 @@ def reference_examples(
 
 
 def _call(model: torch.nn.Module, item: dict[str, torch.Tensor], options: dict) -> BoundCall:
-    args, kwargs = prepare_call(model, _plain(item))
+    """The traced call of one input."""
+    args, kwargs = prepare_call(model, _called(model, item))
     model_trace = traced(model, args, kwargs, options.get("cache_dir"), options.get("tracer", "auto"))
     return BoundCall(model_trace, model, args, kwargs)
 
 
-def _plain(item: dict[str, torch.Tensor]) -> Any:
-    """An item as explain takes it (an image's tensor itself)."""
-    return item[""] if set(item) == {""} else item
+def _called(model: torch.nn.Module, item: dict[str, torch.Tensor]) -> Any:
+    """One input as `explain_many` calls the model with it: an attention mask added for a model taking one, an
+    image's tensor itself."""
+    batch, _, _ = collate([item], 0, accepts(model, "attention_mask"))
+    return batch[""] if set(batch) == {""} else batch
 
 
 def _per_unit(value: torch.Tensor, how: str) -> torch.Tensor:
@@ -136,7 +168,7 @@ def _heatmaps(model, items, targets, rules, point, relmax, actmax, folder, optio
     for i, units in sorted(wanted.items()):
         missing = [u for u in units if (u, i) not in stored]
         if missing:
-            ex = explain(model, _plain(items[i]), targets[i], rules, conditions={point: [[u] for u in missing]},
+            ex = explain(model, _called(model, items[i]), targets[i], rules, conditions={point: [[u] for u in missing]},
                          **options)  # fmt: skip
             name = name or next(iter(ex.conditional))
             for k, u in enumerate(missing):
@@ -170,7 +202,7 @@ def _write_heatmaps(folder: Path | None, stored: dict[tuple[int, int], torch.Ten
     save_file(tensors, str(folder / HEATMAPS), metadata={"lrpgraph": json.dumps({"input": name})})
 
 
-class _Scores:
+class UnitScores:
     """Per input and unit: relevance and activation, and which inputs are done (read from and written to a folder)."""
 
     def __init__(self, count: int):
@@ -178,7 +210,7 @@ class _Scores:
         self.relevance = self.activation = torch.zeros(count, 0, dtype=torch.float64)
 
     @classmethod
-    def read(cls, folder: Path | None, count: int) -> _Scores:
+    def read(cls, folder: Path | None, count: int) -> UnitScores:
         scores = cls(count)
         if folder is None or not (folder / SCORES).exists():
             return scores

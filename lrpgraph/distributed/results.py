@@ -5,7 +5,8 @@ holds, so a batch explained twice (a worker died after writing it and the batch 
 own file instead of adding rows. Rerunning a job skips every index already written without an error.
 
 Columns: index, target (the class or token explained), tokens (input ids, when the input had them),
-`relevance.<input>` (flattened, float32) with `shape.<input>`, seed, input_total, absorbed (JSON: where the
+`relevance.<input>` (flattened, float32) with `shape.<input>`, `latent.<point>` (flattened, float64, for points
+given to `record=`) with `shape.latent.<point>`, seed, input_total, absorbed (JSON: where the
 rest of the seed went) and error (null, or why the input could not be explained).
 """
 
@@ -40,6 +41,9 @@ def row(index: int, ex: Explanation, inputs: dict[str, torch.Tensor]) -> dict[st
     for name, relevance in ex.relevance.items():
         values[f"relevance.{name}"] = relevance.detach().float().reshape(-1).tolist()
         values[f"shape.{name}"] = list(relevance.shape)
+    for point, relevance in ex.latent.items():  # record=: relevance at latent points, float64 (summed later)
+        values[f"latent.{point}"] = relevance.detach().double().reshape(-1).tolist()
+        values[f"shape.latent.{point}"] = list(relevance.shape)
     return values
 
 
@@ -98,8 +102,12 @@ def read_results(directory: str | os.PathLike) -> list[dict[str, Any]]:
                 continue
             names = [k.removeprefix("relevance.") for k, v in r.items() if k.startswith("relevance.") and v is not None]
             relevance = {name: torch.tensor(r[f"relevance.{name}"]).reshape(r[f"shape.{name}"]) for name in names}
-            plain = {k: v for k, v in r.items() if not k.startswith(("relevance.", "shape."))}
+            points = [k.removeprefix("latent.") for k, v in r.items() if k.startswith("latent.") and v is not None]
+            latent = {
+                p: torch.tensor(r[f"latent.{p}"], dtype=torch.float64).reshape(r[f"shape.latent.{p}"]) for p in points
+            }
+            plain = {k: v for k, v in r.items() if not k.startswith(("relevance.", "shape.", "latent."))}
             if plain.get("absorbed") is not None:
                 plain["absorbed"] = json.loads(plain["absorbed"])
-            rows[r["index"]] = {**plain, "relevance": relevance}
+            rows[r["index"]] = {**plain, "relevance": relevance, "latent": latent}
     return [rows[i] for i in sorted(rows)]
