@@ -171,6 +171,8 @@ def _views(ex: Any, tokens: Sequence[str] | None, sample: int) -> tuple[list[str
             views.append(("image", label, one))
         else:  # per token ([T], or [T, D] summed over features)
             scores = one.sum(-1) if one.dim() == 2 else one.reshape(-1)
+            if tokens is not None and len(tokens) < len(scores):  # a padded row: its real tokens only
+                scores = scores[: len(tokens)]
             names = list(tokens) if tokens is not None and len(tokens) == len(scores) else None
             views.append(("tokens", label, (names or [f"#{i} " for i in range(len(scores))], scores)))
     return notes, views

@@ -32,7 +32,14 @@ def names():
     paris, london, rome = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("paris", "london", "rome"))
     mask = torch.zeros_like(enc["input_ids"], dtype=torch.bool)
     mask[0, 2] = True
+    small = dict(vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                 num_attention_heads=2)  # fmt: skip
+    labels = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+    classifier = transformers.BertForSequenceClassification(transformers.BertConfig(**small, num_labels=2, **labels))
+    masked_lm = transformers.BertForMaskedLM(transformers.BertConfig(**small))
     return {
+        "classifier": classifier.eval(),
+        "masked_lm": masked_lm.eval(),
         "torch": torch,
         "lrpgraph": lrpgraph,
         "model": model,

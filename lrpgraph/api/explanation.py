@@ -119,6 +119,8 @@ class Explanation:
     combined: torch.Tensor | None = None
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    tokens: list[list[str]] | None = None  # each sample's tokens, where a pipeline or tokenizer made them
+    target_names: list[str] = field(default_factory=list)  # what each sample (or each of K maps) explains, by name
 
     @property
     def seed(self) -> torch.Tensor:
@@ -146,6 +148,8 @@ class Explanation:
 
         tokens: the input's token strings (for token ids); without them tokens are shown by position.
         """
+        if tokens is None and self.tokens is not None and sample < len(self.tokens):
+            tokens = self.tokens[sample]
         return show(self, tokens, sample)
 
     def _repr_html_(self) -> str:

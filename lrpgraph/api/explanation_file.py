@@ -36,6 +36,8 @@ def write(ex: Any, path: str | os.PathLike) -> Path:
         "absorbed": ex.conservation.absorbed,
         "fallbacks": ex.fallbacks,
         "stats": ex.stats,
+        "tokens": ex.tokens,
+        "target_names": ex.target_names,
     }
     try:
         metadata = {"lrpgraph": json.dumps(header)}
@@ -86,6 +88,8 @@ def read(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> 
         "combined": tensors.get("combined"),
         "fallbacks": meta["fallbacks"],
         "stats": meta["stats"],
+        "tokens": meta.get("tokens"),
+        "target_names": meta.get("target_names", []),
     }
     conservation = {
         "seed": tensors["conservation.seed"],

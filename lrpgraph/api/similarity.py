@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.transposed import TransposedWalker
 from .arguments import check_inputs, check_options, check_relevance
+from .pipelines import is_sentence_transformer, sentence_embedding, sentence_features
 from .seeds import mean_pool
 from .similarity_result import SimilarityExplanation
 
@@ -55,7 +56,8 @@ def explain_similarity(
     """Explain the similarity of each pair (a[p], b[p]) of embeddings token pair by token pair (BiLRP).
 
     a, b: the two sides' inputs, as `explain` takes them (a tokenizer output, a tensor, ...), with the same batch:
-        row p of a is compared with row p of b.
+        row p of a is compared with row p of b. For a sentence-transformers model, texts (its own tokenizer and
+        modules give the embedding).
     similarity: "cosine" (the norms held constant, as the papers do) or "dot".
     embed: `embed(output, inputs) -> [batch, D]`, a function linear in the explained output (a pooling: CLS,
         last token, a weighted mean). Default: a [batch, D] output is the embedding; token states (a HuggingFace
@@ -65,6 +67,18 @@ def explain_similarity(
     The other options are `explain`'s.
     """
     started = time.perf_counter()
+    if is_sentence_transformer(model):  # its own tokenizer and modules (pooling, normalise, dense): strings welcome
+        a, b = (sentence_features(model, x) if isinstance(x, (str, list, tuple)) else x for x in (a, b))
+        found = explain_similarity(
+            sentence_embedding(model), a, b, similarity=similarity, embed=embed, rules=rules, input=input,
+            output=output, fallback=fallback, memory_budget=memory_budget, dtype=dtype, strict=strict,
+            cache_dir=cache_dir, tracer=tracer,
+        )  # fmt: skip
+        found.tokens_a = [model.tokenizer.convert_ids_to_tokens(row[m.bool()].tolist()) for row, m in
+                          zip(a["input_ids"], a["attention_mask"], strict=True)]  # fmt: skip
+        found.tokens_b = [model.tokenizer.convert_ids_to_tokens(row[m.bool()].tolist()) for row, m in
+                          zip(b["input_ids"], b["attention_mask"], strict=True)]  # fmt: skip
+        return found
     if similarity not in SIMILARITIES:
         raise InputError(f"similarity must be one of {', '.join(SIMILARITIES)}, not {similarity!r}")
     if embed is not None and not callable(embed):

@@ -47,7 +47,9 @@ def _moment_input(node: fx.Node, relevant: set[fx.Node], depth: int = 0) -> fx.N
         return _moment_input(square, relevant, depth + 1)  # a mean of a statistic
     if not f.scale_chain:
         return None
-    operands = [n for n in node.args if isinstance(n, fx.Node) and n in relevant]
+    shape_only = set(f.shape_only)  # expand_as's `other`: its shape is read, not its value
+    named = normalised_args(node).items() if shape_only else enumerate(node.args)
+    operands = [n for k, n in named if isinstance(n, fx.Node) and n in relevant and k not in shape_only]
     found = {_moment_input(n, relevant, depth + 1) for n in operands}
     return found.pop() if len(found) == 1 and None not in found else None
 

@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", help=f"a local HuggingFace model folder (default: {DEFAULT_MODEL})")
     explain.add_argument("--rules", default="attnlrp", help="preset name or preset file (default: attnlrp)")
     explain.add_argument("--target", help="class id or label (classifiers), token id or token (causal LMs)")
+    explain.add_argument(
+        "--pipeline",
+        metavar="TASK",
+        help="explain through a transformers pipeline of this task built from --model (text-classification, "
+        "token-classification, fill-mask, feature-extraction: two texts)",
+    )
     explain.add_argument("--html", type=Path, help="also write an HTML heatmap to this file")
     explain.add_argument(
         "--colour",
@@ -214,6 +220,8 @@ def _explain(args: argparse.Namespace) -> int:
     say = _Say(args.quiet)
     _check_paths(args)
     rules = preset(args.rules)
+    if args.pipeline:
+        return _explain_pipeline(args, rules, say)
     info = _inspect(args.model)
     _check_for_model(args, info)
     tokenizer = _tokenizer(info)
@@ -230,6 +238,54 @@ def _explain(args: argparse.Namespace) -> int:
         return 0
     _explain_texts(args, tokenizer, model, info, rules, cache_dir, target)
     say("done")
+    return 0
+
+
+PIPELINE_TASKS = ("text-classification", "token-classification", "fill-mask", "feature-extraction")
+
+
+def _explain_pipeline(args: argparse.Namespace, rules, say) -> int:
+    """`--pipeline TASK`: the pipeline built from --model explains the text(s) in its own terms."""
+    from ..api.explain import explain
+    from ..viz import tokens_html, tokens_plain, tokens_terminal
+
+    if args.pipeline not in PIPELINE_TASKS:
+        raise CLIError(
+            f"--pipeline {args.pipeline!r} is not a task the command line explains", ", ".join(PIPELINE_TASKS)
+        )
+    if not args.model or args.file:
+        raise CLIError(
+            "--pipeline needs --model (a local folder) and texts", 'lrpgraph explain --pipeline TASK --model DIR "text"'
+        )
+    wanted = 2 if args.pipeline == "feature-extraction" else 1
+    if len(args.texts) != wanted:
+        raise CLIError(f"a {args.pipeline} pipeline explains {wanted} text(s); {len(args.texts)} given", "")
+    say(f"loading a {args.pipeline} pipeline from {args.model} …")
+    import transformers
+
+    pipe = transformers.pipeline(args.pipeline, model=args.model)
+    target = args.target if args.target is None or not args.target.isdigit() else int(args.target)
+    cache_dir = None if args.no_cache else args.cache_dir or _default_cache()
+    say(f"explaining with {rules.name} …")
+    if args.pipeline == "feature-extraction":
+        from ..viz import similarity_pairs_text
+
+        sim = explain(pipe, tuple(args.texts), rules=rules, cache_dir=cache_dir)
+        print(similarity_pairs_text(sim))
+        return 0
+    ex = explain(pipe, args.texts[0], target=target, rules=rules, cache_dir=cache_dir)
+    colour = args.colour == "always" or (args.colour == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    relevance = ex.relevance["input_ids"]
+    maps = relevance if relevance.dim() == 3 else relevance[None]
+    tokens = ex.tokens[0]
+    rows = []
+    for name, scores in zip(ex.target_names, maps[:, 0], strict=True):
+        scores = scores[: len(tokens)]
+        rows.append((name, tokens, scores))
+        shown = tokens_terminal(tokens, scores) if colour else tokens_plain(tokens, scores)
+        print(f"{args.pipeline}: {name} (±{scores.abs().max().item():.4g}): {shown}")
+    if args.html:
+        args.html.write_text(tokens_html(rows, title=f"{args.pipeline} — {rules.name}"))
     return 0
 
 

@@ -1,0 +1,287 @@
+"""The pipelines people already run: a transformers `Pipeline`, a sentence-transformers `SentenceTransformer` or
+`CrossEncoder`, explained as they are — their own tokenizer or processor, model and labels.
+
+`explain(pipe, inputs, target)` reads the pipeline's task: a classifier's target is a label name (default the
+predicted one), a token classifier explains each predicted entity (or a chosen token), fill-mask the predicted (or
+a given) token at the mask, text generation every generated token (`explain_generation`), feature extraction the
+similarity of two texts (`explain_similarity`), image classification a label of the image. The explanation
+carries the tokens and what each map explains (`Explanation.tokens`, `target_names`), so `show()` speaks the
+pipeline's language.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..errors import InputError, TargetError
+
+TASKS = (
+    "text-classification",
+    "token-classification",
+    "fill-mask",
+    "text-generation",
+    "feature-extraction",
+    "image-classification",
+)
+
+
+def is_pipeline(model: Any) -> bool:
+    """A transformers Pipeline (duck-typed: a task, a model and a preprocess step)."""
+    return not isinstance(model, torch.nn.Module) and all(hasattr(model, a) for a in ("task", "model", "preprocess"))
+
+
+def is_sentence_transformer(model: Any) -> bool:
+    """A sentence-transformers SentenceTransformer (tokenize, encode, and modules ending in a pooling)."""
+    return isinstance(model, torch.nn.Module) and hasattr(model, "tokenize") and hasattr(model, "encode")
+
+
+def is_cross_encoder(model: Any) -> bool:
+    """A sentence-transformers CrossEncoder (predict over text pairs, a classifier and its tokenizer inside)."""
+    has = all(hasattr(model, a) for a in ("predict", "tokenizer", "model"))
+    return has and not is_pipeline(model) and not hasattr(model, "encode")
+
+
+def explain_wrapped(model: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
+    """`explain` of a pipeline, a CrossEncoder or a SentenceTransformer."""
+    if is_pipeline(model):
+        return explain_pipeline(model, inputs, target, rules, options)
+    if is_cross_encoder(model):
+        return _cross_encoder(model, inputs, target, rules, options)
+    return _sentence_transformer(model, inputs, target, rules, options)
+
+
+class SentenceEmbedding(torch.nn.Module):
+    """A SentenceTransformer called on token tensors: its modules (transformer, pooling, normalise, dense) run as
+    they are, the sentence embedding [B, D] returned. Holds the user's model, never changes it."""
+
+    def __init__(self, sentence_transformer: torch.nn.Module):
+        super().__init__()
+        self.inner = sentence_transformer
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            features["token_type_ids"] = token_type_ids
+        return self.inner(features)["sentence_embedding"]
+
+
+_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def sentence_embedding(model: torch.nn.Module) -> SentenceEmbedding:
+    """The SentenceEmbedding of a SentenceTransformer, one per model (so that its trace is cached)."""
+    wrapped = _WRAPPED.get(model)
+    if wrapped is None:
+        wrapped = _WRAPPED[model] = SentenceEmbedding(model)
+    return wrapped
+
+
+def sentence_features(model: torch.nn.Module, texts: Any) -> dict[str, torch.Tensor]:
+    """A SentenceTransformer's own tokenisation of a text or texts."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError("a SentenceTransformer explains a text or a list of texts")
+    features = model.tokenize(texts)
+    return {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def _sentence_transformer(model: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
+    """Each text's relevance for its embedding's similarity to a query (a text: cosine, the norms constant), or
+    any target `explain` takes on the embedding [B, D] (a seed tensor or function)."""
+    from .explain import explain
+
+    enc = sentence_features(model, inputs)
+    if isinstance(target, str):
+        with torch.no_grad():
+            query = sentence_embedding(model)(**sentence_features(model, [target]))[0]
+
+        def target(e: torch.Tensor, q: torch.Tensor = query) -> torch.Tensor:
+            return e * q / (e.norm(dim=-1, keepdim=True) * q.norm())
+
+    elif target is None:
+        raise TargetError(
+            "explain a SentenceTransformer against a query text (target='…') or with a seed of the embedding"
+        )
+    ex = explain(sentence_embedding(model), enc, target=target, rules=rules, **options)
+    return _named(ex, _tokens(model, enc), [])
+
+
+def _cross_encoder(model: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
+    """A CrossEncoder's score of (query, document) pairs, explained like a classifier's logit."""
+    from .explain import explain
+
+    pairs = [inputs] if isinstance(inputs, tuple) else list(inputs)
+    if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+        raise InputError("a CrossEncoder explains a (query, document) pair or a list of them")
+    enc = dict(
+        model.tokenizer(
+            [p[0] for p in pairs], [p[1] for p in pairs], padding=True, truncation=True, return_tensors="pt"
+        )
+    )
+    inner = model.model
+    if target is None and getattr(inner.config, "num_labels", 1) == 1:
+        target = 0
+    ex = explain(inner, enc, target=_label_ids(inner, target, len(pairs)), rules=rules, **options)
+    return _named(ex, _tokens(model, enc), _label_names(inner, ex))
+
+
+def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
+    """`explain` of a pipeline: the task's inputs and targets, the pipeline's own preprocessing."""
+    from .explain import explain
+
+    task, model = pipe.task, pipe.model
+    if task not in TASKS:
+        raise InputError(f"lrpgraph does not explain the pipeline task {task!r}; it explains: {', '.join(TASKS)}")
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(
+            f"the pipeline's model is a {type(model).__name__}, not a torch module: lrpgraph explains torch"
+        )
+    if task == "text-generation":
+        from .generation import explain_generation
+
+        if not isinstance(inputs, str):
+            raise InputError("a text-generation pipeline explains one prompt (a string)")
+        return explain_generation(model, pipe.tokenizer, inputs, rules=rules, **options)
+    if task == "feature-extraction":
+        from .similarity import explain_similarity
+
+        a, b = _pair(inputs)
+        sim = explain_similarity(model, _encoded(pipe, [a]), _encoded(pipe, [b]), rules=rules, **options)
+        sim.tokens_a, sim.tokens_b = _tokens(pipe, _encoded(pipe, [a])), _tokens(pipe, _encoded(pipe, [b]))
+        return sim
+    if task == "image-classification":
+        images = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        pixels = pipe.image_processor(images, return_tensors="pt")["pixel_values"]
+        ids = _label_ids(model, target, len(images))
+        ex = explain(model, pixels, target=ids, rules=rules, **options)
+        return _named(ex, None, _label_names(model, ex))
+    texts = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError(f"a {task} pipeline explains a text or a list of texts, not {type(inputs).__name__}")
+    enc = _encoded(pipe, texts)
+    tokens = _tokens(pipe, enc)
+    if task == "text-classification":
+        ex = explain(model, enc, target=_label_ids(model, target, len(texts)), rules=rules, **options)
+        return _named(ex, tokens, _label_names(model, ex))
+    if len(texts) != 1:
+        raise InputError(f"a {task} pipeline is explained one text at a time")
+    if task == "fill-mask":
+        return _fill_mask(pipe, enc, tokens, target, rules, options)
+    return _token_classification(pipe, enc, tokens, target, rules, options)
+
+
+def _pair(inputs: Any) -> tuple[str, str]:
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 2 and all(isinstance(t, str) for t in inputs):
+        return inputs[0], inputs[1]
+    raise InputError("a feature-extraction pipeline explains the similarity of two texts: pass (text_a, text_b)")
+
+
+def _encoded(pipe: Any, texts: list[str]) -> dict[str, torch.Tensor]:
+    return dict(pipe.tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
+
+
+def _tokens(pipe: Any, enc: dict[str, torch.Tensor]) -> list[list[str]]:
+    mask = enc.get("attention_mask")
+    rows = []
+    for b, ids in enumerate(enc["input_ids"]):
+        length = int(mask[b].sum()) if mask is not None else len(ids)
+        rows.append(pipe.tokenizer.convert_ids_to_tokens(ids[:length].tolist()))
+    return rows
+
+
+def _label_ids(model: torch.nn.Module, target: Any, count: int) -> Any:
+    """A label name (or one per input) as class ids; ids and None pass through."""
+    if target is None or (isinstance(target, int) and not isinstance(target, bool)):
+        return target
+    names = [target] * count if isinstance(target, str) else list(target) if isinstance(target, Sequence) else None
+    if names is None or len(names) != count:
+        raise TargetError(f"target must be a label name (or one per input), a class id or None, not {target!r}")
+    return torch.tensor([_label_id(model, n) for n in names])
+
+
+def _label_id(model: torch.nn.Module, name: Any) -> int:
+    if isinstance(name, int) and not isinstance(name, bool):
+        return name
+    labels = dict(getattr(model.config, "label2id", {}) or {})
+    if name in labels:
+        return int(labels[name])
+    close = difflib.get_close_matches(str(name), list(labels), n=1)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    raise TargetError(f"the model has no label {name!r}{guess} Its labels: {', '.join(labels)}")
+
+
+def _label_names(model: torch.nn.Module, ex: Any) -> list[str]:
+    """The label each sample's map explains, by name."""
+    id2label = getattr(model.config, "id2label", {}) or {}
+    seed = ex.seed
+    ids = seed.reshape(seed.shape[0], -1).abs().argmax(-1).tolist()
+    return [str(id2label.get(i, i)) for i in ids]
+
+
+def _named(ex: Any, tokens: list[list[str]] | None, names: list[str]) -> Any:
+    return dataclasses.replace(ex, tokens=tokens, target_names=names)
+
+
+def _fill_mask(pipe: Any, enc: dict, tokens: list[list[str]], target: Any, rules: Any, options: dict) -> Any:
+    from .explain import explain
+
+    mask_id = pipe.tokenizer.mask_token_id
+    positions = (enc["input_ids"][0] == mask_id).nonzero().flatten().tolist()
+    if len(positions) != 1:
+        raise InputError(f"a fill-mask input holds one {pipe.tokenizer.mask_token} token, this one {len(positions)}")
+    position = positions[0]
+    if target is None:
+        with torch.no_grad():
+            token = int(pipe.model(**enc).logits[0, position].argmax())
+    elif isinstance(target, str):
+        ids = pipe.tokenizer.convert_tokens_to_ids([target])
+        if ids[0] == pipe.tokenizer.unk_token_id:
+            raise TargetError(f"{target!r} is not one token of the vocabulary: pass a token (as tokenize() writes it)")
+        token = ids[0]
+    else:
+        token = int(target)
+    ex = explain(pipe.model, enc, target=(0, position, token), rules=rules, **options)
+    word = pipe.tokenizer.convert_ids_to_tokens([token])[0]
+    return _named(ex, tokens, [f"{word!r} at {pipe.tokenizer.mask_token} (position {position})"])
+
+
+def _token_classification(pipe: Any, enc: dict, tokens: list[list[str]], target: Any, rules: Any, options: dict):
+    """Each predicted entity (a token whose predicted label is not the outside label), as K maps; or a chosen token
+    (a position, or (position, label))."""
+    from .explain import explain
+    from .targets import Targets
+
+    model = pipe.model
+    with torch.no_grad():
+        predicted = model(**enc).logits[0].argmax(-1).tolist()
+    id2label = getattr(model.config, "id2label", {}) or {}
+    special = set(pipe.tokenizer.all_special_ids)
+    ids = enc["input_ids"][0].tolist()
+    if target is None:
+        chosen = [
+            (t, predicted[t])
+            for t in range(len(ids))
+            if ids[t] not in special and id2label.get(predicted[t], "O") != "O"
+        ]
+        if not chosen:
+            raise TargetError("the model predicts no entity in this text: pass target=position to explain a token")
+    elif isinstance(target, int) and not isinstance(target, bool):
+        chosen = [(target, predicted[target])]
+    elif isinstance(target, tuple) and len(target) == 2:
+        chosen = [(int(target[0]), _label_id(model, target[1]))]
+    else:
+        raise TargetError(
+            f"target must be None (each predicted entity), a position or (position, label), not {target!r}"
+        )
+    for position, _ in chosen:
+        if not 0 <= position < len(ids):
+            raise TargetError(f"position {position} is outside the text's {len(ids)} tokens")
+    ex = explain(model, enc, target=Targets([(0, t, c) for t, c in chosen]), rules=rules, **options)
+    names = [f"{tokens[0][t]} (position {t}): {id2label.get(c, c)}" for t, c in chosen]
+    return _named(ex, tokens, names)
