@@ -176,7 +176,7 @@ def test_model_unchanged_after_a_good_call():
         ({"target": 1, "rules": {"rules": {"convolution": "epsilon"}}}, lrpgraph.RuleSetError, "op class"),
         ({"target": 1, "rules": {"params": {"gama": 0.3}}}, lrpgraph.RuleSetError, "unknown parameter"),
         ({"target": 1, "output": "pooled"}, lrpgraph.InputError, "no floating-point output"),
-        ({"target": 1, "record": ["net.99"]}, lrpgraph.InputError, "not a module"),
+        ({"target": 1, "record": ["net.99"]}, lrpgraph.InputError, "not a point of the traced model"),
         ({"target": 1, "fallback": "magic"}, ValueError, "fallback"),
     ],
 )
