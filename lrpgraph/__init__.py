@@ -14,11 +14,11 @@ import sys
 
 from . import integrations, viz
 from .api import seeds
-from .api.explain import explain
 from .api.explanation import Conservation, Explanation, load
 from .api.generation import Generation, explain_generation
 from .api.many import ExplainManyError, explain_many
 from .api.patching import Patching, activation_patching, attribution_patching, relevance_patching
+from .api.pipelines import explain
 from .api.reference import ReferenceExamples, reference_examples
 from .api.similarity import explain_similarity
 from .api.similarity_result import SimilarityExplanation

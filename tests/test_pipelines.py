@@ -167,3 +167,32 @@ def test_the_command_line_explains_through_a_pipeline(tokenizer, tmp_path, capsy
     assert out.startswith("text-classification: POSITIVE (±") and "good[" in out and "[CLS][" in out
     assert cli.main(["explain", "x", "--pipeline", "summarization", "--model", str(tmp_path)]) == 1
     assert "not a task the command line explains" in capsys.readouterr().err
+
+
+def test_text_generation_is_explain_generation(tokenizer):
+    torch.manual_seed(6)
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None  # random weights: every step generates
+    pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    gen = lrpgraph.explain(pipe, "the cat sat", rules="attnlrp")
+    by_hand = lrpgraph.explain_generation(model, tokenizer, "the cat sat", rules="attnlrp")
+    assert gen.generated_tokens == by_hand.generated_tokens and torch.equal(gen.relevance, by_hand.relevance)
+
+
+class _NotTorch:
+    """A pipeline whose model is not a torch module (a TensorFlow or JAX one)."""
+
+    task = "text-classification"
+    model = object()
+
+    def preprocess(self, inputs):
+        return inputs
+
+
+def test_a_pipeline_whose_model_is_not_torch_is_an_error():
+    with pytest.raises(lrpgraph.InputError, match="not a torch module"):
+        lrpgraph.explain(_NotTorch(), "a text")

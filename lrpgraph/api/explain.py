@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +31,6 @@ from .arguments import (
 )
 from .assemble import Walked, assemble
 from .explanation import Explanation
-from .pipelines import is_cross_encoder, is_pipeline, is_sentence_transformer
 from .targets import Target, last_real_positions, seed_rows, seeds
 
 
@@ -85,13 +83,6 @@ def explain(
     tracer: "auto" (torch.export; a model it cannot trace is recorded per call instead, said once), "export"
         (an export failure is an error) or "record" (the ops this call runs, valid for this input only).
     """
-    if is_pipeline(model) or is_cross_encoder(model) or is_sentence_transformer(model):
-        from .pipelines import explain_wrapped
-
-        given = dict(output=output, record=record, conditions=conditions, rho=rho, fallback=fallback,
-                     memory_budget=memory_budget, offload=offload, dtype=dtype, contrastive=contrastive, strict=strict,
-                     cache_dir=cache_dir, tracer=tracer)  # fmt: skip
-        return explain_wrapped(model, inputs, target, rules, {k: v for k, v in given.items() if v != DEFAULTS[k]})
     started = time.perf_counter()
     with without_autocast():
         check_options(memory_budget, offload, dtype, fallback, contrastive, strict, record)
@@ -126,6 +117,3 @@ def explain(
         if rho:
             walked.rho = modified_gradients(plan, call.value_of, seed, recorded)
         return assemble(walked, started)
-
-
-DEFAULTS = {name: p.default for name, p in inspect.signature(explain).parameters.items() if p.kind == p.KEYWORD_ONLY}

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import weakref
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..errors import InputError, TargetError
+from .explain import explain as explain_model
+from .generation import explain_generation
+from .similarity import explain_similarity
+from .targets import Targets
+from .wrappers import is_cross_encoder, is_pipeline, is_sentence_transformer, sentence_embedding, sentence_features
 
 TASKS = (
     "text-classification",
@@ -31,20 +36,13 @@ TASKS = (
 )
 
 
-def is_pipeline(model: Any) -> bool:
-    """A transformers Pipeline (duck-typed: a task, a model and a preprocess step)."""
-    return not isinstance(model, torch.nn.Module) and all(hasattr(model, a) for a in ("task", "model", "preprocess"))
-
-
-def is_sentence_transformer(model: Any) -> bool:
-    """A sentence-transformers SentenceTransformer (tokenize, encode, and modules ending in a pooling)."""
-    return isinstance(model, torch.nn.Module) and hasattr(model, "tokenize") and hasattr(model, "encode")
-
-
-def is_cross_encoder(model: Any) -> bool:
-    """A sentence-transformers CrossEncoder (predict over text pairs, a classifier and its tokenizer inside)."""
-    has = all(hasattr(model, a) for a in ("predict", "tokenizer", "model"))
-    return has and not is_pipeline(model) and not hasattr(model, "encode")
+@functools.wraps(explain_model)
+def explain(model: Any, inputs: Any, target: Any = None, rules: Any = "epsilon", **options: Any) -> Any:
+    """`lrpgraph.explain`: a torch model, or a pipeline around one (a transformers Pipeline, a SentenceTransformer,
+    a CrossEncoder), explained in the pipeline's terms."""
+    if is_pipeline(model) or is_cross_encoder(model) or is_sentence_transformer(model):
+        return explain_wrapped(model, inputs, target, rules, options)
+    return explain_model(model, inputs, target, rules, **options)
 
 
 def explain_wrapped(model: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
@@ -56,45 +54,9 @@ def explain_wrapped(model: Any, inputs: Any, target: Any, rules: Any, options: d
     return _sentence_transformer(model, inputs, target, rules, options)
 
 
-class SentenceEmbedding(torch.nn.Module):
-    """A SentenceTransformer called on token tensors: its modules (transformer, pooling, normalise, dense) run as
-    they are, the sentence embedding [B, D] returned. Holds the user's model, never changes it."""
-
-    def __init__(self, sentence_transformer: torch.nn.Module):
-        super().__init__()
-        self.inner = sentence_transformer
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            features["token_type_ids"] = token_type_ids
-        return self.inner(features)["sentence_embedding"]
-
-
-_WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def sentence_embedding(model: torch.nn.Module) -> SentenceEmbedding:
-    """The SentenceEmbedding of a SentenceTransformer, one per model (so that its trace is cached)."""
-    wrapped = _WRAPPED.get(model)
-    if wrapped is None:
-        wrapped = _WRAPPED[model] = SentenceEmbedding(model)
-    return wrapped
-
-
-def sentence_features(model: torch.nn.Module, texts: Any) -> dict[str, torch.Tensor]:
-    """A SentenceTransformer's own tokenisation of a text or texts."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise InputError("a SentenceTransformer explains a text or a list of texts")
-    features = model.tokenize(texts)
-    return {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-
-
 def _sentence_transformer(model: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
     """Each text's relevance for its embedding's similarity to a query (a text: cosine, the norms constant), or
     any target `explain` takes on the embedding [B, D] (a seed tensor or function)."""
-    from .explain import explain
 
     enc = sentence_features(model, inputs)
     if isinstance(target, str):
@@ -108,13 +70,12 @@ def _sentence_transformer(model: Any, inputs: Any, target: Any, rules: Any, opti
         raise TargetError(
             "explain a SentenceTransformer against a query text (target='…') or with a seed of the embedding"
         )
-    ex = explain(sentence_embedding(model), enc, target=target, rules=rules, **options)
+    ex = explain_model(sentence_embedding(model), enc, target=target, rules=rules, **options)
     return _named(ex, _tokens(model, enc), [])
 
 
 def _cross_encoder(model: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
     """A CrossEncoder's score of (query, document) pairs, explained like a classifier's logit."""
-    from .explain import explain
 
     pairs = [inputs] if isinstance(inputs, tuple) else list(inputs)
     if not pairs or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
@@ -127,13 +88,12 @@ def _cross_encoder(model: Any, inputs: Any, target: Any, rules: Any, options: di
     inner = model.model
     if target is None and getattr(inner.config, "num_labels", 1) == 1:
         target = 0
-    ex = explain(inner, enc, target=_label_ids(inner, target, len(pairs)), rules=rules, **options)
+    ex = explain_model(inner, enc, target=_label_ids(inner, target, len(pairs)), rules=rules, **options)
     return _named(ex, _tokens(model, enc), _label_names(inner, ex))
 
 
 def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
     """`explain` of a pipeline: the task's inputs and targets, the pipeline's own preprocessing."""
-    from .explain import explain
 
     task, model = pipe.task, pipe.model
     if task not in TASKS:
@@ -143,14 +103,10 @@ def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: d
             f"the pipeline's model is a {type(model).__name__}, not a torch module: lrpgraph explains torch"
         )
     if task == "text-generation":
-        from .generation import explain_generation
-
         if not isinstance(inputs, str):
             raise InputError("a text-generation pipeline explains one prompt (a string)")
         return explain_generation(model, pipe.tokenizer, inputs, rules=rules, **options)
     if task == "feature-extraction":
-        from .similarity import explain_similarity
-
         a, b = _pair(inputs)
         sim = explain_similarity(model, _encoded(pipe, [a]), _encoded(pipe, [b]), rules=rules, **options)
         sim.tokens_a, sim.tokens_b = _tokens(pipe, _encoded(pipe, [a])), _tokens(pipe, _encoded(pipe, [b]))
@@ -159,7 +115,7 @@ def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: d
         images = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         pixels = pipe.image_processor(images, return_tensors="pt")["pixel_values"]
         ids = _label_ids(model, target, len(images))
-        ex = explain(model, pixels, target=ids, rules=rules, **options)
+        ex = explain_model(model, pixels, target=ids, rules=rules, **options)
         return _named(ex, None, _label_names(model, ex))
     texts = [inputs] if isinstance(inputs, str) else list(inputs)
     if not texts or not all(isinstance(t, str) for t in texts):
@@ -167,7 +123,7 @@ def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: d
     enc = _encoded(pipe, texts)
     tokens = _tokens(pipe, enc)
     if task == "text-classification":
-        ex = explain(model, enc, target=_label_ids(model, target, len(texts)), rules=rules, **options)
+        ex = explain_model(model, enc, target=_label_ids(model, target, len(texts)), rules=rules, **options)
         return _named(ex, tokens, _label_names(model, ex))
     if len(texts) != 1:
         raise InputError(f"a {task} pipeline is explained one text at a time")
@@ -229,7 +185,6 @@ def _named(ex: Any, tokens: list[list[str]] | None, names: list[str]) -> Any:
 
 
 def _fill_mask(pipe: Any, enc: dict, tokens: list[list[str]], target: Any, rules: Any, options: dict) -> Any:
-    from .explain import explain
 
     mask_id = pipe.tokenizer.mask_token_id
     positions = (enc["input_ids"][0] == mask_id).nonzero().flatten().tolist()
@@ -246,7 +201,7 @@ def _fill_mask(pipe: Any, enc: dict, tokens: list[list[str]], target: Any, rules
         token = ids[0]
     else:
         token = int(target)
-    ex = explain(pipe.model, enc, target=(0, position, token), rules=rules, **options)
+    ex = explain_model(pipe.model, enc, target=(0, position, token), rules=rules, **options)
     word = pipe.tokenizer.convert_ids_to_tokens([token])[0]
     return _named(ex, tokens, [f"{word!r} at {pipe.tokenizer.mask_token} (position {position})"])
 
@@ -254,8 +209,6 @@ def _fill_mask(pipe: Any, enc: dict, tokens: list[list[str]], target: Any, rules
 def _token_classification(pipe: Any, enc: dict, tokens: list[list[str]], target: Any, rules: Any, options: dict):
     """Each predicted entity (a token whose predicted label is not the outside label), as K maps; or a chosen token
     (a position, or (position, label))."""
-    from .explain import explain
-    from .targets import Targets
 
     model = pipe.model
     with torch.no_grad():
@@ -282,6 +235,6 @@ def _token_classification(pipe: Any, enc: dict, tokens: list[list[str]], target:
     for position, _ in chosen:
         if not 0 <= position < len(ids):
             raise TargetError(f"position {position} is outside the text's {len(ids)} tokens")
-    ex = explain(model, enc, target=Targets([(0, t, c) for t, c in chosen]), rules=rules, **options)
+    ex = explain_model(model, enc, target=Targets([(0, t, c) for t, c in chosen]), rules=rules, **options)
     names = [f"{tokens[0][t]} (position {t}): {id2label.get(c, c)}" for t, c in chosen]
     return _named(ex, tokens, names)

@@ -28,9 +28,9 @@ from ..errors import InputError
 from ..presets.ruleset import RuleSet, resolve
 from ..propagate.transposed import TransposedWalker
 from .arguments import check_inputs, check_options, check_relevance
-from .pipelines import is_sentence_transformer, sentence_embedding, sentence_features
 from .seeds import mean_pool
 from .similarity_result import SimilarityExplanation
+from .wrappers import is_sentence_transformer, sentence_embedding, sentence_features
 
 Embed = Callable[[torch.Tensor, Any], torch.Tensor]
 SIMILARITIES = ("cosine", "dot")

@@ -246,7 +246,7 @@ PIPELINE_TASKS = ("text-classification", "token-classification", "fill-mask", "f
 
 def _explain_pipeline(args: argparse.Namespace, rules, say) -> int:
     """`--pipeline TASK`: the pipeline built from --model explains the text(s) in its own terms."""
-    from ..api.explain import explain
+    from ..api.pipelines import explain
     from ..viz import tokens_html, tokens_plain, tokens_terminal
 
     if args.pipeline not in PIPELINE_TASKS:
