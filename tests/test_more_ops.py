@@ -326,3 +326,55 @@ def test_a_bias_that_carries_relevance_gets_its_share_of_a_matrix_product():
     bias_share = [n for n in ex.stats["absorbed_by_node"] if n["op"] == "aten.baddbmm.default"]
     seed = abs(ex.conservation.seed.sum().item())
     assert not bias_share or abs(bias_share[0]["absorbed"]) < 1e-3 * seed  # before: the bias's share was kept there
+
+
+class _HandNorm(torch.nn.Module):
+    """A layer norm written out with var or std (the statistic centres x itself), or the fused one."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.head = torch.nn.Linear(6, 6).double(), torch.nn.Linear(6, 3).double()
+        self.norm = torch.nn.LayerNorm(6, elementwise_affine=False, eps=1e-5).double()
+        self.how = how
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.how == "fused":
+            return self.head(self.norm(h))
+        if self.how == "var":
+            scale = torch.sqrt(h.var(-1, keepdim=True, unbiased=False) + 1e-5)
+        else:
+            scale = h.std(-1, keepdim=True, unbiased=False) + 1e-5
+        return self.head((h - h.mean(-1, keepdim=True)) / scale)
+
+
+@pytest.mark.parametrize("how", ["var", "std"])
+def test_a_layer_norm_written_with_var_or_std_holds_its_scale(how):
+    """(x − μ)/sqrt(var(x) + ε): var centres x itself, so the pass must match the numerator's minuend to the
+    statistic's input; the scale is then constant, as in the fused layer norm (which splits the centring by its own
+    epsilon rule: 1e-4 apart here, where a scale carrying relevance would be O(1) apart)."""
+    x = torch.randn(3, 6, dtype=torch.float64)
+    written = lrpgraph.explain(_HandNorm(how).eval(), x, target=1, rules="attnlrp").relevance["x"]
+    fused = lrpgraph.explain(_HandNorm("fused").eval(), x, target=1, rules="attnlrp").relevance["x"]
+    assert (written - fused).abs().max() <= 1e-3 * fused.abs().max()
+    assert lrpgraph.verify(_HandNorm(how).eval(), x, target=1, rules="attnlrp").ok
+
+
+def test_where_with_a_scalar_side_books_what_reaches_the_constant():
+    class Clipped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(1)
+            self.lin, self.head = torch.nn.Linear(6, 6).double(), torch.nn.Linear(6, 2).double()
+
+        def forward(self, x):
+            h = self.lin(x)
+            return self.head(torch.where(h > 0, h, 0.5))
+
+    x = torch.randn(2, 6, dtype=torch.float64)
+    ex = lrpgraph.explain(Clipped().eval(), x, target=0, rules="epsilon")
+    parts = ex.conservation.where_it_went()  # the inputs and every booked absorption: they sum to the seed
+    assert ex.stats["absorbed_by_rule"]["rules at reindex:exact"] != 0.0  # what reached the 0.5s is booked
+    assert sum(parts.values()) == pytest.approx(float(ex.seed.sum()), rel=1e-12, abs=1e-14)
+    assert lrpgraph.verify(Clipped().eval(), x, target=0, rules="epsilon").ok

@@ -76,7 +76,10 @@ def _same_base(moment_input: fx.Node, numerator: fx.Node) -> bool:
         return True
     # (x − μ) / sqrt(mean((x − μ)²)) where the numerator is x − μ computed again, or x itself
     centred = _minuend(source)
-    return centred is not None and (_base(centred) is target or _base(_minuend(target)) is _base(centred))
+    if centred is not None and (_base(centred) is target or _base(_minuend(target)) is _base(centred)):
+        return True
+    # (x − μ) / sqrt(var(x) + ε): the statistic centres x itself (var, std), the numerator is x − μ
+    return _base(_minuend(target)) is source
 
 
 def _minuend(node) -> fx.Node | None:

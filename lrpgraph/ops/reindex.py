@@ -357,6 +357,10 @@ register_ops(ReindexAdapter(_flip), aten.flip.default)
 register_ops(ReindexAdapter(_pad, conserving=False), aten.constant_pad_nd.default)
 register_ops(ReindexAdapter(_pad_any_mode, conserving=False), aten.pad.default)
 register_ops(ReindexAdapter(_where, always=("condition",)), aten.where.self)
+# a scalar side is a constant: what reaches its positions stays there (booked, not passed on)
+register_ops(
+    ReindexAdapter(_where, always=("condition",), conserving=False), aten.where.ScalarOther, aten.where.ScalarSelf
+)
 register_ops(
     ReindexAdapter(_masked_fill, always=("mask",), conserving=False), aten.masked_fill.Scalar, aten.masked_fill.Tensor
 )
