@@ -6,7 +6,8 @@ makes it functional by tracing it again, which costs more than the export itself
 decomposition only in a few value-preserving spellings, rewritten here: `.to(...)` becomes `_to_copy` and
 eval-mode `batch_norm` becomes `_native_batch_norm_legit_no_training`. (Eval-mode dropout stays: an
 identity, but some methods treat the authors' dropout modules specially.) A softmax written out as
-`exp(x - logsumexp(x))` (Reformer) becomes `softmax(x)`, the same values, so the softmax rule applies.
+`exp(x - logsumexp(x))` (Reformer) becomes `softmax(x)`, the same values, so the softmax rule applies; an einsum
+of three or more operands becomes two-operand einsums contracted left to right, each of which has a rule.
 Graphs with in-place ops or higher-order ops are decomposed by torch as before.
 """
 
@@ -64,6 +65,8 @@ def canonicalise(gm: fx.GraphModule) -> None:
             _as_inference_batch_norm(graph, node)
         elif node.target is aten.exp.default:
             _as_softmax(graph, node)
+        elif node.target is aten.einsum.default:
+            _as_pairwise_einsums(graph, node)
 
 
 def _as_copy(graph: fx.Graph, node: fx.Node) -> bool:
@@ -118,3 +121,38 @@ def _as_softmax(graph: fx.Graph, node: fx.Node) -> bool:
     node.replace_all_uses_with(softmax)
     graph.erase_node(node)
     return True
+
+
+def _as_pairwise_einsums(graph: fx.Graph, node: fx.Node) -> bool:
+    """einsum("ab,bc,cd->ad", x, y, z) → einsum("ac,cd->ad", einsum("ab,bc->ac", x, y), z): each intermediate keeps
+    the indices a later operand or the output still names. Equations with '...' are left as they are."""
+    equation, operands = node.args[0], list(node.args[1])
+    if len(operands) < 3 or "..." in equation or not all(isinstance(o, fx.Node) for o in operands):
+        return False
+    inputs, arrow, output = equation.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if not arrow:  # implicit output: the indices named once, sorted
+        output = "".join(sorted(c for c in set(inputs) - {","} if inputs.count(c) == 1))
+    current, value = terms[0], operands[0]
+    with graph.inserting_before(node):
+        for i in range(1, len(terms)):
+            later = set("".join(terms[i + 1 :])) | set(output)
+            seen = dict.fromkeys(current + terms[i])
+            result = output if i == len(terms) - 1 else "".join(c for c in seen if c in later)
+            value = _fake_call(
+                graph, aten.einsum.default, (f"{current},{terms[i]}->{result}", [value, operands[i]]), node
+            )
+            current = result
+    node.replace_all_uses_with(value)
+    graph.erase_node(node)
+    return True
+
+
+def _fake_call(graph: fx.Graph, target, args: tuple, like: fx.Node) -> fx.Node:
+    """target(*args) added to the graph, its fake value computed in `like`'s fake mode, `like`'s other meta kept."""
+    made = graph.call_function(target, args)
+    fake = fx.node.map_arg(args, lambda n: n.meta["val"])
+    with like.meta["val"].fake_mode:
+        val = target(*fake)
+    made.meta = {**without_cached_args(like.meta), "val": val}
+    return made

@@ -6,7 +6,8 @@ One relevant operand with a constant one (a weight, a table): a layer, linear in
 (op class "linear": epsilon, gamma, …). One operand: a permutation or broadcast moves relevance
 exactly ("reindex"); one that sums over an index is a sum ("sum"). The adjoints are einsums too;
 an index only the relevant operand has (summed there alone) is broadcast back. Repeated indices in
-one operand (diagonals) and more than two operands have no rule.
+one operand (diagonals) have no rule; more than two operands arrive split into two-operand einsums
+(`capture/canonical.py`), except in an equation with '...', which has none.
 """
 
 from __future__ import annotations
