@@ -378,3 +378,28 @@ def test_where_with_a_scalar_side_books_what_reaches_the_constant():
     assert ex.stats["absorbed_by_rule"]["rules at reindex:exact"] != 0.0  # what reached the 0.5s is booked
     assert sum(parts.values()) == pytest.approx(float(ex.seed.sum()), rel=1e-12, abs=1e-14)
     assert lrpgraph.verify(Clipped().eval(), x, target=0, rules="epsilon").ok
+
+
+class _Broadcast(torch.nn.Module):
+    """h + h[:, :1], broadcast by torch.broadcast_tensors first, or by the add itself."""
+
+    def __init__(self, explicit: bool):
+        super().__init__()
+        torch.manual_seed(2)
+        self.lin, self.head = torch.nn.Linear(6, 6).double(), torch.nn.Linear(6, 2).double()
+        self.explicit = explicit
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.explicit:
+            a, b = torch.broadcast_tensors(h, h[:, :1])
+            return self.head(a + b)
+        return self.head(h + h[:, :1])
+
+
+def test_broadcast_tensors_sums_each_copy_back():
+    x = torch.randn(3, 6, dtype=torch.float64)
+    explicit = lrpgraph.explain(_Broadcast(True).eval(), x, target=1, rules="epsilon").relevance["x"]
+    implicit = lrpgraph.explain(_Broadcast(False).eval(), x, target=1, rules="epsilon").relevance["x"]
+    torch.testing.assert_close(explicit, implicit, rtol=1e-12, atol=1e-14)
+    assert lrpgraph.verify(_Broadcast(True).eval(), x, target=1, rules="epsilon").ok

@@ -143,6 +143,11 @@ def _stack(R, a):
     return {"tensors": list(R.unbind(a.get("dim", 0)))}
 
 
+def _broadcast_tensors(R, a):
+    """Each broadcast copy's relevance summed back over the dims it was broadcast along."""
+    return {"tensors": [None if r is None else unbroadcast(r, t.shape) for r, t in zip(R, a["tensors"], strict=True)]}
+
+
 def _split(R, a):
     x, dim = a["self"], a.get("dim", 0)
     sizes = _split_sizes(x.shape[dim], a)
@@ -350,6 +355,7 @@ register_ops(ReindexAdapter(_chunk), aten.chunk.default)
 register_ops(ReindexAdapter(_dropout), aten.dropout.default)
 register_ops(ReindexAdapter(_numpy_t), aten.numpy_T.default)
 register_ops(ReindexAdapter(_unbind), aten.unbind.int)
+register_ops(ReindexAdapter(_broadcast_tensors), aten.broadcast_tensors.default)
 register_ops(ReindexAdapter(_getitem, lead_free=True), operator.getitem, scale_chain=True)
 register_ops(ReindexAdapter(_gather, always=("index",)), aten.gather.default, gather="index")
 register_ops(ReindexAdapter(_roll), aten.roll.default)
