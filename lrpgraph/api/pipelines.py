@@ -24,7 +24,14 @@ from .explain import explain as explain_model
 from .generation import explain_generation
 from .similarity import explain_similarity
 from .targets import Targets
-from .wrappers import is_cross_encoder, is_pipeline, is_sentence_transformer, sentence_embedding, sentence_features
+from .wrappers import (
+    is_cross_encoder,
+    is_pipeline,
+    is_sentence_transformer,
+    sentence_embedding,
+    sentence_features,
+    tokens_of,
+)
 
 TASKS = (
     "text-classification",
@@ -71,7 +78,7 @@ def _sentence_transformer(model: Any, inputs: Any, target: Any, rules: Any, opti
             "explain a SentenceTransformer against a query text (target='…') or with a seed of the embedding"
         )
     ex = explain_model(sentence_embedding(model), enc, target=target, rules=rules, **options)
-    return _named(ex, _tokens(model, enc), [])
+    return _named(ex, tokens_of(model, enc), [])
 
 
 def _cross_encoder(model: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
@@ -89,7 +96,7 @@ def _cross_encoder(model: Any, inputs: Any, target: Any, rules: Any, options: di
     if target is None and getattr(inner.config, "num_labels", 1) == 1:
         target = 0
     ex = explain_model(inner, enc, target=_label_ids(inner, target, len(pairs)), rules=rules, **options)
-    return _named(ex, _tokens(model, enc), _label_names(inner, ex))
+    return _named(ex, tokens_of(model, enc), _label_names(inner, ex))
 
 
 def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: dict[str, Any]) -> Any:
@@ -108,8 +115,9 @@ def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: d
         return explain_generation(model, pipe.tokenizer, inputs, rules=rules, **options)
     if task == "feature-extraction":
         a, b = _pair(inputs)
-        sim = explain_similarity(model, _encoded(pipe, [a]), _encoded(pipe, [b]), rules=rules, **options)
-        sim.tokens_a, sim.tokens_b = _tokens(pipe, _encoded(pipe, [a])), _tokens(pipe, _encoded(pipe, [b]))
+        enc_a, enc_b = _encoded(pipe, [a]), _encoded(pipe, [b])
+        sim = explain_similarity(model, enc_a, enc_b, rules=rules, **options)
+        sim.tokens_a, sim.tokens_b = tokens_of(pipe, enc_a), tokens_of(pipe, enc_b)
         return sim
     if task == "image-classification":
         images = inputs if isinstance(inputs, (list, tuple)) else [inputs]
@@ -121,7 +129,7 @@ def explain_pipeline(pipe: Any, inputs: Any, target: Any, rules: Any, options: d
     if not texts or not all(isinstance(t, str) for t in texts):
         raise InputError(f"a {task} pipeline explains a text or a list of texts, not {type(inputs).__name__}")
     enc = _encoded(pipe, texts)
-    tokens = _tokens(pipe, enc)
+    tokens = tokens_of(pipe, enc)
     if task == "text-classification":
         ex = explain_model(model, enc, target=_label_ids(model, target, len(texts)), rules=rules, **options)
         return _named(ex, tokens, _label_names(model, ex))
@@ -140,15 +148,6 @@ def _pair(inputs: Any) -> tuple[str, str]:
 
 def _encoded(pipe: Any, texts: list[str]) -> dict[str, torch.Tensor]:
     return dict(pipe.tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
-
-
-def _tokens(pipe: Any, enc: dict[str, torch.Tensor]) -> list[list[str]]:
-    mask = enc.get("attention_mask")
-    rows = []
-    for b, ids in enumerate(enc["input_ids"]):
-        length = int(mask[b].sum()) if mask is not None else len(ids)
-        rows.append(pipe.tokenizer.convert_ids_to_tokens(ids[:length].tolist()))
-    return rows
 
 
 def _label_ids(model: torch.nn.Module, target: Any, count: int) -> Any:

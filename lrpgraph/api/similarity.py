@@ -30,7 +30,7 @@ from ..propagate.transposed import TransposedWalker
 from .arguments import check_inputs, check_options, check_relevance
 from .seeds import mean_pool
 from .similarity_result import SimilarityExplanation
-from .wrappers import is_sentence_transformer, sentence_embedding, sentence_features
+from .wrappers import is_sentence_transformer, sentence_embedding, sentence_features, tokens_of
 
 Embed = Callable[[torch.Tensor, Any], torch.Tensor]
 SIMILARITIES = ("cosine", "dot")
@@ -74,10 +74,7 @@ def explain_similarity(
             output=output, fallback=fallback, memory_budget=memory_budget, dtype=dtype, strict=strict,
             cache_dir=cache_dir, tracer=tracer,
         )  # fmt: skip
-        found.tokens_a = [model.tokenizer.convert_ids_to_tokens(row[m.bool()].tolist()) for row, m in
-                          zip(a["input_ids"], a["attention_mask"], strict=True)]  # fmt: skip
-        found.tokens_b = [model.tokenizer.convert_ids_to_tokens(row[m.bool()].tolist()) for row, m in
-                          zip(b["input_ids"], b["attention_mask"], strict=True)]  # fmt: skip
+        found.tokens_a, found.tokens_b = tokens_of(model, a), tokens_of(model, b)
         return found
     if similarity not in SIMILARITIES:
         raise InputError(f"similarity must be one of {', '.join(SIMILARITIES)}, not {similarity!r}")

@@ -60,3 +60,14 @@ def sentence_features(model: torch.nn.Module, texts: Any) -> dict[str, torch.Ten
         raise InputError("a SentenceTransformer explains a text or a list of texts")
     features = model.tokenize(texts)
     return {k: v for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def tokens_of(owner: Any, enc: dict[str, torch.Tensor]) -> list[list[str]]:
+    """Each row's tokens as `owner.tokenizer` (a pipeline's, a SentenceTransformer's) spells them, right padding
+    cut off by the attention mask."""
+    mask = enc.get("attention_mask")
+    rows = []
+    for b, ids in enumerate(enc["input_ids"]):
+        length = int(mask[b].sum()) if mask is not None else len(ids)
+        rows.append(owner.tokenizer.convert_ids_to_tokens(ids[:length].tolist()))
+    return rows
