@@ -48,13 +48,25 @@ def mlp(bias: bool = True, dtype=torch.float64) -> nn.Sequential:
     )
 
 
+def relu_mlp() -> nn.Sequential:
+    """Bias-free ReLU layers 6 → 12 → 10 → 4 in float64, seeded: LRP-0 is gradient × input on it."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 12, bias=False), nn.ReLU(), nn.Linear(12, 10, bias=False), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(10, 4, bias=False)).double().eval()
+
+
 def tiny_llama(**config) -> nn.Module:
-    """A two-layer Llama (vocab 64, hidden 16, one key/value head) in float64, seeded; `config` adds to its config."""
+    """A two-layer Llama (vocab 64, hidden 16, one key/value head) in float64, seeded; `config` overrides its config."""
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
+    sizes = dict(
         vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, **config,
+        num_key_value_heads=1,
     )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).double().eval()
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**sizes, **config})).double().eval()
+
+
+def wide_llama() -> nn.Module:
+    """tiny_llama with hidden 32, MLP 48, four heads over two key/value heads (heads of 8 dims)."""
+    return tiny_llama(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2)

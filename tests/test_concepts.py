@@ -4,19 +4,13 @@ the named points of a transformer, and bad input."""
 
 import pytest
 import torch
-import transformers
+from models import relu_mlp, wide_llama
 from torch import nn
 
 import lrpgraph
 from lrpgraph.propagate.walker import Walker
 
 LRP0 = lrpgraph.preset("epsilon", epsilon=1e-30)
-
-
-def relu_mlp() -> nn.Sequential:
-    torch.manual_seed(0)
-    layers = [nn.Linear(6, 12, bias=False), nn.ReLU(), nn.Linear(12, 10, bias=False), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(10, 4, bias=False)).double().eval()
 
 
 def oracle(model: nn.Sequential, x: torch.Tensor, target: int, masks: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
@@ -83,19 +77,10 @@ def test_feature_map_channels_partition_and_concepts_rank_units(tmp_path):
     assert torch.equal(again.conditional["input"], ex.conditional["input"])
 
 
-def tiny_llama() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).double().eval()
-
-
 def test_named_points_of_a_transformer():
     """A layer's residual stream, the heads before the output projection and the MLP's hidden neurons are module
     inputs; a node is named by its graph name. Conditioning every neuron in one condition is the whole point."""
-    model = tiny_llama()
+    model = wide_llama()
     ids = torch.randint(3, 64, (2, 5))
     points = ["model.layers.1:input", "model.layers.0.self_attn.o_proj:input", "model.layers.0.mlp.down_proj:input"]
     halves = [list(range(24)), list(range(24, 48))]
@@ -195,7 +180,7 @@ def test_reference_examples_rank_inputs_per_unit_and_resume(tmp_path, monkeypatc
 
 def test_reference_examples_over_token_inputs_of_different_lengths():
     """Batched and padded by explain_many, each input's unit relevance is its own explain's; heatmaps per token."""
-    model = tiny_llama()
+    model = wide_llama()
     point = "model.layers.0.mlp.down_proj:input"
     texts = [{"input_ids": torch.randint(3, 64, (n,))} for n in (4, 6, 5, 6)]
     found = lrpgraph.reference_examples(model, texts, point, target=7, rules="attnlrp", units=[1, 2], top=2)

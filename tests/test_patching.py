@@ -5,16 +5,10 @@ import copy
 
 import pytest
 import torch
-import transformers
+from models import relu_mlp, wide_llama
 from torch import nn
 
 import lrpgraph
-
-
-def relu_mlp() -> nn.Sequential:
-    torch.manual_seed(0)
-    layers = [nn.Linear(6, 12, bias=False), nn.ReLU(), nn.Linear(12, 10, bias=False), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(10, 4, bias=False)).double().eval()
 
 
 def difference(out: torch.Tensor) -> torch.Tensor:
@@ -38,15 +32,6 @@ def test_relp_is_attribution_patching_where_rho_is_the_gradient():
     torch.testing.assert_close(exact[0], atp.per_unit("3").sum(-1), rtol=1e-12, atol=1e-14)
 
 
-def tiny_llama() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).double().eval()
-
-
 def logit_difference(out: torch.Tensor) -> torch.Tensor:
     return out[:, -1, 5] - out[:, -1, 9]
 
@@ -65,7 +50,7 @@ def outputs_of(model: nn.Module, path: str, ids: torch.Tensor) -> torch.Tensor:
 def test_relp_rho_is_the_walks_relevance_over_the_activation():
     """R = a ⊙ ρ: the relevance `explain` records at the point, seeded with out ⊙ ∂metric/∂out at the corrupted run,
     is the corrupted activation times the ρ RelP multiplies the activation difference with."""
-    model = tiny_llama()
+    model = wide_llama()
     clean, corrupted = torch.randint(3, 64, (2, 6)), torch.randint(3, 64, (2, 6))
     point = "model.layers.0.mlp"
     relp = lrpgraph.relevance_patching(model, {"input_ids": clean}, {"input_ids": corrupted}, logit_difference, [point])
@@ -90,7 +75,7 @@ def test_relp_rho_is_the_walks_relevance_over_the_activation():
 
 
 def test_activation_patching_is_a_forward_patched_by_hand():
-    model = tiny_llama()
+    model = wide_llama()
     clean, corrupted = torch.randint(3, 64, (2, 6)), torch.randint(3, 64, (2, 6))
     point = "model.layers.0.mlp"
     effects = lrpgraph.activation_patching(
