@@ -3,9 +3,9 @@
     python benchmarks/report.py
 
 Reads benchmarks/results/<name>.json (written by bench_llama.py, bench_memory.py, bench_corpus.py,
-bench_generation.py, bench_cnn.py, bench_ray.py, bench_similarity.py and bench_patching.py: seconds and bytes, the
-command and the machine), computes every ratio from those measurements (of medians, within one file: one run), and
-rewrites:
+bench_generation.py, bench_cnn.py, bench_ray.py, bench_similarity.py, bench_patching.py and bench_quantized.py:
+seconds and bytes, the command and the machine), computes every ratio from those measurements (of medians, within
+one file: one run), and rewrites:
 - benchmarks/RESULTS.md from its "## Speed and memory" heading to the end (faithfulness.py writes what is
   above it, and calls `speed_section` for the rest);
 - each `<!-- bench:NAME -->…<!-- /bench:NAME -->` block of README.md.
@@ -27,7 +27,7 @@ RESULTS = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 README = HERE.parent / "README.md"
 SECTION = "## Speed and memory"
-BENCHMARKS = ("llama", "memory", "corpus", "generation", "cnn", "ray", "similarity", "patching")
+BENCHMARKS = ("llama", "memory", "corpus", "generation", "cnn", "ray", "similarity", "patching", "quantized")
 WIDTH = 110
 
 
@@ -427,6 +427,61 @@ def similarity_block(data: dict) -> str:
     )
 
 
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def quantized_block(data: dict) -> str:
+    s, r = data["settings"], data["results"]
+    big, peak, f32, i8 = r["int8"], r["int8_memory"], r["twin_float32"], r["twin_int8"]
+    float_weights = big["parameters"] * 4
+    rows = [
+        (f"{s['layers']} layers, int8 weights", f"{big['parameters'] / 1e9:.2f}", sec(big["explain_seconds"]),
+         sec(big["gradient_seconds"]), x(big["explain_seconds"] / big["gradient_seconds"])),
+        (f"{s['twin_layers']} layers, int8 weights", f"{i8['parameters'] / 1e9:.2f}", sec(i8["explain_seconds"]),
+         sec(i8["gradient_seconds"]), x(i8["explain_seconds"] / i8["gradient_seconds"])),
+        (f"{s['twin_layers']} layers, float32", f"{f32['parameters'] / 1e9:.2f}", sec(f32["explain_seconds"]),
+         sec(f32["gradient_seconds"]), x(f32["explain_seconds"] / f32["gradient_seconds"])),
+    ]  # fmt: skip
+    what = (
+        f"a Llama of hidden {s['shape']['hidden_size']}, MLP {s['shape']['intermediate_size']}, "
+        f"{s['shape']['num_attention_heads']} heads over {s['shape']['num_key_value_heads']} key/value heads, "
+        f"vocabulary {s['shape']['vocab_size']}; linear layers quantized by torchao's Int8WeightOnlyConfig; AttnLRP at "
+        f"{s['tokens']} tokens, one warm call each"
+    )
+    return (
+        header(data, what)
+        + "\n\n"
+        + table(rows, ("model", "parameters (B)", "explain s", "fair gradient s", "explain × gradient"))
+        + "\n\n"
+        + prose(
+            f"The int8 model holds {gib(big['resident_bytes'])} GiB; its explain held "
+            f"{gib(peak['explain_peak_bytes'])} GiB beyond that at its peak (conservation error "
+            f"{peak['conservation_error']:.1e}), so the whole call needs "
+            f"{gib(big['resident_bytes'] + peak['explain_peak_bytes'])} GiB. In float32 the weights alone are "
+            f"{gib(float_weights)} GiB (parameters × 4 bytes), {gib(float_weights + peak['explain_peak_bytes'])} GiB "
+            f"with the same explain peak. On the {s['twin_layers']}-layer twin, int8 weights make an explain "
+            f"{x(i8['explain_seconds'] / f32['explain_seconds'])} the float32 one's time (each weight is dequantized "
+            "where the forward and the rule read it)."
+        )
+        + "\n\n"
+        + quantized_summary(data)
+    )
+
+
+def quantized_summary(data: dict) -> str:
+    """The sentence the README quotes."""
+    s, r = data["settings"], data["results"]
+    big, peak = r["int8"], r["int8_memory"]
+    return prose(
+        f"A {big['parameters'] / 1e9:.1f}-billion-parameter Llama shape with torchao int8 weights "
+        f"({data['machine']['device']}, {data['machine']['threads']} threads) explains {s['tokens']} tokens in "
+        f"{big['explain_seconds']:.0f} s ({x(big['explain_seconds'] / big['gradient_seconds'])} the fair gradient), "
+        f"holding {gib(big['resident_bytes'] + peak['explain_peak_bytes'])} GiB in all; its float32 weights alone "
+        f"would be {gib(big['parameters'] * 4)} GiB (`benchmarks/bench_quantized.py`)."
+    )
+
+
 def similarity_summary(data: dict) -> str:
     """The sentence the README quotes."""
     s, r = data["settings"], data["results"]
@@ -691,6 +746,10 @@ as the two timings it divides.
 
 {_marked("patching", blocks["patching"])}
 
+### A model too big for float32, in int8 weights
+
+{_marked("quantized", blocks["quantized"])}
+
 ### A CNN and an MLP
 
 {_marked("cnn", blocks["cnn"])}
@@ -722,6 +781,7 @@ RESULTS_BLOCKS: dict[str, Callable[[dict], str]] = {
     "ray": lambda r: ray_block(r["ray"]),
     "similarity": lambda r: similarity_block(r["similarity"]),
     "patching": lambda r: patching_block(r["patching"]),
+    "quantized": lambda r: quantized_block(r["quantized"]),
     "targets": targets_block,
 }
 README_BLOCKS: dict[str, Callable[[dict], str]] = {
@@ -730,6 +790,7 @@ README_BLOCKS: dict[str, Callable[[dict], str]] = {
     "readme-similarity": lambda r: similarity_summary(r["similarity"]),
     "readme-main-job": lambda r: main_job_block(r["similarity"]),
     "readme-patching": lambda r: patching_summary(r["patching"]),
+    "readme-quantized": lambda r: quantized_summary(r["quantized"]),
 }
 MARKED = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n(?:.*?\n)?<!-- /bench:(?P=name) -->", re.S)
 

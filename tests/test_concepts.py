@@ -176,6 +176,17 @@ def test_reference_examples_rank_inputs_per_unit_and_resume(tmp_path, monkeypatc
     again = lrpgraph.reference_examples(model, images, "2", target=1, rules=LRP0, units=[0, 3], top=3, path=tmp_path)
     assert again.relmax == found.relmax and again.actmax == found.actmax
     assert all(torch.equal(again.heatmaps[u][i], t) for u, maps in found.heatmaps.items() for i, t in maps.items())
+    monkeypatch.undo()  # damaged files are set aside and what they held is computed again, to the same values
+    for name in ("scores.safetensors", "heatmaps.safetensors"):
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:40])
+    with pytest.warns(UserWarning, match="cannot be read.*moved to .*damaged") as caught:
+        redone = lrpgraph.reference_examples(model, images, "2", 1, LRP0, units=[0, 3], top=3, path=tmp_path)
+    assert len(caught) == 2 and sorted(p.name for p in (tmp_path / "damaged").iterdir()) == [
+        "heatmaps.safetensors",
+        "scores.safetensors",
+    ]
+    assert redone.relmax == found.relmax and torch.equal(redone.relevance, found.relevance)
+    assert all(torch.equal(redone.heatmaps[u][i], t) for u, maps in found.heatmaps.items() for i, t in maps.items())
 
 
 def test_reference_examples_over_token_inputs_of_different_lengths():

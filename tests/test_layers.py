@@ -1,10 +1,10 @@
 """The package's layers, read from its source with `ast` (nothing is imported): every import looks down, no modules
 import each other in a cycle, and no private name (`_x`) is used across modules — by the package or its tests.
 
-Layers, lowest first: errors, version and caller (warnings at the user's line); capture/; ops/; flow/; presets/;
-propagate/; engine/; viz; api/; then tools/, metrics/, integrations/ and distributed/ side by side; the package's own
-`__init__` (the public facade) and `__main__` above them all. A module may import from its own layer and the layers
-below it.
+Layers, lowest first: errors, version, caller (warnings at the user's line) and files (written whole, damaged ones
+set aside); capture/; ops/; flow/; presets/; propagate/; engine/; viz; api/; then tools/, metrics/, integrations/
+and distributed/ side by side; the package's own `__init__` (the public facade) and `__main__` above them all. A
+module may import from its own layer and the layers below it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ LAYERS = {
     "errors": 0,
     "version": 0,
     "caller": 0,
+    "files": 0,
     "capture": 1,
     "ops": 2,
     "flow": 3,

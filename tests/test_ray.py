@@ -67,6 +67,24 @@ def test_rows_equal_explain_many_and_a_rerun_writes_nothing_twice(local_ray, tmp
     assert sorted((tmp_path / "out").glob("part-*.parquet")) == parts
 
 
+def test_a_damaged_part_is_set_aside_and_explained_again(local_ray, tmp_path):
+    """A part truncated after it was written: the rerun moves it to damaged/, explains its inputs and only them."""
+    explain_dataset(Classifier, INPUTS, tmp_path / "out", rules="epsilon", batch_size=4, workers=1)
+    parts = sorted((tmp_path / "out").glob("part-*.parquet"))
+    before = read_results(tmp_path / "out")
+    parts[1].write_bytes(parts[1].read_bytes()[:100])
+    with pytest.warns(UserWarning, match="cannot be read"):
+        lost = {r["index"] for r in before} - {r["index"] for r in read_results(tmp_path / "out")}
+    with pytest.warns(UserWarning, match="moved to .*damaged"):
+        run = explain_dataset(Classifier, INPUTS, tmp_path / "out", rules="epsilon", batch_size=4, workers=1)
+    assert lost and (run.explained, run.skipped) == (len(lost), len(INPUTS) - len(lost))
+    assert run.damaged == [tmp_path / "out" / "damaged" / parts[1].name] and run.damaged[0].stat().st_size == 100
+    after = read_results(tmp_path / "out")
+    assert [r["index"] for r in after] == list(range(len(INPUTS)))
+    for a, b in zip(after, before, strict=True):
+        torch.testing.assert_close(a["relevance"]["input_ids"], b["relevance"]["input_ids"], rtol=0, atol=0)
+
+
 def test_a_lost_part_is_explained_again_and_only_it(local_ray, tmp_path):
     explain_dataset(Classifier, INPUTS, tmp_path / "out", rules="epsilon", batch_size=4, workers=1)
     parts = sorted((tmp_path / "out").glob("part-*.parquet"))

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import fx
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from ..capture.graph import Graph, op_name
 from ..engine.bound_call import BoundCall
@@ -131,7 +132,11 @@ def _own(output: torch.Tensor | DeferredOutput, value_of: dict[fx.Node, Any]) ->
     """The output as the explanation keeps it: never the caller's tensor itself (a model may return its input)."""
     if isinstance(output, DeferredOutput):
         return output
-    caller = {t.untyped_storage().data_ptr() for t in value_of.values() if isinstance(t, torch.Tensor)}
+    caller = {  # a quantized weight (a wrapper subclass) has no storage of its own: its parts are never returned
+        t.untyped_storage().data_ptr()
+        for t in value_of.values()
+        if isinstance(t, torch.Tensor) and not is_traceable_wrapper_subclass(t)
+    }
     return output.clone() if output.untyped_storage().data_ptr() in caller else _plain(output)
 
 

@@ -25,6 +25,7 @@ from ..engine.conditions import unit_dim
 from ..engine.interpreted import values_at
 from ..engine.traced import traced
 from ..errors import InputError
+from ..files import set_aside, write_atomically
 from .arguments import record_nodes
 from .explain import explain
 from .items import as_item, targets_per_input
@@ -180,26 +181,32 @@ def _heatmaps(model, items, targets, rules, point, relmax, actmax, folder, optio
 
 
 def _read_heatmaps(folder: Path | None) -> tuple[dict[tuple[int, int], torch.Tensor], str]:
+    """The heatmaps written so far, by (unit, input); a damaged file is set aside and its heatmaps walked again."""
     if folder is None or not (folder / HEATMAPS).exists():
         return {}, ""
     from safetensors import safe_open
 
-    with safe_open(str(folder / HEATMAPS), framework="pt") as f:
-        name = json.loads((f.metadata() or {}).get("lrpgraph", "{}")).get("input", "")
-        found = {}
-        for key in f.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
-            unit, index = key.split("/")
-            found[(int(unit), int(index))] = f.get_tensor(key)
+    try:
+        with safe_open(str(folder / HEATMAPS), framework="pt") as f:
+            name = json.loads((f.metadata() or {}).get("lrpgraph", "{}")).get("input", "")
+            found = {}
+            for key in f.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
+                unit, index = key.split("/")
+                found[(int(unit), int(index))] = f.get_tensor(key)
+    except Exception as error:  # safetensors' own errors, a truncated header, a key not "unit/input"
+        set_aside(folder / HEATMAPS, f"cannot be read ({type(error).__name__})", "its heatmaps are walked again")
+        return {}, ""
     return found, name
 
 
 def _write_heatmaps(folder: Path | None, stored: dict[tuple[int, int], torch.Tensor], name: str) -> None:
     if folder is None:
         return
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {f"{u}/{i}": t.detach().contiguous().cpu() for (u, i), t in stored.items()}
-    save_file(tensors, str(folder / HEATMAPS), metadata={"lrpgraph": json.dumps({"input": name})})
+    data = save(tensors, metadata={"lrpgraph": json.dumps({"input": name})})
+    write_atomically(folder / HEATMAPS, lambda file: file.write(data))
 
 
 class UnitScores:
@@ -216,7 +223,12 @@ class UnitScores:
             return scores
         from safetensors.torch import load_file
 
-        saved = load_file(str(folder / SCORES))
+        try:
+            saved = load_file(str(folder / SCORES))
+            saved = {k: saved[k] for k in ("done", "relevance", "activation")}
+        except Exception as error:  # safetensors' own errors, a truncated header, a missing tensor
+            set_aside(folder / SCORES, f"cannot be read ({type(error).__name__})", "every input is scored again")
+            return scores
         if saved["done"].shape[0] != count:
             raise InputError(f"{folder / SCORES} holds scores of {saved['done'].shape[0]} inputs, not {count}")
         scores.done, scores.relevance, scores.activation = saved["done"], saved["relevance"], saved["activation"]
@@ -231,7 +243,8 @@ class UnitScores:
     def write(self, folder: Path | None) -> None:
         if folder is None:
             return
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         tensors = {"done": self.done, "relevance": self.relevance, "activation": self.activation}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / SCORES))
+        data = save({k: v.contiguous() for k, v in tensors.items()})
+        write_atomically(folder / SCORES, lambda file: file.write(data))

@@ -38,6 +38,29 @@ def fused_ops(graph: fx.Graph) -> dict:
     return {op: decomposition_table[op] for op in DECOMPOSED if op in present}
 
 
+def fresh_in_place_as_functional(graph: fx.Graph) -> None:
+    """x = f(...); x.sub_(y) → x = f(...); sub(x, y), where x is a fresh tensor (no view, no input) read by nothing
+    else: the in-place op then mutates nothing anyone sees (optimum-quanto's int4 dequantization writes so)."""
+    for node in list(graph.nodes):
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or not target._schema.is_mutable:
+            continue
+        name = target._schema.name.split("::")[-1]
+        functional = getattr(getattr(aten, name[:-1], None), target._overloadname, None) if name.endswith("_") else None
+        self = node.args[0] if node.args else None
+        if functional is None or not isinstance(self, fx.Node) or len(self.users) != 1 or not _fresh(self):
+            continue
+        node.target = functional
+
+
+def _fresh(node: fx.Node) -> bool:
+    """A new tensor: computed by an op that neither mutates nor returns a view of its inputs."""
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload) or target._schema.is_mutable:
+        return False
+    return all(r.alias_info is None for r in target._schema.returns)
+
+
 def is_functional(graph: fx.Graph) -> bool:
     """No in-place or mutating op, and no higher-order op (subgraphs): safe to use without decomposing."""
     for node in graph.nodes:

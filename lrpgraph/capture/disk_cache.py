@@ -15,12 +15,11 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -31,6 +30,7 @@ try:
 except ImportError:  # Windows: no lock between processes (each may trace once)
     fcntl = None
 from ..caller import warn
+from ..files import write_atomically
 from .export import Exported
 from .serialise import Uncacheable, decode, encode, versions
 
@@ -101,7 +101,7 @@ class DiskCache:
         taken = {p.name for p in self.entries(key)}
         index = next(i for i in range(len(taken) + 1) if f"{key}-{i}{_SUFFIX}" not in taken)
         path = self.directory / f"{key}-{index}{_SUFFIX}"
-        self._write(path, lambda file: torch.save(payload, file))
+        write_atomically(path, lambda file: torch.save(payload, file), 0o600)
         return path
 
     def unexportable(self, key: str) -> str | None:
@@ -124,21 +124,7 @@ class DiskCache:
         """Remember that torch.export cannot trace `key` (its call was recorded instead): later processes record
         at once instead of failing the export again, one after another under the lock."""
         text = json.dumps({"versions": versions(), "reason": reason}).encode()
-        self._write(self.directory / f"{key}{_UNEXPORTABLE}", lambda file: file.write(text))
-
-    def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
-        """Write a file atomically and owner-only: a temporary file, synced, renamed into place."""
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=path.suffix)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                write(file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.directory / f"{key}{_UNEXPORTABLE}", lambda file: file.write(text), 0o600)
 
     def info(self) -> tuple[int, int]:
         """(entries, bytes)."""

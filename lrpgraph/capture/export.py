@@ -34,11 +34,12 @@ from torch.fx._lazy_graph_module import _LazyGraphModule
 
 from ..errors import TraceError, first_line
 from .call import leaf_names
-from .canonical import canonicalise, fused_ops, is_functional
+from .canonical import canonicalise, fresh_in_place_as_functional, fused_ops, is_functional
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .guards import GuardCheck, GuardSpec
 from .model_state import evaluation_mode
 from .program_json import LoadedProgram
+from .quantized import DequantizedWeights
 from .shapes import value_dependent_shape
 
 _KINDS = {
@@ -117,7 +118,7 @@ def _export(
 ) -> tuple[torch.export.ExportedProgram, GuardSpec]:
     # views (a slice of a generated sequence) make torch.export's input guards fail: trace on plain copies
     args, kwargs = pytree.tree_map_only(torch.Tensor, _plain_copy, (args, kwargs))
-    with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_logs():
+    with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_logs(), DequantizedWeights():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
         program = functional(program)
@@ -127,6 +128,7 @@ def _export(
 def functional(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """The program with no in-place ops (torch makes it functional if needed) and fused LSTM / GRU / RNN layers
     decomposed into their matrix products, gates and pointwise ops."""
+    fresh_in_place_as_functional(program.graph)
     if not is_functional(program.graph):
         program = program.run_decompositions({})
     fused = fused_ops(program.graph)

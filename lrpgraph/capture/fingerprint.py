@@ -39,7 +39,7 @@ _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 _NAMED = (torch.dtype, torch.device, torch.Size, torch.layout, torch.memory_format, enum.Enum, type)
 # attributes that differ between processes and never reach a forward (transformers' config identity hash)
 _VOLATILE = frozenset({"_original_object_hash"})
-_MAX_DEPTH = 6
+_MAX_DEPTH = 12
 _MAX_TENSOR_BYTES = 1 << 24  # unregistered tensors larger than this are not hashed for the disk cache
 
 _TOKENS: dict[int, tuple[Any, int]] = {}  # id → (weak reference, or the object itself when it has none; token)
@@ -165,8 +165,8 @@ class _Fingerprint:
             return ("module", _class_name(type(value)) if self.stable else token(value))
         if isinstance(value, functools.partial):
             return ("partial", self.value(where, (value.func, value.args, value.keywords), deeper))
-        if isinstance(value, types.MethodType):
-            return ("method", value.__func__.__qualname__, self.value(where, value.__self__, deeper))
+        if isinstance(value, types.MethodType):  # its function may be a partial (torchao's tensor methods)
+            return ("method", self.value(where, value.__func__, deeper), self.value(where, value.__self__, deeper))
         if callable(value) and hasattr(value, "__qualname__"):
             return self._function(where, value)
         if hasattr(value, "__dict__"):

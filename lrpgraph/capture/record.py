@@ -28,6 +28,7 @@ from .export import Exported, functional, quiet_torch_logs, user_inputs
 from .graph import BUFFER, PARAMETER
 from .guards import GuardSpec
 from .model_state import evaluation_mode
+from .quantized import DequantizedWeights
 from .shapes import value_dependent_shape
 
 
@@ -56,7 +57,13 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
         return tuple(out)
 
     try:
-        with evaluation_mode(model), torch.no_grad(), _module_stacks(model), fx_traceback.preserve_node_meta():
+        with (
+            evaluation_mode(model),
+            torch.no_grad(),
+            _module_stacks(model),
+            fx_traceback.preserve_node_meta(),
+            DequantizedWeights(),
+        ):
             recording = make_fx(call, tracing_mode="real", pre_dispatch=True, _error_on_data_dependent_ops=False)(
                 *working
             )

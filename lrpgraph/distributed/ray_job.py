@@ -30,13 +30,15 @@ from .results import failed, row, write_part, written
 
 @dataclass
 class RayRun:
-    """What a run did: where its results are, how many inputs it explained, skipped (already written) or failed."""
+    """What a run did: where its results are, how many inputs it explained, skipped (already written) or failed,
+    and the damaged parts it found and moved aside (their inputs explained again)."""
 
     output: Path
     explained: int
     skipped: int
     failed: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
+    damaged: list[Path] = field(default_factory=list)
 
 
 def explain_dataset(
@@ -75,11 +77,11 @@ def explain_dataset(
     folder.mkdir(parents=True, exist_ok=True)
     inputs = list(inputs)
     targets = targets_per_input(target, len(inputs))
-    done = written(folder)
+    done, damaged = written(folder)
     todo = [i for i in range(len(inputs)) if i not in done]
     items = {i: as_item(inputs[i], tokenizer, i) for i in todo}
     todo.sort(key=lambda i: item_length(items[i]))
-    run = RayRun(folder, explained=0, skipped=len(inputs) - len(todo))
+    run = RayRun(folder, explained=0, skipped=len(inputs) - len(todo), damaged=damaged)
     if not todo:
         return run
     owned = not ray.is_initialized()

@@ -2,7 +2,10 @@
 
 A batch's file is written whole (to a temporary name, then renamed) under a name fixed by the indices it
 holds, so a batch explained twice (a worker died after writing it and the batch was retried) replaces its
-own file instead of adding rows. Rerunning a job skips every index already written without an error.
+own file instead of adding rows. Rerunning a job skips every index already written without an error. A part
+damaged after it was written (truncated by a copy, a disk error), or whose rows do not match its name, is moved
+into the folder's `damaged/` (never deleted) and its inputs are explained again; reading results names such a
+part and reads the rest.
 
 Columns: index, target (the class or token explained), tokens (input ids, when the input had them),
 `relevance.<input>` (flattened, float32) with `shape.<input>`, `latent.<point>` (flattened, float64, for points
@@ -15,13 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..api.explanation import Explanation
+from ..caller import warn
+from ..errors import first_line
+from ..files import set_aside, write_atomically
 
 PART = "part-*.parquet"
 
@@ -58,46 +63,61 @@ def write_part(directory: str | os.PathLike, rows: list[dict[str, Any]]) -> Path
     import pyarrow.parquet as pq
 
     directory = Path(directory)
-    indices = sorted(r["index"] for r in rows)
-    digest = hashlib.sha256(repr(indices).encode()).hexdigest()[:16]
-    path = directory / f"part-{indices[0]:09d}-{digest}.parquet"
+    path = directory / part_name([r["index"] for r in rows])
     columns = sorted({key for r in rows for key in r})
     table = pa.Table.from_pylist([{key: r.get(key) for key in columns} for r in rows])
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".parquet")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            pq.write_table(table, file)
-            file.flush()
-            os.fsync(file.fileno())  # on disk before it gets its name: a crash leaves the old part or the new one
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda file: pq.write_table(table, file))
 
 
-def written(directory: str | os.PathLike) -> set[int]:
-    """Indices of the inputs already explained (without an error) in this output folder."""
+def part_name(indices: list[int]) -> str:
+    """The file name of the part holding these inputs' rows."""
+    indices = sorted(indices)
+    digest = hashlib.sha256(repr(indices).encode()).hexdigest()[:16]
+    return f"part-{indices[0]:09d}-{digest}.parquet"
+
+
+def _damage(path: Path, columns: list[str] | None = None) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """A part's rows (these columns), or why it cannot be trusted: unreadable, or rows that do not match its name."""
     import pyarrow.parquet as pq
 
+    try:
+        rows = pq.read_table(path, columns=columns).to_pylist()
+    except Exception as error:  # pyarrow's ArrowInvalid, an OSError: whatever the damage, the part is not read
+        return None, f"cannot be read ({type(error).__name__}: {first_line(error)})"
+    indices = [r.get("index") for r in rows]
+    if not rows or None in indices or part_name(indices) != path.name:
+        return None, "holds rows that do not match its name"
+    return rows, None
+
+
+def written(directory: str | os.PathLike) -> tuple[set[int], list[Path]]:
+    """Indices of the inputs already explained (without an error) in this output folder, and the damaged parts moved
+    aside into `damaged/` (said in a warning), whose inputs are then explained again."""
     done: set[int] = set()
+    moved: list[Path] = []
     for path in sorted(Path(directory).glob(PART)):
-        table = pq.read_table(path, columns=["index", "error"]).to_pydict()
-        done.update(i for i, error in zip(table["index"], table["error"], strict=True) if error is None)
-    return done
+        rows, why = _damage(path, ["index", "error"])
+        if why is not None:
+            moved.append(set_aside(path, why, "its inputs are explained again"))
+            continue
+        done.update(r["index"] for r in rows if r["error"] is None)
+    return done, moved
 
 
 def read_results(directory: str | os.PathLike) -> list[dict[str, Any]]:
     """Every row of an output folder, by index, relevance as tensors in their shapes (`relevance`: {input: tensor}).
 
     An input written more than once (explained with an error, then again by a rerun) is read as its latest
-    successful row.
+    successful row. A damaged part is named in a warning and skipped (a rerun of the job moves it aside and
+    explains its inputs again).
     """
-    import pyarrow.parquet as pq
-
     rows: dict[int, dict[str, Any]] = {}
     for path in sorted(Path(directory).glob(PART), key=lambda p: p.stat().st_mtime_ns):
-        for r in pq.read_table(path).to_pylist():
+        part, why = _damage(path)
+        if why is not None:
+            warn(f"lrpgraph: {path} {why}; its rows are not read (rerun the job to explain them again)")
+            continue
+        for r in part:
             if r["index"] in rows and r.get("error") is not None:
                 continue
             names = [k.removeprefix("relevance.") for k, v in r.items() if k.startswith("relevance.") and v is not None]

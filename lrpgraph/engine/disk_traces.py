@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,7 @@ from ..capture.fingerprint import Unfingerprintable, model_key
 from ..capture.graph import Graph
 from ..capture.guards import GuardCheck
 from ..capture.serialise import Uncacheable
+from ..errors import InputError
 from .export_lock import EXPORT_LOCK
 from .model_traces import ModelTraces
 
@@ -37,7 +39,11 @@ class DiskTraces:
         does not survive the process (said once)."""
         if cache_dir is None and not os.environ.get("LRPGRAPH_CACHE_DIR"):
             return None
-        cache = DiskCache(default_directory() if cache_dir is None else cache_dir)
+        directory = default_directory() if cache_dir is None else Path(cache_dir).expanduser()
+        if directory.exists() and not directory.is_dir():
+            named = "$LRPGRAPH_CACHE_DIR" if cache_dir is None else "cache_dir"
+            raise InputError(f"{named} must be a directory for the trace cache, but {directory} is a file")
+        cache = DiskCache(directory)
         try:
             return cls(cache, entry_key(model_key(model, stable=True), structure), traces)
         except Unfingerprintable as reason:

@@ -304,6 +304,8 @@ def _explain_on_ray(args: argparse.Namespace, tokenizer, info: ModelInfo, rules,
         address=None if args.ray == "local" else args.ray, cache_dir=cache_dir, progress=False if args.quiet else None,
     )  # fmt: skip
     say(f"explained {run.explained}, skipped {run.skipped} already written, {len(run.failed)} failed → {run.output}")
+    if run.damaged:
+        say(f"{len(run.damaged)} damaged part(s) moved to {run.damaged[0].parent}; their inputs were explained again")
     for index, error in sorted(run.failed.items())[:5]:
         print(f"line {index + 1}: {error}", file=sys.stderr)
     return 1 if run.failed else 0
