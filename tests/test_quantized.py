@@ -163,12 +163,56 @@ class _no_warning:
         assert not mine, [str(w.message) for w in mine]
 
 
-def _torch_ao_dynamic(model):
+def _torch_ao_dynamic(model, **options):
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        warnings.simplefilter("ignore")  # torch deprecates its quantized tensors
+        return torch.ao.quantization.quantize_dynamic(model, **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"qconfig_spec": {torch.nn.Linear}, "dtype": torch.qint8},
+        {"qconfig_spec": {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}},
+        {"qconfig_spec": {torch.nn.Linear}, "dtype": torch.float16},
+    ],
+    ids=["int8", "int8-per-channel", "float16"],
+)
+def test_torch_ao_dynamic_quantization_is_explained_with_its_dequantized_weights(options):
+    """torch.ao's packed dynamic layers are traced as float layers of their dequantized weights (said once): the same
+    relevance as the float model with those weights, the model itself untouched."""
+    model = _llama()
+    quantized = _torch_ao_dynamic(copy.deepcopy(model), **options)
+    twin, modules = copy.deepcopy(model), {}
+    for path, module in quantized.named_modules():
+        if type(module).__module__ == "torch.ao.nn.quantized.dynamic.modules.linear":
+            modules[path] = type(module)
+            with torch.no_grad():  # what the layer's weight stands for, by torch's own dequantize
+                weight = module.weight()
+                dict(twin.named_modules())[path].weight.copy_(weight.dequantize() if weight.is_quantized else weight)
+    assert len(modules) == 2 * 7 + 1
+    ids = torch.tensor([[5, 17, 3, 60, 9, 41]])
+    with pytest.warns(UserWarning, match="explained as float layers of their dequantized weights"):
+        first = lrpgraph.explain(quantized, ids, rules="attnlrp")
+    with _no_warning():
+        again = lrpgraph.explain(quantized, ids, rules="attnlrp")
+    expected = lrpgraph.explain(twin, ids, rules="attnlrp").relevance["input_ids"]
+    for ex in (first, again):
+        assert float((ex.relevance["input_ids"] - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+    assert {path: type(m) for path, m in quantized.named_modules() if path in modules} == modules
+    assert lrpgraph.verify(quantized, ids, rules="attnlrp").ok
+
+
+def _torch_ao_static(model):
+    from torch.ao.quantization import DeQuantStub, QuantStub, convert, get_default_qconfig, prepare
+
+    model = torch.nn.Sequential(QuantStub(), torch.nn.Linear(8, 4), torch.nn.ReLU(), DeQuantStub()).eval()
+    model.qconfig = get_default_qconfig("x86")
+    prepare(model, inplace=True)
+    model(torch.randn(16, 8))
+    return convert(model, inplace=True)
 
 
 def _torchao_dynamic(model):
@@ -188,19 +232,24 @@ def _quanto_activations(model):
     return model
 
 
+IDS = torch.tensor([[1, 2, 3]])
+
+
 @pytest.mark.parametrize(
-    ("quantize", "says"),
+    ("quantize", "inputs", "module", "says"),
     [
-        (_torch_ao_dynamic, "torch.ao's eager-mode quantization"),
-        (_torchao_dynamic, "act_quant_kwargs"),
-        (_quanto_activations, "optimum-quanto activations=qint8"),
+        (_torch_ao_static, torch.randn(2, 8), "'0' (torch.ao.nn.quantized.modules.Quantize)", "static `convert`"),
+        (lambda m: _torchao_dynamic(_llama()), IDS, "'model.layers.0.self_attn.q_proj'", "act_quant_kwargs"),
+        (lambda m: _quanto_activations(_llama()), IDS, "'model.layers.0.self_attn.q_proj'", "activations=qint8"),
     ],
+    ids=["torch.ao-static", "torchao-dynamic-activation", "quanto-activations"],
 )
-def test_activation_quantization_is_refused_naming_the_module(quantize, says):
-    model = quantize(_llama())
-    with pytest.raises(lrpgraph.TraceError, match=f"model.layers.0.self_attn.q_proj.*{says}|{says}") as caught:
-        lrpgraph.explain(model, torch.tensor([[1, 2, 3]]))
-    assert "model.layers.0.self_attn.q_proj" in str(caught.value) and "weight-only" in str(caught.value)
+def test_activation_quantization_is_refused_naming_the_module(quantize, inputs, module, says):
+    model = quantize(None)
+    with pytest.raises(lrpgraph.TraceError) as caught:
+        lrpgraph.explain(model, inputs, target=0)
+    message = str(caught.value)
+    assert f"module {module}" in message and says in message and "weight-only" in message
 
 
 def test_a_kernel_that_differs_from_its_dequantization_is_refused():

@@ -19,13 +19,13 @@ def exports(monkeypatch):
     original = tracers.export_program
     counted = []
 
-    def counting(model, args, kwargs, dimensions="batch-and-ids"):
+    def counting(model, args, kwargs, dimensions="batch-and-ids", unruled=None):
         counted.append(dimensions)
-        return original(model, args, kwargs, dimensions)
+        return original(model, args, kwargs, dimensions, unruled)
 
     def static(model, inputs, **kwargs):
         twin = copy.deepcopy(model)  # its own cache: the model's traces stay
-        monkeypatch.setattr(tracers, "export_program", lambda m, a, k, d: original(m, a, k, "static"))
+        monkeypatch.setattr(tracers, "export_program", lambda m, a, k, d, u: original(m, a, k, "static", u))
         try:
             return lrpgraph.explain(twin, inputs, **kwargs)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -93,18 +93,19 @@ def check_seed(seed: Any, name: str, strict: bool) -> None:
         _non_finite(f"the model's output '{name}'", strict)
 
 
-def check_relevance(reached: dict[Any, Any], strict: bool) -> None:
+def check_relevance(reached: dict[Any, Any], strict: bool, where: Callable[[], str]) -> None:
     """The relevance that reached the inputs is finite (an error, or with strict=False a warning): a model can compute
     NaN inside where relevance flows while its output stays finite (an attention row whose keys are all masked, in a
-    position the output does not read), and that must not come back as a silent NaN."""
+    position the output does not read), or a rule can divide by zero, and that must not come back as a silent NaN.
+    `where` names the node where it first stops being finite (`engine/non_finite.py`), asked only then."""
     for node, r in reached.items():
         values = r.values if isinstance(r, RowSparse) else r
         if isinstance(values, torch.Tensor) and not bool(torch.isfinite(values).all()):
-            why = (
-                ": the model computes NaN or infinity inside, where relevance flows, although the explained output "
-                "is finite (for example an attention row whose keys are all masked)"
+            found = where() or (
+                "the model computes NaN or infinity inside, where relevance flows, although the explained output is "
+                "finite (for example an attention row whose keys are all masked)"
             )
-            _non_finite(f"the relevance reaching input '{node.name}'", strict, why)
+            _non_finite(f"the relevance reaching input '{node.name}'", strict, f": {found}")
             return
 
 

@@ -18,6 +18,7 @@ from ..engine.positional import positional_outputs
 from ..engine.walks import Walks
 from ..flow.positional import PositionalSource
 from ..ops.sparse import RowSparse
+from ..ops.table import facts
 from ..presets.ruleset import RuleSet
 from ..propagate.plan import Plan
 from ..propagate.walker import WalkResult
@@ -47,10 +48,10 @@ def assemble(w: Walked, started: float) -> Explanation:
     """Relevance per input (zeros where none arrived), PA-LRP outputs, latent relevance, conservation, stats."""
     dtype, out, plan, store = w.seed.dtype, w.forward.out, w.plan, w.forward.store
     lead = () if w.targets is None else (w.targets,)
-    relevance = _per_input(w, w.result.inputs, lead, dtype)
+    relevance, unreached = _per_input(w, w.result.inputs, lead, dtype)
     conditional = {}
     if w.conditional is not None:
-        conditional = _per_input(w, w.conditional.inputs, (w.conditions,), dtype)
+        conditional = _per_input(w, w.conditional.inputs, (w.conditions,), dtype)[0]
     batch = out.shape[0] if len(out.shape) else 1
     positional = signed = mixed = None
     if w.ruleset.positional:
@@ -79,6 +80,7 @@ def assemble(w: Walked, started: float) -> Explanation:
         positional=positional,
         combined=mixed,
         fallbacks=plan.fallbacks,
+        unreached=unreached,
         stats={
             "seconds": time.perf_counter() - started,
             "peak_activation_bytes": store.peak_bytes,
@@ -92,20 +94,49 @@ def assemble(w: Walked, started: float) -> Explanation:
             "absorbed_by_rule": {k: float(v) for k, v in sorted(w.result.by_rule.items()) if float(v) != 0.0},
             "absorbed_by_node": _largest(plan, w.call.graph, w.result.by_node),
             **(w.walks.stats if w.targets is not None else {}),
+            **({"decomposed": dict(w.call.graph.decomposed)} if w.call.graph.decomposed else {}),
         },
     )
 
 
-def _per_input(w: Walked, reached: dict[fx.Node, Any], lead: tuple, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Relevance per explainable input, by name, zeros where none arrived."""
-    relevance = {}
+def _per_input(
+    w: Walked, reached: dict[fx.Node, Any], lead: tuple, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Relevance per explainable input, by name; and the integer inputs it never reached, with why.
+
+    A float input no rule sends relevance to gets zeros: what the rules assign it (a quotient's denominator, CP-LRP's
+    queries and keys, an input the output does not depend on). An integer input reaches relevance only through a
+    lookup (token ids); one read only as indices gets no entry rather than zeros that were never computed."""
+    relevance, unreached = {}, {}
     for node in w.call.model_trace.analysis.explainable_inputs():
-        r = reached.get(node)
+        name, r, v = w.call.graph.input_names[node], reached.get(node), w.call.value_of[node]
+        if r is None and not v.is_floating_point():
+            readers = sorted({op_name(user) for user in _readers(node)})
+            unreached[name] = (
+                f"an integer input read only as indices or counts ({', '.join(readers)}): relevance does not flow "
+                "into them"
+            )
+            continue
         if r is None:
-            v = w.call.value_of[node]
-            r = torch.zeros((*lead, *v.shape), dtype=v.dtype if v.is_floating_point() else dtype, device=v.device)
-        relevance[w.call.graph.input_names[node]] = _plain(r)
-    return relevance
+            r = torch.zeros((*lead, *v.shape), dtype=v.dtype, device=v.device)
+        relevance[name] = _plain(r)
+    return relevance, unreached
+
+
+def _readers(node: fx.Node) -> list[fx.Node]:
+    """The ops that read an input's values, looking through the ops that only select or move them (as their data)."""
+    found, stack, seen = [], [node], set()
+    while stack:
+        value = stack.pop()
+        for user in value.users:
+            if user in seen:
+                continue
+            seen.add(user)
+            if facts(user.target).moves_values and user.args and user.args[0] is value:
+                stack.append(user)
+            else:
+                found.append(user)
+    return found
 
 
 def _largest(plan: Plan, graph: Graph, by_node: dict[fx.Node, Any], count: int = 10) -> list[dict[str, Any]]:

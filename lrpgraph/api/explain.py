@@ -13,6 +13,7 @@ from ..capture.call import prepare_call, without_autocast
 from ..engine.bound_call import BoundCall
 from ..engine.conditions import Condition, conditional
 from ..engine.contrast import contrast
+from ..engine.non_finite import first_non_finite
 from ..engine.output import ForwardPass, output_index
 from ..engine.positional import positional_sources
 from ..engine.traced import traced
@@ -100,14 +101,15 @@ def explain(
         plan = call.model_trace.plan(call.graph.outputs[index], ruleset, fallback, frozenset(s.node for s in sources))
         shape, style = call.shape(plan.output), ruleset.seed_style(contrastive)
         positions = last_real_positions(kwargs, shape)
-        forward = ForwardPass(call, plan, seed_rows(target, shape, positions, style), memory_budget, offload)
+        rows = seed_rows(target, shape, positions, style)
+        forward = ForwardPass(call, plan, rows, memory_budget, offload)
         seed, k = seeds(target, forward.run(index), positions, style)
         check_seed(seed, call.graph.output_names[index], strict)
         seed = seed if dtype is None else seed.to(dtype)
         points = condition_masks(conditions, recorded, plan, call, seed.dtype)
         walks = Walks(plan, forward, frozenset(recorded.values()))
         result = walks.run(seed, k, memory_budget, retain=bool(points))
-        check_relevance(result.inputs, strict)
+        check_relevance(result.inputs, strict, lambda: first_non_finite(call, plan, rows, index, seed, k is not None))
         if style == "passes":
             (result, seed), k = contrast(result, seed, forward.out.shape[0]), None
         walked = Walked(call, plan, forward, walks, seed, k, result, ruleset, sources, recorded)

@@ -118,6 +118,9 @@ class Explanation:
     # relu(Σ_channels R_pixels + R_patch/p² painted on its pixels) [B, H, W]
     combined: torch.Tensor | None = None
     fallbacks: list[dict[str, str]] = field(default_factory=list)
+    # integer inputs relevance cannot reach (read only as indices: a graph's edge_index), with why: they have no
+    # entry in `relevance` rather than zeros that were never computed
+    unreached: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     tokens: list[list[str]] | None = None  # each sample's tokens, where a pipeline or tokenizer made them
     target_names: list[str] = field(default_factory=list)  # what each sample (or each of K maps) explains, by name
@@ -158,7 +161,8 @@ class Explanation:
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.relevance.items())
-        return f"Explanation(rules={self.rules!r}, relevance={{{shapes}}}, {self.conservation!r})"
+        unreached = f", unreached={sorted(self.unreached)}" if self.unreached else ""
+        return f"Explanation(rules={self.rules!r}, relevance={{{shapes}}}{unreached}, {self.conservation!r})"
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Explanation | SimilarityExplanation:

@@ -37,6 +37,7 @@ def write(ex: Any, path: str | os.PathLike) -> Path:
         "fallbacks": ex.fallbacks,
         "stats": ex.stats,
         "tokens": ex.tokens,
+        "unreached": ex.unreached,
         "target_names": ex.target_names,
     }
     try:
@@ -89,6 +90,7 @@ def read(meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> 
         "fallbacks": meta["fallbacks"],
         "stats": meta["stats"],
         "tokens": meta.get("tokens"),
+        "unreached": meta.get("unreached") or {},
         "target_names": meta.get("target_names", []),
     }
     conservation = {

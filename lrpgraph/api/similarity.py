@@ -103,7 +103,7 @@ def explain_similarity(
             raise InputError(f"a's embeddings have {sides[0].dim} dimensions and b's {sides[1].dim}: not comparable")
         maps = [side.maps(input, memory_budget) for side in sides]
         for side, m in zip(sides, maps, strict=True):
-            check_relevance({side.input_node: m}, strict)
+            check_relevance({side.input_node: m}, strict, lambda: "")
     ea, eb = (side.embedding.to(maps[0].dtype) for side in sides)
     scale = torch.ones_like(ea[:, 0])
     if similarity == "cosine":

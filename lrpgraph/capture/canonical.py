@@ -13,7 +13,10 @@ Graphs with in-place ops or higher-order ops are decomposed by torch as before.
 
 from __future__ import annotations
 
+import functools
 import operator
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import fx
@@ -36,6 +39,38 @@ def fused_ops(graph: fx.Graph) -> dict:
 
     present = {node.target for node in graph.nodes if node.op == "call_function"}
     return {op: decomposition_table[op] for op in DECOMPOSED if op in present}
+
+
+@functools.cache
+def _export_decompositions() -> dict:
+    """torch.export's default table: core ATen decompositions and those of composite ops (bilinear, cdist, diff)."""
+    return dict(torch.export.default_decompositions().items())
+
+
+def decomposition(target: Any) -> Callable | None:
+    """torch's own decomposition of an op (`torch._decomp.decomposition_table`, then torch.export's default table,
+    which holds the composite ops'), or None."""
+    from torch._decomp import decomposition_table
+
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    return decomposition_table.get(target) or _export_decompositions().get(target)
+
+
+def picked(graph: fx.Graph, wanted: Callable[[fx.Node], bool], sources: list[fx.Node]) -> list[fx.Node]:
+    """The nodes `wanted` picks among those computed from the call's inputs (`sources`) through tensors: constants
+    (rotary tables, ALiBi slopes) are left out."""
+    data, found = set(sources), []
+    for node in graph.nodes:
+        val = node.meta.get("val")
+        first = val[0] if isinstance(val, (tuple, list)) and val else val
+        if node.op != "call_function" or not isinstance(first, torch.Tensor):
+            continue
+        if any(n in data for n in node.all_input_nodes):
+            data.add(node)
+            if wanted(node):
+                found.append(node)
+    return found
 
 
 def fresh_in_place_as_functional(graph: fx.Graph) -> None:

@@ -20,9 +20,9 @@ import io
 import logging
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from torch.fx._lazy_graph_module import _LazyGraphModule
 
 from ..errors import TraceError, first_line
 from .call import leaf_names
-from .canonical import canonicalise, fresh_in_place_as_functional, fused_ops, is_functional
+from .canonical import canonicalise, decomposition, fresh_in_place_as_functional, fused_ops, is_functional, picked
 from .graph import BUFFER, CONSTANT, INPUT, PARAMETER, Graph, output_names
 from .guards import GuardCheck, GuardSpec
 from .model_state import evaluation_mode
@@ -61,9 +61,17 @@ class Exported:
     # buffers, and the call's own (in_spec, out_spec); such a program is valid for its one call only
     recorded_state: list[tuple[str, str]] | None = None
     recorded_specs: tuple[pytree.TreeSpec, pytree.TreeSpec] | None = None
+    decomposed: dict[str, int] = field(default_factory=dict)  # ops with no rule torch decomposed: op → nodes
 
 
 DIMENSIONS = ("static", "batch-and-ids", "all")
+
+
+Unruled = Callable[[fx.Node], bool]  # the nodes whose op has no rule and may carry relevance: decomposed by torch
+
+
+def _none(node: fx.Node) -> bool:
+    return False
 
 
 def export(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions: str = "batch-and-ids") -> Graph:
@@ -71,25 +79,30 @@ def export(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions: str = 
     return to_graph(model, export_program(model, args, kwargs, dimensions), args, kwargs)
 
 
-def export_program(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions: str = "batch-and-ids") -> Exported:
+def export_program(
+    model: torch.nn.Module, args: tuple, kwargs: dict, dimensions: str = "batch-and-ids", unruled: Unruled = _none
+) -> Exported:
     """Trace `model(*args, **kwargs)` in eval mode under `torch.no_grad()`.
 
     dimensions: which to keep symbolic where the model allows it (DIMENSIONS); a model that cannot be
     traced so is traced with static shapes. High-level ops such as linear, layer_norm and
     scaled_dot_product_attention are kept; dropout, in-place ops and dtype casts are made functional.
-    The model's own train/eval flags are restored.
+    The model's own train/eval flags are restored. `unruled` picks nodes whose ops torch then decomposes (where its
+    decomposition table has them) into ops that have rules.
     """
     names = leaf_names(model, args, kwargs)
     reason = None
     for example in _examples(args, kwargs, dimensions == "all") if dimensions != "static" else []:
         try:
-            exported = Exported(*_export(model, *example, _dynamic_shapes(model, *example, dimensions == "all"), names))
+            dynamic = _dynamic_shapes(model, *example, dimensions == "all")
+            exported = _export(model, *example, dynamic, names, unruled)
         except Exception as failure:  # try a smaller change to the example, then static shapes
             reason = reason or f"{type(failure).__name__}: {first_line(failure)}"
             continue
         return _with_known_shapes(model, exported)
     try:
-        exported = Exported(*_export(model, args, kwargs, None, names), reason)
+        exported = _export(model, args, kwargs, None, names, unruled)
+        exported.static_reason = reason
     except Exception as failure:
         raise TraceError(_describe_failure(model, failure)) from failure
     return _with_known_shapes(model, exported)
@@ -114,25 +127,65 @@ def _plain_copy(t: torch.Tensor) -> torch.Tensor:
 
 
 def _export(
-    model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_shapes: Any, names: list[str]
-) -> tuple[torch.export.ExportedProgram, GuardSpec]:
+    model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_shapes: Any, names: list[str], unruled: Unruled
+) -> Exported:
     # views (a slice of a generated sequence) make torch.export's input guards fail: trace on plain copies
     args, kwargs = pytree.tree_map_only(torch.Tensor, _plain_copy, (args, kwargs))
     with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_logs(), DequantizedWeights():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
-        program = functional(program)
-    return program, GuardSpec.of_trace(program.graph, user_inputs(program), names)
+        program, decomposed = functional(program, unruled, len(user_inputs(program)))
+    return Exported(program, GuardSpec.of_trace(program.graph, user_inputs(program), names), decomposed=decomposed)
 
 
-def functional(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    """The program with no in-place ops (torch makes it functional if needed) and fused LSTM / GRU / RNN layers
-    decomposed into their matrix products, gates and pointwise ops."""
+_ROUNDS = 3  # a decomposition's ops may have no rule either: decomposed again, this many times at most
+
+
+def functional(
+    program: torch.export.ExportedProgram, unruled: Unruled = _none, calls: int = 0
+) -> tuple[torch.export.ExportedProgram, dict[str, int]]:
+    """The program with no in-place ops (torch makes it functional if needed), fused LSTM / GRU / RNN layers
+    decomposed into their matrix products, gates and pointwise ops, and the ops of `unruled` nodes computed from the
+    last `calls` user inputs decomposed by torch's own table (then their parts', in turn), as far as torch can
+    decompose the program; with how many nodes of each op were decomposed so."""
     fresh_in_place_as_functional(program.graph)
     if not is_functional(program.graph):
         program = program.run_decompositions({})
     fused = fused_ops(program.graph)
-    return program.run_decompositions(fused) if fused else program
+    program = program.run_decompositions(fused) if fused else program
+    decomposed: dict[str, int] = {}
+    for _ in range(_ROUNDS):
+        sources = user_inputs(program)[-calls:] if calls else []
+        nodes = picked(program.graph, unruled, sources)
+        table = {n.target: d for n in nodes if (d := decomposition(n.target)) is not None}
+        if not table:
+            break
+        try:
+            candidate = program.run_decompositions(table)
+        except Exception:  # torch cannot re-trace this program: its ops stay as they are (a missing rule says so)
+            break
+        if _new_dead_ends(program, candidate, unruled, calls) or _has_tokens(candidate):
+            break  # the parts have no rule either (prims.prod for cumprod), or side effects: keep the op itself
+        for node in nodes:
+            if node.target in table:
+                decomposed[str(node.target)] = decomposed.get(str(node.target), 0) + 1
+        program = candidate
+    return program, decomposed
+
+
+def _new_dead_ends(before: Any, after: Any, unruled: Unruled, calls: int) -> bool:
+    """Whether a decomposition left ops with neither a rule nor a decomposition that the program did not have."""
+
+    def dead(program: Any) -> set:
+        sources = user_inputs(program)[-calls:] if calls else []
+        return {n.target for n in picked(program.graph, unruled, sources) if decomposition(n.target) is None}
+
+    return bool(dead(after) - dead(before))
+
+
+def _has_tokens(program: Any) -> bool:
+    """Effect tokens: torch threads them through ops with side effects, which the graph cannot take."""
+    return any(spec.kind == InputKind.TOKEN for spec in program.graph_signature.input_specs)
 
 
 def user_inputs(program: torch.export.ExportedProgram) -> list[fx.Node]:
@@ -249,6 +302,7 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
         check=GuardCheck(exported.guards),
         static_reason=exported.static_reason,
         recorded=exported.recorded_state is not None,
+        decomposed=dict(exported.decomposed),
     )
 
 

@@ -35,6 +35,7 @@ class Graph:
     check: GuardCheck  # which calls the graph serves (all of one structure, for a dynamic trace)
     static_reason: str | None = None  # why the trace has static shapes only, when dynamic tracing failed
     recorded: bool = False  # a recording of one call (`record.py`): valid for that call's values only
+    decomposed: dict[str, int] = field(default_factory=dict)  # ops with no rule torch decomposed: op → nodes
     _stacks: dict[fx.Node, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
 
     @property
@@ -135,6 +136,7 @@ class Graph:
             check=self.check,
             static_reason=self.static_reason,
             recorded=self.recorded,
+            decomposed=dict(self.decomposed),
         )
 
     def describe(self, node: fx.Node) -> str:

@@ -24,7 +24,7 @@ import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..errors import TraceError, first_line
-from .export import Exported, functional, quiet_torch_logs, user_inputs
+from .export import Exported, Unruled, functional, quiet_torch_logs, user_inputs
 from .graph import BUFFER, PARAMETER
 from .guards import GuardSpec
 from .model_state import evaluation_mode
@@ -36,7 +36,7 @@ class CallFailed(TraceError):
     """The model's own call failed while it was being recorded (not a limit of the recording)."""
 
 
-def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exported:
+def record_program(model: torch.nn.Module, args: tuple, kwargs: dict, unruled: Unruled) -> Exported:
     """The ops `model(*args, **kwargs)` runs, as an exported program whose leading user inputs are the model's
     parameters and buffers (named in `Exported.recorded_state`), then the call's leaves."""
     params = dict(model.named_parameters())
@@ -72,7 +72,8 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
     try:
         _freeze_dynamic_shapes(recording, pristine, len(state))
         with torch.no_grad(), quiet_torch_logs():
-            program = functional(torch.export.export(recording, tuple(working), strict=False))  # shapes only
+            exported = torch.export.export(recording, tuple(working), strict=False)  # for its shapes
+            program, decomposed = functional(exported, unruled, len(leaves))
     except TraceError:
         raise
     except Exception as failure:
@@ -93,6 +94,7 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict) -> Exporte
         GuardSpec.of_trace(program.graph, user, [f"input {i}" for i in range(len(leaves))]),
         recorded_state=kinds,
         recorded_specs=(in_spec, out_spec[0]),
+        decomposed=decomposed,
     )
 
 

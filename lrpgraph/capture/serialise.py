@@ -76,6 +76,7 @@ def encode(exported: Exported) -> dict:
         "meta_constants": meta_constants,
         "guards": json.dumps(exported.guards.to_json()),
         "static_reason": exported.static_reason or "",
+        "decomposed": dict(exported.decomposed),
     }
 
 
@@ -89,7 +90,7 @@ def decode(payload: dict) -> Exported:
     except Refused as refusal:
         raise Uncacheable(str(refusal)) from None
     _drop_unused_outputs(program)
-    return Exported(program, guards, payload["static_reason"] or None)
+    return Exported(program, guards, payload["static_reason"] or None, decomposed=dict(payload.get("decomposed") or {}))
 
 
 def state_and_constants(payload: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

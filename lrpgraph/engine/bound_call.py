@@ -8,6 +8,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import fx
 
+from ..capture.quantized import dequantized_view
 from .traced_model import TracedModel
 
 
@@ -16,7 +17,8 @@ class BoundCall:
 
     def __init__(self, model_trace: TracedModel, model: torch.nn.Module, args: tuple, kwargs: dict):
         self.model_trace, self.graph = model_trace, model_trace.graph
-        self.values: list[Any] = self.graph.placeholder_values(model, pytree.tree_leaves((args, kwargs)))
+        flat = pytree.tree_leaves((args, kwargs))
+        self.values: list[Any] = self.graph.placeholder_values(dequantized_view(model), flat)
         placeholders = self.graph.module.graph.find_nodes(op="placeholder")
         self.value_of: dict[fx.Node, Any] = dict(zip(placeholders, self.values, strict=True))
         self.shapes = model_trace.shapes(self.values)

@@ -20,7 +20,7 @@ import torch.utils._pytree as pytree
 from ..capture.call import prepare_call
 from ..capture.fingerprint import call_structure
 from ..capture.graph import Graph
-from ..capture.quantized import refuse_unfaithful_quantization
+from ..capture.quantized import dequantized_view, refuse_unfaithful_quantization
 from ..capture.record import CallFailed
 from ..errors import InputError, TraceError
 from . import retrace
@@ -47,6 +47,7 @@ def traced(
     """
     if tracer not in TRACERS:
         raise InputError(f"tracer must be one of {', '.join(map(repr, TRACERS))}, not {tracer!r}")
+    model = dequantized_view(model)  # torch.ao dynamic quantized layers as float layers (BoundCall reads it too)
     if tracer == "record":
         refuse_unfaithful_quantization(model, probe=True)
         return TracedModel(record(model, args, kwargs))

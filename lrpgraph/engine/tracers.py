@@ -10,18 +10,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import fx
 
 from ..capture.call import without_autocast
 from ..capture.export import Exported, export_program, to_graph
-from ..capture.graph import Graph
+from ..capture.graph import Graph, is_float
 from ..capture.record import record_program
+from ..ops.table import spec
 from .export_lock import EXPORT_LOCK
+
+
+def unruled(node: fx.Node) -> bool:
+    """A node whose op the op table does not know and that may carry relevance (a float result of float operands):
+    torch decomposes it at capture where it can, into ops that have rules. Ops making masks or constants, and ops the
+    table knows without a rule (a statistic a normalisation holds constant), are left as they are."""
+    val = node.meta.get("val")
+    first = val[0] if isinstance(val, (tuple, list)) and val else val  # a multi-output op's result comes first
+    if node.op != "call_function" or spec(node.target) is not None or not is_float(first):
+        return False
+    return any(is_float(n.meta.get("val")) for n in node.all_input_nodes)
 
 
 def export(model: torch.nn.Module, args: tuple, kwargs: dict, dimensions: str) -> Exported:
     """`model(*args, **kwargs)` exported, these dimensions symbolic (`capture/export.py`); TraceError if it cannot."""
     with EXPORT_LOCK, state_restored(model), without_autocast():
-        return export_program(model, args, kwargs, dimensions)
+        return export_program(model, args, kwargs, dimensions, unruled)
 
 
 def graph_of(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: dict) -> Graph:
@@ -33,7 +46,7 @@ def graph_of(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
 def record(model: torch.nn.Module, args: tuple, kwargs: dict) -> Graph:
     """The ops this call runs, as a Graph valid for this call only; CallFailed if the call itself fails."""
     with EXPORT_LOCK, state_restored(model), without_autocast():
-        return to_graph(model, record_program(model, args, kwargs), args, kwargs)
+        return to_graph(model, record_program(model, args, kwargs, unruled), args, kwargs)
 
 
 def lasting(failure: BaseException) -> bool:

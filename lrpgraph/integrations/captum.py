@@ -58,7 +58,11 @@ class LRP:
         call = given + extra
         ex = explain(self.forward_func, call, _target(target, given[0].shape[0]), self.rules, **self.options)
         names = leaf_names(self.forward_func, call, {})[: len(given)]
-        attributions = tuple(ex.relevance[name] for name in names)
+        # Captum wants a tensor per input: an integer input relevance cannot reach (`ex.unreached`) gets zeros
+        attributions = tuple(
+            ex.relevance[name] if name in ex.relevance else torch.zeros(x.shape, dtype=ex.seed.dtype, device=x.device)
+            for name, x in zip(names, given, strict=True)
+        )
         result = attributions[0] if single else attributions
         if not return_convergence_delta:
             return result

@@ -82,5 +82,8 @@ class TableIndexAdapter(ReindexAdapter):
 
 
 register_ops(EmbeddingAdapter(), aten.embedding.default)
-register_ops(TableIndexAdapter(index_adjoint, "indices", always=("indices",)), aten.index.Tensor)
+# _unsafe_index: index without bounds checks, what torch's decompositions (interpolation) write
+register_ops(
+    TableIndexAdapter(index_adjoint, "indices", always=("indices",)), aten.index.Tensor, aten._unsafe_index.Tensor
+)
 register_ops(TableIndexAdapter(index_select_adjoint, "index", always=("index",)), aten.index_select.default)

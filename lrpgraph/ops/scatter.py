@@ -104,4 +104,8 @@ def _index_put_clear(a, R):
 register_ops(ScatterAdapter("source", True, _index_add_gather, None), aten.index_add.default)
 register_ops(ScatterAdapter("src", True, _scatter_gather, None), aten.scatter_add.default)
 register_ops(ScatterAdapter("src", False, _scatter_gather, _scatter_clear), aten.scatter.src, aten.scatter.value)
-register_ops(ScatterAdapter("values", None, _index_put_gather, _index_put_clear), aten.index_put.default)
+register_ops(  # _unsafe_index_put: without bounds checks, what torch's decompositions (col2im) write
+    ScatterAdapter("values", None, _index_put_gather, _index_put_clear),
+    aten.index_put.default,
+    aten._unsafe_index_put.default,
+)

@@ -168,6 +168,11 @@ def build_plan(
         if s.is_fallback
     ]
     inputs = [n for n in flow.live if n.op == "placeholder"]
+    if not inputs and not any(n in sources for n in flow.live):
+        raise MissingRuleError(
+            f"relevance from output '{output.name}' reaches none of the model's inputs: no chain of ops with rules "
+            "joins them (integer inputs receive relevance only through a table lookup such as an embedding)"
+        )
     return Plan(graph, output, flow.live, steps, inputs, fallbacks, frozenset(n for n in flow.live if n in sources))
 
 

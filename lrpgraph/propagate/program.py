@@ -65,7 +65,8 @@ def _generated(plan: Plan, schedule: Schedule, record: frozenset[fx.Node], start
             j = len(namespace)
             namespace[f"V{j}"] = value
             lines.append(f"    release(V{j}, {value in schedule.keep})")
-    first = [f"    r{index[start]}, o{index[start]} = seed, False"]
+    # a start no step reads (relevance can reach no input from it: `ex.unreached` says why) walks nothing
+    first = [f"    r{index[start]}, o{index[start]} = seed, False"] if start in index else []
     names = [f"r{i}" for i in range(len(index))] + [f"o{i}" for i in range(len(index))]
     start = [f"    {' = '.join(names[n : n + 32])} = None" for n in range(0, len(names), 32)]
     head = [
