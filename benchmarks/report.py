@@ -435,13 +435,15 @@ def quantized_block(data: dict) -> str:
     s, r = data["settings"], data["results"]
     big, peak, f32, i8 = r["int8"], r["int8_memory"], r["twin_float32"], r["twin_int8"]
     float_weights = big["parameters"] * 4
+    runs = {
+        f"{s['layers']} layers, int8 weights": big,
+        f"{s['twin_layers']} layers, int8 weights": i8,
+        f"{s['twin_layers']} layers, float32": f32,
+    }
     rows = [
-        (f"{s['layers']} layers, int8 weights", f"{big['parameters'] / 1e9:.2f}", sec(big["explain_seconds"]),
-         sec(big["gradient_seconds"]), x(big["explain_seconds"] / big["gradient_seconds"])),
-        (f"{s['twin_layers']} layers, int8 weights", f"{i8['parameters'] / 1e9:.2f}", sec(i8["explain_seconds"]),
-         sec(i8["gradient_seconds"]), x(i8["explain_seconds"] / i8["gradient_seconds"])),
-        (f"{s['twin_layers']} layers, float32", f"{f32['parameters'] / 1e9:.2f}", sec(f32["explain_seconds"]),
-         sec(f32["gradient_seconds"]), x(f32["explain_seconds"] / f32["gradient_seconds"])),
+        (label, f"{r['parameters'] / 1e9:.2f}", sec(r["explain_seconds"]), sec(r["gradient_seconds"]),
+         x(r["explain_seconds"] / r["gradient_seconds"]))
+        for label, r in runs.items()
     ]  # fmt: skip
     what = (
         f"a Llama of hidden {s['shape']['hidden_size']}, MLP {s['shape']['intermediate_size']}, "

@@ -17,8 +17,8 @@ from ..engine.output import DeferredOutput, ForwardPass
 from ..engine.positional import positional_outputs
 from ..engine.walks import Walks
 from ..flow.positional import PositionalSource
+from ..flow.relevance import moves_values
 from ..ops.sparse import RowSparse
-from ..ops.table import facts
 from ..presets.ruleset import RuleSet
 from ..propagate.plan import Plan
 from ..propagate.walker import WalkResult
@@ -45,7 +45,8 @@ class Walked:
 
 
 def assemble(w: Walked, started: float) -> Explanation:
-    """Relevance per input (zeros where none arrived), PA-LRP outputs, latent relevance, conservation, stats."""
+    """Relevance per input (zeros for a float input no rule sent any to; integer inputs read only as indices listed
+    as unreached), PA-LRP outputs, latent relevance, conservation, stats."""
     dtype, out, plan, store = w.seed.dtype, w.forward.out, w.plan, w.forward.store
     lead = () if w.targets is None else (w.targets,)
     relevance, unreached = _per_input(w, w.result.inputs, lead, dtype)
@@ -132,7 +133,7 @@ def _readers(node: fx.Node) -> list[fx.Node]:
             if user in seen:
                 continue
             seen.add(user)
-            if facts(user.target).moves_values and user.args and user.args[0] is value:
+            if moves_values(user) and user.args and user.args[0] is value:
                 stack.append(user)
             else:
                 found.append(user)

@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from torch import fx
 
+from .graph import leading
 from .node_args import normalised_args, without_cached_args
+from .rewrite import insert_call
 
 aten = torch.ops.aten
 _TO = {aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.to.other}
@@ -62,9 +64,7 @@ def picked(graph: fx.Graph, wanted: Callable[[fx.Node], bool], sources: list[fx.
     (rotary tables, ALiBi slopes) are left out."""
     data, found = set(sources), []
     for node in graph.nodes:
-        val = node.meta.get("val")
-        first = val[0] if isinstance(val, (tuple, list)) and val else val
-        if node.op != "call_function" or not isinstance(first, torch.Tensor):
+        if node.op != "call_function" or not isinstance(leading(node.meta.get("val")), torch.Tensor):
             continue
         if any(n in data for n in node.all_input_nodes):
             data.add(node)
@@ -197,20 +197,10 @@ def _as_pairwise_einsums(graph: fx.Graph, node: fx.Node) -> bool:
             later = set("".join(terms[i + 1 :])) | set(output)
             seen = dict.fromkeys(current + terms[i])
             result = output if i == len(terms) - 1 else "".join(c for c in seen if c in later)
-            value = _fake_call(
+            value = insert_call(
                 graph, aten.einsum.default, (f"{current},{terms[i]}->{result}", [value, operands[i]]), node
             )
             current = result
     node.replace_all_uses_with(value)
     graph.erase_node(node)
     return True
-
-
-def _fake_call(graph: fx.Graph, target, args: tuple, like: fx.Node) -> fx.Node:
-    """target(*args) added to the graph, its fake value computed in `like`'s fake mode, `like`'s other meta kept."""
-    made = graph.call_function(target, args)
-    fake = fx.node.map_arg(args, lambda n: n.meta["val"])
-    with like.meta["val"].fake_mode:
-        val = target(*fake)
-    made.meta = {**without_cached_args(like.meta), "val": val}
-    return made

@@ -154,9 +154,8 @@ def functional(
     fused = fused_ops(program.graph)
     program = program.run_decompositions(fused) if fused else program
     decomposed: dict[str, int] = {}
+    nodes = picked(program.graph, unruled, _calls(program, calls))
     for _ in range(_ROUNDS):
-        sources = user_inputs(program)[-calls:] if calls else []
-        nodes = picked(program.graph, unruled, sources)
         table = {n.target: d for n in nodes if (d := decomposition(n.target)) is not None}
         if not table:
             break
@@ -164,23 +163,20 @@ def functional(
             candidate = program.run_decompositions(table)
         except Exception:  # torch cannot re-trace this program: its ops stay as they are (a missing rule says so)
             break
-        if _new_dead_ends(program, candidate, unruled, calls) or _has_tokens(candidate):
+        after = picked(candidate.graph, unruled, _calls(candidate, calls))
+        dead_ends = {n.target for n in after if decomposition(n.target) is None} - {n.target for n in nodes}
+        if dead_ends or _has_tokens(candidate):
             break  # the parts have no rule either (prims.prod for cumprod), or side effects: keep the op itself
         for node in nodes:
             if node.target in table:
                 decomposed[str(node.target)] = decomposed.get(str(node.target), 0) + 1
-        program = candidate
+        program, nodes = candidate, after
     return program, decomposed
 
 
-def _new_dead_ends(before: Any, after: Any, unruled: Unruled, calls: int) -> bool:
-    """Whether a decomposition left ops with neither a rule nor a decomposition that the program did not have."""
-
-    def dead(program: Any) -> set:
-        sources = user_inputs(program)[-calls:] if calls else []
-        return {n.target for n in picked(program.graph, unruled, sources) if decomposition(n.target) is None}
-
-    return bool(dead(after) - dead(before))
+def _calls(program: torch.export.ExportedProgram, calls: int) -> list[fx.Node]:
+    """The placeholders of the last `calls` user inputs (the call's own, where a recording leads with the state)."""
+    return user_inputs(program)[-calls:] if calls else []
 
 
 def _has_tokens(program: Any) -> bool:

@@ -145,6 +145,11 @@ class Graph:
         return f"node '{node.name}' ({op_name(node)}) in module '{path}' ({self.module_type(node) or '?'})"
 
 
+def leading(value: Any) -> Any:
+    """A node's value, or a multi-output op's first result (the one its other results accompany)."""
+    return value[0] if isinstance(value, (tuple, list)) and value else value
+
+
 def is_float(value: Any) -> bool:
     """A floating-point (or complex) tensor, or a non-empty tuple of them (the value of a multi-output op)."""
     if isinstance(value, (tuple, list)):

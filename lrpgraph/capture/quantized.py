@@ -78,12 +78,18 @@ _WAY_OUT = (
 )
 
 
-def refuse_unfaithful_quantization(model: torch.nn.Module, probe: bool) -> None:
-    """TraceError if the model is quantized so that its dequantized float layers would not compute what it computes:
-    a scheme that quantizes activations (`unsupported_quantization`, a scan of the modules), or with `probe` (before a
-    new trace) a linear weight whose own kernel disagrees with its dequantization on a probe input (an unknown
-    scheme's hidden input transform)."""
-    why = unsupported_quantization(model) or (_kernel_disagreement(model) if probe else None)
+def refuse_unfaithful_quantization(model: torch.nn.Module) -> None:
+    """TraceError if the model quantizes activations as part of the model (`unsupported_quantization`): its
+    dequantized float layers would not compute what it computes. A scan of the modules, cheap enough for every call."""
+    why = unsupported_quantization(model)
+    if why:
+        raise TraceError(f"cannot explain {type(model).__name__} faithfully: {why}")
+
+
+def refuse_disagreeing_kernels(model: torch.nn.Module) -> None:
+    """TraceError if a linear weight's own kernel disagrees with its dequantization on a probe input (an unknown
+    scheme's hidden input transform): checked before each new trace."""
+    why = _kernel_disagreement(model)
     if why:
         raise TraceError(f"cannot explain {type(model).__name__} faithfully: {why}")
 

@@ -20,7 +20,7 @@ import torch.utils._pytree as pytree
 from ..capture.call import prepare_call
 from ..capture.fingerprint import call_structure
 from ..capture.graph import Graph
-from ..capture.quantized import dequantized_view, refuse_unfaithful_quantization
+from ..capture.quantized import dequantized_view, refuse_disagreeing_kernels, refuse_unfaithful_quantization
 from ..capture.record import CallFailed
 from ..errors import InputError, TraceError
 from . import retrace
@@ -49,7 +49,8 @@ def traced(
         raise InputError(f"tracer must be one of {', '.join(map(repr, TRACERS))}, not {tracer!r}")
     model = dequantized_view(model)  # torch.ao dynamic quantized layers as float layers (BoundCall reads it too)
     if tracer == "record":
-        refuse_unfaithful_quantization(model, probe=True)
+        refuse_unfaithful_quantization(model)
+        refuse_disagreeing_kernels(model)
         return TracedModel(record(model, args, kwargs))
     return Tracing(model, args, kwargs, tracer).run(cache_dir)
 
@@ -80,7 +81,7 @@ class Tracing:
 
     def run(self, cache_dir: str | os.PathLike | None) -> TracedModel:
         """The steps in order, holding the model's lock (and, while it looks on disk and traces, the entry's)."""
-        refuse_unfaithful_quantization(self.model, probe=False)  # a scan of the modules, before they are fingerprinted
+        refuse_unfaithful_quantization(self.model)  # a scan of the modules, before they are fingerprinted
         with self.traces.lock:
             cacheable = self.traces.refresh(self.model)
             if self.tracer == "auto" and self.structure in self.traces.unexportable:
@@ -88,7 +89,7 @@ class Tracing:
             served, broken = self.traces.serving(self.structure, self.user)
             if served is not None:
                 return served
-            refuse_unfaithful_quantization(self.model, probe=True)  # once, before export and the recorder both fail
+            refuse_disagreeing_kernels(self.model)  # once, before export and the recorder both fail
             dimensions = retrace.dimensions_to_trace(broken, self.user)
             entry = (self.structure, dimensions)
             disk = DiskTraces.open(cache_dir, self.model, entry, self.traces) if cacheable else None

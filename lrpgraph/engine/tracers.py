@@ -14,7 +14,7 @@ from torch import fx
 
 from ..capture.call import without_autocast
 from ..capture.export import Exported, export_program, to_graph
-from ..capture.graph import Graph, is_float
+from ..capture.graph import Graph, is_float, leading
 from ..capture.record import record_program
 from ..ops.table import spec
 from .export_lock import EXPORT_LOCK
@@ -24,9 +24,7 @@ def unruled(node: fx.Node) -> bool:
     """A node whose op the op table does not know and that may carry relevance (a float result of float operands):
     torch decomposes it at capture where it can, into ops that have rules. Ops making masks or constants, and ops the
     table knows without a rule (a statistic a normalisation holds constant), are left as they are."""
-    val = node.meta.get("val")
-    first = val[0] if isinstance(val, (tuple, list)) and val else val  # a multi-output op's result comes first
-    if node.op != "call_function" or spec(node.target) is not None or not is_float(first):
+    if node.op != "call_function" or spec(node.target) is not None or not is_float(leading(node.meta.get("val"))):
         return False
     return any(is_float(n.meta.get("val")) for n in node.all_input_nodes)
 
