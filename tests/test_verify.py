@@ -147,3 +147,29 @@ def test_zoo_architectures_are_verified_in_float64(name):
     model, inputs = in_float64(arch)  # constants the models make are float64 too
     check = lrpgraph.verify(model, inputs, rules="attnlrp")
     assert check.ok and check.max_error < 1e-6, (check.max_error, check.worst, check.unverified)
+
+
+class CastIds(nn.Module):
+    """Token ids cast to int32 and put after four prompt ids before the lookup, as CPM-Ant does."""
+
+    def __init__(self, cast: bool):
+        super().__init__()
+        self.cast = cast
+        self.embed, self.head = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+    def forward(self, ids):
+        x = ids.to(torch.int32) if self.cast else ids
+        prompt = torch.arange(4, dtype=x.dtype).repeat(ids.shape[0], 1)
+        return self.head(self.embed(torch.cat([prompt, x], 1))).sum(1)
+
+
+def test_ids_cast_before_the_lookup_are_verified():
+    torch.manual_seed(0)
+    cast, plain = CastIds(True).double(), CastIds(False).double()
+    plain.load_state_dict(cast.state_dict())
+    ids = torch.randint(0, 50, (2, 5))
+    check = lrpgraph.verify(cast, ids, rules="attnlrp")
+    assert check.ok and check.errors["ids"] < 1e-12  # the replay's shadow of the ids lost its gradient at the cast
+    expected = lrpgraph.explain(plain, ids, rules="attnlrp").relevance["ids"]
+    assert torch.allclose(check.explanation.relevance["ids"], expected, rtol=1e-12, atol=1e-14)
+    assert float(expected.abs().sum()) > 0

@@ -84,6 +84,7 @@ def assemble(w: Walked, started: float) -> Explanation:
         unreached=unreached,
         stats={
             "seconds": time.perf_counter() - started,
+            "tracer": "recorded" if w.call.graph.recorded else "export",
             "peak_activation_bytes": store.peak_bytes,
             "kept_nodes": len(w.forward.schedule.keep),
             "checkpoints": len(w.forward.schedule.checkpoints),

@@ -34,7 +34,11 @@ def exact(R, adjoint, out):
 
 @form(REINDEX, "exact")
 def exact_form(call: Replay):
-    """Values moved forward, gradients move back with them."""
+    """Values moved forward, gradients move back with them. A cast of relevant ids keeps their shadow's float
+    dtype, which carries the gradient (an integer shadow would drop it)."""
+    shadow = call.get("self")
+    if call.integer and call.get("dtype") is not None and isinstance(shadow, torch.Tensor):
+        return call.held(replace={"dtype": shadow.dtype})
     return call.held()
 
 

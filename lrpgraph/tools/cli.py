@@ -598,6 +598,17 @@ def _add_coverage(sub: Any) -> None:
         "HF_HUB_OFFLINE=0)",
     )
     parser.add_argument("--only", nargs="+", help="names of built-in zoo architectures to run")
+    parser.add_argument(
+        "--transformers",
+        metavar="TYPES",
+        help="'all', or a comma list of model types: a tiny model built from each config class, explained and "
+        "verified (instead of the zoo)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="processes for --transformers (default: 1)")
+    parser.add_argument(
+        "--rows", type=Path, help="JSON-lines file of --transformers rows: appended as each ends, read to resume"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per model type (default: 600)")
     parser.add_argument("--rules", default="attnlrp", help="preset (default: attnlrp)")
     parser.add_argument("--format", choices=("md", "json"), default="md")
     parser.add_argument("--output", type=Path, help="write the report here as well as to stdout")
@@ -615,8 +626,10 @@ def _coverage(args: argparse.Namespace) -> int:
     from .zoo import architectures
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs from local folders or the cache, as `explain` loads
-    entries = _zoo_file(args.zoo) if args.zoo else architectures(args.only)
     resolve(args.rules)
+    if args.transformers:
+        return _coverage_of_types(args)
+    entries = _zoo_file(args.zoo) if args.zoo else architectures(args.only)
     rows = run_zoo(entries, args.rules)
     if args.format == "json":
         text = json.dumps({"rules": args.rules, "architectures": [asdict(r) for r in rows]}, indent=2)
@@ -626,6 +639,32 @@ def _coverage(args: argparse.Namespace) -> int:
     if args.output:
         args.output.write_text(text + "\n")
     return 0 if all(r.explained for r in rows) else 1
+
+
+def _coverage_of_types(args: argparse.Namespace) -> int:
+    """`coverage --transformers`: every named model type built tiny, explained and verified; the report printed
+    (and written to --output); 0 when every type ran, whatever it found (failures are what the report is for)."""
+    import json
+    from dataclasses import asdict
+
+    from .model_types import markdown_types, model_types, run_types
+
+    known = model_types()
+    types = known if args.transformers == "all" else [t.strip() for t in args.transformers.split(",") if t.strip()]
+    unknown = [t for t in types if t not in known]
+    if unknown or not types:
+        raise InputError(f"--transformers: unknown model type(s) {', '.join(unknown) or '(none given)'}")
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, not {args.workers}")
+    rows = run_types(types, args.rules, args.rows, args.workers, args.timeout)
+    if args.format == "json":
+        text = json.dumps({"rules": args.rules, "model_types": [asdict(r) for r in rows]}, indent=2)
+    else:
+        text = markdown_types(rows, args.rules)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,353 @@
+"""Tiny random-weight models for any model type transformers registers, built from its config class alone.
+
+`tiny_model(model_type)` shrinks the config class's defaults (layers, widths, heads, experts, the sub-configs of
+composite models; per-layer lists cut to the layers kept, one of each kind), picks the model class (a task head
+where one exists, else the base model), and makes inputs from the forward signature and the config; where that
+fails it tries gentler shrinks (depth kept, or widths kept). Used by `lrpgraph coverage --transformers`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+LENGTH = 8
+BATCH = 2
+MAX_PARAMETERS = 40_000_000  # a gentler shrink that leaves more than this is not tiny: refused
+
+# Task heads, most wanted first (each explains a logit of a task), the base model last.
+HEADS_BY_PREFERENCE = (
+    "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+    "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+    "MODEL_FOR_CTC_MAPPING_NAMES",
+    "MODEL_MAPPING_NAMES",
+)
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """How far to shrink: None keeps that kind of field as the config class has it."""
+
+    layers: int | None = 2
+    width: int | None = 32
+    heads: int = 4
+    head_dim: int | None = 8
+    ffn: int | None = 64
+    experts: int = 4
+    vocab: int = 1024
+
+
+# Tried in order until a model builds and runs: tiny; depth kept (hybrids whose layer kinds follow a period);
+# widths kept (models whose widths are tied by rules the field names do not show).
+LADDER = (Shrink(), Shrink(layers=None), Shrink(width=None, head_dim=None, ffn=None, heads=64))
+
+_LAYERS = re.compile(r"^(num_hidden_layers|num_layers|n_layers?|n_layer|depth|encoder_layers|decoder_layers)$|_layers$")
+_NOT_LAYERS = re.compile(r"conv|feat_extract|tdnn|adapter|_output_layers$|_input_layers$|mlp_only")
+_HEADS = re.compile(r"(^|_)(heads|n_head|num_heads|attention_heads|n_heads)$")
+_KV_HEADS = re.compile(r"(key_value|kv)_heads$|^n_kv_heads$|^num_kv_heads$")
+_HEAD_DIM = re.compile(r"(^|_)head_dim$|_lora_rank$|^attention_head_size$|^d_kv$|^kv_channels$|^d_head$|^rotary_dim$")
+_WIDTH = re.compile(
+    r"^(hidden_size|d_model|n_embd|n_embed|embed_dim|hidden_dim|model_dim|dim|d_embed|embedding_size|"
+    r"word_embed_proj_dim|projection_dim|proj_dim)$|_(hidden_size|d_model|embed_dim|hidden_dim)$"
+)
+_FFN = re.compile(r"intermediate_size$|ffn_dim$|^d_ff$|^n_inner$|mlp_dim$|ffn_hidden_size$|^inner_dim$|^d_inner$")
+_EXPERTS = re.compile(r"^(num_experts|num_local_experts|n_routed_experts|moe_num_experts|num_routed_experts)$")
+_TOP_K = re.compile(r"^(num_experts_per_tok|moe_topk|top_k|num_selected_experts|moe_k|num_experts_per_token)$")
+_GROUPS = re.compile(r"^(mamba_)?n_?groups?$|^mamba_ngroups$|^topk_group$")
+_TOKEN_ID = re.compile(r"_(token_id|token_index|id)$")
+_LAYER_INDICES = re.compile(r"layer.*(ids|indices|idx|index|layers?)$|^out_indices$")
+
+
+_STAGE_WIDTHS = ("hidden_sizes", "embed_dims", "dims", "widths", "embed_dim", "channels", "hidden_dims", "conv_dim")
+
+
+def _ints(value: Any) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _heads(value: int, most: int) -> int:
+    """A head count made small, kept a power of two so that tiny widths divide by it."""
+    return value if value <= 1 else min(most, 4 if value >= 4 else 2)
+
+
+def _kept_layers(depth: int, values: dict[str, Any], least: int) -> list[int]:
+    """Which of `depth` layers to keep: the first of each kind every per-layer list names, then the first ones
+    until there are `least`."""
+    keep: set[int] = set()
+    for value in values.values():
+        if isinstance(value, list) and len(value) == depth:
+            seen: dict[str, int] = {}
+            for i, kind in enumerate(value):
+                seen.setdefault(repr(kind), i)
+            keep.update(seen.values())
+    for i in range(depth):
+        if len(keep) >= least:
+            break
+        keep.add(i)
+    return sorted(keep)
+
+
+def _nearest(index: int, depth: int, keep: list[int]) -> int:
+    index = index + depth if index < 0 else index
+    return min(range(len(keep)), key=lambda j: abs(keep[j] - index))
+
+
+def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
+    """A config's `to_dict()` with its size fields made small; sub-config dicts shrunk the same way; lists and
+    dicts that run over the layers cut to the layers kept, and layer indices moved to match."""
+    out = dict(values)
+    heads = next((v for k, v in values.items() if _HEADS.search(k) and isinstance(v, int) and v > 0), None)
+    top = max((v for k, v in values.items() if _TOKEN_ID.search(k) and isinstance(v, int)), default=0)
+    depths: dict[int, list[int]] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and "model_type" in value:
+            out[key] = shrunk(value, how)
+        elif isinstance(value, dict) and "mrope_section" in value and how.head_dim:
+            out[key] = {**value, "mrope_section": _sections(value["mrope_section"], how.head_dim // 2)}
+        elif key == "use_cache":
+            out[key] = False  # one forward is explained: no cache to build (some hybrids cannot build one)
+        elif key == "depths" and isinstance(value, list):
+            out[key] = [1] * len(value)
+        elif key in _STAGE_WIDTHS and how.width and _ints(value) and max(value) > how.width:
+            out[key] = [max(8, round(v * how.width / max(value) / 4) * 4) for v in value]
+        elif key == "num_heads" and isinstance(value, list):
+            out[key] = [_heads(v, how.heads) for v in value]
+        elif isinstance(value, bool) or not isinstance(value, int):
+            continue
+        elif _KV_HEADS.search(key):
+            out[key] = 1 if value == 1 else (_heads(value, how.heads) if heads and value >= heads else 2)
+        elif _HEADS.search(key):
+            out[key] = _heads(value, how.heads)
+        elif _HEAD_DIM.search(key) and how.head_dim:
+            out[key] = min(value, how.head_dim)
+        elif _EXPERTS.search(key):
+            out[key] = min(value, how.experts)
+        elif _GROUPS.search(key):
+            out[key] = 1
+        elif _TOP_K.search(key):
+            out[key] = min(value, 2)
+        elif key == "vocab_size" and value > how.vocab:
+            out[key] = max(how.vocab, top + 1)
+        elif _LAYERS.search(key) and not _NOT_LAYERS.search(key) and how.layers and value > how.layers:
+            keep = depths.setdefault(value, _kept_layers(value, values, how.layers))
+            out[key] = len(keep)
+        elif _WIDTH.search(key) and how.width and value > how.width:
+            out[key] = how.width
+        elif _FFN.search(key) and how.ffn and value > how.ffn:
+            out[key] = how.ffn
+    for depth, keep in depths.items():
+        for key, value in values.items():
+            if isinstance(value, list) and len(value) == depth:
+                out[key] = [value[i] for i in keep]
+            elif isinstance(value, list) and _LAYER_INDICES.search(key) and value:
+                if all(isinstance(i, int) and -depth <= i < depth for i in value):
+                    out[key] = list(dict.fromkeys(_nearest(i, depth, keep) for i in value))
+            elif isinstance(value, dict) and value and all(str(k).isdigit() and int(k) < depth for k in value):
+                out[key] = {f"{keep.index(int(k)):02d}": v for k, v in value.items() if int(k) in keep}
+    if "depths" in values or depths:
+        for key in ("out_features", "out_indices", "stage_names"):
+            out.pop(key, None)
+    _state_space_heads(out)
+    if isinstance(out.get("qk_nope_head_dim"), int) and isinstance(out.get("qk_rope_head_dim"), int):
+        out["qk_head_dim"] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]  # multi-head latent attention
+    return out
+
+
+def _state_space_heads(out: dict[str, Any]) -> None:
+    """A state-space mixer's head size set so that heads × head size = expand × width, which Mamba-2 layers
+    require."""
+    expand = out.get("expand", out.get("mamba_expand"))
+    heads = next((k for k in ("mamba_n_heads", "mamba_num_heads", "n_mamba_heads", "num_heads") if k in out), None)
+    size = next((k for k in ("mamba_d_head", "mamba_head_dim", "mamba_headdim", "head_dim") if k in out), None)
+    width = out.get("hidden_size")
+    if isinstance(expand, int) and isinstance(width, int) and heads and size and isinstance(out[heads], int):
+        out[size] = expand * width // out[heads]
+        if "mamba_d_ssm" in out:
+            out["mamba_d_ssm"] = expand * width
+
+
+def _sections(sections: list[int], total: int) -> list[int]:
+    """Rotary sections rescaled to sum to `total`, each at least 1."""
+    scaled = [max(1, s * total // sum(sections)) for s in sections]
+    scaled[scaled.index(max(scaled))] += total - sum(scaled)
+    return scaled
+
+
+@dataclass
+class TinyModel:
+    """A built tiny model: its type, the class chosen, the model (eval mode) and the inputs it was run on."""
+
+    model_type: str
+    model_class: str
+    model: torch.nn.Module
+    inputs: dict[str, Any]
+    shrink: Shrink
+
+
+def model_classes(model_type: str) -> list[str]:
+    """The model classes transformers registers for `model_type`, task heads first, the base model last."""
+    from transformers.models.auto import modeling_auto
+
+    found = []
+    for mapping in HEADS_BY_PREFERENCE:
+        names = getattr(modeling_auto, mapping).get(model_type)
+        for name in [names] if isinstance(names, str) else list(names or ()):
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def tiny_config(model_type: str, how: Shrink = Shrink()) -> Any:
+    """The config class's defaults for `model_type`, shrunk."""
+    from transformers import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    values = shrunk(cls().to_dict(), how)
+    values.pop("transformers_version", None)
+    return cls.from_dict(values)
+
+
+def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype | None = None) -> TinyModel:
+    """A tiny random-weight model of `model_type` and inputs it runs on (the same for the same seed; built with
+    `dtype` as the default dtype where given); raises why when no shrink and class builds and runs."""
+    import transformers
+
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise KeyError(f"unknown model type {model_type!r}")
+    errors: list[str] = []
+    for how in LADDER:
+        try:
+            config = tiny_config(model_type, how)
+        except Exception as error:
+            errors.append(f"config: {_said(error)}")
+            continue
+        for name in model_classes(model_type):
+            cls = getattr(transformers, name, None)
+            if cls is None:
+                continue
+            try:
+                return TinyModel(model_type, name, *_built(cls, config, how, seed, dtype), how)
+            except Exception as error:
+                errors.append(f"{name}: {_said(error)}")
+    raise RuntimeError(errors[0] if errors else f"no model class for {model_type}")
+
+
+def _built(
+    cls: Any, config: Any, how: Shrink, seed: int, dtype: torch.dtype | None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    saved = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        _refuse_large(cls, config, counted=how != LADDER[0])
+        torch.manual_seed(seed)
+        model = cls(config).eval()
+        _no_zero_parameters(model, seed)
+        errors = []
+        for inputs in candidate_inputs(model, config):
+            try:
+                with torch.no_grad():
+                    model(**inputs)
+                return model, inputs
+            except Exception as error:
+                errors.append(error)
+        raise errors[0] if errors else ValueError(f"no inputs known for {_signature(model)}")
+    finally:
+        torch.set_default_dtype(saved)
+
+
+def _no_zero_parameters(model: torch.nn.Module, seed: int) -> None:
+    """Draw every parameter that its init left all zero (routers, gates, layer scales, output projections, biases)
+    at random, so that no branch of the tiny model is switched off and verifying it tests every rule."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.is_floating_point() and parameter.numel() and not parameter.any():
+                noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+                parameter.copy_(0.02 * noise)
+
+
+def _refuse_large(cls: Any, config: Any, counted: bool) -> None:
+    """Count the parameters on the meta device (no memory, no init) and refuse a model that is not tiny; a model
+    that cannot be built there is built for real only where every width was shrunk (`counted` False)."""
+    try:
+        with torch.device("meta"):
+            size = sum(p.numel() for p in cls(config).parameters())
+    except Exception as error:
+        if counted:
+            raise ValueError(f"its size cannot be counted on the meta device ({_said(error)})") from None
+        return
+    if size > MAX_PARAMETERS:
+        raise ValueError(f"{size / 1e6:.0f}M parameters after shrinking: not tiny")
+
+
+def _said(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def _signature(model: torch.nn.Module) -> str:
+    return f"{type(model).__name__}.forward({', '.join(inspect.signature(model.forward).parameters)})"
+
+
+def _sub(config: Any, *names: str) -> Any:
+    for name in names:
+        sub = getattr(config, name, None)
+        if sub is not None:
+            return sub
+    return config
+
+
+def _image_size(config: Any) -> int:
+    size = getattr(config, "image_size", None) or 32
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]]:
+    """Inputs for `model.forward` from its signature and `config`, in the layouts to try: token ids with masks
+    (and pixels for dual encoders), pixels, audio waves or features."""
+    params = inspect.signature(model.forward).parameters
+    generator = torch.Generator().manual_seed(1)
+    text = _sub(config, "text_config", "decoder", "language_config", "text_encoder")
+    vocab = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None)
+    vision = _sub(config, "vision_config", "image_config")
+    size = _image_size(vision)
+    channels = getattr(vision, "num_channels", None) or 3
+    pixels = torch.randn(BATCH, channels, size, size, generator=generator)
+    found: list[dict[str, Any]] = []
+    decoder = {}
+    if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False) and vocab:
+        decoder["decoder_input_ids"] = torch.randint(3, min(vocab, 1000), (BATCH, LENGTH // 2), generator=generator)
+    if "input_ids" in params and vocab:
+        ids = torch.randint(3, min(vocab, 1000), (BATCH, LENGTH), generator=generator)
+        inputs: dict[str, Any] = {"input_ids": ids, **decoder}
+        if "attention_mask" in params:
+            inputs["attention_mask"] = torch.ones_like(ids)
+        found.append(inputs)
+        if "pixel_values" in params:
+            found.insert(0, {**inputs, "pixel_values": pixels})
+    if "pixel_values" in params:
+        found.append({"pixel_values": pixels})
+    if "input_values" in params:
+        wave = torch.randn(BATCH, 1600, generator=generator)
+        found += [{"input_values": wave, **decoder}, {"input_values": wave[:, None], **decoder}]
+    if "input_features" in params:
+        audio = _sub(config, "audio_config", "encoder_config", "encoder")
+        bins = next(
+            (getattr(c, k) for c in (config, audio) for k in ("num_mel_bins", "feature_size") if getattr(c, k, None)),
+            80,
+        )
+        for frames in (2 * (getattr(config, "max_source_positions", None) or 50), 64):
+            features = torch.randn(BATCH, bins, frames, generator=generator)
+            found += [{"input_features": features, **decoder}, {"input_features": features.mT.contiguous(), **decoder}]
+    return found
