@@ -173,3 +173,23 @@ def test_ids_cast_before_the_lookup_are_verified():
     expected = lrpgraph.explain(plain, ids, rules="attnlrp").relevance["ids"]
     assert torch.allclose(check.explanation.relevance["ids"], expected, rtol=1e-12, atol=1e-14)
     assert float(expected.abs().sum()) > 0
+
+
+class PickById(nn.Module):
+    """Hidden states picked at positions computed from the ids (hash routing): relevant ids used as addresses."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        rows = torch.arange(ids.shape[0])[:, None]
+        return self.head(h[rows, ids % ids.shape[1]].transpose(1, 2).contiguous().view(ids.shape[0], -1, 8)).sum(1)
+
+
+def test_ids_used_as_addresses_are_verified():
+    torch.manual_seed(0)
+    model, ids = PickById().double(), torch.randint(0, 50, (2, 5))
+    check = lrpgraph.verify(model, ids, rules="attnlrp")
+    assert check.ok and not check.unverified and check.errors["ids"] < 1e-12

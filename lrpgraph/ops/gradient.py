@@ -51,6 +51,7 @@ class Replay:
     detached constants; relevant integer tensors are their shadows), its output's plain value, its role.
 
     `integer`: the node computes integers from relevant ids; the form returns the shadow of its output.
+    `ids`: the plain values of the arguments given as shadows, for forms that read ids as addresses.
     """
 
     op: Any
@@ -60,6 +61,7 @@ class Replay:
     adapter: Any
     role: Any = None
     integer: bool = False
+    ids: dict[str, Any] = field(default_factory=dict)  # the plain values of arguments given as shadows of ids
     extra: list[tuple[Key, torch.Tensor]] = field(default_factory=list)
     zero_inputs: list[torch.Tensor] = field(default_factory=list)  # where an identity rule's x is 0 and y is not
 

@@ -8,6 +8,7 @@ tensor of element indices to learn where each output element came from.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable
 
@@ -34,12 +35,17 @@ def exact(R, adjoint, out):
 
 @form(REINDEX, "exact")
 def exact_form(call: Replay):
-    """Values moved forward, gradients move back with them. A cast of relevant ids keeps their shadow's float
-    dtype, which carries the gradient (an integer shadow would drop it)."""
+    """Values moved forward, gradients move back with them. Relevant ids used as addresses (the indices of an
+    index op) are read as the ids they are, not as their shadows; a cast of relevant ids keeps their shadow's
+    float dtype, which carries the gradient (an integer shadow would drop it)."""
+    addresses = {name: call.ids[name] for name in ("indices", "index") if name in call.ids}
     shadow = call.get("self")
     if call.integer and call.get("dtype") is not None and isinstance(shadow, torch.Tensor):
-        return call.held(replace={"dtype": shadow.dtype})
-    return call.held()
+        addresses["dtype"] = shadow.dtype
+    if call.op is aten.view.default:  # the same values as a reshape; the replay's tensors may be laid out otherwise
+        args = {"self": call.args["self"], "shape": call.args["size"]}
+        call = dataclasses.replace(call, op=aten.reshape.default, args=args)
+    return call.held(replace=addresses)
 
 
 class ReindexAdapter(Adapter):

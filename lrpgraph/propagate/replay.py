@@ -85,7 +85,12 @@ class _Run:
             )
             return
         args = {name: self._argument(value, step.relevant.get(name)) for name, value in step.args.items()}
-        call = Replay(node.target, args, step.relevant, plain, step.adapter, step.role, integer)
+        ids = {
+            name: map_aggregate(value, lambda v: self._value(v, detach=True))
+            for name, value in step.args.items()
+            if self._shadowed(value)
+        }
+        call = Replay(node.target, args, step.relevant, plain, step.adapter, step.role, integer, ids)
         try:
             result = form(call, **step.choice.params)
         except (TypeError, ValueError, RuntimeError, NotImplementedError) as error:
@@ -129,6 +134,12 @@ class _Run:
         if mark is True and value in self.shadows:
             return self.shadows[value]
         return self._value(value, detach=mark is not True)
+
+    def _shadowed(self, value: Any) -> bool:
+        """Whether an argument holds relevant ids, which the replay's arguments replace by their shadows."""
+        if isinstance(value, (list, tuple)):
+            return any(self._shadowed(v) for v in value)
+        return isinstance(value, fx.Node) and value in self.shadows
 
     def _value(self, value: Any, detach: bool) -> Any:
         if not isinstance(value, fx.Node):

@@ -345,6 +345,7 @@ def markdown_types(rows: list[TypeRow], rules: str) -> str:
     for cause, count in causes.most_common():
         shown = ", ".join(examples[cause][:6]) + (" …" if count > 6 else "")
         lines.append(f"| {count} | {cause.replace('|', '/')} | {shown} |")
+    lines += ["", "## The hand-written zoo", "", *_zoo_lines(rows)]
     lines += [
         "",
         "## Every model type",
@@ -365,6 +366,32 @@ def markdown_types(rows: list[TypeRow], rules: str) -> str:
             f"{ratio} | {share} | {check if r.built else '—'} | {r.error[:160].replace('|', '/') or '—'} |"
         )
     return "\n".join(lines)
+
+
+def _zoo_lines(rows: list[TypeRow]) -> list[str]:
+    """Which entries of the hand-written zoo (`zoo.toml`) the builder reaches and verifies, and which it does not:
+    those the zoo is kept for."""
+    import transformers
+
+    from .zoo import ARCHITECTURES, Architecture
+
+    by_type = {r.model_type: r for r in rows}
+    reached, kept = [], []
+    for entry in ARCHITECTURES:
+        if not isinstance(entry, Architecture):
+            continue
+        model_type = getattr(transformers, entry.config).model_type
+        row = by_type.get(model_type)
+        if row is None:
+            continue
+        (reached if row.verified else kept).append(f"{entry.name} ({model_type}: {row.stage or 'verified'})")
+    return [
+        f"Of the zoo's HuggingFace entries whose model type ran here, {len(reached)} are built and verified by the "
+        f"builder as well; the zoo is kept for the {len(kept)} it does not reach or verify (its tiny configs are "
+        "written by hand):",
+        "",
+        *(f"- {k}" for k in kept),
+    ]
 
 
 def _pct(part: int, whole: int) -> str:
