@@ -40,6 +40,7 @@ class TypeRow:
     verified_in: str = ""
     to_inputs: float | None = None  # share of the explained logit that reached the inputs
     unreached: list[str] = field(default_factory=list)
+    nodes: int = 0  # nodes of the walk
     build_seconds: float = 0.0
     explain_seconds: float = 0.0  # the first call, trace included
     warm_seconds: float = 0.0  # a second call on the cached trace
@@ -79,7 +80,7 @@ def _family(tiny: Any) -> str:
     inputs, name = set(tiny.inputs), tiny.model_class
     if {"input_ids", "pixel_values"} <= inputs:
         return "multimodal"
-    if "pixel_values" in inputs:
+    if inputs & {"pixel_values", "grid_thw", "image_grid_thw"}:
         return "vision"
     if inputs & {"input_values", "input_features"}:
         return "audio"
@@ -114,6 +115,7 @@ def run_one(model_type: str, rules: str) -> TypeRow:
         row.warm_seconds = time.perf_counter() - started
         row.traced = ex.stats["tracer"]
         row.unreached = sorted(ex.unreached)
+        row.nodes = ex.stats["nodes"]
         seed = abs(float(ex.conservation.seed.sum())) or 1.0
         parts = ex.conservation.where_it_went()
         row.to_inputs = sum(parts.get(name, 0.0) for name in ex.relevance) / seed
@@ -148,7 +150,9 @@ def _largest(output: torch.Tensor) -> torch.Tensor:
 def _shrink_name(shrink: Any) -> str:
     if shrink.layers is None:
         return "depth kept"
-    return "widths kept" if shrink.width is None else "tiny"
+    if shrink.width is None:
+        return "widths kept"
+    return "tiny" if shrink.head_dim else "default heads"
 
 
 def _verify(model_type: str, tiny: Any, target: Any, rules: str, row: TypeRow) -> None:
@@ -345,6 +349,7 @@ def markdown_types(rows: list[TypeRow], rules: str) -> str:
     for cause, count in causes.most_common():
         shown = ", ".join(examples[cause][:6]) + (" …" if count > 6 else "")
         lines.append(f"| {count} | {cause.replace('|', '/')} | {shown} |")
+    lines += ["", f"## Slower than {SLOW:g}× the gradient", "", *_slow_lines(verified)]
     lines += ["", "## The hand-written zoo", "", *_zoo_lines(rows)]
     lines += [
         "",
@@ -366,6 +371,35 @@ def markdown_types(rows: list[TypeRow], rules: str) -> str:
             f"{ratio} | {share} | {check if r.built else '—'} | {r.error[:160].replace('|', '/') or '—'} |"
         )
     return "\n".join(lines)
+
+
+def _slow_lines(verified: list[TypeRow]) -> list[str]:
+    """The verified models whose warm explain took more than SLOW gradients, with the cost per node of the walk
+    against the median over all verified models: near the median, the cause is the walk's fixed cost per node
+    (which a tiny model's gradient does not pay), not a slow rule or an unrolled loop."""
+    timed = [r for r in verified if r.nodes and r.warm_seconds]
+    if not timed:
+        return ["- none timed"]
+    per_node = sorted(r.warm_seconds / r.nodes for r in timed)
+    median = per_node[len(per_node) // 2]
+    slow = sorted((r for r in timed if r.slow), key=lambda r: -r.warm_seconds / r.gradient_seconds)
+    lines = [
+        f"The median warm explain costs {1e6 * median:.0f} µs per node of the walk. A tiny model's gradient takes "
+        "milliseconds, so a walk of a few hundred nodes is more than ten gradients by its fixed cost per node alone "
+        "(issue 27, compiling the walk, removes it); a model whose cost per node is more than 3× the median is "
+        "slow for another reason and is marked **investigate**.",
+        "",
+        "| model type | warm explain ms | gradient ms | × gradient | nodes | µs per node | |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in slow:
+        cost = r.warm_seconds / r.nodes
+        mark = "**investigate**" if cost > 3 * median else "fixed cost per node"
+        lines.append(
+            f"| {r.model_type} | {1e3 * r.warm_seconds:.1f} | {1e3 * r.gradient_seconds:.2f} | "
+            f"{r.warm_seconds / r.gradient_seconds:.1f} | {r.nodes} | {1e6 * cost:.0f} | {mark} |"
+        )
+    return lines if slow else ["- none"]
 
 
 def _zoo_lines(rows: list[TypeRow]) -> list[str]:

@@ -46,8 +46,14 @@ class Shrink:
 
 
 # Tried in order until a model builds and runs: tiny; depth kept (hybrids whose layer kinds follow a period);
-# widths kept (models whose widths are tied by rules the field names do not show).
-LADDER = (Shrink(), Shrink(layers=None), Shrink(width=None, head_dim=None, ffn=None, heads=64))
+# wide enough for heads of their default size; widths kept (models whose widths are tied by rules the field
+# names do not show).
+LADDER = (
+    Shrink(),
+    Shrink(layers=None),
+    Shrink(width=512, head_dim=None),  # heads of the default size: code that fixes rotary sections by head size
+    Shrink(width=None, head_dim=None, ffn=None, heads=64),
+)
 
 _LAYERS = re.compile(r"^(num_hidden_layers|num_layers|n_layers?|n_layer|depth|encoder_layers|decoder_layers)$|_layers$")
 _NOT_LAYERS = re.compile(r"conv|feat_extract|tdnn|adapter|_output_layers$|_input_layers$|mlp_only")
@@ -207,6 +213,16 @@ def model_classes(model_type: str) -> list[str]:
     return found
 
 
+def _patches(config: Any, grid: str, generator: torch.Generator) -> dict[str, Any]:
+    """One image of 4 × 4 patches (2 × 2 merged), flattened as vision-language towers take them, with its grid."""
+    patch = getattr(config, "patch_size", 14)
+    frames = getattr(config, "temporal_patch_size", 1) or 1
+    channels = getattr(config, "in_channels", None) or getattr(config, "num_channels", None) or 3
+    side = 2 * (getattr(config, "spatial_merge_size", 2) or 2)
+    patches = torch.randn(side * side, channels * frames * patch * patch, generator=generator)
+    return {"hidden_states": patches, grid: torch.tensor([[1, side, side]])}
+
+
 def tiny_config(model_type: str, how: Shrink = Shrink()) -> Any:
     """The config class's defaults for `model_type`, shrunk."""
     from transformers import CONFIG_MAPPING
@@ -338,6 +354,12 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
             found.insert(0, {**inputs, "pixel_values": pixels})
     if "pixel_values" in params:
         found.append({"pixel_values": pixels})
+    grid = next((name for name in ("grid_thw", "image_grid_thw") if name in params), None)
+    if grid:  # a vision tower of patches, flattened, with their grid
+        patches = _patches(config, grid, generator)
+        found.append(
+            patches if "hidden_states" in params else {"pixel_values": patches.pop("hidden_states"), **patches}
+        )
     if "input_values" in params:
         wave = torch.randn(BATCH, 1600, generator=generator)
         found += [{"input_values": wave, **decoder}, {"input_values": wave[:, None], **decoder}]
@@ -350,4 +372,11 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         for frames in (2 * (getattr(config, "max_source_positions", None) or 50), 64):
             features = torch.randn(BATCH, bins, frames, generator=generator)
             found += [{"input_features": features, **decoder}, {"input_features": features.mT.contiguous(), **decoder}]
+    for inputs in found:
+        for name, param in params.items():
+            if param.default is inspect.Parameter.empty and name not in inputs and name.endswith("_mask"):
+                main = next(iter(inputs.values()))
+                inputs[name] = torch.ones(main.shape[:2], dtype=torch.long)  # a required mask: nothing masked
+            if name == "qformer_input_ids" and "input_ids" in inputs:
+                inputs[name] = inputs["input_ids"]
     return found
