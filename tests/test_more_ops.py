@@ -161,6 +161,34 @@ def test_relevance_follows_ids_through_integer_arithmetic():
     assert total == pytest.approx(ra.conservation.seed.sum().item(), rel=1e-9)
 
 
+class ClearedIds(nn.Module):
+    """Image-token ids (above the table) replaced by 0 under a mask of the ids themselves before the lookup, as
+    Gemma 3 does; `written` does it with index_put, else masked_fill; `plain` looks up ids already cleared."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head, self.how = nn.Embedding(10, 4), nn.Linear(4, 3), how
+
+    def forward(self, ids):
+        if self.how == "written":
+            ids = ids.clone()
+            ids[ids == 10] = 0
+        elif self.how == "filled":
+            ids = ids.masked_fill(ids == 10, 0)
+        return self.head(self.embed(ids)).sum(1)
+
+
+def test_relevance_follows_ids_through_a_masked_overwrite():
+    ids = torch.tensor([[3, 10, 7], [10, 1, 1]])
+    plain = _relevance(ClearedIds("plain").double(), ids.masked_fill(ids == 10, 0), "epsilon")
+    for how in ("written", "filled"):
+        model = ClearedIds(how).double()
+        ex = _relevance(model, ids, "epsilon")  # the cleared positions' relevance lands on the id that was there
+        assert torch.allclose(ex.relevance["ids"], plain.relevance["ids"], rtol=1e-12, atol=0), how
+        assert lrpgraph.verify(model, ids, rules="epsilon").ok, how
+
+
 class Recurrent(nn.Module):
     def __init__(self, cell: type[nn.Module]):
         super().__init__()
@@ -403,3 +431,41 @@ def test_broadcast_tensors_sums_each_copy_back():
     implicit = lrpgraph.explain(_Broadcast(False).eval(), x, target=1, rules="epsilon").relevance["x"]
     torch.testing.assert_close(explicit, implicit, rtol=1e-12, atol=1e-14)
     assert lrpgraph.verify(_Broadcast(True).eval(), x, target=1, rules="epsilon").ok
+
+
+class ImageIntoText(nn.Module):
+    """Image features put into a text's embeddings at its image tokens (masked_scatter, as vision-language models
+    do), then split with tensor_split and put back in the other order, positions mixed by a linear map: linear and
+    without biases, so LRP-0 equals gradient × input."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.vision = nn.Embedding(20, 6), nn.Linear(5, 6, bias=False)
+        self.head, self.mix = nn.Linear(6, 4, bias=False), nn.Linear(5, 1, bias=False)
+
+    def forward(self, ids, image):
+        x = self.embed(ids).masked_scatter((ids == 1)[..., None].expand(*ids.shape, 6), self.vision(image))
+        return self.after(x)
+
+    def after(self, x):
+        first, rest = torch.tensor_split(x, [2], dim=1)
+        return self.mix(self.head(torch.cat([rest, first], 1)).transpose(1, 2))[..., 0]
+
+
+def test_masked_scatter_and_tensor_split_equal_gradient_times_input():
+    torch.manual_seed(0)
+    model = ImageIntoText().double()
+    ids = torch.tensor([[1, 1, 3, 4, 5], [2, 1, 1, 6, 7]])
+    image = torch.randn(4, 5, dtype=torch.float64)
+    by_op = lrpgraph.coverage(model, (ids, image)).by_op
+    assert by_op["aten.masked_scatter.default"] == 1 and by_op["aten.tensor_split.indices"] == 1
+    ex = lrpgraph.explain(model, (ids, image), target=2, rules={"linear": {"rule": "epsilon", "epsilon": 0.0}})
+    # the reference: autograd on the same model, gradient × input at the image and at the looked-up embeddings
+    embedded = model.embed(ids).detach().requires_grad_()
+    leaf = image.clone().requires_grad_()
+    x = embedded.masked_scatter((ids == 1)[..., None].expand(*ids.shape, 6), model.vision(leaf))
+    model.after(x)[:, 2].sum().backward()
+    to_ids = (embedded.grad * embedded).sum(-1) * (ids != 1)  # image-token positions hold image features instead
+    assert torch.allclose(ex.relevance["image"], leaf.grad * image, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(ex.relevance["ids"], to_ids, rtol=1e-10, atol=1e-12)
+    assert bool((ex.relevance["image"] != 0).all()) and lrpgraph.verify(model, (ids, image), target=2).ok

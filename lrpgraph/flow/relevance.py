@@ -117,9 +117,14 @@ def traces_ids(node: fx.Node) -> bool:
 
 
 def _with_constants(node: fx.Node, relevant: list[fx.Node], from_inputs: set[fx.Node]) -> bool:
-    """Ids combined only with constants (offsets, hash factors) — not with other inputs, such as positions
-    counted from an attention mask, which stay constants."""
-    return all(n in relevant or n not in from_inputs for n in node.all_input_nodes)
+    """Ids combined only with constants (offsets, hash factors) or selected by masks — not with other inputs, such
+    as positions counted from an attention mask, which stay constants."""
+    return all(n in relevant or n not in from_inputs or _is_mask(n) for n in node.all_input_nodes)
+
+
+def _is_mask(node: fx.Node) -> bool:
+    value = node.meta.get("val")
+    return isinstance(value, torch.Tensor) and value.dtype == torch.bool
 
 
 def value_inputs(node: fx.Node) -> list[fx.Node]:

@@ -75,3 +75,6 @@ register_ops(
     aten.__rshift__.Scalar,
     integer=True,
 )
+# ids overwritten by a constant where a mask says (Gemma 3 clears its image tokens before the lookup): each
+# position's relevance goes back to the id that was there
+register_ops(IdArithmeticAdapter(), aten.index_put.default, aten.masked_fill.Scalar, integer=True)

@@ -172,6 +172,28 @@ def _split_sizes(total: int, a) -> list[int]:
     return [min(size, total - i) for i in range(0, total, size)]
 
 
+def _tensor_split(R, a):
+    """tensor_split by indices or sections: the pieces' relevance put back side by side along dim."""
+    x, dim = a["self"], a.get("dim", 0)
+    cut = a.get("indices", a.get("sections", a.get("tensor_indices_or_sections")))
+    cut = cut.tolist() if isinstance(cut, torch.Tensor) else cut
+    sizes = [len(p) for p in torch.tensor_split(torch.empty(x.shape[dim], device="meta"), cut)]
+    filled = [r if r is not None else _zeros(_first(R), _with(x.shape, dim, n)) for r, n in zip(R, sizes, strict=True)]
+    return {"self": torch.cat(filled, dim=dim)}
+
+
+def _masked_scatter(R, a):
+    """masked_scatter(self, mask, source): the masked places hold source's first elements in order (image features
+    put into a text's embeddings); the rest hold self's."""
+    mask = a["mask"].expand(R.shape) if a["mask"].shape != R.shape else a["mask"]
+    zero = torch.zeros((), dtype=R.dtype, device=R.device)
+    source = a["source"]
+    taken = R[mask]
+    to_source = _zeros(R, (source.numel(),))
+    to_source[: taken.numel()] = taken
+    return {"self": unbroadcast(torch.where(mask, zero, R), a["self"].shape), "source": to_source.reshape(source.shape)}
+
+
 def _dropout(R, a):
     if a.get("train"):
         raise ValueError("dropout in training mode: the model is explained in eval mode")
@@ -362,6 +384,13 @@ register_ops(ReindexAdapter(_cat), aten.cat.default, aten.concat.default, aten.c
 register_ops(ReindexAdapter(_stack), aten.stack.default)
 register_ops(ReindexAdapter(_split), aten.split.Tensor, aten.split_with_sizes.default, aten.unsafe_split.Tensor)
 register_ops(ReindexAdapter(_chunk), aten.chunk.default)
+register_ops(
+    ReindexAdapter(_tensor_split),
+    aten.tensor_split.indices,
+    aten.tensor_split.sections,
+    aten.tensor_split.tensor_indices_or_sections,
+)
+register_ops(ReindexAdapter(_masked_scatter, always=("mask",)), aten.masked_scatter.default)
 register_ops(ReindexAdapter(_dropout), aten.dropout.default)
 register_ops(ReindexAdapter(_numpy_t), aten.numpy_T.default)
 register_ops(ReindexAdapter(_unbind), aten.unbind.int)
