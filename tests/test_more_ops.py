@@ -469,3 +469,25 @@ def test_masked_scatter_and_tensor_split_equal_gradient_times_input():
     assert torch.allclose(ex.relevance["image"], leaf.grad * image, rtol=1e-10, atol=1e-12)
     assert torch.allclose(ex.relevance["ids"], to_ids, rtol=1e-10, atol=1e-12)
     assert bool((ex.relevance["image"] != 0).all()) and lrpgraph.verify(model, (ids, image), target=2).ok
+
+
+class SoftMaximum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = nn.Linear(4, 6, bias=False)
+
+    def forward(self, x):
+        return torch.logsumexp(self.inner(x), dim=-1, keepdim=True)
+
+
+def test_logsumexp_shares_relevance_by_each_terms_exponential():
+    model, x = SoftMaximum().double(), torch.randn(3, 4, dtype=torch.float64)
+    ex = lrpgraph.explain(model, x, target=0, rules={"linear": {"rule": "epsilon", "epsilon": 0.0}})
+    z = x @ model.inner.weight.detach().T
+    y = torch.logsumexp(z, -1, keepdim=True)
+    to_z = torch.softmax(z, -1) * y  # R_i = softmax(z)_i · R, R = the logit
+    expected = x * ((to_z / z) @ model.inner.weight.detach())  # LRP-0 through the linear layer
+    assert torch.allclose(ex.relevance["x"], expected, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(ex.relevance["x"].sum(-1), y[:, 0], rtol=1e-12)  # conserved
+    assert lrpgraph.verify(model, x, target=0, rules="epsilon").ok

@@ -22,7 +22,7 @@ from .branch import held_slope
 from .elementwise import ADD, GATE
 from .gradient import Replay, call_op, form, rescaled, share_of, split, stabilized
 from .registry import declare, rule
-from .table import Facts, describe, register_ops
+from .table import Facts, register_ops
 from .tensors import laid_out_as, stabilize, unbroadcast
 
 aten = torch.ops.aten
@@ -389,9 +389,6 @@ class AttentionAdapter(Adapter):
 
 register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)
 register_ops(LogSoftmaxAdapter(), aten.log_softmax.int, aten._log_softmax.default)
-# the log-normaliser of a softmax written out, exp(x − logsumexp(x)), which capture rewrites into the softmax: known
-# here, so that it is not decomposed before that rewrite sees it; no rule of its own
-describe(aten.logsumexp.default, mixes_positions=True)
 register_ops(GluAdapter(), aten.glu.default)
 register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default)
 
