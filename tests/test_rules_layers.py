@@ -182,3 +182,28 @@ def test_batchnorm_on_its_own_is_a_channel_affine_map():
     torch.testing.assert_close(ex.relevance["input"], torch.tensor([[3.0, 1.0]], dtype=torch.float64))
     passed = lrpgraph.explain(bn, x, target=torch.tensor([[2.0, 2.0]], dtype=torch.float64), rules="epsilon")
     torch.testing.assert_close(passed.relevance["input"], torch.tensor([[2.0, 2.0]], dtype=torch.float64))
+
+
+class SameConv(nn.Module):
+    """padding='same' convolutions, linear and without biases (LRP-0 equals gradient × input)."""
+
+    def __init__(self, kernel: int, dilation: int, shape: tuple[int, ...]):
+        super().__init__()
+        conv = nn.Conv1d if len(shape) == 1 else nn.Conv2d
+        self.conv = conv(3, 4, kernel, padding="same", dilation=dilation, bias=False)
+        self.head = nn.Linear(4 * torch.Size(shape).numel(), 2, bias=False)
+
+    def forward(self, x):
+        return self.head(self.conv(x).flatten(1))
+
+
+@pytest.mark.parametrize("kernel, dilation, shape", [(4, 1, (7,)), (2, 3, (7,)), (4, 1, (6, 5)), (3, 1, (7,))])
+def test_same_padding_with_an_even_kernel_pads_the_end(kernel, dilation, shape):
+    torch.manual_seed(0)
+    model, x = SameConv(kernel, dilation, shape).double(), torch.randn(2, 3, *shape, dtype=torch.float64)
+    zero = {"rule": "epsilon", "epsilon": 0.0}
+    ex = lrpgraph.explain(model, x, target=1, rules={"linear": zero, "conv": zero})
+    leaf = x.clone().requires_grad_()
+    model(leaf)[:, 1].sum().backward()
+    assert torch.allclose(ex.relevance["x"], leaf.grad * x, rtol=1e-12, atol=1e-15)
+    assert lrpgraph.verify(model, x, target=1).ok

@@ -175,9 +175,9 @@ def _bilinear(call, a: str, b: str, product: Bilinear):
 def _conv_layer(transposed: bool | None):
     def build(args):
         x, w = args["input"], args["weight"]
-        padding = args["padding"]
+        padding, extra = args["padding"], None
         if isinstance(padding, str):
-            padding = _string_padding(padding, w, args)
+            padding, extra = _string_padding(padding, w, args)
         return Conv(
             x.shape,
             w,
@@ -188,21 +188,23 @@ def _conv_layer(transposed: bool | None):
             args["transposed"] if transposed is None else transposed,
             args.get("output_padding", 0),
             args["groups"],
+            extra,
         )
 
     return build
 
 
-def _string_padding(padding: str, weight: torch.Tensor, args) -> list[int]:
+def _string_padding(padding: str, weight: torch.Tensor, args) -> tuple[list[int], list[int] | None]:
+    """(padding on both sides, the extra on the end side or None) for padding='valid' or 'same'; as torch pads
+    'same' with an even effective kernel: half on both sides, the odd one at the end."""
     dims = weight.dim() - 2
     if padding == "valid":
-        return [0] * dims
+        return [0] * dims, None
     dilation = args["dilation"]
     dilation = [dilation] * dims if isinstance(dilation, int) else list(dilation) * (dims if len(dilation) == 1 else 1)
     totals = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:], strict=True)]
-    if any(t % 2 for t in totals):
-        raise ValueError("padding='same' with an even effective kernel pads asymmetrically; not supported")
-    return [t // 2 for t in totals]
+    extra = [t % 2 for t in totals]
+    return [t // 2 for t in totals], (extra if any(extra) else None)
 
 
 _MATMUL_PRODUCT = Bilinear(

@@ -86,10 +86,16 @@ class MatMul(LinearMap):
 class Conv(LinearMap):
     """aten.convolution and the conv{1,2,3}d / conv_transpose{1,2,3}d overloads."""
 
-    def __init__(self, x_shape, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+    def __init__(
+        self, x_shape, weight, bias, stride, padding, dilation, transposed, output_padding, groups, extra=None
+    ):
         super().__init__(x_shape)
         dims = weight.dim() - 2
         self.weight, self.bias = weight, bias
+        # padding='same' with an even kernel: the input padded by one more at the end of these dims first
+        self.extra = [0] * dims if extra is None else list(extra)
+        lead, spatial = x_shape[: len(x_shape) - dims], x_shape[len(x_shape) - dims :]
+        self.padded_shape = (*lead, *(n + e for n, e in zip(spatial, self.extra, strict=True)))
         # stride, padding, dilation, transposed, output_padding, groups: as aten.convolution and its backward take them
         self.geometry = (
             as_list(stride, dims),
@@ -102,14 +108,19 @@ class Conv(LinearMap):
 
     def forward(self, x, weight, bias):
         bias = None if bias is None else bias.to(x.dtype)
+        if any(self.extra):
+            x = torch.nn.functional.pad(x, [p for e in reversed(self.extra) for p in (0, e)])
         return aten.convolution(x, weight.to(x.dtype), bias, *self.geometry)
 
     def bias_term(self, bias):
         return bias.reshape([-1] + [1] * (len(self.x_shape) - 2))
 
     def adjoint(self, s, weight):
-        dummy = torch.zeros((), dtype=s.dtype, device=s.device).expand(self.x_shape)
-        return aten.convolution_backward(s, dummy, weight.to(s.dtype), None, *self.geometry, [True, False, False])[0]
+        dummy = torch.zeros((), dtype=s.dtype, device=s.device).expand(self.padded_shape)
+        grad = aten.convolution_backward(s, dummy, weight.to(s.dtype), None, *self.geometry, [True, False, False])[0]
+        if any(self.extra):
+            grad = grad[(..., *(slice(0, n) for n in self.x_shape[len(self.x_shape) - len(self.extra) :]))]
+        return grad
 
 
 class Reduction(LinearMap):
