@@ -233,9 +233,17 @@ def tiny_config(model_type: str, how: Shrink = Shrink()) -> Any:
     return cls.from_dict(values)
 
 
+def _eager_experts(config: Any) -> None:
+    """Mixture-of-experts layers as transformers' loop over experts, which runs in float64 (grouped_mm does not)."""
+    for sub in (config, *(getattr(config, k, None) for k in getattr(config, "sub_configs", {}))):
+        if sub is not None:
+            sub._experts_implementation = "eager"
+
+
 def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype | None = None) -> TinyModel:
     """A tiny random-weight model of `model_type` and inputs it runs on (the same for the same seed; built with
-    `dtype` as the default dtype where given); raises why when no shrink and class builds and runs."""
+    `dtype` as the default dtype where given, in float64 with experts as a loop); raises why when no shrink and
+    class builds and runs."""
     import transformers
 
     if model_type not in transformers.CONFIG_MAPPING:
@@ -247,6 +255,8 @@ def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype | None = None)
         except Exception as error:
             errors.append(f"config: {_said(error)}")
             continue
+        if dtype == torch.float64:
+            _eager_experts(config)
         for name in model_classes(model_type):
             cls = getattr(transformers, name, None)
             if cls is None:
