@@ -146,6 +146,36 @@ def test_shapes_that_depend_on_values_are_recorded():
     torch.testing.assert_close(got, expected.relevance["x"], rtol=1e-6, atol=1e-9)
 
 
+class Durations(nn.Module):
+    """A length regulator (FastSpeech): each position repeated as often as a duration the model predicts from it;
+    with `given`, the positions to read held in a buffer instead (an index_select, which export traces)."""
+
+    def __init__(self, given=None):
+        super().__init__()
+        torch.manual_seed(5)
+        self.lin, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+        self.register_buffer("given", given)
+
+    def forward(self, x):
+        h = torch.tanh(self.lin(x))
+        if self.given is not None:
+            return self.out(h.index_select(1, self.given)).sum(1)
+        durations = (3 * h[0, :, 0]).abs().round().long() + 1
+        return self.out(h.repeat_interleave(durations, dim=1)).sum(1)
+
+
+def test_repeats_the_model_computes_are_held_for_the_recorded_call():
+    model, x = Durations().double(), torch.randn(1, 5, 4, dtype=torch.float64)
+    durations = (3 * torch.tanh(model.lin(x))[0, :, 0]).abs().round().long() + 1
+    assert len(set(durations.tolist())) > 1  # the call's own counts, not one for all
+    with pytest.warns(UserWarning, match="recording"):
+        got = lrpgraph.explain(model, x, target=1).relevance["x"]
+    positions = torch.arange(5).repeat_interleave(durations)
+    expected = lrpgraph.explain(Durations(positions).double(), x, target=1, tracer="export").relevance["x"]
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+    assert lrpgraph.verify(model, x, target=1).ok
+
+
 class Writes(nn.Module):
     """Branches on values and writes into its weight, a buffer and its input in place while it runs."""
 

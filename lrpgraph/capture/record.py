@@ -113,9 +113,10 @@ def _why_unrecorded(model: torch.nn.Module, call: Any, values: list[Any], failur
 def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], state: int) -> None:
     """Drop what Python only branched on, and hold as constants (their values for these inputs) the index sets
     whose size depends on values (nonzero, torch.where(mask), a boolean mask's positions, a narrow's tensor
-    start): valid for this call, and static for export. Floating-point results (a masked selection of
-    activations) stay ops, to carry relevance. An index set computed from the user's own inputs (unique of ids)
-    cannot be held constant without cutting the input off: that is an error, not a silent zero."""
+    start, repeat_interleave's counts): valid for this call, and static for export. Floating-point results (a
+    masked selection of activations) stay ops, to carry relevance. An index set computed from the user's own
+    inputs (unique of ids) cannot be held constant without cutting the input off: that is an error, not a silent
+    zero."""
     graph = recording.graph
     graph.eliminate_dead_code()
     placeholders = list(graph.find_nodes(op="placeholder"))
@@ -125,7 +126,12 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
     masks = [mask for node in masked for mask in _masks(node)]
     narrowed = [node for node in graph.nodes if node.target is torch.ops.aten.narrow.Tensor]
     starts = [node.args[2] for node in narrowed]
-    wanted = [*frozen, *masks, *starts]
+    repeated = [
+        node
+        for node in graph.nodes
+        if node.target is torch.ops.aten.repeat_interleave.self_Tensor and isinstance(node.args[1], torch.fx.Node)
+    ]
+    wanted = [*frozen, *masks, *starts, *repeated, *(node.args[1] for node in repeated)]
     values = dict(zip(wanted, _values_of(recording, wanted, inputs), strict=True))
     for node in frozen:
         parts = [(node, values[node])] if isinstance(values[node], torch.Tensor) else _taken_parts(node, values[node])
@@ -146,6 +152,11 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
     for node in narrowed:  # a start read from a tensor: its value this call
         node.target = torch.ops.aten.narrow.default
         node.args = (node.args[0], node.args[1], int(values[node.args[2]]), node.args[3])
+    for node in repeated:  # repeats computed by the model (durations): this call's counts, and the size they make
+        counts, dim = node.args[1], node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else None)
+        size = values[node].shape[dim] if dim is not None else values[node].numel()
+        node.args = (node.args[0], _constant(recording, f"{node.name}_repeats", values[counts], node), *node.args[2:])
+        node.kwargs = {**node.kwargs, "output_size": int(size)}
     graph.eliminate_dead_code()
     cut = [node.name for node in used if not node.users]
     if cut:

@@ -458,6 +458,7 @@ for _op in (
     aten.channel_shuffle.default,
     aten.tile.default,
     aten.repeat_interleave.self_int,
+    aten.repeat_interleave.self_Tensor,  # repeats per element (a recorded call's durations: constants)
     aten.upsample_nearest1d.default,
     aten.upsample_nearest2d.default,
     aten.upsample_nearest3d.default,
