@@ -220,8 +220,49 @@ class UniqueIds(nn.Module):
 
 
 def test_an_index_set_made_of_the_inputs_is_an_error_not_a_silent_zero():
-    with pytest.raises(lrpgraph.TraceError, match="hold input"):
+    with pytest.warns(UserWarning, match="recording"), pytest.raises(lrpgraph.MissingRuleError, match="reaches none"):
         lrpgraph.explain(UniqueIds().eval(), torch.tensor([[1, 5, 5, 7]]), target=0)
+
+
+class PatchGrid(nn.Module):
+    """Patches with an integer grid that sets how many rows each image has (as vision-language towers take it), and
+    a branch on it that export cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.lin, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, patches, grid):
+        rows = torch.repeat_interleave(torch.arange(grid.shape[0]), grid.prod(-1))
+        if grid.sum() > 100:
+            patches = patches.flip(0)
+        pooled = torch.zeros(grid.shape[0], 4, dtype=patches.dtype).index_add(0, rows, self.lin(patches))
+        return self.head(pooled)
+
+
+def test_an_integer_input_that_sets_sizes_is_held_for_the_recorded_call():
+    model, patches = PatchGrid().double(), torch.randn(10, 4, dtype=torch.float64)
+    grid = torch.tensor([[1, 2, 3], [1, 2, 2]])
+    with pytest.warns(UserWarning, match="recording"):
+        ex = lrpgraph.explain(model, (patches, grid), target=1)
+    assert list(ex.relevance) == ["patches"] and ex.unreached == {}  # a grid is read as a mask is: not explained
+    rows = torch.tensor([0] * 6 + [1] * 4)
+    expected = lrpgraph.explain(Pooled(model, rows), patches, target=1, tracer="export").relevance["patches"]
+    torch.testing.assert_close(ex.relevance["patches"], expected, rtol=1e-12, atol=1e-14)
+
+
+class Pooled(nn.Module):
+    """PatchGrid with the rows each patch pools into given as a constant."""
+
+    def __init__(self, grid_model: PatchGrid, rows: torch.Tensor):
+        super().__init__()
+        self.inner = grid_model
+        self.register_buffer("rows", rows)
+
+    def forward(self, patches):
+        pooled = torch.zeros(2, 4, dtype=patches.dtype).index_add(0, self.rows, self.inner.lin(patches))
+        return self.inner.head(pooled)
 
 
 def test_a_model_export_cannot_trace_is_remembered_on_disk(tmp_path, monkeypatch):

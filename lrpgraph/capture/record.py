@@ -114,9 +114,9 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
     """Drop what Python only branched on, and hold as constants (their values for these inputs) the index sets
     whose size depends on values (nonzero, torch.where(mask), a boolean mask's positions, a narrow's tensor
     start, repeat_interleave's counts): valid for this call, and static for export. Floating-point results (a
-    masked selection of activations) stay ops, to carry relevance. An index set computed from the user's own
-    inputs (unique of ids) cannot be held constant without cutting the input off: that is an error, not a silent
-    zero."""
+    masked selection of activations) stay ops, to carry relevance. An integer input that only such index sets read
+    (a grid of patches, ids made unique) is held too, as a mask is (relevance that only such ids could take is a
+    MissingRuleError); a float input cannot be: an error rather than a silent zero."""
     graph = recording.graph
     graph.eliminate_dead_code()
     placeholders = list(graph.find_nodes(op="placeholder"))
@@ -158,13 +158,19 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
         node.args = (node.args[0], _constant(recording, f"{node.name}_repeats", values[counts], node), *node.args[2:])
         node.kwargs = {**node.kwargs, "output_size": int(size)}
     graph.eliminate_dead_code()
-    cut = [node.name for node in used if not node.users]
+    value_of = dict(zip(placeholders, inputs, strict=False))
+    cut = [node.name for node in used if not node.users and _float(value_of.get(node))]
     if cut:
         raise TraceError(
             f"recording would hold input(s) {', '.join(cut)} constant: an op whose output size depends on values "
-            "(unique, masked_select, …) computes from them; such a model cannot be explained by recording"
+            "(masked_select, …) computes from them; such a model cannot be explained by recording"
         )
     recording.recompile()
+
+
+def _float(value: Any) -> bool:
+    """A floating-point tensor: an input relevance must reach (integer inputs may be held as masks are)."""
+    return isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex())
 
 
 def _constant(recording: torch.fx.GraphModule, name: str, value: torch.Tensor, before: torch.fx.Node) -> Any:
