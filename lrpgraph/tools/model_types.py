@@ -315,13 +315,20 @@ def markdown_types(rows: list[TypeRow], rules: str) -> str:
     lines = [
         f"# Coverage of every model type in transformers {transformers.__version__}",
         "",
-        f"Written by `lrpgraph coverage --transformers all` (rules `{rules}`, torch {torch.__version__}). Each "
+        f"Written by `lrpgraph coverage --transformers` (rules `{rules}`, torch {torch.__version__}). Each "
         "model type gets a tiny random-weight model built from its config class's defaults, shrunk "
-        "(`lrpgraph/tools/tiny.py`: 'tiny' = 2 layers of width 32; 'depth kept' and 'widths kept' where the "
-        "tiny shrink did not build), a task head where transformers has one; it is explained and then "
-        "`lrpgraph.verify`'d in float64 (every node of the walk replayed as a modified gradient, tolerance 1e-4). "
+        "(`lrpgraph/tools/tiny.py`: 'tiny' = 2 layers of width 32; 'depth kept', 'default heads' (width 512) and "
+        "'widths kept' where the tiny shrink did not build), a task head where transformers has one; it is explained "
+        "and then `lrpgraph.verify`'d in float64 (float32 where the model's code fixes float32: marked), every node "
+        "of the walk replayed as a modified gradient, tolerance 1e-4. "
         "'explained' means verified, not finite.",
         "",
+        f"- Transformers registers {len(registered := model_types())} model types with a model class; "
+        + (
+            "all ran."
+            if {r.model_type for r in rows} >= set(registered)
+            else f"{len(rows)} ran here, the rest not yet (the command resumes from its --rows file)."
+        ),
         f"- **{len(rows)} model types run; {len(built)} built ({_pct(len(built), len(rows))}); "
         f"{len(explained)} explained ({_pct(len(explained), len(built))} of built); "
         f"{len(verified)} verified ({_pct(len(verified), len(built))} of built).**",
@@ -386,15 +393,19 @@ def _slow_lines(verified: list[TypeRow]) -> list[str]:
     lines = [
         f"The median warm explain costs {1e6 * median:.0f} µs per node of the walk. A tiny model's gradient takes "
         "milliseconds, so a walk of a few hundred nodes is more than ten gradients by its fixed cost per node alone "
-        "(issue 27, compiling the walk, removes it); a model whose cost per node is more than 3× the median is "
-        "slow for another reason and is marked **investigate**.",
+        "(issue 27, compiling the walk, removes it). A model torch.export cannot trace is recorded again at every "
+        "call, which a warm explain pays; any other whose cost per node is more than 3× the median is slow for "
+        "another reason and is marked **investigate**.",
         "",
         "| model type | warm explain ms | gradient ms | × gradient | nodes | µs per node | |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in slow:
         cost = r.warm_seconds / r.nodes
-        mark = "**investigate**" if cost > 3 * median else "fixed cost per node"
+        if r.traced == "recorded":  # export cannot trace it: every call is recorded again before its walk
+            mark = "recorded at every call"
+        else:
+            mark = "**investigate**" if cost > 3 * median else "fixed cost per node"
         lines.append(
             f"| {r.model_type} | {1e3 * r.warm_seconds:.1f} | {1e3 * r.gradient_seconds:.2f} | "
             f"{r.warm_seconds / r.gradient_seconds:.1f} | {r.nodes} | {1e6 * cost:.0f} | {mark} |"
