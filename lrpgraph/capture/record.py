@@ -25,7 +25,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..errors import TraceError, first_line
 from .export import Exported, Unruled, functional, quiet_torch_logs, user_inputs
-from .graph import BUFFER, PARAMETER
+from .graph import BUFFER, PARAMETER, is_float
 from .guards import GuardSpec
 from .model_state import evaluation_mode
 from .quantized import DequantizedWeights
@@ -159,18 +159,13 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
         node.kwargs = {**node.kwargs, "output_size": int(size)}
     graph.eliminate_dead_code()
     value_of = dict(zip(placeholders, inputs, strict=False))
-    cut = [node.name for node in used if not node.users and _float(value_of.get(node))]
+    cut = [node.name for node in used if not node.users and is_float(value_of.get(node))]  # ints: held as masks
     if cut:
         raise TraceError(
             f"recording would hold input(s) {', '.join(cut)} constant: an op whose output size depends on values "
             "(masked_select, …) computes from them; such a model cannot be explained by recording"
         )
     recording.recompile()
-
-
-def _float(value: Any) -> bool:
-    """A floating-point tensor: an input relevance must reach (integer inputs may be held as masks are)."""
-    return isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex())
 
 
 def _constant(recording: torch.fx.GraphModule, name: str, value: torch.Tensor, before: torch.fx.Node) -> Any:

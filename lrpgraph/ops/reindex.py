@@ -160,9 +160,13 @@ def _broadcast_tensors(R, a):
 
 def _split(R, a):
     x, dim = a["self"], a.get("dim", 0)
-    sizes = _split_sizes(x.shape[dim], a)
-    filled = [r if r is not None else _zeros(_first(R), _with(x.shape, dim, n)) for r, n in zip(R, sizes, strict=True)]
-    return {"self": torch.cat(filled, dim=dim)}
+    return {"self": _put_back(R, x.shape, dim, _split_sizes(x.shape[dim], a))}
+
+
+def _put_back(R, shape, dim: int, sizes: list[int]):
+    """The pieces' relevance side by side along dim (zeros for pieces that received none)."""
+    filled = [r if r is not None else _zeros(_first(R), _with(shape, dim, n)) for r, n in zip(R, sizes, strict=True)]
+    return torch.cat(filled, dim=dim)
 
 
 def _split_sizes(total: int, a) -> list[int]:
@@ -178,20 +182,17 @@ def _tensor_split(R, a):
     cut = a.get("indices", a.get("sections", a.get("tensor_indices_or_sections")))
     cut = cut.tolist() if isinstance(cut, torch.Tensor) else cut
     sizes = [len(p) for p in torch.tensor_split(torch.empty(x.shape[dim], device="meta"), cut)]
-    filled = [r if r is not None else _zeros(_first(R), _with(x.shape, dim, n)) for r, n in zip(R, sizes, strict=True)]
-    return {"self": torch.cat(filled, dim=dim)}
+    return {"self": _put_back(R, x.shape, dim, sizes)}
 
 
 def _masked_scatter(R, a):
     """masked_scatter(self, mask, source): the masked places hold source's first elements in order (image features
-    put into a text's embeddings); the rest hold self's."""
-    mask = a["mask"].expand(R.shape) if a["mask"].shape != R.shape else a["mask"]
-    zero = torch.zeros((), dtype=R.dtype, device=R.device)
+    put into a text's embeddings); the rest hold self's, as masked_fill leaves them."""
     source = a["source"]
-    taken = R[mask]
+    taken = R[a["mask"].expand(R.shape)]
     to_source = _zeros(R, (source.numel(),))
     to_source[: taken.numel()] = taken
-    return {"self": unbroadcast(torch.where(mask, zero, R), a["self"].shape), "source": to_source.reshape(source.shape)}
+    return {**_masked_fill(R, a), "source": to_source.reshape(source.shape)}
 
 
 def _dropout(R, a):

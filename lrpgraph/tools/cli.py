@@ -618,8 +618,6 @@ def _add_coverage(sub: Any) -> None:
 
 def _coverage(args: argparse.Namespace) -> int:
     """Coverage and an end-to-end explain of every zoo entry, as a Markdown table or JSON."""
-    import json
-    from dataclasses import asdict
 
     from ..presets.ruleset import resolve
     from .coverage import markdown, run_zoo
@@ -631,22 +629,27 @@ def _coverage(args: argparse.Namespace) -> int:
         return _coverage_of_types(args)
     entries = _zoo_file(args.zoo) if args.zoo else architectures(args.only)
     rows = run_zoo(entries, args.rules)
+    _report(args, "architectures", rows, markdown)
+    return 0 if all(r.explained for r in rows) else 1
+
+
+def _report(args: argparse.Namespace, key: str, rows: list[Any], markdown: Any) -> None:
+    """A coverage report printed, and written to --output: JSON (rows as dicts under `key`) or Markdown."""
+    import json
+    from dataclasses import asdict
+
     if args.format == "json":
-        text = json.dumps({"rules": args.rules, "architectures": [asdict(r) for r in rows]}, indent=2)
+        text = json.dumps({"rules": args.rules, key: [asdict(r) for r in rows]}, indent=2)
     else:
         text = markdown(rows, args.rules)
     print(text)
     if args.output:
         args.output.write_text(text + "\n")
-    return 0 if all(r.explained for r in rows) else 1
 
 
 def _coverage_of_types(args: argparse.Namespace) -> int:
     """`coverage --transformers`: every named model type built tiny, explained and verified; the report printed
     (and written to --output); 0 when every type ran, whatever it found (failures are what the report is for)."""
-    import json
-    from dataclasses import asdict
-
     from .model_types import markdown_types, model_types, run_types
 
     known = model_types()
@@ -657,13 +660,7 @@ def _coverage_of_types(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, not {args.workers}")
     rows = run_types(types, args.rules, args.rows, args.workers, args.timeout)
-    if args.format == "json":
-        text = json.dumps({"rules": args.rules, "model_types": [asdict(r) for r in rows]}, indent=2)
-    else:
-        text = markdown_types(rows, args.rules)
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+    _report(args, "model_types", rows, markdown_types)
     return 0
 
 

@@ -123,7 +123,7 @@ class ZooRow:
         return f"inputs {100 * inputs:+.1f}% ({kinds or 'nothing else'}); {evidence or 'no rule kept any'}"
 
 
-def _shares(ex: Any) -> dict[str, float]:
+def seed_shares(ex: Any) -> dict[str, float]:
     """Where the seed went, as shares of |seed|: all inputs together, positions, and each absorbing kind."""
     seed = abs(float(ex.conservation.seed.sum())) or 1.0
     parts = ex.conservation.where_it_went()
@@ -150,7 +150,7 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
                 ex = explain(model, inputs, rules=rules)
                 row.explain_seconds = time.perf_counter() - started
                 row.explained = all(bool(torch.isfinite(r).all()) for r in ex.relevance.values())
-                row.shares = _shares(ex)
+                row.shares = seed_shares(ex)
                 seed = abs(float(ex.conservation.seed.sum())) or 1.0
                 row.kept_by = {k: v / seed for k, v in ex.stats["absorbed_by_rule"].items()}
                 row.kept_at = [{**n, "share": n["absorbed"] / seed} for n in ex.stats["absorbed_by_node"]]

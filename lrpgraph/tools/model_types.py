@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,8 @@ def _family(tiny: Any) -> str:
 def run_one(model_type: str, rules: str) -> TypeRow:
     """Build, explain (twice: cold and warm), verify in float64 and time the gradient of one model type."""
     from ..api.explain import explain
-    from .tiny import tiny_model
+    from .coverage import seed_shares
+    from .tiny import said, tiny_model
 
     row = TypeRow(model_type)
     started = time.perf_counter()
@@ -101,7 +102,7 @@ def run_one(model_type: str, rules: str) -> TypeRow:
     except Exception as error:
         row.stage, row.error = "build", str(error)[:400]
         return row
-    row.built, row.model_class, row.shrink = True, tiny.model_class, _shrink_name(tiny.shrink)
+    row.built, row.model_class, row.shrink = True, tiny.model_class, tiny.shrink.name
     row.family, row.inputs = _family(tiny), list(tiny.inputs)
     row.parameters = sum(p.numel() for p in tiny.model.parameters())
     row.build_seconds = time.perf_counter() - started
@@ -116,16 +117,14 @@ def run_one(model_type: str, rules: str) -> TypeRow:
         row.traced = ex.stats["tracer"]
         row.unreached = sorted(ex.unreached)
         row.nodes = ex.stats["nodes"]
-        seed = abs(float(ex.conservation.seed.sum())) or 1.0
-        parts = ex.conservation.where_it_went()
-        row.to_inputs = sum(parts.get(name, 0.0) for name in ex.relevance) / seed
+        row.to_inputs = seed_shares(ex)["inputs"]
         row.explained = all(bool(torch.isfinite(r).all()) for r in ex.relevance.values())
         row.stage = "verify"
         _verify(model_type, tiny, target, rules, row)
         row.stage = "" if row.verified else "verify"
         row.gradient_seconds = _gradient_seconds(tiny.model, tiny.inputs, ex.seed)
     except Exception as error:
-        row.error = f"{type(error).__name__}: {' '.join(str(error).split())[:400]}"
+        row.error = said(error, 400)
     return row
 
 
@@ -145,14 +144,6 @@ def _largest(output: torch.Tensor) -> torch.Tensor:
     """A seed of 1 at each sample's largest output element."""
     flat = output.detach().reshape(output.shape[0], -1)
     return torch.zeros_like(flat).scatter_(1, flat.argmax(1, keepdim=True), 1.0).reshape(output.shape)
-
-
-def _shrink_name(shrink: Any) -> str:
-    if shrink.layers is None:
-        return "depth kept"
-    if shrink.width is None:
-        return "widths kept"
-    return "tiny" if shrink.head_dim else "default heads"
 
 
 def _verify(model_type: str, tiny: Any, target: Any, rules: str, row: TypeRow) -> None:
@@ -347,15 +338,14 @@ def markdown_types(rows: list[TypeRow], rules: str) -> str:
         lines.append(
             f"| {family} | {len(members)} | {sum(r.explained for r in members)} | {sum(r.verified for r in members)} |"
         )
-    causes = Counter(r.cause for r in rows if r.cause)
-    examples: dict[str, list[str]] = defaultdict(list)
+    causes: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         if r.cause:
-            examples[r.cause].append(r.model_type)
+            causes[r.cause].append(r.model_type)
     lines += ["", "## Failures by cause", "", "| count | cause | model types |", "|---:|---|---|"]
-    for cause, count in causes.most_common():
-        shown = ", ".join(examples[cause][:6]) + (" …" if count > 6 else "")
-        lines.append(f"| {count} | {cause.replace('|', '/')} | {shown} |")
+    for cause, types in sorted(causes.items(), key=lambda item: -len(item[1])):
+        shown = ", ".join(types[:6]) + (" …" if len(types) > 6 else "")
+        lines.append(f"| {len(types)} | {cause.replace('|', '/')} | {shown} |")
     lines += ["", f"## Slower than {SLOW:g}× the gradient", "", *_slow_lines(verified)]
     lines += ["", "## The hand-written zoo", "", *_zoo_lines(rows)]
     lines += [

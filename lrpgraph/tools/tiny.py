@@ -3,7 +3,7 @@
 `tiny_model(model_type)` shrinks the config class's defaults (layers, widths, heads, experts, the sub-configs of
 composite models; per-layer lists cut to the layers kept, one of each kind), picks the model class (a task head
 where one exists, else the base model), and makes inputs from the forward signature and the config; where that
-fails it tries gentler shrinks (depth kept, or widths kept). Used by `lrpgraph coverage --transformers`.
+fails it tries gentler shrinks (`LADDER`). Used by `lrpgraph coverage --transformers`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ HEADS_BY_PREFERENCE = (
 
 @dataclass(frozen=True)
 class Shrink:
-    """How far to shrink: None keeps that kind of field as the config class has it."""
+    """How far to shrink (`name` says it in reports): None keeps that kind of field as the config class has it."""
 
+    name: str = "tiny"
     layers: int | None = 2
     width: int | None = 32
     heads: int = 4
@@ -50,9 +51,9 @@ class Shrink:
 # names do not show).
 LADDER = (
     Shrink(),
-    Shrink(layers=None),
-    Shrink(width=512, head_dim=None),  # heads of the default size: code that fixes rotary sections by head size
-    Shrink(width=None, head_dim=None, ffn=None, heads=64),
+    Shrink("depth kept", layers=None),
+    Shrink("default heads", width=512, head_dim=None),  # code that fixes rotary sections by head size
+    Shrink("widths kept", width=None, head_dim=None, ffn=None, heads=64),
 )
 
 _LAYERS = re.compile(r"^(num_hidden_layers|num_layers|n_layers?|n_layer|depth|encoder_layers|decoder_layers)$|_layers$")
@@ -253,7 +254,7 @@ def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype | None = None)
         try:
             config = tiny_config(model_type, how)
         except Exception as error:
-            errors.append(f"config: {_said(error)}")
+            errors.append(f"config: {said(error)}")
             continue
         if dtype == torch.float64:
             _eager_experts(config)
@@ -264,7 +265,7 @@ def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype | None = None)
             try:
                 return TinyModel(model_type, name, *_built(cls, config, how, seed, dtype), how)
             except Exception as error:
-                errors.append(f"{name}: {_said(error)}")
+                errors.append(f"{name}: {said(error)}")
     raise RuntimeError(errors[0] if errors else f"no model class for {model_type}")
 
 
@@ -311,15 +312,15 @@ def _refuse_large(cls: Any, config: Any, counted: bool) -> None:
             size = sum(p.numel() for p in cls(config).parameters())
     except Exception as error:
         if counted:
-            raise ValueError(f"its size cannot be counted on the meta device ({_said(error)})") from None
+            raise ValueError(f"its size cannot be counted on the meta device ({said(error)})") from None
         return
     if size > MAX_PARAMETERS:
         raise ValueError(f"{size / 1e6:.0f}M parameters after shrinking: not tiny")
 
 
-def _said(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}"
+def said(error: BaseException, most: int = 300) -> str:
+    """An error as one line: its type and its message, whitespace collapsed, at most `most` characters of it."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:most]}"
 
 
 def _signature(model: torch.nn.Module) -> str:
