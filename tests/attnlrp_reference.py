@@ -107,7 +107,7 @@ def modified_model(model: nn.Module, method: str) -> nn.Module:
             module.forward = types.MethodType(_frozen_layer_norm, module)
         elif type(module).__name__.endswith("RMSNorm"):
             module.forward = types.MethodType(_frozen_rms_norm, module)
-        elif type(module).__name__ in ("LlamaMLP", "Qwen2MLP"):
+        elif type(module).__name__ in ("LlamaMLP", "Qwen2MLP", "BambaMLP"):
             module.forward = types.MethodType(_gated_mlp(method), module)
     return ref
 

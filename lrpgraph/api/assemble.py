@@ -97,8 +97,15 @@ def assemble(w: Walked, started: float) -> Explanation:
             "absorbed_by_node": _largest(plan, w.call.graph, w.result.by_node),
             **(w.walks.stats if w.targets is not None else {}),
             **({"decomposed": dict(w.call.graph.decomposed)} if w.call.graph.decomposed else {}),
+            **_scans(w),
         },
     )
+
+
+def _scans(w: Walked) -> dict[str, Any]:
+    """For a graph with state-space scans: how many selection operands it has and whether the rules held them."""
+    found = len(w.call.model_trace.analysis.selection)
+    return {"scan_selection": found, "selection": w.ruleset.selection} if found else {}
 
 
 def _per_input(

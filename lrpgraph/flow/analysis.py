@@ -1,5 +1,5 @@
 """What the passes find on one traced graph: scales, pointwise regions, roles (of products and residual sums),
-positional sources, flows.
+positional sources, the selection of state-space scans, flows.
 
 `analyse` runs once per graph: it first removes copies that change nothing and exposes positional
 operands (an explicit broadcast node per candidate, so the relevance it receives is per sample and
@@ -22,6 +22,7 @@ from .positional import PositionalSource, expose_positional_operands, mixing_nod
 from .relevance import Flow, relevance_flow
 from .residuals import residual_roles
 from .roles import product_roles
+from .selection import selection_operands
 
 
 @dataclass
@@ -31,13 +32,16 @@ class Analysis:
     redirects: dict[fx.Node, fx.Node]
     roles: dict[fx.Node, Role] = field(default_factory=dict)
     positional: list[PositionalSource] = field(default_factory=list)
+    selection: frozenset[fx.Node] = frozenset()
     _flows: dict[tuple, Flow] = field(default_factory=dict, repr=False)
 
-    def flow(self, output: fx.Node, sources: frozenset[fx.Node] = frozenset()) -> Flow:
-        """Relevance flow to `output`, with `sources` (positional encodings) as extra relevance sources."""
-        key = (output, sources)
+    def flow(self, output: fx.Node, sources: frozenset[fx.Node] = frozenset(), hold_selection: bool = False) -> Flow:
+        """Relevance flow to `output`, with `sources` (positional encodings) as extra relevance sources; with
+        `hold_selection` the selection of state-space scans is a constant too (MambaLRP)."""
+        key = (output, sources, hold_selection)
         if key not in self._flows:
-            self._flows[key] = relevance_flow(self.graph, output, self.cuts, self.redirects, sources)
+            cuts = self.cuts | self.selection if hold_selection else self.cuts
+            self._flows[key] = relevance_flow(self.graph, output, cuts, self.redirects, sources)
         return self._flows[key]
 
     def explainable_inputs(self) -> list[fx.Node]:
@@ -62,4 +66,5 @@ def analyse(graph: Graph) -> Analysis:
     relevant = relevance_flow(graph, anywhere, cuts).relevant
     redirects = pointwise_regions(fx_graph, relevant)
     roles = {**product_roles(fx_graph, relevant, redirects), **residual_roles(fx_graph, relevant, redirects)}
-    return Analysis(graph, cuts, redirects, roles, positional)
+    selection = frozenset(selection_operands(fx_graph, relevant))
+    return Analysis(graph, cuts, redirects, roles, positional, selection)

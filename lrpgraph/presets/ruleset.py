@@ -38,6 +38,7 @@ RuleSpec = str | Mapping[str, Any]
 _SECTIONS = frozenset({"description", "params", "rules", "first", "override", "name", "positional", "strict", "method"})
 SEEDS = ("value", "one-hot")  # a class id seeds the output's value there, or 1
 CONTRASTIVE = ("seed", "passes")  # contrastive=True: one pass with e_t − mean of the others, or Nmax(P − Q) of two
+SELECTIONS = ("relevant", "constant")  # a scan's selection (Δ, Ā, B̄, C) takes relevance, or is held constant
 _EMPTY = inspect.Parameter.empty
 _RULED_OPS = frozenset(str(t) for t, entry in TABLE.items() if entry.adapter is not None)  # op names a set may key
 
@@ -87,6 +88,7 @@ class RuleSet:
     seed: str = "value"  # what a class id seeds: the output's value there, or "one-hot" 1
     contrastive: str = "seed"  # contrastive=True: one pass ("seed"), or two normalised passes, Nmax(P − Q)
     fold_batchnorm: bool = True  # merge eval batch norm into the layer before it (Zennit's canonizer)
+    selection: str = "relevant"  # "constant": MambaLRP, a scan is linear in its input (flow/selection.py)
 
     def __post_init__(self):
         for field_name in ("rules", "params", "first"):
@@ -98,10 +100,16 @@ class RuleSet:
             raise RuleSetError(f"RuleSet overrides must be a list, not {type(self.overrides).__name__}")
         if self.positional not in (None, "abs", "signed"):
             raise RuleSetError(f"positional must be 'abs', 'signed' or absent, not {self.positional!r}")
-        if self.seed not in SEEDS or self.contrastive not in CONTRASTIVE or not isinstance(self.fold_batchnorm, bool):
+        if (
+            self.seed not in SEEDS
+            or self.contrastive not in CONTRASTIVE
+            or not isinstance(self.fold_batchnorm, bool)
+            or self.selection not in SELECTIONS
+        ):
             raise RuleSetError(
                 f"rule set '{self.name}': [method] seed must be one of {SEEDS}, contrastive one of {CONTRASTIVE}, "
-                f"fold_batchnorm true or false; got {self.seed!r}, {self.contrastive!r}, {self.fold_batchnorm!r}"
+                f"fold_batchnorm true or false, selection one of {SELECTIONS}; got {self.seed!r}, "
+                f"{self.contrastive!r}, {self.fold_batchnorm!r}, {self.selection!r}"
             )
         self.overrides = [o if isinstance(o, Override) else _override(o) for o in self.overrides]
         for table in [self.rules, self.first, *(o.rules for o in self.overrides)]:
@@ -257,7 +265,16 @@ class RuleSet:
 
         return repr(
             plain(
-                (self.rules, self.params, self.first, self.overrides, self.positional, self.strict, self.fold_batchnorm)
+                (
+                    self.rules,
+                    self.params,
+                    self.first,
+                    self.overrides,
+                    self.positional,
+                    self.strict,
+                    self.fold_batchnorm,
+                    self.selection,
+                )
             )
         )
 
@@ -294,11 +311,13 @@ class RuleSet:
 
 
 def _method(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The [method] table: seed, contrastive, fold_batchnorm — how the method is run beyond its rules."""
+    """The [method] table: seed, contrastive, fold_batchnorm, selection — how the method is run beyond its rules."""
     method = _table(data, "method", name)
-    extra = sorted(set(method) - {"seed", "contrastive", "fold_batchnorm"})
+    extra = sorted(set(method) - {"seed", "contrastive", "fold_batchnorm", "selection"})
     if extra:
-        raise RuleSetError(f"preset '{name}': [method] takes seed, contrastive and fold_batchnorm, not {extra}")
+        raise RuleSetError(
+            f"preset '{name}': [method] takes seed, contrastive, fold_batchnorm and selection, not {extra}"
+        )
     return method
 
 

@@ -136,7 +136,7 @@ def build_plan(
     """
     if fallback is not None and fallback not in MODES:
         raise ValueError(f"fallback must be one of {MODES} or None, not {fallback!r}")
-    flow = analysis.flow(output, sources)
+    flow = analysis.flow(output, sources, hold_selection=ruleset.selection == "constant")
     classes: dict[fx.Node, tuple[OpClass, Adapter, dict, dict]] = {}
     missing: list[fx.Node] = []
     for node in reversed(flow.live):

@@ -108,6 +108,8 @@ class ZooRow:
     verified: float | None = None  # verify's max_error (float64 where the model runs in it), None: not verified
     verified_in: str = ""  # the dtype verify ran in
     unverified: str = ""  # why verify did not pass: the first rule it could not replay, or where they differ
+    scan_inputs: float | None = None  # a state-space model under rules that split its scans' selection: the inputs'
+    # share under mamba-lrp, which holds the selection constant
 
     @property
     def audit(self) -> str:
@@ -156,6 +158,8 @@ def run_zoo(entries: list[Any], rules: str, progress: bool = True) -> list[ZooRo
                 row.kept_at = [{**n, "share": n["absorbed"] / seed} for n in ex.stats["absorbed_by_node"]]
                 if not row.explained:
                     row.error = "non-finite relevance"
+                if ex.stats.get("selection") == "relevant":
+                    row.scan_inputs = seed_shares(explain(model, inputs, rules="mamba-lrp"))["inputs"]
                 _verify(entry, model, inputs, rules, row)
         except Exception as error:  # a zoo report records failures, it does not stop
             row.error = f"{type(error).__name__}: {first_line(error)[:200]}"
@@ -229,6 +233,11 @@ def markdown(rows: list[ZooRow], rules: str, tolerance: float = 1e-4) -> str:
         if not _passed(r, tolerance)
     ]
     flagged = [f"- {r.name}: {r.audit}" for r in rows if r.audit]
+    scans = [
+        f"- {r.name}: inputs {_percent(r.shares, 'inputs')} here, {100 * r.scan_inputs:.1f}% with `mamba-lrp`"
+        for r in rows
+        if r.scan_inputs is not None
+    ]
     lines += [
         "",
         f"**{verified} of {len(rows)} architectures verified to {tolerance:g}**: the walk and the replay agree at "
@@ -241,6 +250,12 @@ def markdown(rows: list[ZooRow], rules: str, tolerance: float = 1e-4) -> str:
         "negative share — the shares of the rest, and the three nodes whose rules kept (+) or created (−) the most:",
         "",
         *(flagged or ["- none"]),
+        "",
+        f"State-space models: `{rules}` splits each product of a scan between the data and the selection (Δ, Ā, B̄,",
+        'C), so part of the logit takes the selection\'s path; `rules="mamba-lrp"` (MambaLRP) holds the selection',
+        "constant and every scan is linear in its input. The inputs' share under both:",
+        "",
+        *(scans or ["- none"]),
     ]
     return "\n".join(lines)
 
