@@ -344,3 +344,35 @@ def test_elementwise_maximum_and_minimum_give_the_winner_all():
     # max: a wins, b wins, tie (halves); min against 2b = [1, 2, 6]: tie, a wins, a wins
     torch.testing.assert_close(ex.relevance["a"], torch.tensor([[0.75, 2.0, 0.75]], dtype=torch.float64))
     torch.testing.assert_close(ex.relevance["b"], torch.tensor([[0.25, -1.0, 0.25]], dtype=torch.float64))
+
+
+class UnrolledScan(nn.Module):
+    """h_t = h_{t−1}/2 + x[:, t] W, looped in Python: the trace unrolls it into one select of x per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], 4)
+        states = []
+        for t in range(x.shape[1]):
+            h = 0.5 * h + x[:, t] @ self.w
+            states.append(h)
+        return torch.stack(states, 1)
+
+
+def test_an_unrolled_loop_reads_its_steps_through_one_unbind():
+    torch.manual_seed(0)
+    model = UnrolledScan()
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    seed = torch.randn(2, 6, 4, dtype=torch.float64)
+    ex = lrpgraph.explain(model, x, target=seed, rules=TIGHT)
+    # linear without bias: the epsilon rule with ε → 0 is x ⊙ Jᵀ(seed / y), computed here with autograd
+    xr = x.clone().requires_grad_()
+    y = model(xr)
+    (g,) = torch.autograd.grad(y, xr, seed / y)
+    torch.testing.assert_close(ex.relevance["x"], x * g)
+    targets = [n.target for n in lrpgraph.trace(model, x).module.graph.nodes]
+    assert targets.count(torch.ops.aten.unbind.int) == 1  # the six steps' x[:, t] (slices of all removed)
+    assert torch.ops.aten.select.int not in targets and torch.ops.aten.slice.Tensor not in targets

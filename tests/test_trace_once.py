@@ -128,3 +128,19 @@ def test_memory_budget_schedules_follow_the_call_shape(exports):
         assert _close(tight.relevance["input_ids"], free.relevance["input_ids"]) <= 1e-9
         assert tight.stats["peak_activation_bytes"] < free.stats["peak_activation_bytes"]
     assert len(exports.calls) == 1
+
+
+class Clipped(nn.Module):
+    """Reads at most 4 positions: min() of a symbolic length is a `torch.sym_min` call in the graph."""
+
+    def forward(self, x):
+        return x[:, : min(x.shape[1], 4)] * 2
+
+
+def test_sizes_computed_with_min_need_no_second_trace():
+    from lrpgraph.capture.canonical import is_functional
+
+    dims = ({0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},)
+    program = torch.export.export(Clipped(), (torch.randn(2, 6),), dynamic_shapes=dims, strict=False)
+    assert any(n.target is torch.sym_min for n in program.graph.nodes)
+    assert is_functional(program.graph)  # else the program is traced again by run_decompositions (Mamba: 2× export)

@@ -28,7 +28,16 @@ from .rewrite import insert_call
 aten = torch.ops.aten
 _TO = {aten.to.dtype, aten.to.dtype_layout, aten.to.device, aten.to.other}
 # call targets that are not ATen overloads but need no functionalisation
-_PLAIN_CALLS = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod}
+_PLAIN_CALLS = {
+    operator.getitem,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.floordiv,
+    operator.mod,
+    torch.sym_min,  # sizes: min(a, b) of symbolic sizes
+    torch.sym_max,
+}
 
 
 # fused ops decomposed into their cell ops before rules see them (their gates then get the gate rule)

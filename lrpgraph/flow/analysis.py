@@ -1,7 +1,8 @@
 """What the passes find on one traced graph: scales, pointwise regions, roles (of products and residual sums),
 positional sources, the selection of state-space scans, flows.
 
-`analyse` runs once per graph: it first removes copies that change nothing and exposes positional
+`analyse` runs once per graph: it first removes copies that change nothing, reads the steps of unrolled loops
+through one unbind per tensor (`selects.py`) and exposes positional
 operands (an explicit broadcast node per candidate, so the relevance it receives is per sample and
 per use), then finds the facts the rule choice reads. Relevance flows are derived per explained output and cached.
 """
@@ -23,6 +24,7 @@ from .relevance import Flow, relevance_flow
 from .residuals import residual_roles
 from .roles import product_roles
 from .selection import selection_operands
+from .selects import selects_as_unbind
 
 
 @dataclass
@@ -59,6 +61,7 @@ def analyse(graph: Graph) -> Analysis:
     fx_graph = graph.module.graph
     if remove_noop_copies(graph.module):
         graph.module.recompile()
+    selects_as_unbind(graph.module)
     anywhere = fx_graph.output_node()
     relevant = relevance_flow(graph, anywhere).relevant  # before normalisation scales are cut
     positional = expose_positional_operands(graph, relevant, mixing_nodes(graph, relevant))

@@ -1,12 +1,15 @@
-"""Remove copies that change nothing: `.to()` to the same dtype and device, aliases, detaches.
+"""Remove copies that change nothing: `.to()` to the same dtype and device, aliases, detaches, slices of all.
 
 The exported graph is functional, so there `.to(x.dtype)` is a real `_to_copy`, where eager PyTorch
 returns the tensor itself; RMSNorm-style upcasts in float32 models make dozens of such copies.
 Nothing in the graph writes to a tensor, so dropping them changes no value. `clone` is kept: a
-later `view` may depend on the contiguous copy it makes.
+later `view` may depend on the contiguous copy it makes. `x[:, :, t]` exports as two slices that keep every
+value, then a select: without them each step's select reads x itself (`selects.py` then finds all of them).
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 from torch import fx
@@ -23,11 +26,23 @@ def remove_noop_copies(gm: fx.GraphModule) -> int:
             continue
         source = node.args[0]
         f = facts(node.target)
-        if f.alias or (f.cast and _same(source, node)):
+        if f.alias or (f.cast and _same(source, node)) or _slice_of_all(node):
             node.replace_all_uses_with(source)
             gm.graph.erase_node(node)
             removed += 1
     return removed
+
+
+def _slice_of_all(node: fx.Node) -> bool:
+    """x[..., :, ...]: a slice with step 1 from 0 to the end (the largest int, or at least the dim's size)."""
+    if node.target is not torch.ops.aten.slice.Tensor:
+        return False
+    value = node.args[0].meta.get("val")
+    dim, start, end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :])[:4]
+    if not isinstance(value, torch.Tensor) or not isinstance(dim, int) or step != 1 or start not in (0, None):
+        return False
+    size = value.shape[dim]
+    return end is None or (isinstance(end, int) and (end >= sys.maxsize or (isinstance(size, int) and end >= size)))
 
 
 def _same(source: fx.Node, node: fx.Node) -> bool:

@@ -1,0 +1,68 @@
+"""Rewrite every-index selects of one tensor as one unbind: an unrolled loop's steps read x[:, t] for t = 0 … T−1.
+
+Each `select`'s relevance is a tensor of x's full size holding one slice (its adjoint scatters into zeros), and the
+T of them are summed: O(T²) work and memory traffic for a loop of T steps. As `unbind` the pieces are stacked
+once. The forward is the same (both make views), and so is every value.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx
+
+aten = torch.ops.aten
+
+
+def selects_as_unbind(gm: fx.GraphModule) -> int:
+    """Replace the selects of each tensor that take every index along one dim by an unbind; returns how many
+    tensors were rewritten."""
+    rewritten = 0
+    for node in list(gm.graph.nodes):
+        value = node.meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            continue
+        for dim, selects in _selects_by_dim(node, value).items():
+            size = value.shape[dim]
+            if isinstance(size, int) and size >= 2 and sorted(selects) == list(range(size)):
+                _unbind(gm.graph, node, dim, selects)
+                rewritten += 1
+    if rewritten:
+        gm.recompile()
+    return rewritten
+
+
+def _selects_by_dim(node: fx.Node, value: torch.Tensor) -> dict[int, dict[int, list[fx.Node]]]:
+    """{dim: {index: the select nodes of node at that index}} for selects with concrete dims and indices."""
+    found: dict[int, dict[int, list[fx.Node]]] = {}
+    for user in node.users:
+        if user.target is not aten.select.int or user.args[0] is not node or len(user.args) != 3:
+            continue
+        dim, index = user.args[1], user.args[2]
+        size = value.shape[dim] if isinstance(dim, int) and -value.dim() <= dim < value.dim() else None
+        if not isinstance(index, int) or not isinstance(size, int) or not -size <= index < size:
+            continue
+        found.setdefault(dim % value.dim(), {}).setdefault(index % size, []).append(user)
+    return found
+
+
+def _unbind(graph: fx.Graph, node: fx.Node, dim: int, selects: dict[int, list[fx.Node]]) -> None:
+    with graph.inserting_after(node):
+        pieces = graph.call_function(aten.unbind.int, (node, dim))
+    value = node.meta["val"]
+    with value.fake_mode:
+        pieces.meta["val"] = tuple(value.unbind(dim))
+    first = selects[0][0]
+    for key in ("nn_module_stack", "stack_trace", "source_fn_stack"):
+        if key in first.meta:
+            pieces.meta[key] = first.meta[key]
+    after = pieces
+    for index in sorted(selects):
+        with graph.inserting_after(after):
+            piece = graph.call_function(operator.getitem, (pieces, index))
+        piece.meta = {**selects[index][0].meta, "val": pieces.meta["val"][index]}
+        for select in selects[index]:
+            select.replace_all_uses_with(piece)
+            graph.erase_node(select)
+        after = piece
