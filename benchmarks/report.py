@@ -3,7 +3,8 @@
     python benchmarks/report.py
 
 Reads benchmarks/results/<name>.json (written by bench_llama.py, bench_memory.py, bench_corpus.py,
-bench_generation.py, bench_cnn.py, bench_ray.py, bench_similarity.py, bench_patching.py and bench_quantized.py:
+bench_generation.py, bench_cnn.py, bench_ray.py, bench_similarity.py, bench_patching.py, bench_quantized.py and
+bench_mamba.py:
 seconds and bytes, the command and the machine), computes every ratio from those measurements (of medians, within
 one file: one run), and rewrites:
 - benchmarks/RESULTS.md from its "## Speed and memory" heading to the end (faithfulness.py writes what is
@@ -27,7 +28,18 @@ RESULTS = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 README = HERE.parent / "README.md"
 SECTION = "## Speed and memory"
-BENCHMARKS = ("llama", "memory", "corpus", "generation", "cnn", "ray", "similarity", "patching", "quantized")
+BENCHMARKS = (
+    "llama",
+    "memory",
+    "corpus",
+    "generation",
+    "cnn",
+    "ray",
+    "similarity",
+    "patching",
+    "quantized",
+    "mamba",
+)
 WIDTH = 110
 
 
@@ -597,6 +609,44 @@ def cnn_block(data: dict) -> str:
     )
 
 
+MAMBA_NAMES = {"mamba": "Mamba", "mamba2": "Mamba-2"}
+
+
+def mamba_block(data: dict) -> str:
+    rows = []
+    for row in data["results"]["rows"]:
+        t = {key: median(v) for key, v in row["seconds"].items()}
+        p = row["peak_bytes"]
+        rows.append(
+            (
+                MAMBA_NAMES[row["model"]],
+                row["tokens"],
+                f"{row['tracer']}, {row['nodes']} nodes",
+                spread(row["seconds"]["gradient"], ms),
+                sec(row["first_explain"]),
+                spread(row["seconds"]["explain"], ms),
+                x(t["explain"] / t["gradient"]),
+                mib(p["gradient"]),
+                mib(p["explain"]),
+                x(p["explain"] / p["gradient"]),
+            )
+        )
+    what = f"median (range) of {data['settings']['repeats']} warm calls, rules `{data['settings']['rules']}`"
+    headers = (
+        "model",
+        "tokens",
+        "graph",
+        "gradient ms",
+        "first explain s",
+        "warm explain ms",
+        "time × gradient",
+        "gradient peak MiB",
+        "explain peak MiB",
+        "memory × gradient",
+    )
+    return header(data, what) + "\n\n" + table(rows, headers)
+
+
 def ray_block(data: dict) -> str:
     s, r = data["settings"], data["results"]
     local = r["explain_many_seconds"]
@@ -664,6 +714,17 @@ def targets(results: dict) -> list[tuple[str, str, float | None, str, float]]:
     tokens = results["similarity"]["settings"]["tokens"]
     what = f"`explain_similarity`, two {tokens}-token sentences on MiniLM, time × one first-order explain"
     add("29", what, pairs["explain_similarity"] / pairs["explain"], 25.0)
+
+    mamba = {(row["model"], row["tokens"]): row for row in results["mamba"]["results"]["rows"]}
+    row = mamba.get(("mamba", 1024))
+    t = {key: median(v) for key, v in row["seconds"].items()} if row else {}
+    add("31", "4-layer Mamba at 1024 tokens, warm explain time × gradient", _ratio(t, "explain", "gradient"), 2.0)
+    add(
+        "31",
+        "4-layer Mamba at 1024 tokens, peak memory × gradient",
+        _ratio(row["peak_bytes"] if row else {}, "explain", "gradient"),
+        2.0,
+    )
 
     g = {key: median(v) for key, v in results["generation"]["results"]["seconds"].items()}
     speedup = g["explain_each"] / g["explain_generation"]
@@ -759,6 +820,10 @@ as the two timings it divides.
 
 {_marked("cnn", blocks["cnn"])}
 
+### State-space models (MambaLRP)
+
+{_marked("mamba", blocks["mamba"])}
+
 ### A corpus on Ray
 
 {_marked("ray", blocks["ray"])}
@@ -787,6 +852,7 @@ RESULTS_BLOCKS: dict[str, Callable[[dict], str]] = {
     "similarity": lambda r: similarity_block(r["similarity"]),
     "patching": lambda r: patching_block(r["patching"]),
     "quantized": lambda r: quantized_block(r["quantized"]),
+    "mamba": lambda r: mamba_block(r["mamba"]),
     "targets": targets_block,
 }
 README_BLOCKS: dict[str, Callable[[dict], str]] = {
