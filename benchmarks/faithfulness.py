@@ -343,18 +343,23 @@ def token_protocols(net, ids, target, methods) -> tuple[str, list[TokenProtocols
     return text, rows
 
 
-def token_section(kind, task, samples, steps):
-    net = token_model(kind)
+def task_rows(net, task, samples, steps, methods) -> tuple[float, torch.Tensor, torch.Tensor, list[Row]]:
+    """Train `net` on a token task, then evaluate each method on fresh test sequences, the predicted class
+    explained and the marker or probe token the evidence: (test accuracy, ids, predicted class, rows)."""
     acc = train_token_model(net, task, steps, seed=17)
     ids, _ = batch(task, samples, torch.Generator().manual_seed(99))
-    inputs = {"input_ids": ids}
     with torch.no_grad():
         logits = net(input_ids=ids).logits
     target = logits.argmax(-1)
     explained = logits.gather(1, target[:, None]).squeeze(1)
-    token = MARKER if task == "position" else PROBE
-    evidence = ids == token
+    evidence = ids == (MARKER if task == "position" else PROBE)
     features = metrics.tokens(replacement_id=0)
+    inputs = {"input_ids": ids}
+    rows = [evaluate(net, inputs, target, m, features, explained, evidence, min(samples, 32)) for m in methods]
+    return acc, ids, target, rows
+
+
+def token_section(kind, task, samples, steps):
     methods = [
         metrics.lrp("attnlrp"),
         metrics.lrp("cp-lrp"),
@@ -365,7 +370,8 @@ def token_section(kind, task, samples, steps):
         metrics.integrated_gradients(),
         metrics.random_attribution(),
     ]
-    rows = [evaluate(net, inputs, target, m, features, explained, evidence, min(samples, 32)) for m in methods]
+    net = token_model(kind)
+    acc, ids, target, rows = task_rows(net, task, samples, steps, methods)
     note = (
         f"Sequences of {LENGTH} tokens (vocabulary {VOCAB}); tokens removed by id 0; evidence: the "
         f"{'marker' if task == 'position' else 'probe'} token."
@@ -396,15 +402,6 @@ class MambaClassifier(torch.nn.Module):
 
 def mamba_section(task, samples, steps) -> tuple[str, list[Row]]:
     """MambaLRP against AttnLRP's generic assignment and the gradient methods, on a Mamba trained on a token task."""
-    net = MambaClassifier()
-    acc = train_token_model(net, task, steps, seed=17)
-    ids, _ = batch(task, samples, torch.Generator().manual_seed(99))
-    inputs = {"input_ids": ids}
-    with torch.no_grad():
-        logits = net(input_ids=ids).logits
-    target = logits.argmax(-1)
-    explained = logits.gather(1, target[:, None]).squeeze(1)
-    evidence = ids == (MARKER if task == "position" else PROBE)
     methods = [
         metrics.lrp("mamba-lrp"),
         metrics.lrp("attnlrp"),
@@ -412,8 +409,7 @@ def mamba_section(task, samples, steps) -> tuple[str, list[Row]]:
         metrics.integrated_gradients(),
         metrics.random_attribution(),
     ]
-    features = metrics.tokens(replacement_id=0)
-    rows = [evaluate(net, inputs, target, m, features, explained, evidence, min(samples, 32)) for m in methods]
+    acc, _, _, rows = task_rows(MambaClassifier(), task, samples, steps, methods)
     note = (
         f"A 2-layer Mamba (width 32, state 8) read at the last position; sequences of {LENGTH} tokens; tokens "
         "removed by id 0; `lrp[attnlrp]` splits each product of the scans between data and selection, "
