@@ -14,6 +14,7 @@ import sys
 import torch
 from torch import fx
 
+from ..capture.node_args import normalised_args
 from ..capture.shapes import same_shape
 from ..ops.table import facts
 
@@ -34,12 +35,12 @@ def remove_noop_copies(gm: fx.GraphModule) -> int:
 
 
 def _slice_of_all(node: fx.Node) -> bool:
-    """x[..., :, ...]: a slice with step 1 from 0 to the end (the largest int, or at least the dim's size)."""
-    if node.target is not torch.ops.aten.slice.Tensor:
+    """x[..., :, ...]: a span with step 1 from 0 to the end (the largest int, or at least the dim's size)."""
+    if not facts(node.target).spans:
         return False
-    value = node.args[0].meta.get("val")
-    dim, start, end, step = (list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :])[:4]
-    if not isinstance(value, torch.Tensor) or not isinstance(dim, int) or step != 1 or start not in (0, None):
+    args = normalised_args(node)
+    value, dim, end = args["self"].meta.get("val"), args.get("dim", 0), args.get("end")
+    if not isinstance(value, torch.Tensor) or args.get("step", 1) != 1 or args.get("start") not in (0, None):
         return False
     size = value.shape[dim]
     return end is None or (isinstance(end, int) and (end >= sys.maxsize or (isinstance(size, int) and end >= size)))

@@ -12,7 +12,9 @@ import operator
 import torch
 from torch import fx
 
-aten = torch.ops.aten
+from ..capture.node_args import normalised_args, without_cached_args
+from ..ops.reindex import UNBIND
+from ..ops.table import facts
 
 
 def selects_as_unbind(gm: fx.GraphModule) -> int:
@@ -37,10 +39,14 @@ def _selects_by_dim(node: fx.Node, value: torch.Tensor) -> dict[int, dict[int, l
     """{dim: {index: the select nodes of node at that index}} for selects with concrete dims and indices."""
     found: dict[int, dict[int, list[fx.Node]]] = {}
     for user in node.users:
-        if user.target is not aten.select.int or user.args[0] is not node or len(user.args) != 3:
+        picks = facts(user.target).picks
+        if picks is None:
             continue
-        dim, index = user.args[1], user.args[2]
-        size = value.shape[dim] if isinstance(dim, int) and -value.dim() <= dim < value.dim() else None
+        args = normalised_args(user)
+        dim, index = args.get("dim"), args.get(picks)
+        if args.get("self") is not node or not isinstance(dim, int) or not -value.dim() <= dim < value.dim():
+            continue
+        size = value.shape[dim]
         if not isinstance(index, int) or not isinstance(size, int) or not -size <= index < size:
             continue
         found.setdefault(dim % value.dim(), {}).setdefault(index % size, []).append(user)
@@ -49,7 +55,7 @@ def _selects_by_dim(node: fx.Node, value: torch.Tensor) -> dict[int, dict[int, l
 
 def _unbind(graph: fx.Graph, node: fx.Node, dim: int, selects: dict[int, list[fx.Node]]) -> None:
     with graph.inserting_after(node):
-        pieces = graph.call_function(aten.unbind.int, (node, dim))
+        pieces = graph.call_function(UNBIND, (node, dim))
     value = node.meta["val"]
     with value.fake_mode:
         pieces.meta["val"] = tuple(value.unbind(dim))
@@ -61,7 +67,7 @@ def _unbind(graph: fx.Graph, node: fx.Node, dim: int, selects: dict[int, list[fx
     for index in sorted(selects):
         with graph.inserting_after(after):
             piece = graph.call_function(operator.getitem, (pieces, index))
-        piece.meta = {**selects[index][0].meta, "val": pieces.meta["val"][index]}
+        piece.meta = {**without_cached_args(selects[index][0].meta), "val": pieces.meta["val"][index]}
         for select in selects[index]:
             select.replace_all_uses_with(piece)
             graph.erase_node(select)

@@ -41,6 +41,8 @@ class Facts:
     mixes_positions: bool = False  # mixes positions (attention, softmax, matrix products, normalisation)
     expensive: bool = False  # a matrix product or convolution: the schedule keeps its output rather than recompute it
     shape_only: tuple[str, ...] = ()  # arguments whose shape alone the op reads (expand_as's `other`)
+    picks: str | None = None  # the argument naming the one index it takes along `dim` (select): an unrolled loop's step
+    spans: bool = False  # takes `start`:`end`:`step` along `dim` (slice): all of it where the span covers the dim
 
     def __post_init__(self):
         if self.arithmetic not in (None, *ARITHMETIC):
@@ -134,7 +136,7 @@ def check() -> None:
             continue
         names = {a.name for a in schema.arguments}
         f = entry.facts
-        named = [*f.operands, *f.shape_only, f.lookup, f.gather, f.power]
+        named = [*f.operands, *f.shape_only, f.lookup, f.gather, f.power, f.picks]
         unknown = sorted({n for n in named if n is not None} - names)
         if unknown:
             problems.append(f"{target}: {', '.join(unknown)} not among its arguments ({', '.join(sorted(names))})")
