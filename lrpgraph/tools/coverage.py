@@ -66,8 +66,9 @@ def coverage(
     model_trace = traced(model, *prepare_call(model, inputs)).for_rules(ruleset)
     trace_seconds = time.perf_counter() - started
     graph = model_trace.graph
+    analysis = model_trace.analysis  # its passes rewrite the graph (a cast that changes nothing goes): outputs after
     out_node = graph.outputs[output_index(graph, output)]
-    plan = build_plan(graph, model_trace.analysis, out_node, ruleset, fallback="absorb")
+    plan = build_plan(graph, analysis, out_node, ruleset, fallback="absorb")
     calls = [n for n in graph.nodes if n.op == "call_function"]
     by_op = Counter(op_name(n) for n in plan.steps)
     missing: dict[str, MissingOp] = {}
