@@ -39,6 +39,22 @@ def test_coverage_report_names_missing_ops():
     assert report.by_rule["linear:epsilon"] == 1
 
 
+class CastOut(nn.Module):
+    """Ends in a cast that changes nothing (transformers' `logits.float()`): the analysis removes that node."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.inner(x).float()
+
+
+def test_coverage_reads_the_output_of_the_rewritten_graph():
+    report = lrpgraph.coverage(CastOut(), torch.randn(2, 3))
+    assert report.covered == 1.0 and report.by_rule == {"linear:epsilon": 1}
+
+
 def test_coverage_of_a_zoo_model_is_complete():
     (arch,) = architectures(["llama"])
     model, inputs = arch.build()
