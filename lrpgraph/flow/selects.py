@@ -7,6 +7,7 @@ once. The forward is the same (both make views), and so is every value.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 
 import torch
@@ -57,7 +58,7 @@ def _unbind(graph: fx.Graph, node: fx.Node, dim: int, selects: dict[int, list[fx
     with graph.inserting_after(node):
         pieces = graph.call_function(UNBIND, (node, dim))
     value = node.meta["val"]
-    with value.fake_mode:
+    with getattr(value, "fake_mode", None) or contextlib.nullcontext():
         pieces.meta["val"] = tuple(value.unbind(dim))
     first = selects[0][0]
     for key in ("nn_module_stack", "stack_trace", "source_fn_stack"):
