@@ -1,4 +1,5 @@
-"""A node's arguments keyed by the ATen schema's names, defaults filled in (cached on the node)."""
+"""A node's arguments keyed by the ATen schema's names, defaults filled in (cached on the node, for as long as its
+arguments are the same: a pass that replaces an input of the node gives it new ones, and the cache is made again)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ _KEY = "lrpgraph_args"
 def normalised_args(node: fx.Node) -> dict[str, Any]:
     """{schema argument name: value} for ATen ops; {"0": …, "1": …} for other callables."""
     cached = node.meta.get(_KEY)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] is node.args and cached[1] is node.kwargs:
+        return cached[2]
     target = node.target
     if isinstance(target, torch._ops.OpOverload):
         args: dict[str, Any] = {}
@@ -28,7 +29,7 @@ def normalised_args(node: fx.Node) -> dict[str, Any]:
     else:
         args = {str(i): a for i, a in enumerate(node.args)}
         args.update(node.kwargs)
-    node.meta[_KEY] = args
+    node.meta[_KEY] = (node.args, node.kwargs, args)
     return args
 
 

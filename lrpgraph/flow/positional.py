@@ -62,7 +62,7 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
         relevant_ops = [v for _, v in operands if v in relevant]
         if len(relevant_ops) != 1:
             continue
-        name, value = next((n, v) for n, v in operands if v not in relevant)
+        value = next(v for _, v in operands if v not in relevant)
         if not float_node(value):
             continue
         origin = (_rotary_origin if kind == "rotary" else _table_origin)(graph, value)
@@ -74,7 +74,6 @@ def expose_positional_operands(graph: Graph, relevant: set[fx.Node], mixing: set
         with fx_graph.inserting_before(node):
             full = insert_call(fx_graph, EXPAND_AS, (value, signal), node)
         node.replace_input_with(value, full)
-        normalised_args(node).update({name: full})
         found.append(PositionalSource(full, kind, axis, origin if isinstance(origin, fx.Node) else None, group))
     if found:
         graph.module.recompile()

@@ -7,7 +7,6 @@ once. The forward is the same (both make views), and so is every value.
 
 from __future__ import annotations
 
-import contextlib
 import operator
 
 import torch
@@ -57,9 +56,7 @@ def _selects_by_dim(node: fx.Node, value: torch.Tensor) -> dict[int, dict[int, l
 def _unbind(graph: fx.Graph, node: fx.Node, dim: int, selects: dict[int, list[fx.Node]]) -> None:
     with graph.inserting_after(node):
         pieces = graph.call_function(UNBIND, (node, dim))
-    value = node.meta["val"]
-    with getattr(value, "fake_mode", None) or contextlib.nullcontext():
-        pieces.meta["val"] = tuple(value.unbind(dim))
+    pieces.meta["val"] = tuple(selects[index][0].meta["val"] for index in sorted(selects))  # the same views
     first = selects[0][0]
     for key in ("nn_module_stack", "stack_trace", "source_fn_stack"):
         if key in first.meta:
