@@ -67,8 +67,8 @@ def _mamba2_mixer(self, hidden_states, *args, **kwargs):
         h = decay * h + (dt[:, t, :, None, None] * b[:, t, :, None, :]) * x[:, t, :, :, None]
         ys.append((h * c[:, t, :, None, :]).sum(-1) + self.D[:, None] * x[:, t])
     y = _gated(torch.stack(ys, 1).reshape(batch, length, -1), z)
-    norm = self.norm
-    grouped = y.reshape(batch, length, -1, norm.group_size)
+    norm = self.norm  # the gated norm normalises groups of `group_size` channels (newer transformers), or all
+    grouped = y.reshape(batch, length, -1, getattr(norm, "group_size", y.shape[-1]))
     grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).detach()
     return self.out_proj(norm.weight * grouped.reshape(batch, length, -1))
 
