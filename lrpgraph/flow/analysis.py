@@ -2,9 +2,9 @@
 positional sources, the selection of state-space scans, flows.
 
 `analyse` runs once per graph: it first removes copies that change nothing, reads the steps of unrolled loops
-through one unbind per tensor (`selects.py`) and exposes positional
-operands (an explicit broadcast node per candidate, so the relevance it receives is per sample and
-per use), then finds the facts the rule choice reads. Relevance flows are derived per explained output and cached.
+through one unbind per tensor (`selects.py`) and exposes positional operands (an explicit broadcast node per
+candidate, so the relevance it receives is per sample and per use), then finds the facts the rule choice reads.
+Relevance flows are derived per explained output and cached.
 """
 
 from __future__ import annotations

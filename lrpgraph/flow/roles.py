@@ -28,7 +28,7 @@ def product_roles(graph: fx.Graph, relevant: set[fx.Node], regions: dict[fx.Node
         product = f.arithmetic == "product"
         if not (product or f.matmul):
             continue
-        operands = _relevant_operands(node, relevant, f.operands)
+        operands = relevant_operands(node, relevant)
         if operands is None:
             continue
         sources = [(role, _source(value, relevant, regions)) for role, value in operands]
@@ -46,19 +46,26 @@ def product_roles(graph: fx.Graph, relevant: set[fx.Node], regions: dict[fx.Node
     return roles
 
 
-def _relevant_operands(node, relevant, names) -> list[tuple[tuple[str, int | None], fx.Node]] | None:
-    """((argument, index in a list argument), value) of the node's two operands when both are distinct and
-    relevant; an op whose operands are one list argument (einsum's tensors) has them by index."""
+def named_operands(node: fx.Node) -> list[tuple[tuple[str, int | None], object]]:
+    """((argument, index in a list argument), value) of a product's operands as the op table names them: two
+    arguments, or the items of one list argument (einsum's tensors)."""
+    names = facts(node.target).operands
     args = normalised_args(node)
     if len(names) == 2:
-        operands = [((n, None), args.get(n)) for n in names]
-    else:
-        listed = args.get(names[0])
-        if not isinstance(listed, (list, tuple)) or len(listed) != 2:
-            return None
-        operands = [((names[0], i), v) for i, v in enumerate(listed)]
+        return [((n, None), args.get(n)) for n in names]
+    listed = args.get(names[0]) if names else None
+    return [((names[0], i), v) for i, v in enumerate(listed)] if isinstance(listed, (list, tuple)) else []
+
+
+def relevant_operands(node: fx.Node, relevant: set[fx.Node]) -> list[tuple[tuple[str, int | None], fx.Node]] | None:
+    """The node's two operands (`named_operands`) when there are two, distinct and both relevant; else None."""
+    operands = named_operands(node)
     values = [v for _, v in operands]
-    if all(isinstance(v, fx.Node) and v in relevant for v in values) and values[0] is not values[1]:
+    if (
+        len(values) == 2
+        and all(isinstance(v, fx.Node) and v in relevant for v in values)
+        and values[0] is not values[1]
+    ):
         return operands
     return None
 

@@ -19,6 +19,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 from ..capture.node_args import normalised_args
 from ..ops.table import facts
 from .relevance import value_inputs
+from .roles import named_operands, relevant_operands
 
 
 def selection_operands(graph: fx.Graph, relevant: set[fx.Node]) -> set[fx.Node]:
@@ -34,9 +35,11 @@ def selection_operands(graph: fx.Graph, relevant: set[fx.Node]) -> set[fx.Node]:
             continue
         on_path = _ancestors(output, data)
         for product in on_path:
-            operands = _operands(product, relevant)
-            if operands is None:
+            f = facts(product.target)
+            named = relevant_operands(product, relevant) if f.arithmetic == "product" or f.matmul else None
+            if named is None:
                 continue
+            operands = [v for _, v in named]
             inside = [v for v in operands if v in data]
             if len(inside) == 1:
                 found.update(v for v in operands if v not in data)
@@ -55,7 +58,7 @@ def _skip(node: fx.Node, relevant: set[fx.Node]) -> tuple[fx.Node, fx.Node] | No
     for y, scaled in (terms, terms[::-1]):
         if facts(scaled.target).arithmetic != "product":
             continue
-        factors = [v for v in _operands_of(scaled) if isinstance(v, fx.Node)]
+        factors = [v for _, v in named_operands(scaled) if isinstance(v, fx.Node)]
         inputs = [v for v in factors if v in relevant]
         if len(inputs) == 1 and len(factors) == 2:
             return y, inputs[0]
@@ -103,29 +106,6 @@ def _ancestors(output: fx.Node, within: set[fx.Node]) -> set[fx.Node]:
                 seen.add(n)
                 stack.append(n)
     return seen
-
-
-def _operands(node: fx.Node, relevant: set[fx.Node]) -> list[fx.Node] | None:
-    """The two distinct relevant operands of a product or matrix product; None for anything else."""
-    f = facts(node.target)
-    if f.arithmetic != "product" and not f.matmul:
-        return None
-    values = _operands_of(node)
-    if len(values) != 2 or values[0] is values[1]:
-        return None
-    if all(isinstance(v, fx.Node) and v in relevant for v in values):
-        return values
-    return None
-
-
-def _operands_of(node: fx.Node) -> list:
-    """A product's two operands, as its table entry names them (einsum: its list of tensors)."""
-    names = facts(node.target).operands
-    args = normalised_args(node)
-    if len(names) == 1:
-        listed = args.get(names[0])
-        return list(listed) if isinstance(listed, (list, tuple)) else []
-    return [args.get(name) for name in names]
 
 
 def _keeps_all(node: fx.Node, source: fx.Node) -> bool:
