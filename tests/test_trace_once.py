@@ -144,3 +144,49 @@ def test_sizes_computed_with_min_need_no_second_trace():
     program = torch.export.export(Clipped(), (torch.randn(2, 6),), dynamic_shapes=dims, strict=False)
     assert any(n.target is torch.sym_min for n in program.graph.nodes)
     assert is_functional(program.graph)  # else the program is traced again by run_decompositions (Mamba: 2× export)
+
+
+class BatchOfTwo(nn.Module):
+    """Its code branches on the batch size: a trace of a batch of 2 serves only a batch of 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.linear(x) * (3.0 if x.shape[0] == 2 else 2.0)
+
+
+def test_a_call_of_one_is_not_run_through_a_trace_fixed_to_the_widened_two(exports):
+    torch.manual_seed(0)
+    model = BatchOfTwo().double().eval()
+    x = torch.randn(1, 4, dtype=torch.float64)
+    ex = lrpgraph.explain(model, x, target=0, rules="epsilon")
+    torch.testing.assert_close(ex.output, model(x), rtol=0, atol=1e-12)  # the branch of a batch of 1
+    lin = model.linear
+    epsilon = 1e-6  # the preset's: R_x = x·w · y / (z + ε·sign z), y = 2z
+    z = lin(x)[0, 0]
+    expected = x[0] * lin.weight[0] * 2.0 * z / (z + epsilon * z.sign())
+    torch.testing.assert_close(ex.relevance["x"][0], expected, rtol=1e-12, atol=0)
+    assert exports.calls == ["batch-and-ids"]  # one export: the widened trace was dropped inside it
+
+
+class Flagged(nn.Module):
+    """A bool between two tensors: a trace's conditions index every input leaf, not only the tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x, flag, y):
+        return self.linear(x) * (2.0 if flag else 1.0) + self.linear(y[:, :4])
+
+
+def test_a_non_tensor_input_before_a_tensor_is_checked_in_place(exports):
+    model = Flagged().double().eval()
+    for batch, width in ((3, 6), (5, 6), (5, 8)):
+        x, y = torch.randn(batch, 4, dtype=torch.float64), torch.randn(batch, width, dtype=torch.float64)
+        ex = lrpgraph.explain(model, (x, True, y), target=0, rules="epsilon")
+        torch.testing.assert_close(ex.output, model(x, True, y), rtol=0, atol=1e-12)
+        assert ex.relevance["y"].shape == (batch, width)
+    assert len(exports.calls) == 2  # y's width is a float dimension: traced again once, symbolic from then on

@@ -9,8 +9,9 @@ embedded sequences). Those are asked only once a call varies them, because symbo
 can make tracing slow by orders of magnitude (Swin: 1.3 s static, 1.8 s with a symbolic batch,
 55 s with symbolic height and width), while a symbolic sequence length costs 2–4× a static trace.
 Traced at a size of 1, a dimension would be fixed to 1, so the example traced has 2 where the call
-has 1 (torch.export's own contract: a graph traced at sizes ≥ 2 also serves size 1). `Graph.check`
-then tells which calls the graph serves.
+has 1 (torch.export's own contract: a graph traced at sizes ≥ 2 also serves size 1). A model's code
+can break that contract (it fixes the batch to the 2 it saw): a trace that does not serve the call
+itself is dropped for the next example. `Graph.check` then tells which calls the graph serves.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def export_program(
     decomposition table has them) into ops that have rules.
     """
     names = leaf_names(model, args, kwargs)
+    leaves = pytree.tree_leaves((args, kwargs))
     reason = None
     for example in _examples(args, kwargs, dimensions == "all") if dimensions != "static" else []:
         try:
@@ -98,6 +100,10 @@ def export_program(
             exported = _export(model, *example, dynamic, names, unruled)
         except Exception as failure:  # try a smaller change to the example, then static shapes
             reason = reason or f"{type(failure).__name__}: {first_line(failure)}"
+            continue
+        broken = GuardCheck(exported.guards).violations(leaves)
+        if broken:  # the model's code fixed a widened size (a batch of 2 only): trace a smaller change
+            reason = reason or f"traced for {broken[0].condition} only"
             continue
         return _with_known_shapes(model, exported)
     try:

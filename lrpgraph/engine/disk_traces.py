@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ class DiskTraces:
         """Hold the key against other processes while looking it up and tracing it."""
         return self.cache.locked(self.key)
 
-    def load(self, model: torch.nn.Module, args: tuple, kwargs: dict, user: list[torch.Tensor]) -> Graph | None:
+    def load(self, model: torch.nn.Module, args: tuple, kwargs: dict, user: list[Any]) -> Graph | None:
         """A trace an earlier process left that serves this call, if there is one."""
         for path in self.cache.entries(self.key):
             try:

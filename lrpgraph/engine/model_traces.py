@@ -52,7 +52,7 @@ class ModelTraces:
         return key is not None
 
     def serving(
-        self, structure: tuple, user: list[torch.Tensor]
+        self, structure: tuple, user: list[Any]
     ) -> tuple[TracedModel | None, list[tuple[Graph, list[Violation]]]]:
         """The kept trace serving a call with these user tensors, or None and what each trace of the structure
         violates (the reasons to trace again)."""

@@ -7,6 +7,8 @@ guard it imposes, is said once per model, as is a model traced with static shape
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..capture.graph import Graph
@@ -16,7 +18,7 @@ from .model_traces import ModelTraces
 Broken = list[tuple[Graph, list[Violation]]]  # each kept trace of the structure, and what the call violates of it
 
 
-def dimensions_to_trace(broken: Broken, user: list[torch.Tensor]) -> str:
+def dimensions_to_trace(broken: Broken, user: list[Any]) -> str:
     """ "all" once a float input's non-batch dimension (an image size) differs from a trace's, else "batch-and-ids"."""
     for _, violations in broken:
         for v in violations:

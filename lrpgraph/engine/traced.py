@@ -77,7 +77,7 @@ class Tracing:
         self.model, self.args, self.kwargs, self.tracer = model, args, kwargs, tracer
         self.traces = traces_of(model)
         self.structure = call_structure(args, kwargs)
-        self.user = [leaf for leaf in pytree.tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor)]
+        self.user = pytree.tree_leaves((args, kwargs))  # every leaf: a trace's conditions index them all
 
     def run(self, cache_dir: str | os.PathLike | None) -> TracedModel:
         """The steps in order, holding the model's lock (and, while it looks on disk and traces, the entry's)."""
