@@ -261,3 +261,43 @@ def test_bfloat16_model_with_float32_relevance(llama):
         assert close(ex.relevance["input_ids"], reference.relevance["input_ids"]) < 0.1
     finally:
         model.to(torch.float32)
+
+
+class SelectiveScan(torch.nn.Module):
+    """h_t = decay_t · h_{t−1} + x_t W with decay = σ(x V) for all steps at once: an unrolled loop reads one step's
+    slice of a value computed for every step (Mamba's discretisation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+        self.v = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+
+    def forward(self, x):
+        decay = torch.sigmoid(x @ self.v)
+        h = x.new_zeros(x.shape[0], 4)
+        states = []
+        for t in range(x.shape[1]):
+            h = decay[:, t] * h + x[:, t] @ self.w
+            states.append(h)
+        return torch.stack(states, 1)
+
+
+def test_a_step_of_a_value_computed_for_every_step_is_held_not_recomputed():
+    """Recomputing σ(x V) for all T steps to read one step's slice, at each step, is O(T²) work; the walk holds the
+    slices instead, so σ runs once (in the forward) however long the loop."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sigmoids(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Sigmoids.calls += func is torch.ops.aten.sigmoid.default
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = SelectiveScan()
+    x, seed = torch.randn(2, 48, 3, dtype=torch.float64), torch.randn(2, 48, 4, dtype=torch.float64)
+    lrpgraph.explain(model, x, target=seed, rules="attnlrp")  # traced (σ runs in the trace too)
+    with Sigmoids():
+        lrpgraph.explain(model, x, target=seed, rules="attnlrp")
+    assert Sigmoids.calls == 1  # it was 7 at 48 steps when each step's slice was recomputed from σ(x V)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sympy
@@ -136,6 +136,7 @@ class Shapes:
 
     index: dict[fx.Node, int]
     values: tuple
+    _stand_ins: dict[fx.Node, Any] = field(default_factory=dict, repr=False)  # an unbind's T pieces made once
 
     def of(self, node: fx.Node) -> Any:
         """The node's shape (tuple), tuple of shapes, or integer value; KeyError if it has none."""
@@ -143,7 +144,11 @@ class Shapes:
 
     def stand_in(self, node: fx.Node) -> Any:
         """A tensor with the node's shape and dtype but no data (device 'meta'), or the node's integer value."""
-        return _stand_in(node.meta.get("val"), self.of(node) if node in self.index else None)
+        found = self._stand_ins.get(node)
+        if found is None:
+            shape = self.of(node) if node in self.index else None
+            found = self._stand_ins[node] = _stand_in(node.meta.get("val"), shape)
+        return found
 
 
 def _stand_in(val: Any, shape: Any) -> Any:

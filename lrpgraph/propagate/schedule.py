@@ -144,11 +144,27 @@ def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node], position: dict
     recipes: dict[fx.Node, list[fx.Node]] = {}
     for node in needed:
         recipe = None if node in outputs or not is_cheap(node) else recipe_for(node, keep, _MAX_CHEAP_RECIPE, position)
-        if recipe is None:
+        if recipe is None or not _small_work(recipe, node):
             keep.add(node)
         else:
             recipes[node] = recipe
     return keep, recipes
+
+
+def _small_work(recipe: list[fx.Node], target: fx.Node) -> bool:
+    """No member of the recipe computes much more than its target: one step of an unrolled scan read from the
+    discretisation of every step ([batch, d, T, n]), recomputed at each of T steps, would cost O(T²); held, it costs
+    its own size. Views compute nothing; a member counts at most 4× the target's elements at both probe sizes."""
+    wanted = _elements(target.meta.get("val"))
+    if wanted is None:
+        return True
+    for member in recipe:
+        if facts(member.target).moves_values and not facts(member.target).copy:
+            continue  # a view, a getitem: no elements computed
+        work = _elements(member.meta.get("val"))
+        if work is not None and any(w > 4 * t for w, t in zip(work, wanted, strict=True)):
+            return False
+    return True
 
 
 def recipe_for(
