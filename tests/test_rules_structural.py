@@ -376,3 +376,40 @@ def test_an_unrolled_loop_reads_its_steps_through_one_unbind():
     targets = [n.target for n in lrpgraph.trace(model, x).module.graph.nodes]
     assert targets.count(torch.ops.aten.unbind.int) == 1  # the six steps' x[:, t] (slices of all removed)
     assert torch.ops.aten.select.int not in targets and torch.ops.aten.slice.Tensor not in targets
+
+
+class UnrolledOverIds(nn.Module):
+    """The same scan over embedded ids: the length is asked symbolic (an id dimension) and the loop fixes it, so the
+    selected tensors' sizes are symbols the trace later learnt to be T."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 3, dtype=torch.float64)
+        self.w = nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        h = x.new_zeros(x.shape[0], 4)
+        states = []
+        for t in range(ids.shape[1]):
+            h = 0.5 * h + x[:, t] @ self.w
+            states.append(h)
+        return torch.stack(states, 1)
+
+
+def test_an_unrolled_loop_over_a_length_the_trace_fixed_late_reads_one_unbind():
+    torch.manual_seed(0)
+    model = UnrolledOverIds()
+    ids = torch.randint(0, 10, (2, 6))
+    seed = torch.randn(2, 6, 4, dtype=torch.float64)
+    ex = lrpgraph.explain(model, {"ids": ids}, target=seed, rules=TIGHT)
+    x = model.embed(ids).detach().requires_grad_()
+    h, states = x.new_zeros(2, 4), []
+    for t in range(6):
+        h = 0.5 * h + x[:, t] @ model.w
+        states.append(h)
+    y = torch.stack(states, 1)
+    (g,) = torch.autograd.grad(y, x, seed / y)
+    torch.testing.assert_close(ex.relevance["ids"], (x * g).sum(-1).detach())
+    targets = [n.target for n in lrpgraph.trace(model, {"ids": ids}).module.graph.nodes]
+    assert targets.count(torch.ops.aten.unbind.int) == 1 and torch.ops.aten.select.int not in targets

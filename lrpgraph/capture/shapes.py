@@ -30,6 +30,15 @@ def expression(value: Any) -> Any:
     return value
 
 
+def known_int(value: Any) -> int | None:
+    """A size as an int where the trace fixed it, even to a constant learnt after the size was made (a loop over
+    range(T) fixes a length the trace first held symbolic); None where it is symbolic."""
+    if isinstance(value, torch.SymInt):
+        expr = value.node.expr  # with the shape environment's replacements
+        return int(expr) if expr.is_Integer else None
+    return value if isinstance(value, int) else None
+
+
 def same_size(a: Any, b: Any) -> bool:
     """Whether two sizes (ints or SymInts) are provably equal, without adding guards to the trace."""
     if isinstance(a, torch.SymInt) or isinstance(b, torch.SymInt):  # one expression is equal without asking

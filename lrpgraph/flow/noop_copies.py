@@ -15,7 +15,7 @@ import torch
 from torch import fx
 
 from ..capture.node_args import normalised_args
-from ..capture.shapes import same_shape
+from ..capture.shapes import known_int, same_shape
 from ..ops.table import facts
 
 
@@ -42,8 +42,8 @@ def _slice_of_all(node: fx.Node) -> bool:
     value, dim, end = args["self"].meta.get("val"), args.get("dim", 0), args.get("end")
     if not isinstance(value, torch.Tensor) or args.get("step", 1) != 1 or args.get("start") not in (0, None):
         return False
-    size = value.shape[dim]
-    return end is None or (isinstance(end, int) and (end >= sys.maxsize or (isinstance(size, int) and end >= size)))
+    size = known_int(value.shape[dim])
+    return end is None or (isinstance(end, int) and (end >= sys.maxsize or (size is not None and end >= size)))
 
 
 def _same(source: fx.Node, node: fx.Node) -> bool:

@@ -13,6 +13,7 @@ import torch
 from torch import fx
 
 from ..capture.node_args import normalised_args, without_cached_args
+from ..capture.shapes import known_int
 from ..ops.reindex import UNBIND
 from ..ops.table import facts
 
@@ -26,8 +27,8 @@ def selects_as_unbind(gm: fx.GraphModule) -> int:
         if not isinstance(value, torch.Tensor):
             continue
         for dim, selects in _selects_by_dim(node, value).items():
-            size = value.shape[dim]
-            if isinstance(size, int) and size >= 2 and sorted(selects) == list(range(size)):
+            size = known_int(value.shape[dim])
+            if size is not None and size >= 2 and sorted(selects) == list(range(size)):
                 _unbind(gm.graph, node, dim, selects)
                 rewritten += 1
     if rewritten:
@@ -46,8 +47,8 @@ def _selects_by_dim(node: fx.Node, value: torch.Tensor) -> dict[int, dict[int, l
         dim, index = args.get("dim"), args.get(picks)
         if args.get("self") is not node or not isinstance(dim, int) or not -value.dim() <= dim < value.dim():
             continue
-        size = value.shape[dim]
-        if not isinstance(index, int) or not isinstance(size, int) or not -size <= index < size:
+        size = known_int(value.shape[dim])
+        if not isinstance(index, int) or size is None or not -size <= index < size:
             continue
         found.setdefault(dim % value.dim(), {}).setdefault(index % size, []).append(user)
     return found
