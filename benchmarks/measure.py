@@ -7,8 +7,9 @@ that glibc returns every block of 64 KiB or more to the system when it is freed:
 and falls with what is live, and the high-water mark of one call, less the resident set before it, is that
 call's peak — everything it held at once (tensors, the graph, Python objects). Without that setting freed
 blocks stay in the heap and are reused, and a call's peak hides in memory an earlier call already touched.
-Smaller blocks still come from the heap, so a peak of a few MiB reads low. On CUDA the peak is
-torch.cuda.max_memory_allocated.
+Smaller blocks still come from the heap: before the measured call the heap's free pages are handed back too
+(glibc's malloc_trim), or a call made of many small tensors (an unrolled scan's steps, 16 KiB each) reuses the
+heap its warm-up grew and reads as 0. On CUDA the peak is torch.cuda.max_memory_allocated.
 
 Every benchmark writes its measurements to a JSON file (default `benchmarks/results/<name>.json`) with the
 command that made it and the machine it ran on; `benchmarks/report.py` turns those files into the tables of
@@ -18,6 +19,7 @@ RESULTS.md and the figures the README quotes.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import gc
 import json
@@ -77,6 +79,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device, warmup: int = 1)
         return torch.cuda.max_memory_allocated(device) - base
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD:
         raise RuntimeError("CPU peak memory is measured in a process started by measure.in_new_process(memory=True)")
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # free heap pages back to the system: small blocks count too
     base = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again from the current RSS
     result = fn()
