@@ -385,16 +385,10 @@ class UnrolledOverIds(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(10, 3, dtype=torch.float64)
-        self.w = nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+        self.scan = UnrolledScan()
 
     def forward(self, ids):
-        x = self.embed(ids)
-        h = x.new_zeros(x.shape[0], 4)
-        states = []
-        for t in range(ids.shape[1]):
-            h = 0.5 * h + x[:, t] @ self.w
-            states.append(h)
-        return torch.stack(states, 1)
+        return self.scan(self.embed(ids))
 
 
 def test_an_unrolled_loop_over_a_length_the_trace_fixed_late_reads_one_unbind():
@@ -404,11 +398,7 @@ def test_an_unrolled_loop_over_a_length_the_trace_fixed_late_reads_one_unbind():
     seed = torch.randn(2, 6, 4, dtype=torch.float64)
     ex = lrpgraph.explain(model, {"ids": ids}, target=seed, rules=TIGHT)
     x = model.embed(ids).detach().requires_grad_()
-    h, states = x.new_zeros(2, 4), []
-    for t in range(6):
-        h = 0.5 * h + x[:, t] @ model.w
-        states.append(h)
-    y = torch.stack(states, 1)
+    y = model.scan(x)
     (g,) = torch.autograd.grad(y, x, seed / y)
     torch.testing.assert_close(ex.relevance["ids"], (x * g).sum(-1).detach())
     targets = [n.target for n in lrpgraph.trace(model, {"ids": ids}).module.graph.nodes]
