@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,13 +155,15 @@ def _cheap_schedule(needed: list[fx.Node], outputs: set[fx.Node], position: dict
 def _small_work(recipe: list[fx.Node], target: fx.Node) -> bool:
     """No member of the recipe computes much more than its target: one step of an unrolled scan read from the
     discretisation of every step ([batch, d, T, n]), recomputed at each of T steps, would cost O(T²); held, it costs
-    its own size. Views compute nothing; a member counts at most 4× the target's elements at both probe sizes."""
+    its own size. Views (the op's schema says its output aliases its input) and a tuple's getitem compute nothing;
+    any other member (cat, pad, where copy their whole output too) counts at most 4× the target's elements at both
+    probe sizes."""
     wanted = _elements(target.meta.get("val"))
     if wanted is None:
         return True
     for member in recipe:
-        if facts(member.target).moves_values and not facts(member.target).copy:
-            continue  # a view, a getitem: no elements computed
+        if member.target is operator.getitem or getattr(member.target, "is_view", False):
+            continue
         work = _elements(member.meta.get("val"))
         if work is not None and any(w > 4 * t for w, t in zip(work, wanted, strict=True)):
             return False
