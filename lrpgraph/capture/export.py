@@ -16,6 +16,7 @@ itself is dropped for the next example. `Graph.check` then tells which calls the
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import logging
@@ -64,6 +65,11 @@ class Exported:
     recorded_specs: tuple[pytree.TreeSpec, pytree.TreeSpec] | None = None
     decomposed: dict[str, int] = field(default_factory=dict)  # ops with no rule torch decomposed: op → nodes
 
+    @functools.cached_property
+    def check(self) -> GuardCheck:
+        """The conditions compiled once: which calls the program serves."""
+        return GuardCheck(self.guards)
+
 
 DIMENSIONS = ("static", "batch-and-ids", "all")
 
@@ -101,7 +107,7 @@ def export_program(
         except Exception as failure:  # try a smaller change to the example, then static shapes
             reason = reason or f"{type(failure).__name__}: {first_line(failure)}"
             continue
-        broken = GuardCheck(exported.guards).violations(leaves)
+        broken = exported.check.violations(leaves)
         if broken:  # the model's code fixed a widened size (a batch of 2 only): trace a smaller change
             reason = reason or f"traced for {broken[0].condition} only"
             continue
@@ -301,7 +307,7 @@ def to_graph(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
         in_spec=in_spec,
         out_spec=out_spec,
         output_names=output_names(out_spec),
-        check=GuardCheck(exported.guards),
+        check=exported.check,
         static_reason=exported.static_reason,
         recorded=exported.recorded_state is not None,
         decomposed=dict(exported.decomposed),

@@ -19,7 +19,6 @@ from ..capture.disk_cache import DiskCache, default_directory, entry_key
 from ..capture.export import Exported, to_graph
 from ..capture.fingerprint import Unfingerprintable, model_key
 from ..capture.graph import Graph
-from ..capture.guards import GuardCheck
 from ..capture.serialise import Uncacheable
 from ..errors import InputError
 from .export_lock import EXPORT_LOCK
@@ -63,7 +62,7 @@ class DiskTraces:
                     exported = self.cache.load(path)
             except Uncacheable:
                 continue
-            if not GuardCheck(exported.guards).violations(user):
+            if not exported.check.violations(user):
                 with EXPORT_LOCK:
                     return to_graph(model, exported, args, kwargs)
         return None
