@@ -42,6 +42,7 @@ from .guards import GuardCheck, GuardSpec
 from .model_state import evaluation_mode
 from .program_json import LoadedProgram
 from .quantized import DequantizedWeights
+from .scans import scans_as_ops
 from .shapes import value_dependent_shape
 
 _KINDS = {
@@ -143,7 +144,14 @@ def _export(
 ) -> Exported:
     # views (a slice of a generated sequence) make torch.export's input guards fail: trace on plain copies
     args, kwargs = pytree.tree_map_only(torch.Tensor, _plain_copy, (args, kwargs))
-    with evaluation_mode(model), torch.no_grad(), warnings.catch_warnings(), quiet_torch_logs(), DequantizedWeights():
+    with (
+        evaluation_mode(model),
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        quiet_torch_logs(),
+        DequantizedWeights(),
+        scans_as_ops(),
+    ):
         warnings.simplefilter("ignore")
         program = torch.export.export(model, args=args, kwargs=kwargs, dynamic_shapes=dynamic_shapes, strict=False)
         program, decomposed = functional(program, unruled, len(user_inputs(program)))

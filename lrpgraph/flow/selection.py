@@ -7,7 +7,7 @@ skip term: a sum `y + u·D` with D a constant, whose other term y is computed fr
 the values computed from u (or from a copy of it) by ops without weights — products, sums, re-indexing, the
 chunked form's einsums and its recurrence; a product on the way from u to y with one data operand and one
 relevant operand that is not data multiplies by the selection, and that operand is returned (Ā·h, B̄·u, h·C in
-the recurrent form; Δ·x, the decay masks, C and B in Mamba-2's chunked form).
+the recurrent form, Ā of a recurrence traced as one op; Δ·x, the decay masks, C and B in Mamba-2's chunked form).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def selection_operands(graph: fx.Graph, relevant: set[fx.Node]) -> set[fx.Node]:
         on_path = _ancestors(output, data)
         for product in on_path:
             f = facts(product.target)
-            named = relevant_operands(product, relevant) if f.arithmetic == "product" or f.matmul else None
+            multiplies = f.arithmetic == "product" or f.matmul or f.recurrence
+            named = relevant_operands(product, relevant) if multiplies else None
             if named is None:
                 continue
             operands = [v for _, v in named]

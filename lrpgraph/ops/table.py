@@ -30,6 +30,7 @@ class Facts:
     operands: tuple[str, ...] = ()  # the two operand arguments of arithmetic or of a matrix product, in order,
     # or the one list argument holding them (einsum's tensors)
     matmul: bool = False  # a matrix product of `operands` (attention-weighted values when one is probabilities)
+    recurrence: bool = False  # h_t = a_t·h_{t−1} + b_t of `operands` (a, b): a multiplies the state (a scan's Ā)
     lookup: str | None = None  # reads rows of a table at the ids in this argument: relevant ids receive relevance
     gather: str | None = None  # reads values at the indices in this argument (a positional table may be read so)
     statistic: str | None = None  # "moment" (var, std, norm), "mean" (sum, mean) or "square" (x², |x|)
