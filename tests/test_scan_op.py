@@ -154,3 +154,12 @@ def test_jamba_hybrid_traces_its_scans_as_ops():
     assert ex.stats["rules"]["scan:unrolled"] == 1
     verification = lrpgraph.verify(model, {"input_ids": ids}, target=3, rules=lrpgraph.preset("mamba-lrp", **TIGHT))
     assert verification.ok, verification
+
+
+@reproduced
+def test_a_trace_with_the_scan_op_is_kept_on_disk(exports, tmp_path):
+    ids = torch.randint(0, 64, (1, 9))
+    first = lrpgraph.explain(_mamba(), {"input_ids": ids}, target=5, rules="mamba-lrp", cache_dir=tmp_path)
+    again = lrpgraph.explain(_mamba(), {"input_ids": ids}, target=5, rules="mamba-lrp", cache_dir=tmp_path)
+    assert len(exports) == 1 and again.stats["rules"]["scan:unrolled"] == 2
+    assert torch.equal(first.relevance["input_ids"], again.relevance["input_ids"])
