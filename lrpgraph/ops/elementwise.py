@@ -88,8 +88,8 @@ def gate_constant(R, operands, relevant, gate: int):
 
 @form(ACTIVATION, "pass")
 def pass_form(call: Replay):
-    """The identity rule: the input receives all of the output's relevance."""
-    return call.passed(call.get(call.adapter.data), call.out)
+    """The identity rule: the input receives all of the output's relevance (none where it is 0 and f(0) is not)."""
+    return call.passed(call.get(call.adapter.data), call.out, call.adapter.facts.constant_at_zero)
 
 
 @form(ADD, "norm")
@@ -213,16 +213,35 @@ class PointwiseAdapter(Adapter):
     """A pointwise function of its first argument (extra arguments are constants).
 
     Kernels get `slope(x)`, the function's derivative at x (None for functions without one in SLOPES).
+
+    Where f(0) ≠ 0 (`constant_at_zero`: exp, sigmoid, cos, …) an input of exactly 0 carries none of the output
+    f(0), a constant: relevance arriving there stays with it (booked under "constants"), as x·∂f/∂x-based rules
+    (LXT's identity rule, R_x = x·R_y/(x + ε)) give it, rather than moving onto a zero.
     """
 
-    def __init__(self, activation: bool):
+    def __init__(self, activation: bool, constant_at_zero: bool = False):
         super().__init__(ACTIVATION)
-        self.facts = Facts(pointwise=True, gate_source="activation" if activation else None)
+        gate = "activation" if activation else None
+        self.facts = Facts(pointwise=True, gate_source=gate, constant_at_zero=constant_at_zero)
+
+    def needs(self, op_class, kernel, args, relevant):
+        names, out = super().needs(op_class, kernel, args, relevant)
+        return (names | {self.data} if self.facts.constant_at_zero else names), out
+
+    def constant_terms(self, args):
+        return self.facts.constant_at_zero
+
+    def conserves(self, args, relevant):
+        return not self.facts.constant_at_zero
 
     def apply(self, call):
         derivative = SLOPES.get(call.op)
         slope = None if derivative is None else (lambda x: derivative(x, call.args))
-        return {self.data: call.run(call.args[self.data], call.out, slope)}
+        x = call.args[self.data]
+        relevance = call.run(x, call.out, slope)
+        if self.facts.constant_at_zero:
+            relevance = torch.where(x == 0, torch.zeros((), dtype=relevance.dtype), relevance)
+        return {self.data: relevance}
 
 
 def _complex(value) -> bool:
@@ -290,19 +309,14 @@ ACTIVATIONS = [
     aten.relu6.default,
     aten.gelu.default,
     aten.silu.default,
-    aten.sigmoid.default,
     aten.tanh.default,
     aten.elu.default,
     aten.selu.default,
     aten.celu.default,
     aten.leaky_relu.default,
     aten.hardtanh.default,
-    aten.hardsigmoid.default,
     aten.hardswish.default,
-    aten.softplus.default,
     aten.mish.default,
-    aten.log_sigmoid.default,
-    aten.exp.default,
     aten.log.default,
     aten.log1p.default,
     aten.expm1.default,
@@ -310,18 +324,13 @@ ACTIVATIONS = [
     aten.rsqrt.default,
     aten.reciprocal.default,
     aten.sin.default,
-    aten.cos.default,
     aten.tan.default,
     aten.asin.default,
-    aten.acos.default,
     aten.atan.default,
     aten.sinh.default,
-    aten.cosh.default,
     aten.asinh.default,
     aten.atanh.default,
     aten.erf.default,
-    aten.erfc.default,
-    aten.exp2.default,
     aten.log2.default,
     aten.log10.default,
     aten.clamp.default,
@@ -337,6 +346,19 @@ ACTIVATIONS = [
     aten.sgn.default,
 ]
 register_ops(PointwiseAdapter(activation=True), *ACTIVATIONS)
+CONSTANT_AT_ZERO = [  # f(0) ≠ 0
+    aten.sigmoid.default,
+    aten.hardsigmoid.default,
+    aten.softplus.default,
+    aten.log_sigmoid.default,
+    aten.exp.default,
+    aten.exp2.default,
+    aten.cos.default,
+    aten.cosh.default,
+    aten.acos.default,
+    aten.erfc.default,
+]
+register_ops(PointwiseAdapter(activation=True, constant_at_zero=True), *CONSTANT_AT_ZERO)
 # pointwise functions that do not act as a gate when multiplied with a signal
 register_ops(PointwiseAdapter(activation=False), aten.neg.default)
 register_ops(PointwiseAdapter(activation=False), aten.abs.default, aten.square.default, statistic="square")

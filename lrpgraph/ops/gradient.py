@@ -103,11 +103,12 @@ class Replay:
         """The op as its rules see it: statistics the rules hold constant (a norm's scale) detached."""
         return self.adapter.replay(self, dict(replace or {}), tuple(detach))
 
-    def passed(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def passed(self, x: torch.Tensor, out: torch.Tensor, kept_at_zero: bool = False) -> torch.Tensor:
         """The identity rule: out's value, x receives all of its relevance (gradient out/x). Where x is 0 and out
-        is not, relevance is no gradient times x: those elements are noted for the replay to report."""
+        is not, relevance is no gradient times x: those elements are noted for the replay to report, unless the
+        rule keeps the relevance there itself (`kept_at_zero`: f(0) is a constant)."""
         zeros = (x.detach() == 0) & (out.detach() != 0)
-        if bool(zeros.any()):
+        if not kept_at_zero and bool(zeros.any()):
             self.zero_inputs.append(zeros)
         return out.detach() + delta(x).to(out.dtype) * ratio(out, x.detach())
 

@@ -37,6 +37,7 @@ class Facts:
     power: str | None = None  # the exponent argument of a power: a square where it is 2
     scale_chain: bool = False  # one tensor operand, the rest constants: turns a statistic into a scale (√, 1/x, +ε)
     pointwise: bool = False  # an elementwise function of its first argument
+    constant_at_zero: bool = False  # a pointwise f with f(0) ≠ 0 (exp, sigmoid, cos): at x = 0 it outputs a constant
     trig: str | None = None  # "cos" or "sin": where rotary factors come from
     gate_source: str | None = None  # "softmax" or "activation": a product with its output is a gate
     mixes_positions: bool = False  # mixes positions (attention, softmax, matrix products, normalisation)
