@@ -95,6 +95,38 @@ def test_fourier_transform_equals_the_dft_matrix():
     assert torch.isfinite(ex.relevance["x"]).all()
 
 
+@pytest.mark.parametrize("norm", ["backward", "ortho", "forward"])
+@pytest.mark.parametrize("n", [16, 15])  # even and odd: with and without a Nyquist frequency
+def test_fft_convolution_equals_its_toeplitz_matrix(norm, n):
+    """rfft → product with a kernel's spectrum → irfft: a causal convolution (Hyena's long convolutions), which is
+    x @ T with T[i, j] = h[j − i]; n ≥ 2·8 − 1, so nothing wraps around."""
+    h = torch.randn(8)
+    spectrum = torch.fft.rfft(h, n=n)  # under every norm, the round trip's two scales multiply to 1/n
+
+    def through_fourier(y):
+        return torch.fft.irfft(torch.fft.rfft(y, n=n, norm=norm) * spectrum, n=n, norm=norm)[..., :8]
+
+    i, j = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    toeplitz = torch.where(j >= i, h[(j - i).clamp(min=0)], torch.zeros(()))
+    x = torch.randn(3, 8)
+    a, b = _twins(through_fourier, lambda y: y @ toeplitz)
+    assert torch.allclose(a(x), b(x), atol=1e-12)
+    _same(a, b, x, lrpgraph.preset("epsilon", epsilon=1e-12))  # five linear maps: tiny stabilisers agree to 1e-6
+    assert lrpgraph.verify(a.double().eval(), x, target=1, rules="epsilon").ok
+
+
+def test_conjugation_moves_relevance_as_it_is():
+    frequencies = torch.polar(torch.ones(4), torch.tensor([0.3, 1.1, 2.0, -0.7]))
+
+    def conjugated(y):
+        c = torch.view_as_complex(y.reshape(*y.shape[:-1], 4, 2).contiguous())
+        return torch.view_as_real(torch.conj_physical(c) * frequencies).reshape(y.shape)
+
+    flip = torch.diag(torch.tensor([1.0, -1.0] * 4))  # conj on the real pairs: negate each imaginary component
+    matrix = flip @ _rotation(torch.tensor([0.3, 1.1, 2.0, -0.7]))
+    _same(*_twins(conjugated, lambda y: y @ matrix), torch.randn(3, 8))
+
+
 def test_selections_and_quantiles_equal_their_written_out_forms():
     def median_gathered(y):
         index = y.argsort(dim=-1, stable=True)[..., 3:4]  # the lower median of 8

@@ -33,7 +33,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     for t in range(b.shape[dim]):
         h = a.select(dim, t) * h + b.select(dim, t)
         states.append(h)
-    return torch.stack(states, dim).to(dtype) if states else torch.empty_like(b, dtype=dtype)
+    return torch.stack(states, dim) if states else torch.empty_like(b, dtype=dtype)
 
 
 SCAN_OP = torch.ops.lrpgraph.linear_scan.default
@@ -46,7 +46,7 @@ def _(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _keep(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
     ctx.save_for_backward(inputs[0], output)
-    ctx.dim = inputs[2]
+    ctx.dim, ctx.b_dtype = inputs[2], inputs[1].dtype
 
 
 def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
@@ -61,7 +61,7 @@ def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
         grad_b[t] = g
         grad_a[t] = g * h.select(dim, t - 1) if t > 0 else torch.zeros_like(g)
         carry = g * a.select(dim, t)
-    return torch.stack(grad_a, dim).to(a.dtype), torch.stack(grad_b, dim), None
+    return torch.stack(grad_a, dim).to(a.dtype), torch.stack(grad_b, dim).to(ctx.b_dtype), None
 
 
 linear_scan.register_autograd(_backward, setup_context=_keep)

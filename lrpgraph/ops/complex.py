@@ -4,11 +4,14 @@ of the real components, its imaginary part that of the imaginary ones, and conse
 view_as_complex, view_as_real, real and imag move values (exact re-indexing). Multiplying by a constant
 (rotary frequencies in Llama 4 or DeepSeek) and the discrete Fourier transforms (FNet) are real-linear
 maps y = A x: they get the rules of layers — epsilon by default — through the real view of A's adjoint,
-A^H s (for a DFT, conj(DFT(conj(s))) with the same normalisation).
+A^H s (for a DFT, conj(DFT(conj(s))) with the same normalisation); so do rfft and irfft, between real signals and
+their non-negative frequencies. Conjugation moves relevance as it is.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -31,22 +34,25 @@ def real_view(t: torch.Tensor) -> torch.Tensor:
 
 
 class RealView(LinearMap):
-    """A real-linear map of a complex (or real) x seen on real views: adjoint(s) = view of A^H s."""
+    """A real-linear map of a complex (or real) x to a complex (or real) y seen on real views: adjoint(s) = view of
+    A^H s, `adjoint` taking s in y's own type."""
 
-    def __init__(self, x: torch.Tensor, adjoint: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, x: torch.Tensor, adjoint: Callable[[torch.Tensor], torch.Tensor], complex_output: bool):
         super().__init__(real_view(x).shape)
-        self.complex_input, self._adjoint = x.is_complex(), adjoint
+        self.complex_input, self.complex_output, self._adjoint = x.is_complex(), complex_output, adjoint
 
     def adjoint(self, s, weight=None):
-        g = self._adjoint(torch.view_as_complex(s.contiguous()))
+        g = self._adjoint(torch.view_as_complex(s.contiguous()) if self.complex_output else s)
         return torch.view_as_real(g) if self.complex_input else g.real
 
 
 def run_real_linear(call, data: str, adjoint: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Run the class's kernel on real views; the result back in the data argument's own type."""
-    x = call.args[data]
-    R = call.R if call.R.is_complex() else torch.complex(call.R, torch.zeros_like(call.R))
-    r = call.run_on(real_view(R), real_view(x), RealView(x, adjoint), real_view(call.out))
+    x, complex_output = call.args[data], call.out.is_complex()
+    R = call.R
+    if complex_output and not R.is_complex():
+        R = torch.complex(R, torch.zeros_like(R))
+    r = call.run_on(real_view(R), real_view(x), RealView(x, adjoint, complex_output), real_view(call.out))
     return torch.view_as_complex(r.contiguous()) if x.is_complex() else r
 
 
@@ -86,6 +92,63 @@ class FourierAdapter(Adapter):
         return {"self": run_real_linear(call, "self", lambda s: torch.conj(self.op(torch.conj(s), **rest)))}
 
 
+class RealFourierAdapter(Adapter):
+    """rfft (real x of length L, zero-padded or cropped to n, → its n//2 + 1 non-negative frequencies) and irfft
+    (the first n//2 + 1 of m frequencies → a real signal of length n), along one dim: real-linear maps.
+
+    With c the forward scale of `norm` (1, 1/√n or 1/n for "backward", "ortho", "forward"; the inverse's
+    1/n, 1/√n or 1): rfft's adjoint is c·Re(F^H s) padded back to n frequencies and cropped (or zero-padded)
+    to L; irfft's, c·w_k·rfft(s)_k with w_k = 2 for the frequencies that stand for a conjugate pair, 1 for the
+    zero frequency and (n even) the Nyquist one, and 0 past n//2 + 1.
+    """
+
+    def __init__(self, inverse: bool):
+        super().__init__(COMPLEX)
+        self.inverse = inverse
+
+    def apply(self, call):
+        x = call.args["self"]
+        dim = call.args.get("dim", -1) % x.dim()
+        norm = call.args.get("norm") or "backward"
+        length = x.shape[dim]
+        n = call.args.get("n") or (2 * (length - 1) if self.inverse else length)
+        transposed = _irfft_adjoint if self.inverse else _rfft_adjoint
+        adjoint = functools.partial(transposed, length=length, n=n, dim=dim, norm=norm)
+        return {"self": run_real_linear(call, "self", adjoint)}
+
+
+def _scale(n: int, norm: str, inverse: bool) -> float:
+    """The factor `norm` puts on the unnormalised transform, forward (fft, rfft) or inverse (ifft, irfft)."""
+    divide = {"backward": inverse, "forward": not inverse}.get(norm)
+    return 1 / math.sqrt(n) if divide is None else (1 / n if divide else 1.0)
+
+
+def _resized(t: torch.Tensor, dim: int, size: int) -> torch.Tensor:
+    """t cropped or zero-padded to `size` along dim."""
+    if t.shape[dim] >= size:
+        return t.narrow(dim, 0, size)
+    shape = list(t.shape)
+    shape[dim] = size - t.shape[dim]
+    return torch.cat([t, t.new_zeros(shape)], dim)
+
+
+def _rfft_adjoint(s: torch.Tensor, length: int, n: int, dim: int, norm: str) -> torch.Tensor:
+    full = _resized(s, dim, n)  # the negative frequencies rfft drops: zero
+    back = torch.conj(torch.fft.fft(torch.conj(full), dim=dim)) * _scale(n, norm, inverse=False)
+    return _resized(back.real, dim, length)
+
+
+def _irfft_adjoint(s: torch.Tensor, length: int, n: int, dim: int, norm: str) -> torch.Tensor:
+    spectrum = torch.fft.rfft(s, dim=dim) * _scale(n, norm, inverse=True)
+    weights = torch.full((spectrum.shape[dim],), 2.0, dtype=s.dtype, device=s.device)
+    weights[0] = 1.0
+    if n % 2 == 0:
+        weights[-1] = 1.0
+    shape = [1] * spectrum.dim()
+    shape[dim] = -1
+    return _resized(spectrum * weights.view(shape), dim, length)
+
+
 def _dims(args: dict, rank: int) -> list[int]:
     dim = args.get("dim")
     if dim is None:
@@ -122,3 +185,7 @@ for _op in (
     aten.fft_ifft2.default,
 ):
     register_ops(FourierAdapter(_op), _op)
+register_ops(RealFourierAdapter(inverse=False), aten.fft_rfft.default)
+register_ops(RealFourierAdapter(inverse=True), aten.fft_irfft.default)
+# conjugation negates imaginary components: each keeps its relevance, as a negation does
+register_ops(ReindexAdapter(lambda R, a: {"self": R}), aten._conj.default, aten.conj_physical.default)
