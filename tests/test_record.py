@@ -311,3 +311,38 @@ def test_an_export_failing_for_want_of_memory_is_not_remembered(tmp_path, monkey
     with pytest.warns(UserWarning, match="recording"):
         _explain(model, x, cache_dir=tmp_path)
     assert not list(tmp_path.glob("*.unexportable.json"))  # the next process tries export again
+
+
+class CastAndFloor(nn.Module):
+    """A data-dependent branch (recorded) and an offset that is the floor of a float made from an integer input:
+    floor's decomposition (prims.floor) has no rule either."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x, n):
+        h = self.a(x) + torch.floor(n.to(x.dtype) * 1.5)
+        h = h * 2 if x.sum() > 0 else h
+        return self.out(h)
+
+
+def test_a_recording_re_traces_only_for_decompositions_that_can_help(monkeypatch):
+    retraces = []
+    original = torch.export.ExportedProgram.run_decompositions
+
+    def counting(self, *args, **kwargs):
+        retraces.append(sorted(str(op) for op in (args[0] if args else kwargs.get("decomp_table") or {})))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.export.ExportedProgram, "run_decompositions", counting)
+    model = CastAndFloor().double().eval()
+    inputs = {"x": torch.randn(1, 4, dtype=torch.float64), "n": torch.tensor([[3]])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = lrpgraph.explain(model, inputs, target=0)
+        assert first.stats["tracer"] == "recorded"
+        tried = len(retraces)
+        lrpgraph.explain(model, inputs, target=0)
+    assert len(retraces) == tried  # floor's dead end is not tried again at the next call's recording

@@ -159,6 +159,7 @@ def _export(
 
 
 _ROUNDS = 3  # a decomposition's ops may have no rule either: decomposed again, this many times at most
+_DEAD_ENDS: set[frozenset] = set()  # sets of ops whose decompositions, tried here, gave parts without rules
 
 
 def functional(
@@ -177,7 +178,7 @@ def functional(
     nodes = picked(program.graph, unruled, _calls(program, calls))
     for _ in range(_ROUNDS):
         table = {n.target: d for n in nodes if (d := decomposition(n.target)) is not None}
-        if not table:
+        if not table or frozenset(table) in _DEAD_ENDS:
             break
         try:
             candidate = program.run_decompositions(table)
@@ -185,8 +186,11 @@ def functional(
             break
         after = picked(candidate.graph, unruled, _calls(candidate, calls))
         dead_ends = {n.target for n in after if decomposition(n.target) is None} - {n.target for n in nodes}
-        if dead_ends or _has_tokens(candidate):
-            break  # the parts have no rule either (prims.prod for cumprod), or side effects: keep the op itself
+        if dead_ends:  # the parts have no rule either (prims.prod for cumprod, prims.floor): keep the ops themselves
+            _DEAD_ENDS.add(frozenset(table))  # and do not re-trace for them again in this process
+            break
+        if _has_tokens(candidate):
+            break  # side effects
         for node in nodes:
             if node.target in table:
                 decomposed[str(node.target)] = decomposed.get(str(node.target), 0) + 1
