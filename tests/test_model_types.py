@@ -50,6 +50,21 @@ def test_shrunk_keeps_one_layer_of_each_kind_and_moves_what_points_at_layers():
     assert small["text_config"] == {"model_type": "y", "num_layers": 2, "d_model": 32, "num_heads": 2}
 
 
+def test_shrunk_renumbers_a_list_of_each_layers_own_index():
+    """Mistral Large 4's `kv_source_layers` defaults to every layer's own index (no sharing): it names no kinds of
+    layer, so it does not keep all 72 layers, and is renumbered for the layers kept."""
+    depth = 72
+    config = {
+        "model_type": "x",
+        "num_hidden_layers": depth,
+        "kv_source_layers": list(range(depth)),
+        "mlp_layer_types": ["dense"] + ["sparse"] * (depth - 1),
+    }
+    small = shrunk(config)
+    assert small["num_hidden_layers"] == 2 and small["mlp_layer_types"] == ["dense", "sparse"]
+    assert small["kv_source_layers"] == [0, 1]
+
+
 def test_shrunk_state_space_heads_match_the_expanded_width():
     config = {"model_type": "mamba2", "hidden_size": 768, "expand": 2, "num_heads": 24, "head_dim": 64, "n_groups": 8}
     small = shrunk(config)

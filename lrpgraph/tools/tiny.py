@@ -88,11 +88,12 @@ def _heads(value: int, most: int) -> int:
 
 
 def _kept_layers(depth: int, values: dict[str, Any], least: int) -> list[int]:
-    """Which of `depth` layers to keep: the first of each kind every per-layer list names, then the first ones
-    until there are `least`."""
+    """Which of `depth` layers to keep: the first of each kind every per-layer list names (a list of each layer's
+    own index, such as a default with no layer sharing, names no kinds), then the first ones until there are
+    `least`."""
     keep: set[int] = set()
     for value in values.values():
-        if isinstance(value, list) and len(value) == depth:
+        if isinstance(value, list) and len(value) == depth and value != list(range(depth)):
             seen: dict[str, int] = {}
             for i, kind in enumerate(value):
                 seen.setdefault(repr(kind), i)
@@ -154,7 +155,9 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = how.ffn
     for depth, keep in depths.items():
         for key, value in values.items():
-            if isinstance(value, list) and len(value) == depth:
+            if isinstance(value, list) and value == list(range(depth)):
+                out[key] = list(range(len(keep)))  # each layer's own index, renumbered
+            elif isinstance(value, list) and len(value) == depth:
                 out[key] = [value[i] for i in keep]
             elif isinstance(value, list) and _LAYER_INDICES.search(key) and value:
                 if all(isinstance(i, int) and -depth <= i < depth for i in value):
