@@ -14,10 +14,11 @@ from lrpgraph.tools.tiny import Shrink, shrunk, tiny_model
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
 
 # One of each kind the builder must reach: decoders (dense, MoE, hybrid linear attention, state space), encoders,
-# encoder-decoders, vision (ViT, windowed, convolutional, backbone with stage indices), audio, dual encoders.
+# encoder-decoders, vision (ViT, windowed, convolutional, backbone with stage indices, a detector on a timm
+# backbone), audio, dual encoders.
 SAMPLE = [
     "llama", "gpt2", "mixtral", "qwen3_next", "jamba", "mamba2", "falcon_h1", "bert", "deberta-v2", "t5", "bart",
-    "vit", "swin", "convnext", "dinov2", "wav2vec2", "whisper", "clip", "gemma3_text", "phi3",
+    "vit", "swin", "convnext", "dinov2", "wav2vec2", "whisper", "clip", "gemma3_text", "phi3", "detr",
 ]  # fmt: skip
 
 
@@ -63,6 +64,14 @@ def test_shrunk_renumbers_a_list_of_each_layers_own_index():
     small = shrunk(config)
     assert small["num_hidden_layers"] == 2 and small["mlp_layer_types"] == ["dense", "sparse"]
     assert small["kv_source_layers"] == [0, 1]
+
+
+def test_shrunk_builds_a_timm_backbone_from_transformers_resnet():
+    """timm needs torchvision, which has no CPU wheel here: DETR-style detectors get transformers' own ResNet."""
+    timm = {"model_type": "timm_backbone", "backbone": "resnet50", "num_channels": 3, "out_indices": [2, 3, 4]}
+    backbone = shrunk({"model_type": "detr", "d_model": 256, "backbone_config": timm})["backbone_config"]
+    assert (backbone["model_type"], backbone["num_channels"], backbone["out_indices"]) == ("resnet", 3, [2, 3, 4])
+    assert backbone["depths"] == [1, 1, 1, 1] and max(backbone["hidden_sizes"]) <= 32  # shrunk as any ResNet
 
 
 def test_shrunk_state_space_heads_match_the_expanded_width():

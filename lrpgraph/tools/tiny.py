@@ -110,6 +110,14 @@ def _nearest(index: int, depth: int, keep: list[int]) -> int:
     return min(range(len(keep)), key=lambda j: abs(keep[j] - index))
 
 
+def _resnet_backbone(timm: dict[str, Any], how: Shrink) -> dict[str, Any]:
+    """transformers' ResNet, shrunk, in place of a timm backbone's config: the same input channels and stages."""
+    import transformers
+
+    resnet = shrunk({**transformers.ResNetConfig().to_dict(), "num_channels": timm.get("num_channels", 3)}, how)
+    return {**resnet, "out_indices": timm.get("out_indices") or [1, 2, 3, 4]}
+
+
 def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
     """A config's `to_dict()` with its size fields made small; sub-config dicts shrunk the same way; lists and
     dicts that run over the layers cut to the layers kept, and layer indices moved to match."""
@@ -118,7 +126,9 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
     top = max((v for k, v in values.items() if _TOKEN_ID.search(k) and isinstance(v, int)), default=0)
     depths: dict[int, list[int]] = {}
     for key, value in values.items():
-        if isinstance(value, dict) and "model_type" in value:
+        if isinstance(value, dict) and value.get("model_type") == "timm_backbone":  # timm needs torchvision
+            out[key] = _resnet_backbone(value, how)
+        elif isinstance(value, dict) and "model_type" in value:
             out[key] = shrunk(value, how)
         elif isinstance(value, dict) and "mrope_section" in value and how.head_dim:
             out[key] = {**value, "mrope_section": _sections(value["mrope_section"], how.head_dim // 2)}
