@@ -74,6 +74,26 @@ def test_shrunk_builds_a_timm_backbone_from_transformers_resnet():
     assert backbone["depths"] == [1, 1, 1, 1] and max(backbone["hidden_sizes"]) <= 32  # shrunk as any ResNet
 
 
+def test_shrunk_makes_every_table_of_ids_and_width_small():
+    """Luke's entity vocabulary, Gemma 4's per-layer input embeddings, BLT's hashed n-grams, a VQ codebook, Flaubert's
+    and Perceiver's widths: each kept its full size (hundreds of millions of parameters: 'not tiny')."""
+    config = {
+        "model_type": "x",
+        "vocab_size": 50000,
+        "entity_vocab_size": 500000,
+        "vocab_size_per_layer_input": 262144,
+        "encoder_hash_byte_group_vocab": 500002,
+        "num_embeddings": 16384,
+        "emb_dim": 2048,
+        "d_latents": 1280,
+        "hidden_size_global": 2048,
+        "hidden_size_per_layer_input": 256,
+    }
+    small, how = shrunk(config), Shrink()
+    assert all(small[k] == how.vocab for k in list(config)[1:6]), small
+    assert all(small[k] == how.width for k in list(config)[6:]), small
+
+
 def test_shrunk_state_space_heads_match_the_expanded_width():
     config = {"model_type": "mamba2", "hidden_size": 768, "expand": 2, "num_heads": 24, "head_dim": 64, "n_groups": 8}
     small = shrunk(config)

@@ -62,9 +62,11 @@ _HEADS = re.compile(r"(^|_)(heads|n_head|num_heads|attention_heads|n_heads)$")
 _KV_HEADS = re.compile(r"(key_value|kv)_heads$|^n_kv_heads$|^num_kv_heads$")
 _HEAD_DIM = re.compile(r"(^|_)head_dim$|_lora_rank$|^attention_head_size$|^d_kv$|^kv_channels$|^d_head$|^rotary_dim$")
 _WIDTH = re.compile(
-    r"^(hidden_size|d_model|n_embd|n_embed|embed_dim|hidden_dim|model_dim|dim|d_embed|embedding_size|"
-    r"word_embed_proj_dim|projection_dim|proj_dim)$|_(hidden_size|d_model|embed_dim|hidden_dim)$"
+    r"^(hidden_size|d_model|n_embd|n_embed|embed_dim|hidden_dim|model_dim|dim|d_embed|embedding_size|emb_dim|"
+    r"word_embed_proj_dim|projection_dim|proj_dim|d_latents)$|_(hidden_size|d_model|embed_dim|hidden_dim)$|"
+    r"^hidden_size_(global|per_layer_input)$"
 )
+_VOCAB = re.compile(r"vocab|^num_embeddings$")  # other tables of ids: entities, hashed n-grams, per-layer inputs
 _FFN = re.compile(r"intermediate_size$|ffn_dim$|^d_ff$|^n_inner$|mlp_dim$|ffn_hidden_size$|^inner_dim$|^d_inner$")
 _EXPERTS = re.compile(r"^(num_experts|num_local_experts|n_routed_experts|moe_num_experts|num_routed_experts)$")
 _TOP_K = re.compile(r"^(num_experts_per_tok|moe_topk|top_k|num_selected_experts|moe_k|num_experts_per_token)$")
@@ -156,6 +158,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = min(value, 2)
         elif key == "vocab_size" and value > how.vocab:
             out[key] = max(how.vocab, top + 1)
+        elif _VOCAB.search(key) and value > how.vocab:
+            out[key] = how.vocab
         elif _LAYERS.search(key) and not _NOT_LAYERS.search(key) and how.layers and value > how.layers:
             keep = depths.setdefault(value, _kept_layers(value, values, how.layers))
             out[key] = len(keep)
