@@ -46,13 +46,9 @@ FLOAT32 = {
     "mra": "its code multiplies a float32 tensor it creates with the model's weights",
     "nllb_moe": "its router casts its Linear to float32 in place, which torch.export cannot trace in float64",
 }
+
+
 # the method's own limit, not a kernel's: verify must say so rather than pass it
-UNVERIFIABLE = {
-    "rwkv": "the identity rule hands exp's relevance to an input that is exactly 0 (the max is subtracted first), "
-    "where no gradient times the input can carry it"
-}
-
-
 def built(arch):
     """The architecture with its inputs: in float64, unless its code fixes float32 (FLOAT32)."""
     if arch.name in FLOAT32:
@@ -64,10 +60,7 @@ def check(arch, rules):
     model, inputs = built(arch)
     proof = lrpgraph.verify(model, inputs, rules=rules)
     ex = proof.explanation
-    if arch.name in UNVERIFIABLE:
-        assert not proof.ok and "activation:pass" in proof.unverified[0], proof.unverified
-    else:
-        assert proof.ok and proof.unverified == [], (proof.max_error, proof.worst, proof.unverified)
+    assert proof.ok and proof.unverified == [], (proof.max_error, proof.worst, proof.unverified)
     assert ex.fallbacks == []
     assert set(ex.relevance) == INPUT_KEYS[arch.inputs]
     for key, r in ex.relevance.items():
