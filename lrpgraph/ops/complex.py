@@ -5,7 +5,7 @@ view_as_complex, view_as_real, real and imag move values (exact re-indexing). Mu
 (rotary frequencies in Llama 4 or DeepSeek) and the discrete Fourier transforms (FNet) are real-linear
 maps y = A x: they get the rules of layers — epsilon by default — through the real view of A's adjoint,
 A^H s (for a DFT, conj(DFT(conj(s))) with the same normalisation); so do rfft and irfft, between real signals and
-their non-negative frequencies. Conjugation moves relevance as it is.
+their non-negative frequencies. Conjugation moves relevance as it is (reindex.py).
 """
 
 from __future__ import annotations
@@ -187,5 +187,3 @@ for _op in (
     register_ops(FourierAdapter(_op), _op)
 register_ops(RealFourierAdapter(inverse=False), aten.fft_rfft.default)
 register_ops(RealFourierAdapter(inverse=True), aten.fft_irfft.default)
-# conjugation negates imaginary components: each keeps its relevance, as a negation does
-register_ops(ReindexAdapter(lambda R, a: {"self": R}), aten._conj.default, aten.conj_physical.default)

@@ -357,6 +357,8 @@ register_ops(
 register_ops(ReindexAdapter(_reshape), aten.clone.default, copy=True, scale_chain=True)
 register_ops(ReindexAdapter(_reshape), aten._to_copy.default, copy=True, cast=True, scale_chain=True)
 register_ops(ReindexAdapter(_reshape), aten.contiguous.default, copy=True)
+# conjugation negates imaginary components: each keeps its relevance, as a negation does
+register_ops(ReindexAdapter(_reshape), aten._conj.default, aten.conj_physical.default)
 register_ops(
     ReindexAdapter(_reshape),
     aten.alias.default,
