@@ -102,6 +102,41 @@ def test_shrunk_state_space_heads_match_the_expanded_width():
     assert gentle["hidden_size"] == 32 and gentle["num_heads"] == 4 and gentle["head_dim"] == 16
 
 
+def test_shrunk_fills_the_head_fields_a_config_leaves_to_a_checkpoint():
+    """Ministral's and HunYuan's head size and Nemotron's key-value heads default to None (a checkpoint sets them)."""
+    small = shrunk({"model_type": "x", "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": None,
+                    "head_dim": None})  # fmt: skip
+    assert (small["hidden_size"], small["num_attention_heads"], small["num_key_value_heads"]) == (32, 4, 4)
+    assert small["head_dim"] == 8
+
+
+def test_shrunk_makes_forecasts_and_videos_short():
+    """A forecaster's lengths left to a checkpoint, its decoder's start longer than the context, no time features (an
+    empty input); a video of 32 frames."""
+    config = {"model_type": "x", "prediction_length": None, "context_length": None, "label_length": 10,
+              "num_time_features": 0, "lags_sequence": [1, 2, 3], "feature_size": 9, "num_frames": 32}  # fmt: skip
+    small = shrunk(config)
+    assert (small["prediction_length"], small["context_length"], small["label_length"]) == (4, 4, 2)
+    assert small["num_time_features"] == 1 and "feature_size" not in small and small["num_frames"] == 4
+
+
+@pytest.mark.parametrize(
+    "model_type", ["glm4v_text", "glm4v", "videomae", "vjepa2", "informer", "patchtst", "timesfm", "nemotron"]
+)
+def test_rotary_sections_videos_and_series_build(model_type):
+    """Rotary sections the model's code defaults to (sized for a head of 128), videos, time series."""
+    tiny = tiny_model(model_type)
+    with torch.no_grad():
+        out = tiny.model(**tiny.inputs)
+    assert any(torch.isfinite(v).all() for v in out.values() if isinstance(v, torch.Tensor)), model_type
+    text = getattr(tiny.model.config, "text_config", tiny.model.config)
+    sections = (getattr(text, "rope_parameters", None) or {}).get("mrope_section")
+    if model_type == "glm4v_text":
+        assert sections is not None and sum(sections) == text.hidden_size // text.num_attention_heads // 2 == 4
+    if model_type == "videomae":
+        assert tiny.inputs["pixel_values"].dim() == 5
+
+
 def test_a_fixed_sample_of_model_types_builds_tiny_and_runs():
     for model_type in SAMPLE:
         tiny = tiny_model(model_type)

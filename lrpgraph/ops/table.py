@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 ARITHMETIC = ("sum", "difference", "product", "quotient")
 STATISTICS = ("moment", "mean", "square")
 
@@ -42,6 +44,9 @@ class Facts:
     gate_source: str | None = None  # "softmax" or "activation": a product with its output is a gate
     mixes_positions: bool = False  # mixes positions (attention, softmax, matrix products, normalisation)
     expensive: bool = False  # a matrix product or convolution: the schedule keeps its output rather than recompute it
+    random: bool = False  # draws from a random generator: never recomputed, which would draw other values than the
+    # forward did (ops without a rule: torch's nondeterministic_seeded tag; SDPA carries the tag for its dropout, which
+    # its rule refuses)
     shape_only: tuple[str, ...] = ()  # arguments whose shape alone the op reads (expand_as's `other`)
     picks: str | None = None  # the argument naming the one index it takes along `dim` (select): an unrolled loop's step
     spans: bool = False  # takes `start`:`end`:`step` along `dim` (slice): all of it where the span covers the dim
@@ -115,9 +120,15 @@ def spec(target: Any) -> OpSpec | None:
 
 
 def facts(target: Any) -> Facts:
-    """What the table says about an op (no facts for an op it does not know)."""
+    """What the table says about an op (no facts for an op it does not know); an op without a rule that torch tags
+    as drawing random numbers is random."""
     entry = spec(target)
-    return NO_FACTS if entry is None else entry.facts
+    if entry is not None and entry.adapter is not None:
+        return entry.facts
+    found = NO_FACTS if entry is None else entry.facts
+    if torch.Tag.nondeterministic_seeded in getattr(target, "tags", ()):
+        return dataclasses.replace(found, random=True)
+    return found
 
 
 def lookup(target: Any, integer: bool = False) -> Any:

@@ -74,8 +74,12 @@ def _bytes(val: Any, shape: Any) -> int:
 
 
 def is_cheap(node: fx.Node) -> bool:
-    """Elementwise, re-indexing and small reductions: cheaper to recompute than to hold."""
-    return node.op == "call_function" and not facts(node.target).expensive
+    """Elementwise, re-indexing and small reductions: cheaper to recompute than to hold (random draws are not: a
+    second draw differs)."""
+    if node.op != "call_function":
+        return False
+    found = facts(node.target)
+    return not found.expensive and not found.random
 
 
 def make_schedule(
@@ -186,8 +190,8 @@ def recipe_for(
         n = stack.pop()
         if n in found or n in available or n.op in ("placeholder", "get_attr"):
             continue
-        if n.op != "call_function" or (cheap_only and not is_cheap(n)):
-            return None
+        if n.op != "call_function" or facts(n.target).random or (cheap_only and not is_cheap(n)):
+            return None  # a random draw is held, never drawn again
         found.add(n)
         if limit is not None and len(found) > limit:
             return None
@@ -215,6 +219,7 @@ def _segment_schedule(graph, needed, outputs, keep, recipes, budget, position, n
             break
         segment = int(segment * 0.8)
     _, checkpoints, kept = best
+    kept |= {n for n in graph.module.graph.nodes if n.op == "call_function" and facts(n.target).random}
     recipes = {}
     for node in needed:
         if node in kept:

@@ -134,6 +134,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = shrunk(value, how)
         elif isinstance(value, dict) and "mrope_section" in value and how.head_dim:
             out[key] = {**value, "mrope_section": _sections(value["mrope_section"], how.head_dim // 2)}
+        elif key in ("prediction_length", "context_length") and value is None:
+            out[key] = 4  # a forecast the config leaves to a checkpoint: 4 steps from 4
         elif key == "use_cache":
             out[key] = False  # one forward is explained: no cache to build (some hybrids cannot build one)
         elif key == "depths" and isinstance(value, list):
@@ -150,6 +152,12 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = _heads(value, how.heads)
         elif _HEAD_DIM.search(key) and how.head_dim:
             out[key] = min(value, how.head_dim)
+        elif key == "num_time_features" and value == 0:
+            out[key] = 1  # one time feature, so that no input of a forecaster is empty
+        elif key == "label_length":
+            out[key] = min(value, 2)  # the decoder's start, taken from the end of a context of 4
+        elif key in ("num_frames", "frames_per_clip"):
+            out[key] = min(value, 4)  # a video of a few frames (two tubelets of two)
         elif _EXPERTS.search(key):
             out[key] = min(value, how.experts)
         elif _GROUPS.search(key):
@@ -182,9 +190,25 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
         for key in ("out_features", "out_indices", "stage_names"):
             out.pop(key, None)
     _state_space_heads(out)
+    if "lags_sequence" in out:
+        out.pop("feature_size", None)  # a forecaster's input width, derived from the features: derived again
+    _unset_heads(out, heads)
     if isinstance(out.get("qk_nope_head_dim"), int) and isinstance(out.get("qk_rope_head_dim"), int):
         out["qk_head_dim"] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]  # multi-head latent attention
     return out
+
+
+def _unset_heads(out: dict[str, Any], heads: int | None) -> None:
+    """Head fields a config leaves unset (None: a checkpoint sets them) made consistent with the shrunk widths: as
+    many key-value heads as heads, heads of the width's share."""
+    if not isinstance(heads, int) or heads <= 0:
+        return
+    heads = out.get("num_attention_heads", heads)
+    if "num_key_value_heads" in out and out["num_key_value_heads"] is None:
+        out["num_key_value_heads"] = heads
+    width = out.get("hidden_size")
+    if "head_dim" in out and out["head_dim"] is None and isinstance(width, int) and width > 0:
+        out["head_dim"] = width // heads
 
 
 def _state_space_heads(out: dict[str, Any]) -> None:
@@ -242,13 +266,43 @@ def _patches(config: Any, grid: str, generator: torch.Generator) -> dict[str, An
 
 
 def tiny_config(model_type: str, how: Shrink = Shrink()) -> Any:
-    """The config class's defaults for `model_type`, shrunk."""
+    """The config class's defaults for `model_type` (with those its model's code holds, `_code_defaults`),
+    shrunk."""
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    values = shrunk(cls().to_dict(), how)
+    values = shrunk(_code_defaults(cls().to_dict()), how)
     values.pop("transformers_version", None)
     return cls.from_dict(values)
+
+
+_MROPE_DEFAULT = re.compile(r"""rope_parameters\.get\(\s*["']mrope_section["']\s*,\s*\[([0-9,\s]+)\]\s*\)""")
+
+
+def _modeling_source(model_type: str) -> str:
+    """The source of the modeling module beside the config class of `model_type` ('' where there is none)."""
+    import importlib
+
+    from transformers import CONFIG_MAPPING
+
+    try:
+        name = CONFIG_MAPPING[model_type].__module__.replace(".configuration_", ".modeling_")
+        return inspect.getsource(importlib.import_module(name))
+    except Exception:  # an unknown type, or a config without a modeling module of that name: no defaults from code
+        return ""
+
+
+def _code_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (and its sub-configs) with the rotary sections its model's code fills in when the config has
+    none (`rope_parameters.get("mrope_section", [16, 24, 24])`, sized for the default head), so that shrinking
+    rescales them with the head; vision towers' axial rotaries have none."""
+    out = {k: _code_defaults(v) if isinstance(v, dict) and "model_type" in v else v for k, v in values.items()}
+    rope = out.get("rope_parameters")
+    if isinstance(rope, dict) and "mrope_section" not in rope and rope.get("rope_type") != "axial":
+        found = _MROPE_DEFAULT.search(_modeling_source(str(values.get("model_type", ""))))
+        if found is not None:
+            out["rope_parameters"] = {**rope, "mrope_section": [int(n) for n in found.group(1).split(",")]}
+    return out
 
 
 def _eager_experts(config: Any) -> None:
@@ -353,8 +407,38 @@ def _sub(config: Any, *names: str) -> Any:
 
 
 def _image_size(config: Any) -> int:
-    size = getattr(config, "image_size", None) or 32
+    size = getattr(config, "image_size", None) or getattr(config, "crop_size", None) or 32
     return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def _series(params: Any, config: Any, generator: torch.Generator) -> list[dict[str, Any]]:
+    """A time series: `past_values` over the context (and the lags), with what forecasting models read beside it
+    (time features, observed masks, the future's features; paddings and a frequency for TimesFM)."""
+    context = getattr(config, "context_length", None) or 64
+    if "past_values_padding" in params:  # TimesFM: patches of patch_length
+        patch = getattr(config, "patch_length", 32)
+        length = 2 * patch
+        inputs = {
+            "past_values": torch.randn(BATCH, length, generator=generator),
+            "past_values_padding": torch.zeros(BATCH, length, dtype=torch.long),
+        }
+        return [{**inputs, "freq": torch.zeros(BATCH, 1, dtype=torch.long)} if "freq" in params else inputs]
+    if "past_time_features" not in params:  # PatchTST and PatchTSMixer: [batch, context, channels]
+        channels = getattr(config, "num_input_channels", 1)
+        return [{"past_values": torch.randn(BATCH, context, channels, generator=generator)}]
+    length = context + max(getattr(config, "lags_sequence", None) or [0])
+    width = getattr(config, "input_size", 1)
+    features = getattr(config, "num_time_features", 0) + getattr(config, "num_dynamic_real_features", 0)
+    shape = (BATCH, length) if width == 1 else (BATCH, length, width)
+    future = getattr(config, "prediction_length", None) or 4
+    inputs = {
+        "past_values": torch.randn(shape, generator=generator),
+        "past_time_features": torch.randn(BATCH, length, features, generator=generator),
+        "past_observed_mask": torch.ones(shape),
+        "future_values": torch.randn((BATCH, future, *shape[2:]), generator=generator),
+        "future_time_features": torch.randn(BATCH, future, features, generator=generator),
+    }
+    return [inputs]
 
 
 def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]]:
@@ -382,12 +466,20 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
             found.insert(0, {**inputs, "pixel_values": pixels})
     if "pixel_values" in params:
         found.append({"pixel_values": pixels})
+    lengths = ("num_frames", "frames_per_clip")
+    frames = next((getattr(c, k) for c in (config, vision) for k in lengths if getattr(c, k, None)), 0)
+    video = next((name for name in ("pixel_values_videos", "pixel_values") if name in params), None)
+    if frames and video:  # a video: frames of images
+        clip = torch.randn(BATCH, frames, channels, size, size, generator=generator)
+        found.insert(0, {**(found[0] if found and "input_ids" in found[0] else {}), video: clip})
     grid = next((name for name in ("grid_thw", "image_grid_thw") if name in params), None)
     if grid:  # a vision tower of patches, flattened, with their grid
         patches = _patches(config, grid, generator)
         found.append(
             patches if "hidden_states" in params else {"pixel_values": patches.pop("hidden_states"), **patches}
         )
+    if "past_values" in params:
+        found += _series(params, config, generator)
     if "input_values" in params:
         wave = torch.randn(BATCH, 1600, generator=generator)
         found += [{"input_values": wave, **decoder}, {"input_values": wave[:, None], **decoder}]

@@ -1,0 +1,40 @@
+"""A forward that draws random numbers (ViT-MAE's random masking, a sampled set of keys): the walk reads the values
+the forward drew. A random op is never recomputed (a second draw differs), and `verify` replays the forward with the
+generator where explain's forward started, so the replay draws the same values."""
+
+import torch
+from torch import nn
+
+import lrpgraph
+
+
+class RandomMask(nn.Module):
+    """out = Σ_i w_i·x_i·m_i, m = (rand > 0.5) drawn in the forward: relevance w_i·x_i where m_i = 1, else 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-1.0, 1.5, 16, dtype=torch.float64))
+
+    def forward(self, x):
+        mask = (torch.rand(x.shape, dtype=x.dtype) > 0.5).to(x.dtype)
+        return (self.w * x * mask).sum(-1, keepdim=True)
+
+
+def test_the_walk_reads_the_mask_the_forward_drew():
+    x = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)[None]
+    model = RandomMask().eval()
+    torch.manual_seed(3)
+    drawn = (torch.rand(x.shape, dtype=x.dtype) > 0.5).to(x.dtype)  # what the forward's one draw gives
+    torch.manual_seed(3)
+    ex = lrpgraph.explain(model, x, target=0, rules=lrpgraph.preset("epsilon", epsilon=1e-12))
+    assert 0 < int(drawn.sum()) < 16
+    assert torch.allclose(ex.output, (model.w * x * drawn).sum(-1, keepdim=True), rtol=1e-12)
+    relevance = ex.relevance["x"]
+    assert bool((relevance[drawn == 0] == 0).all()) and bool((relevance[drawn == 1] != 0).all())
+    assert torch.allclose(relevance, (model.w * x * drawn).detach(), rtol=1e-5)  # the sum's rule: stabilizer 1e-6
+
+
+def test_a_random_forward_is_verified():
+    x = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)[None]
+    check = lrpgraph.verify(RandomMask().eval(), x, target=0, rules="epsilon")
+    assert check.ok, check
