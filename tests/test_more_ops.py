@@ -523,3 +523,26 @@ def test_logsumexp_shares_relevance_by_each_terms_exponential():
     assert torch.allclose(ex.relevance["x"], expected, rtol=1e-12, atol=1e-14)
     assert torch.allclose(ex.relevance["x"].sum(-1), y[:, 0], rtol=1e-12)  # conserved
     assert lrpgraph.verify(model, x, target=0, rules="epsilon").ok
+
+
+class _Rounded(nn.Module):
+    """out = Σ_i w_i·f(x_i), f a piecewise-constant rounding."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+        self.w = nn.Parameter(torch.tensor([0.5, -1.25, 2.0, 0.75]))
+
+    def forward(self, x):
+        return (self.w * self.f(x)).sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("f", [torch.floor, torch.ceil, torch.round, torch.trunc])
+def test_rounding_passes_relevance_like_sign(f):
+    """floor, ceil, round and trunc (0 at 0, like sign) pass what reaches them to their input: each input gets its
+    term w_i·f(x_i) of the sum (a detector's sampling offsets are floored)."""
+    x = torch.tensor([[1.7, -2.3, 0.4, 3.5]])
+    model = _Rounded(f).eval()
+    ex = lrpgraph.explain(model, x, target=0, rules=lrpgraph.preset("epsilon", stabilizer=1e-12))
+    assert torch.allclose(ex.relevance["x"], (model.w * f(x)).detach(), rtol=1e-9, atol=1e-12)
+    assert lrpgraph.verify(model, x, target=0, rules="epsilon").ok

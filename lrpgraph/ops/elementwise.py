@@ -344,6 +344,10 @@ ACTIVATIONS = [
     aten.logit.default,
     aten.sign.default,
     aten.sgn.default,
+    aten.floor.default,  # piecewise constant, 0 at 0, like sign
+    aten.ceil.default,
+    aten.round.default,
+    aten.trunc.default,
 ]
 register_ops(PointwiseAdapter(activation=True), *ACTIVATIONS)
 CONSTANT_AT_ZERO = [  # f(0) ≠ 0

@@ -117,6 +117,7 @@ def _resnet_backbone(timm: dict[str, Any], how: Shrink) -> dict[str, Any]:
     import transformers
 
     resnet = shrunk({**transformers.ResNetConfig().to_dict(), "num_channels": timm.get("num_channels", 3)}, how)
+    resnet.pop("out_features", None)  # named by out_indices instead
     return {**resnet, "out_indices": timm.get("out_indices") or [1, 2, 3, 4]}
 
 
@@ -156,6 +157,11 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = 1  # one time feature, so that no input of a forecaster is empty
         elif key == "label_length":
             out[key] = min(value, 2)  # the decoder's start, taken from the end of a context of 4
+        elif key in ("num_filters", "base_channels", "latent_channels") and how.width:
+            out[key] = min(value, 8 if key == "num_filters" else 32)  # a convolutional stack's first width, which
+            # later stages multiply (32: group norms of 32 groups)
+        elif key == "num_queries":
+            out[key] = min(value, 8)  # a detector's queries: no more than a tiny image's anchors
         elif key in ("num_frames", "frames_per_clip"):
             out[key] = min(value, 4)  # a video of a few frames (two tubelets of two)
         elif _EXPERTS.search(key):
@@ -186,16 +192,31 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
                     out[key] = list(dict.fromkeys(_nearest(i, depth, keep) for i in value))
             elif isinstance(value, dict) and value and all(str(k).isdigit() and int(k) < depth for k in value):
                 out[key] = {f"{keep.index(int(k)):02d}": v for k, v in value.items() if int(k) in keep}
-    if "depths" in values or depths:
+    if depths:  # layers were cut: a backbone's outputs named by layer default again (stages are all kept)
         for key in ("out_features", "out_indices", "stage_names"):
             out.pop(key, None)
     _state_space_heads(out)
+    _widths_read_elsewhere(values, out)
     if "lags_sequence" in out:
         out.pop("feature_size", None)  # a forecaster's input width, derived from the features: derived again
     _unset_heads(out, heads)
     if isinstance(out.get("qk_nope_head_dim"), int) and isinstance(out.get("qk_rope_head_dim"), int):
         out["qk_head_dim"] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]  # multi-head latent attention
     return out
+
+
+def _widths_read_elsewhere(values: dict[str, Any], out: dict[str, Any]) -> None:
+    """Lists of channel counts that repeat a width shrunk beside them, made to match: a detector's decoder inputs of
+    its model width ([256, 256, 256] beside d_model 256), its encoder inputs of the backbone's stage widths at the
+    stages it reads ([512, 1024, 2048] of hidden_sizes [256, 512, 1024, 2048] at out_indices [2, 3, 4])."""
+    widths = {v: out[k] for k, v in values.items() if _WIDTH.search(k) and isinstance(v, int) and out[k] != v}
+    before, after = values.get("backbone_config"), out.get("backbone_config")
+    if isinstance(before, dict) and isinstance(after, dict):
+        for old, new in zip(before.get("hidden_sizes") or [], after.get("hidden_sizes") or [], strict=False):
+            widths.setdefault(old, new)
+    for key, value in values.items():
+        if key.endswith("in_channels") and _ints(value) and all(v in widths for v in value) and out[key] == value:
+            out[key] = [widths[v] for v in value]
 
 
 def _unset_heads(out: dict[str, Any], heads: int | None) -> None:
@@ -446,8 +467,9 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
     (and pixels for dual encoders), pixels, audio waves or features."""
     params = inspect.signature(model.forward).parameters
     generator = torch.Generator().manual_seed(1)
-    text = _sub(config, "text_config", "decoder", "language_config", "text_encoder")
-    vocab = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None)
+    text = _sub(config, "text_config", "decoder", "language_config", "text_encoder", "encoder_config")
+    # no vocabulary in the config: characters (Canine reads code points), ids below 256
+    vocab = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None) or 256
     vision = _sub(config, "vision_config", "image_config")
     size = _image_size(vision)
     channels = getattr(vision, "num_channels", None) or 3
