@@ -121,10 +121,30 @@ def test_shrunk_makes_forecasts_and_videos_short():
 
 
 @pytest.mark.parametrize(
-    "model_type", ["glm4v_text", "glm4v", "videomae", "vjepa2", "informer", "patchtst", "timesfm", "nemotron"]
+    "model_type",
+    [
+        "glm4v_text",
+        "glm4v",
+        "videomae",
+        "vjepa2",
+        "informer",
+        "patchtst",
+        "timesfm",
+        "nemotron",
+        "siglip2",
+        "emu3",
+        "musicgen",
+    ],
 )
-def test_rotary_sections_videos_and_series_build(model_type):
-    """Rotary sections the model's code defaults to (sized for a head of 128), videos, time series."""
+def test_rotary_sections_videos_series_patches_and_codebooks_build(model_type):
+    """Rotary sections the model's code defaults to (sized for a head of 128), videos, time series, patches with their
+    shapes (SigLIP 2), a causal LM that takes its composite's text config (Emu3), codebooks as rows (MusicGen)."""
+    if model_type == "musicgen":
+        transformers = pytest.importorskip("transformers")
+        try:
+            transformers.CONFIG_MAPPING["musicgen"]()
+        except Exception as error:  # transformers 5.13 cannot make MusicGen's default config
+            pytest.skip(f"MusicGen's default config: {type(error).__name__}")
     tiny = tiny_model(model_type)
     with torch.no_grad():
         out = tiny.model(**tiny.inputs)
@@ -133,6 +153,8 @@ def test_rotary_sections_videos_and_series_build(model_type):
     sections = (getattr(text, "rope_parameters", None) or {}).get("mrope_section")
     if model_type == "glm4v_text":
         assert sections is not None and sum(sections) == text.hidden_size // text.num_attention_heads // 2 == 4
+    if model_type == "emu3":
+        assert tiny.model_class == "Emu3ForCausalLM"
     if model_type == "videomae":
         assert tiny.inputs["pixel_values"].dim() == 5
 

@@ -355,10 +355,23 @@ def tiny_model(model_type: str, seed: int = 0, dtype: torch.dtype | None = None)
             if cls is None:
                 continue
             try:
-                return TinyModel(model_type, name, *_built(cls, config, how, seed, dtype), how)
+                return TinyModel(model_type, name, *_built(cls, _config_for(cls, config), how, seed, dtype), how)
             except Exception as error:
                 errors.append(f"{name}: {said(error)}")
     raise RuntimeError(errors[0] if errors else f"no model class for {model_type}")
+
+
+def _config_for(cls: Any, config: Any) -> Any:
+    """The config a model class takes: the composite's own, or its sub-config of the class's config type (MusicGen's
+    causal LM takes the composite's decoder config)."""
+    wanted = getattr(cls, "config_class", None)
+    if wanted is None or isinstance(config, wanted):
+        return config
+    for name in getattr(config, "sub_configs", {}):
+        sub = getattr(config, name, None)
+        if isinstance(sub, wanted):
+            return sub
+    return config
 
 
 def _built(
@@ -486,6 +499,15 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         found.append(inputs)
         if "pixel_values" in params:
             found.insert(0, {**inputs, "pixel_values": pixels})
+        codebooks = getattr(config, "num_codebooks", 1)
+        if isinstance(codebooks, int) and codebooks > 1:  # an audio decoder's codebooks as rows (MusicGen)
+            rows = torch.randint(3, min(vocab, 1000), (BATCH * codebooks, LENGTH), generator=generator)
+            found.append(
+                {
+                    "input_ids": rows,
+                    **({"attention_mask": torch.ones(BATCH, LENGTH)} if "attention_mask" in params else {}),
+                }
+            )
     if "pixel_values" in params:
         found.append({"pixel_values": pixels})
     lengths = ("num_frames", "frames_per_clip")
@@ -499,6 +521,16 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         patches = _patches(config, grid, generator)
         found.append(
             patches if "hidden_states" in params else {"pixel_values": patches.pop("hidden_states"), **patches}
+        )
+    if "spatial_shapes" in params and "pixel_values" in params:  # patches of images of any shape (NaFlex: SigLIP 2)
+        patch = getattr(vision, "patch_size", 16)
+        found.insert(
+            0,
+            {
+                "pixel_values": torch.randn(BATCH, 16, channels * patch * patch, generator=generator),
+                "pixel_attention_mask": torch.ones(BATCH, 16, dtype=torch.long),
+                "spatial_shapes": torch.tensor([[4, 4]] * BATCH),
+            },
         )
     if "past_values" in params:
         found += _series(params, config, generator)
