@@ -108,6 +108,7 @@ def test_shrunk_fills_the_head_fields_a_config_leaves_to_a_checkpoint():
                     "head_dim": None})  # fmt: skip
     assert (small["hidden_size"], small["num_attention_heads"], small["num_key_value_heads"]) == (32, 4, 4)
     assert small["head_dim"] == 8
+    assert shrunk({"model_type": "x", "vocab_size": None})["vocab_size"] == Shrink().vocab  # ESM: left to the tokenizer
 
 
 def test_shrunk_makes_forecasts_and_videos_short():

@@ -135,6 +135,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = shrunk(value, how)
         elif isinstance(value, dict) and "mrope_section" in value and how.head_dim:
             out[key] = {**value, "mrope_section": _sections(value["mrope_section"], how.head_dim // 2)}
+        elif key == "vocab_size" and value is None:
+            out[key] = how.vocab  # a vocabulary left to the tokenizer (ESM)
         elif key in ("prediction_length", "context_length") and value is None:
             out[key] = 4  # a forecast the config leaves to a checkpoint: 4 steps from 4
         elif key == "use_cache":
