@@ -38,3 +38,19 @@ def test_a_random_forward_is_verified():
     x = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)[None]
     check = lrpgraph.verify(RandomMask().eval(), x, target=0, rules="epsilon")
     assert check.ok, check
+
+
+def test_a_recorded_call_draws_what_one_call_of_the_model_draws():
+    """Recording a call (here forced) runs the model several times; those runs leave the generators as they found
+    them, so explain's forward draws the values one call of the model would, and so does verify's replay."""
+    x = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)[None]
+    model = RandomMask().eval()
+    torch.manual_seed(5)
+    drawn = (torch.rand(x.shape, dtype=x.dtype) > 0.5).to(x.dtype)
+    after_one_call = torch.get_rng_state()
+    torch.manual_seed(5)
+    ex = lrpgraph.explain(model, x, target=0, rules="epsilon", tracer="record")
+    assert torch.equal(torch.get_rng_state(), after_one_call)
+    relevance = ex.relevance["x"]
+    assert bool((relevance[drawn == 0] == 0).all()) and bool((relevance[drawn == 1] != 0).all())
+    assert lrpgraph.verify(model, x, target=0, rules="epsilon", tracer="record").ok

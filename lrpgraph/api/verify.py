@@ -19,6 +19,7 @@ from torch import fx
 
 from ..capture.call import prepare_call, without_autocast
 from ..capture.graph import op_name
+from ..capture.random_state import random_state, set_random_state
 from ..engine.bound_call import BoundCall
 from ..engine.output import ForwardPass, output_index
 from ..engine.positional import positional_outputs, positional_sources
@@ -74,13 +75,13 @@ def verify(
     small inputs). Use float64 models where float32 rounding would hide a 1e-4 difference."""
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance > 0:
         raise InputError(f"tolerance must be a positive number, not {tolerance!r}")
-    drawn = _random_state()
+    drawn = random_state()
     ex = explain(model, inputs, target, rules, **options)
     with without_autocast():
         setup = _Setup(model, inputs, resolve(rules), options)
         seed = ex.seed
         nodes = _relevant_nodes(setup.plan)
-        _set_random_state(drawn)  # random ops in the forward (a random mask, sampled keys) draw what explain's drew
+        set_random_state(drawn)  # random ops in the forward (a random mask, sampled keys) draw what explain's drew
         replayed = replay(setup.plan, setup.call.value_of, seed, {*nodes, *setup.recorded.values()})
         pairs = _pairs(ex, setup, replayed)
         scale = max((float(a.abs().max()) for a, _ in pairs.values() if a.numel()), default=0.0)
@@ -90,25 +91,13 @@ def verify(
         }
         worst = None
         if not replayed.unverified:
-            _set_random_state(drawn)
+            set_random_state(drawn)
             worst = _first_difference(setup, seed, nodes, replayed.watched, tolerance)
             errors["nodes"] = worst.pop("largest") if worst else 0.0
             worst = worst or None
         max_error = max(errors.values(), default=float("nan")) if scale > 0 else float("nan")
         ok = not replayed.unverified and max_error <= tolerance
     return Verification(ok, max_error, errors, worst, replayed.unverified, tolerance, ex)
-
-
-def _random_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The CPU and CUDA generators' states."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
-
-
-def _set_random_state(state: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
-    cpu, cuda = state
-    torch.set_rng_state(cpu)
-    if cuda:
-        torch.cuda.set_rng_state_all(cuda)
 
 
 class _Setup:

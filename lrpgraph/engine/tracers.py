@@ -15,6 +15,7 @@ from torch import fx
 from ..capture.call import without_autocast
 from ..capture.export import Exported, export_program, to_graph
 from ..capture.graph import Graph, is_float, leading
+from ..capture.random_state import random_state_kept
 from ..capture.record import record_program
 from ..ops.table import spec
 from .export_lock import EXPORT_LOCK
@@ -43,7 +44,7 @@ def graph_of(model: torch.nn.Module, exported: Exported, args: tuple, kwargs: di
 
 def record(model: torch.nn.Module, args: tuple, kwargs: dict) -> Graph:
     """The ops this call runs, as a Graph valid for this call only; CallFailed if the call itself fails."""
-    with EXPORT_LOCK, state_restored(model), without_autocast():
+    with EXPORT_LOCK, state_restored(model), without_autocast(), random_state_kept():
         return to_graph(model, record_program(model, args, kwargs, unruled), args, kwargs)
 
 
