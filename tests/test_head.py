@@ -231,3 +231,28 @@ def test_a_pickled_or_copied_explanation_carries_the_computed_output(model, batc
     for clone in (pickle.loads(pickle.dumps(ex)), copy.deepcopy(ex)):
         assert isinstance(raw_output(clone), torch.Tensor)
         torch.testing.assert_close(clone.output, logits(model, batch), rtol=0, atol=1e-12)
+
+
+class _Rows(torch.nn.Module):
+    """Logits over 2 rows per sample (a decoder taking each sample's codebooks as rows), the mask per sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(16, 4)
+        self.head = torch.nn.Linear(4, 16)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.embed(input_ids) * attention_mask.repeat_interleave(2, 0)[..., None])
+
+
+def test_a_mask_of_other_rows_than_the_output_leaves_the_last_position():
+    """A [2, T] mask beside [4, T, C] logits says nothing about the logits' rows: the default target is each row's
+    prediction at the last position (it was an error)."""
+    ids = torch.randint(0, 16, (4, 5), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(2, 5, dtype=torch.long)
+    model = _Rows().eval()
+    ex = lrpgraph.explain(model, {"input_ids": ids, "attention_mask": mask}, rules="epsilon")
+    out = model(ids, mask).detach()
+    seed = ex.seed
+    assert all(int(seed[b, 4].nonzero()) == int(out[b, 4].argmax()) for b in range(4))
+    assert not seed[:, :4].any()

@@ -300,8 +300,10 @@ def last_positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 def last_real_positions(kwargs: dict, shape: torch.Size) -> torch.Tensor | None:
-    """Each sample's last real position, for a [B, T, C] output of a call with an attention mask [B, T]; else None."""
+    """Each sample's last real position, for a [B, T, C] output of a call with an attention mask [B, T]; else None
+    (a mask of other rows than the output's, as a decoder that takes each sample's codebooks as rows has, says
+    nothing about the output's rows)."""
     mask = kwargs.get("attention_mask")
-    if len(shape) == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == shape[1]:
+    if len(shape) == 3 and isinstance(mask, torch.Tensor) and mask.dim() == 2 and tuple(mask.shape) == shape[:2]:
         return last_positions(mask)
     return None
