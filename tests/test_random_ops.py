@@ -54,3 +54,24 @@ def test_a_recorded_call_draws_what_one_call_of_the_model_draws():
     relevance = ex.relevance["x"]
     assert bool((relevance[drawn == 0] == 0).all()) and bool((relevance[drawn == 1] != 0).all())
     assert lrpgraph.verify(model, x, target=0, rules="epsilon", tracer="record").ok
+
+
+class RandomLength(nn.Module):
+    """Sums a random number of the first inputs (VITS draws its durations): only a recording can trace it."""
+
+    def forward(self, x):
+        n = int(torch.randint(1, x.shape[-1], ())) + 1
+        return x[:, :n].sum(-1, keepdim=True)
+
+
+def test_a_call_whose_shapes_follow_a_draw_is_verified():
+    """verify records the call again from the generator state explain's recording started from: the same draw,
+    the same shapes (else the replay's shapes differ from the recording's)."""
+    x = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)[None]
+    torch.manual_seed(0)
+    check = lrpgraph.verify(RandomLength(), x, target=0, rules="epsilon", tracer="record")
+    assert check.ok, check
+    torch.manual_seed(0)
+    n = int(torch.randint(1, 16, ())) + 1
+    relevance = check.explanation.relevance["x"]
+    assert bool((relevance[0, :n] != 0).all()) and not relevance[0, n:].any()

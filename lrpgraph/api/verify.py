@@ -78,6 +78,7 @@ def verify(
     drawn = random_state()
     ex = explain(model, inputs, target, rules, **options)
     with without_autocast():
+        set_random_state(drawn)  # a model recorded at every call is recorded again: from the draws explain's saw
         setup = _Setup(model, inputs, resolve(rules), options)
         seed = ex.seed
         nodes = _relevant_nodes(setup.plan)
