@@ -48,7 +48,6 @@ FLOAT32 = {
 }
 
 
-# the method's own limit, not a kernel's: verify must say so rather than pass it
 def built(arch):
     """The architecture with its inputs: in float64, unless its code fixes float32 (FLOAT32)."""
     if arch.name in FLOAT32:

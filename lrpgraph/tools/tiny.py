@@ -8,6 +8,7 @@ fails it tries gentler shrinks (`LADDER`). Used by `lrpgraph coverage --transfor
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from dataclasses import dataclass
@@ -302,8 +303,10 @@ def tiny_config(model_type: str, how: Shrink = Shrink()) -> Any:
 _MROPE_DEFAULT = re.compile(r"""rope_parameters\.get\(\s*["']mrope_section["']\s*,\s*\[([0-9,\s]+)\]\s*\)""")
 
 
+@functools.cache
 def _modeling_source(model_type: str) -> str:
-    """The source of the modeling module beside the config class of `model_type` ('' where there is none)."""
+    """The source of the modeling module beside the config class of `model_type` ('' where there is none); read
+    once per process (each shrink of the ladder and each sub-config asks again)."""
     import importlib
 
     from transformers import CONFIG_MAPPING
