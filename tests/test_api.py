@@ -42,6 +42,26 @@ def test_output_by_name_and_error_for_unknown():
         lrpgraph.explain(model, inputs, target=0, output="nope")
 
 
+class WeightsFirst(nn.Module):
+    """A detector's shape of outputs: reference points made from the weights alone (per sample: their batch size is
+    the input's), then the input's features."""
+
+    def __init__(self):
+        super().__init__()
+        self.points = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
+        self.weight = nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+
+    def forward(self, x):
+        return {"points": self.points.sigmoid().expand(x.shape[0], -1, -1), "features": x @ self.weight}
+
+
+def test_default_output_is_the_first_computed_from_the_inputs():
+    model, x = WeightsFirst(), torch.randn(2, 4, dtype=torch.float64)
+    ex = lrpgraph.explain(model, x, target=1)
+    torch.testing.assert_close(ex.output, x @ model.weight)
+    # the ε-rule of a product without bias: x·w, up to the stabiliser's ε
+    torch.testing.assert_close(ex.relevance["x"], x * model.weight[:, 1], rtol=1e-4, atol=0)
+
 def test_target_forms_agree():
     model = mlp()
     x = torch.randn(3, 6, dtype=torch.float64)

@@ -62,7 +62,8 @@ def explain(
         index tuple into the output, a seed tensor shaped like the output, or a function of the
         output returning that seed; `lrpgraph.Targets([...])` or [batch, K] ids for K maps at once.
     rules: a preset name or file (see `lrpgraph.preset_names()`), a RuleSet, or a dict in preset form.
-    output: which model output to explain, by name ("logits") or flat index (default: the first float one).
+    output: which model output to explain, by name ("logits") or flat index (default: the first float one
+        computed from the inputs).
     record: points whose relevance to return in `Explanation.latent`: module paths (their output), a module path
         with ":input" (the value it is called on: a layer's residual stream, the heads before an output
         projection, the hidden neurons before an MLP's down projection), or node names of the traced graph.

@@ -9,7 +9,7 @@ import torch
 from torch import fx
 
 from ..capture.call import without_autocast
-from ..capture.graph import Graph
+from ..capture.graph import INPUT, Graph
 from ..errors import InputError
 from ..ops.sparse import RowSparse
 from ..propagate.head import deferred_head
@@ -22,7 +22,9 @@ Output = torch.Tensor | RowSparse  # the explained output, or (a deferred head's
 
 
 def output_index(graph: Graph, output: str | int | None) -> int:
-    """The flat index of the explained output: by name, by index, or the first floating-point tensor."""
+    """The flat index of the explained output: by name, by index, or the first floating-point tensor computed from
+    the inputs (an output made from the weights alone, as a detector's initial reference points, explains nothing;
+    the first floating-point one where none is computed from the inputs)."""
     candidates = [
         i
         for i, node in enumerate(graph.outputs)
@@ -33,7 +35,8 @@ def output_index(graph: Graph, output: str | int | None) -> int:
     if output is None:
         if not candidates:
             raise InputError("the model has no floating-point tensor output to explain")
-        return candidates[0]
+        fed = _fed_by_inputs(graph)
+        return next((i for i in candidates if graph.outputs[i] in fed), candidates[0])
     if isinstance(output, int) and not isinstance(output, bool):
         if output in candidates:
             return output
@@ -43,6 +46,17 @@ def output_index(graph: Graph, output: str | int | None) -> int:
             return index
     names = ", ".join(graph.output_names[i] for i in candidates)
     raise InputError(f"no floating-point output {output!r}; the model's outputs are: {names}")
+
+
+def _fed_by_inputs(graph: Graph) -> set[fx.Node]:
+    """The nodes computed from the values of at least one user input (not only from their sizes: a batch of
+    weights expanded to the input's batch size is made from the weights)."""
+    fed = {node for node, kind in graph.kinds.items() if kind == INPUT}
+    for node in graph.module.graph.nodes:
+        sizes = isinstance(node.meta.get("val"), (torch.SymInt, int))
+        if node.op != "placeholder" and not sizes and any(n in fed for n in node.all_input_nodes):
+            fed.add(node)
+    return fed
 
 
 class DeferredOutput:
