@@ -62,6 +62,7 @@ def test_default_output_is_the_first_computed_from_the_inputs():
     # the ε-rule of a product without bias: x·w, up to the stabiliser's ε
     torch.testing.assert_close(ex.relevance["x"], x * model.weight[:, 1], rtol=1e-4, atol=0)
 
+
 def test_target_forms_agree():
     model = mlp()
     x = torch.randn(3, 6, dtype=torch.float64)
