@@ -546,3 +546,56 @@ def test_rounding_passes_relevance_like_sign(f):
     ex = lrpgraph.explain(model, x, target=0, rules=lrpgraph.preset("epsilon", stabilizer=1e-12))
     assert torch.allclose(ex.relevance["x"], (model.w * f(x)).detach(), rtol=1e-9, atol=1e-12)
     assert lrpgraph.verify(model, x, target=0, rules="epsilon").ok
+
+
+class _ScatterReduced(nn.Module):
+    """a.scatter_reduce(1, index, b): positions 4 and 5 of a receive no element of b."""
+
+    def __init__(self, reduce: str, include_self: bool):
+        super().__init__()
+        self.reduce, self.include_self = reduce, include_self
+        self.register_buffer("index", torch.tensor([[0, 2, 0, 1, 3, 2, 0, 1]]))
+
+    def forward(self, a, b):
+        return a.scatter_reduce(1, self.index, b, self.reduce, include_self=self.include_self)
+
+
+def _scatter_reduce_reference(a, b, index, R, reduce, include_self):
+    """Each output's relevance over the values reduced into it, by loops: in proportion to each term (a mean's
+    terms divided by their count) for sum and mean, split evenly among the values equal to it for amax and amin."""
+    ra, rb = torch.zeros_like(a), torch.zeros_like(b)
+    for p in range(a.shape[1]):
+        written = [j for j in range(b.shape[1]) if index[0, j] == p]
+        terms = [("a", p, a[0, p])] if include_self or not written else []
+        terms += [("b", j, b[0, j]) for j in written]
+        values = torch.stack([v for _, _, v in terms])
+        if reduce in ("sum", "mean"):
+            shares = values / values.sum()
+        else:
+            out = values.max() if reduce == "amax" else values.min()
+            shares = (values == out).double() / (values == out).sum()
+        for (name, i, _), share in zip(terms, shares, strict=True):
+            (ra if name == "a" else rb)[0, i] += share * R[0, p]
+    return ra, rb
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+@pytest.mark.parametrize("reduce", ["sum", "mean", "amax", "amin"])
+def test_scatter_reduce_splits_by_terms_or_gives_to_the_winners(reduce, include_self):
+    """A byte-level model pools its patches with scatter_reduce: each output's relevance goes to the values reduced
+    into it, in proportion to their terms or to the winners (ties share: b holds equal values)."""
+    a = torch.tensor([[1.5, 2.0, 1.25, 1.0, 1.75, 1.5]])
+    b = torch.tensor([[2.0, 1.5, 1.0, 1.0, 1.25, 1.5, 2.0, 1.75]])
+    model = _ScatterReduced(reduce, include_self).eval()
+    rules = lrpgraph.preset("epsilon", stabilizer=1e-12)
+    for target in range(a.shape[1]):
+        ex = lrpgraph.explain(model, (a, b), target=target, rules=rules)
+        ra, rb = _scatter_reduce_reference(a, b, model.index, ex.seed, reduce, include_self)
+        assert torch.allclose(ex.relevance["a"], ra, rtol=1e-9, atol=1e-12)
+        assert torch.allclose(ex.relevance["b"], rb, rtol=1e-9, atol=1e-12)
+    assert lrpgraph.verify(model, (a, b), target=2, rules="epsilon").ok
+
+
+def test_scatter_reduce_product_has_no_rule():
+    with pytest.raises(lrpgraph.MissingRuleError, match="reduce='prod'"):
+        lrpgraph.explain(_ScatterReduced("prod", True).eval(), (torch.rand(1, 6) + 1, torch.rand(1, 8) + 1), target=0)

@@ -1,14 +1,17 @@
-"""Writes into a tensor: index_add, scatter_add, index_put, scatter — mixtures of experts combine with them.
+"""Writes into a tensor: index_add, scatter_add, index_put, scatter, scatter_reduce — mixtures of experts combine
+with them, byte-level models pool patches with them.
 
 Accumulating writes (out = self + scattered src) split each output's relevance in proportion to what
-`self` and every source element put there (the epsilon rule of a sum). Overwriting writes move
-relevance: the written positions' relevance goes to the source, the rest stays with `self`.
+`self` and every source element put there (the epsilon rule of a sum; a mean's terms are each divided by their
+count). Overwriting writes move relevance: the written positions' relevance goes to the source, the rest stays
+with `self`. Max and min reductions give each output's relevance to the elements equal to it, split among ties.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..errors import MissingRuleError
 from .adapter import Adapter, is_tensor
 from .gradient import Replay, form, rescaled, share_of, stabilized
 from .registry import declare, rule
@@ -18,6 +21,7 @@ from .tensors import stabilize, unbroadcast
 aten = torch.ops.aten
 
 SCATTER = declare("scatter")
+SCATTER_EXTREME = declare("scatter_extreme")
 
 
 @rule(SCATTER, "norm", needs=("operands", "out"), default=True)
@@ -38,6 +42,23 @@ def scatter_form(call: Replay, *, stabilizer: float = 1e-6):
     """Writes that add up: ρ·y/stab(y) to `self` and to what was written; writes that overwrite: the gradient."""
     if call.adapter.accumulates(call.args):
         return rescaled(call.run(), share_of(call.out, stabilized(call.out.detach(), stabilizer)))
+    return call.run()
+
+
+@rule(SCATTER_EXTREME, "winner", needs=("operands", "out"), default=True)
+def scatter_winner(R, self_value, source, out, gather, scatter_sum, self_counts):
+    """(R_self, R_source) of a scatter max/min: each output's relevance to the elements equal to it, split among
+    ties. `scatter_sum(t)` adds source-shaped t up at the outputs; `self_counts`: where `self` is one of the
+    reduced values (include_self, or nothing written there)."""
+    source_wins = (source == gather(out)).to(R.dtype)
+    self_wins = ((self_value == out) & self_counts).to(R.dtype)
+    share = R / (scatter_sum(source_wins) + self_wins).clamp(min=1)
+    return self_wins * share, source_wins * gather(share)
+
+
+@form(SCATTER_EXTREME, "winner")
+def scatter_winner_form(call: Replay):
+    """torch's gradient of scatter max/min: split evenly among the elements equal to each output."""
     return call.run()
 
 
@@ -76,6 +97,45 @@ class ScatterAdapter(Adapter):
         return result
 
 
+class ScatterReduceAdapter(Adapter):
+    """scatter_reduce: sum and mean are writes that add up (a mean's terms divided by their count), amax and amin
+    give relevance to the winners; `include_self=False` leaves `self` out wherever something is written."""
+
+    always = ("self", "src", "index")
+
+    def op_class(self, args, relevant, role):
+        reduce = args["reduce"]
+        if reduce in ("sum", "mean"):
+            return SCATTER
+        if reduce in ("amax", "amin"):
+            return SCATTER_EXTREME
+        raise MissingRuleError(f"scatter_reduce with reduce={reduce!r} has no rule (sum, mean, amax and amin have)")
+
+    def accumulates(self, args) -> bool:
+        return args["reduce"] in ("sum", "mean")
+
+    def needs(self, op_class, kernel, args, relevant):
+        return set(self.always), True
+
+    def apply(self, call):
+        a = call.args
+        dim, index, reduce, source = a["dim"], a["index"], a["reduce"], a["src"]
+        include_self = a.get("include_self", True)
+        written = torch.zeros_like(a["self"], dtype=call.R.dtype).scatter_add_(
+            dim, index, torch.ones_like(source, dtype=call.R.dtype)
+        )
+        self_counts = written == 0 if not include_self else torch.ones_like(written, dtype=torch.bool)
+        gather = _scatter_gather(a)
+        if reduce in ("amax", "amin"):
+            scatter_sum = lambda t: torch.zeros_like(written).scatter_add_(dim, index, t)  # noqa: E731
+            r_self, r_source = call.run(a["self"], source, call.out, gather, scatter_sum, self_counts)
+        else:
+            count = (written + include_self).clamp(min=1) if reduce == "mean" else torch.ones_like(written)
+            self_term = torch.where(self_counts, a["self"] / count, 0.0)
+            r_self, r_source = call.run(self_term, source / gather(count), call.out, gather, True)
+        return {"self": r_self, "src": r_source}
+
+
 def _holds_tensor(value) -> bool:
     """A tensor argument, or a list of them (index_put's `indices`: the write positions are read, not shapes)."""
     return is_tensor(value) or (isinstance(value, (list, tuple)) and any(is_tensor(v) for v in value))
@@ -104,6 +164,7 @@ def _index_put_clear(a, R):
 register_ops(ScatterAdapter("source", True, _index_add_gather, None), aten.index_add.default)
 register_ops(ScatterAdapter("src", True, _scatter_gather, None), aten.scatter_add.default)
 register_ops(ScatterAdapter("src", False, _scatter_gather, _scatter_clear), aten.scatter.src, aten.scatter.value)
+register_ops(ScatterReduceAdapter(SCATTER), aten.scatter_reduce.two)
 register_ops(  # _unsafe_index_put: without bounds checks, what torch's decompositions (col2im) write
     ScatterAdapter("values", None, _index_put_gather, _index_put_clear),
     aten.index_put.default,
