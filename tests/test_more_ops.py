@@ -599,3 +599,31 @@ def test_scatter_reduce_splits_by_terms_or_gives_to_the_winners(reduce, include_
 def test_scatter_reduce_product_has_no_rule():
     with pytest.raises(lrpgraph.MissingRuleError, match="reduce='prod'"):
         lrpgraph.explain(_ScatterReduced("prod", True).eval(), (torch.rand(1, 6) + 1, torch.rand(1, 8) + 1), target=0)
+
+
+class _MaskedWhole(nn.Module):
+    """Attention whose second query row is masked whole by an added mask, its NaN probabilities zeroed afterwards
+    (Longformer): by −inf, or by float64's lowest value in a softmax taken in float32 (where it is −inf)."""
+
+    def __init__(self, in_float32: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.q, self.v, self.in_float32 = nn.Linear(4, 3), nn.Linear(4, 1), in_float32
+        self.register_buffer("masked", torch.tensor([[False, True, False]]).unsqueeze(-1))
+
+    def forward(self, x):
+        low = torch.finfo(torch.float64).min if self.in_float32 else float("-inf")
+        scores = self.q(x) + torch.zeros(()).masked_fill(self.masked, low)
+        p = torch.softmax(scores, -1, dtype=torch.float32 if self.in_float32 else None).to(x.dtype)
+        p = p.masked_fill(self.masked, 0.0)
+        return (p * self.v(x).transpose(-1, -2)).sum(-1)
+
+
+@pytest.mark.parametrize("in_float32", [False, True])
+def test_a_row_masked_whole_passes_nothing_and_verifies(in_float32):
+    """A softmax row whose every input is −inf is NaN in the model, zeroed by the model afterwards: it passes no
+    relevance (not NaN), and the explanation verifies."""
+    model, x = _MaskedWhole(in_float32).eval(), torch.randn(1, 3, 4)
+    ex = lrpgraph.explain(model, x, target=0, rules="attnlrp")
+    assert torch.isfinite(ex.relevance["x"]).all() and ex.relevance["x"].abs().sum() > 0
+    assert lrpgraph.verify(model, x, target=0, rules="attnlrp").ok

@@ -41,8 +41,10 @@ def masked_to_zero(x: torch.Tensor) -> torch.Tensor:
 
 @rule(SOFTMAX, "taylor", needs=("x", "out"), default=True)
 def softmax_taylor(R, x, out, dim: int):
-    """R_x = x ⊙ (R − s·ΣR) over the softmax dim (AttnLRP Prop. 3.1); −inf inputs count as 0."""
+    """R_x = x ⊙ (R − s·ΣR) over the softmax dim (AttnLRP Prop. 3.1); −inf inputs count as 0, so a row masked
+    whole (its softmax NaN, which models zero afterwards: Longformer) passes nothing."""
     s = out.to(R.dtype)
+    s = torch.where(torch.isnan(s), 0.0, s)
     return masked_to_zero(x.to(R.dtype)) * (R - s * R.sum(dim, keepdim=True))
 
 
@@ -398,8 +400,13 @@ register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default)
 
 @form(SOFTMAX, "taylor")
 def softmax_form(call: Replay):
-    """The softmax rule is gradient × input of the softmax itself (−inf inputs give nothing)."""
-    return call.run()
+    """The softmax rule is gradient × input of the softmax itself (−inf inputs give nothing); a row masked whole keeps
+    the model's NaN value and passes no gradient."""
+    x = call.get("self")  # in the softmax's own dtype (a float64 −1.8e308 is −inf in float32)
+    dead = (x.detach().to(call.out.dtype) == float("-inf")).all(call.get("dim"), keepdim=True)
+    if not bool(dead.any()):
+        return call.run()
+    return torch.where(dead, call.out.detach(), call.run({"self": x.masked_fill(dead, 0.0)}))
 
 
 @form(ATTENTION_VALUES, "uniform")
