@@ -66,6 +66,21 @@ def test_shrunk_renumbers_a_list_of_each_layers_own_index():
     assert small["kv_source_layers"] == [0, 1]
 
 
+def test_shrunk_stage_lists_stay_shrunk_where_the_stages_are_layers():
+    """An audio tower of 4 stages that are its layers (Muse Spark's): each stage is a kind of its own, so all 4 are
+    kept, and the stage widths and depths are the shrunk ones, not the defaults (101M parameters before)."""
+    config = {
+        "model_type": "x",
+        "num_hidden_layers": 4,
+        "patch_sizes": [16, 6, 5, 4],
+        "hidden_sizes": [256, 512, 1024, 2048],
+        "depths": [2, 2, 2, 2],
+    }
+    small = shrunk(config)
+    assert small["num_hidden_layers"] == 4 and small["patch_sizes"] == [16, 6, 5, 4]
+    assert small["hidden_sizes"] == [8, 8, 16, 32] and small["depths"] == [1, 1, 1, 1]
+
+
 def test_shrunk_builds_a_timm_backbone_from_transformers_resnet():
     """timm needs torchvision, which has no CPU wheel here: DETR-style detectors get transformers' own ResNet."""
     timm = {"model_type": "timm_backbone", "backbone": "resnet50", "num_channels": 3, "out_indices": [2, 3, 4]}

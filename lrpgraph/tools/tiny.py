@@ -189,7 +189,7 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             if isinstance(value, list) and value == list(range(depth)):
                 out[key] = list(range(len(keep)))  # each layer's own index, renumbered
             elif isinstance(value, list) and len(value) == depth:
-                out[key] = [value[i] for i in keep]
+                out[key] = [out[key][i] for i in keep]  # as shrunk above (a stage's width, its depth of 1)
             elif isinstance(value, list) and _LAYER_INDICES.search(key) and value:
                 if all(isinstance(i, int) and -depth <= i < depth for i in value):
                     out[key] = list(dict.fromkeys(_nearest(i, depth, keep) for i in value))
