@@ -126,6 +126,12 @@ def test_shrunk_fills_the_head_fields_a_config_leaves_to_a_checkpoint():
     assert shrunk({"model_type": "x", "vocab_size": None})["vocab_size"] == Shrink().vocab  # ESM: left to the tokenizer
 
 
+def test_shrunk_groups_of_a_width_follow_the_width():
+    """Mimi's depthwise upsampling has one group per channel of the hidden width: its groups shrink with it."""
+    small = shrunk({"model_type": "x", "hidden_size": 512, "upsample_groups": 512})
+    assert small["upsample_groups"] == small["hidden_size"] == 32
+
+
 def test_shrunk_makes_forecasts_and_videos_short():
     """A forecaster's lengths left to a checkpoint, its decoder's start longer than the context, no time features (an
     empty input); a video of 32 frames."""
@@ -150,13 +156,24 @@ def test_shrunk_makes_forecasts_and_videos_short():
         "siglip2",
         "emu3",
         "musicgen",
+        "mimi_decoder",
+        "udop",
+        "lxmert",
+        "granite_speech5_encoder",
+        "qwen3_asr_encoder",
+        "vibevoice_acoustic_tokenizer_decoder",
     ],
 )
 def test_rotary_sections_videos_series_patches_and_codebooks_build(model_type):
     """Rotary sections the model's code defaults to (sized for a head of 128), videos, time series, patches with their
-    shapes (SigLIP 2), a causal LM that takes its composite's text config (Emu3), codebooks as rows (MusicGen)."""
+    shapes (SigLIP 2), a causal LM that takes its composite's text config (Emu3), codebooks as rows (MusicGen), a
+    codec's decoder of latents with depthwise upsampling (Mimi), words with their boxes (UDOP), region features named
+    after their config widths (LXMERT), audio features of stacked frames, frame masks and latents
+    (`audio_inputs.py`)."""
+    transformers = pytest.importorskip("transformers")
+    if model_type not in transformers.CONFIG_MAPPING:
+        pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
     if model_type == "musicgen":
-        transformers = pytest.importorskip("transformers")
         try:
             transformers.CONFIG_MAPPING["musicgen"]()
         except Exception as error:  # transformers 5.13 cannot make MusicGen's default config
@@ -173,6 +190,11 @@ def test_rotary_sections_videos_series_patches_and_codebooks_build(model_type):
         assert tiny.model_class == "Emu3ForCausalLM"
     if model_type == "videomae":
         assert tiny.inputs["pixel_values"].dim() == 5
+    if model_type == "udop":
+        box = tiny.inputs["bbox"]
+        assert box.shape[-1] == 4 and (box[..., 2:] >= box[..., :2]).all()
+    if model_type == "lxmert":
+        assert tiny.inputs["visual_feats"].shape[-1] == tiny.model.config.visual_feat_dim
 
 
 def test_a_fixed_sample_of_model_types_builds_tiny_and_runs():
@@ -217,3 +239,28 @@ def test_cli_explains_verifies_and_resumes(tmp_path):
     result = run("--transformers", "vit,llama", "--rows", str(rows), "--format", "md")  # both done: nothing runs
     assert result.returncode == 0 and len(rows.read_text().splitlines()) == 2
     assert "**2 model types run; 2 built (100.0%); 2 explained (100.0% of built); 2 verified" in result.stdout
+
+
+def test_audio_candidates_read_frame_widths_hops_and_codebooks_from_the_config():
+    """Features as wide as a stacked frame (the mel count ×2 and ×4, a width the config names), a frame mask as long
+    as the frames, a wave of whole hops in both layouts, a text column beside the codebooks."""
+    import inspect
+    from types import SimpleNamespace
+
+    from lrpgraph.tools.audio_inputs import audio_candidates
+
+    def forward(input_features, input_features_mask, input_values=None, input_ids=None):
+        pass
+
+    params = inspect.signature(forward).parameters
+    codec = SimpleNamespace(downsampling_ratios=[2, 4, 5, 8], channels=1)  # a hop of 320 samples
+    config = SimpleNamespace(num_mel_bins=80, input_size=560, sub_configs={"codec": None}, codec=codec,
+                             num_codebooks=3, vocab_size=50, codebook_vocab_size=20)  # fmt: skip
+    found = audio_candidates(params, config, batch=2, length=8)
+    features = [c for c in found if "input_features" in c]
+    assert {c["input_features"].shape[-1] for c in features[::2]} == {560, 80, 128, 160, 320}
+    assert all(c["input_features_mask"].shape == (2, c["input_features"].shape[1]) for c in features[::2])
+    waves = [c["input_values"].shape for c in found if "input_values" in c]
+    assert (2, 1600) in waves and (2, 1, 1600) in waves
+    ids = next(c["input_ids"] for c in found if "input_ids" in c)
+    assert ids.shape == (2, 8, 4) and int(ids.max()) < 20

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .audio_inputs import audio_candidates
+
 LENGTH = 8
 BATCH = 2
 MAX_PARAMETERS = 40_000_000  # a gentler shrink that leaves more than this is not tiny: refused
@@ -211,7 +213,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
 def _widths_read_elsewhere(values: dict[str, Any], out: dict[str, Any]) -> None:
     """Lists of channel counts that repeat a width shrunk beside them, made to match: a detector's decoder inputs of
     its model width ([256, 256, 256] beside d_model 256), its encoder inputs of the backbone's stage widths at the
-    stages it reads ([512, 1024, 2048] of hidden_sizes [256, 512, 1024, 2048] at out_indices [2, 3, 4])."""
+    stages it reads ([512, 1024, 2048] of hidden_sizes [256, 512, 1024, 2048] at out_indices [2, 3, 4]); groups of
+    a convolution that equal a width (Mimi's upsampling: upsample_groups 512 beside hidden_size 512)."""
     widths = {v: out[k] for k, v in values.items() if _WIDTH.search(k) and isinstance(v, int) and out[k] != v}
     before, after = values.get("backbone_config"), out.get("backbone_config")
     if isinstance(before, dict) and isinstance(after, dict):
@@ -220,6 +223,8 @@ def _widths_read_elsewhere(values: dict[str, Any], out: dict[str, Any]) -> None:
     for key, value in values.items():
         if key.endswith("in_channels") and _ints(value) and all(v in widths for v in value) and out[key] == value:
             out[key] = [widths[v] for v in value]
+        elif key.endswith("_groups") and isinstance(value, int) and value in widths and out[key] == value:
+            out[key] = widths[value]  # a depthwise convolution's groups, one per channel of the width
 
 
 def _unset_heads(out: dict[str, Any], heads: int | None) -> None:
@@ -480,9 +485,18 @@ def _series(params: Any, config: Any, generator: torch.Generator) -> list[dict[s
     return [inputs]
 
 
+def _boxes(width: int, generator: torch.Generator) -> torch.Tensor:
+    """A box per token in [0, 1], [BATCH, LENGTH, width]: (x0, y0, x1, y1) with x0 ≤ x1 and y0 ≤ y1 for 4 numbers,
+    else points anywhere (a quadrilateral's 8)."""
+    if width != 4:
+        return torch.rand(BATCH, LENGTH, width, generator=generator)
+    corner = torch.rand(BATCH, LENGTH, 2, generator=generator) / 2
+    return torch.cat([corner, corner + torch.rand(BATCH, LENGTH, 2, generator=generator) / 2], -1)
+
+
 def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]]:
     """Inputs for `model.forward` from its signature and `config`, in the layouts to try: token ids with masks
-    (and pixels for dual encoders), pixels, audio waves or features."""
+    (and pixels for dual encoders), pixels, audio waves or features, a codec's latents."""
     params = inspect.signature(model.forward).parameters
     generator = torch.Generator().manual_seed(1)
     text = _sub(config, "text_config", "decoder", "language_config", "text_encoder", "encoder_config")
@@ -513,6 +527,9 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
                     **({"attention_mask": torch.ones(BATCH, LENGTH)} if "attention_mask" in params else {}),
                 }
             )
+    if "bbox" in params and found and "input_ids" in found[-1]:  # a document's words with their boxes
+        boxes = _boxes(getattr(config, "dim_bbox", 4), generator)
+        found += [{**found[-1], "bbox": boxes}, {**found[-1], "bbox": (boxes * 1000).long()}]
     if "pixel_values" in params:
         found.append({"pixel_values": pixels})
     lengths = ("num_frames", "frames_per_clip")
@@ -539,6 +556,8 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         )
     if "past_values" in params:
         found += _series(params, config, generator)
+    if "latents" in params and isinstance(getattr(config, "hidden_size", None), int):  # an audio codec's decoder
+        found.append({"latents": torch.randn(BATCH, config.hidden_size, LENGTH, generator=generator)})
     if "input_values" in params:
         wave = torch.randn(BATCH, 1600, generator=generator)
         found += [{"input_values": wave, **decoder}, {"input_values": wave[:, None], **decoder}]
@@ -551,6 +570,7 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         for frames in (2 * (getattr(config, "max_source_positions", None) or 50), 64):
             features = torch.randn(BATCH, bins, frames, generator=generator)
             found += [{"input_features": features, **decoder}, {"input_features": features.mT.contiguous(), **decoder}]
+    found += audio_candidates(params, config, BATCH, LENGTH)
     for inputs in found:
         for name, param in params.items():
             if param.default is inspect.Parameter.empty and name not in inputs and name.endswith("_mask"):
@@ -558,4 +578,8 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
                 inputs[name] = torch.ones(main.shape[:2], dtype=torch.long)  # a required mask: nothing masked
             if name == "qformer_input_ids" and "input_ids" in inputs:
                 inputs[name] = inputs["input_ids"]
+            # features named after a width of the config: visual_feats of visual_feat_dim, visual_pos of visual_pos_dim
+            width = getattr(config, f"{name}_dim", None) or getattr(config, f"{name.removesuffix('s')}_dim", None)
+            if param.default in (inspect.Parameter.empty, None) and name not in inputs and isinstance(width, int):
+                inputs[name] = torch.rand(BATCH, LENGTH, width, generator=generator)
     return found
