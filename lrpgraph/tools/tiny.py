@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .audio_inputs import audio_candidates
+from .vision_inputs import vision_candidates
 
 LENGTH = 8
 BATCH = 2
@@ -496,7 +497,8 @@ def _boxes(width: int, generator: torch.Generator) -> torch.Tensor:
 
 def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]]:
     """Inputs for `model.forward` from its signature and `config`, in the layouts to try: token ids with masks
-    (and pixels for dual encoders), pixels, audio waves or features, a codec's latents."""
+    (and pixels for dual encoders), pixels, audio waves or features, a codec's latents; then the layouts of
+    `vision_inputs.py` and `audio_inputs.py`."""
     params = inspect.signature(model.forward).parameters
     generator = torch.Generator().manual_seed(1)
     text = _sub(config, "text_config", "decoder", "language_config", "text_encoder", "encoder_config")
@@ -570,7 +572,7 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         for frames in (2 * (getattr(config, "max_source_positions", None) or 50), 64):
             features = torch.randn(BATCH, bins, frames, generator=generator)
             found += [{"input_features": features, **decoder}, {"input_features": features.mT.contiguous(), **decoder}]
-    found += audio_candidates(params, config, BATCH, LENGTH)
+    found += vision_candidates(params, config, vision, BATCH) + audio_candidates(params, config, BATCH, LENGTH)
     for inputs in found:
         for name, param in params.items():
             if param.default is inspect.Parameter.empty and name not in inputs and name.endswith("_mask"):
