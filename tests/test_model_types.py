@@ -162,6 +162,8 @@ def test_shrunk_makes_forecasts_and_videos_short():
         "granite_speech5_encoder",
         "qwen3_asr_encoder",
         "vibevoice_acoustic_tokenizer_decoder",
+        "gemma4_vision",
+        "pp_ocrv5_mobile_rec",
     ],
 )
 def test_rotary_sections_videos_series_patches_and_codebooks_build(model_type):
@@ -169,7 +171,7 @@ def test_rotary_sections_videos_series_patches_and_codebooks_build(model_type):
     shapes (SigLIP 2), a causal LM that takes its composite's text config (Emu3), codebooks as rows (MusicGen), a
     codec's decoder of latents with depthwise upsampling (Mimi), words with their boxes (UDOP), region features named
     after their config widths (LXMERT), audio features of stacked frames, frame masks and latents
-    (`audio_inputs.py`)."""
+    (`audio_inputs.py`), patches with positions and an image large enough for a recogniser (`vision_inputs.py`)."""
     transformers = pytest.importorskip("transformers")
     if model_type not in transformers.CONFIG_MAPPING:
         pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
@@ -264,3 +266,29 @@ def test_audio_candidates_read_frame_widths_hops_and_codebooks_from_the_config()
     assert (2, 1600) in waves and (2, 1, 1600) in waves
     ids = next(c["input_ids"] for c in found if "input_ids" in c)
     assert ids.shape == (2, 8, 4) and int(ids.max()) < 20
+
+
+def test_vision_candidates_read_grids_positions_and_image_shapes_from_the_config():
+    """A grid tower's flattened patches (channels × temporal patch × patch², a grid of whole merges), patches with
+    their (x, y) on a grid of whole pooling windows, a recogniser's image of (height, width)."""
+    import inspect
+    from types import SimpleNamespace
+
+    from lrpgraph.tools.vision_inputs import image_shape, vision_candidates
+
+    def tower(pixel_values, grid_thw):
+        pass
+
+    vision = SimpleNamespace(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, num_channels=3)
+    first = vision_candidates(inspect.signature(tower).parameters, vision, vision, batch=2)[0]
+    assert first["pixel_values"].shape == (16, 3 * 2 * 14 * 14) and first["grid_thw"].tolist() == [[1, 4, 4]]
+
+    def positioned(pixel_values, pixel_position_ids):
+        pass
+
+    vision = SimpleNamespace(patch_size=16, pooling_kernel_size=3)
+    found = vision_candidates(inspect.signature(positioned).parameters, vision, vision, batch=2)
+    where = next(c["pixel_position_ids"] for c in found if "pixel_position_ids" in c)
+    assert where.shape == (2, 36, 2)
+    assert {tuple(p) for p in where[0].tolist()} == {(x, y) for x in range(6) for y in range(6)}
+    assert image_shape(SimpleNamespace(image_size=[32, 128])) == (32, 128)
