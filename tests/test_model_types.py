@@ -132,6 +132,13 @@ def test_shrunk_groups_of_a_width_follow_the_width():
     assert small["upsample_groups"] == small["hidden_size"] == 32
 
 
+def test_shrunk_key_value_heads_per_layer_divide_the_heads():
+    """Sapiens 2 lists each layer's key-value heads: each shrinks as a key-value head count does."""
+    small = shrunk({"model_type": "x", "hidden_size": 1024, "num_attention_heads": 16,
+                    "num_key_value_heads_per_layer": [16, 8, 16, 1]})  # fmt: skip
+    assert small["num_attention_heads"] == 4 and small["num_key_value_heads_per_layer"] == [4, 2, 4, 1]
+
+
 def test_shrunk_makes_forecasts_and_videos_short():
     """A forecaster's lengths left to a checkpoint, its decoder's start longer than the context, no time features (an
     empty input); a video of 32 frames."""

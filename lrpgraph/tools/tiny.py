@@ -111,6 +111,11 @@ def _kept_layers(depth: int, values: dict[str, Any], least: int) -> list[int]:
     return sorted(keep)
 
 
+def _kv_heads(value: int, heads: int | None, how: Shrink) -> int:
+    """Key-value heads: one stays one, as many as the heads become the shrunk heads, fewer become 2 (grouped)."""
+    return 1 if value == 1 else (_heads(value, how.heads) if heads and value >= heads else 2)
+
+
 def _nearest(index: int, depth: int, keep: list[int]) -> int:
     index = index + depth if index < 0 else index
     return min(range(len(keep)), key=lambda j: abs(keep[j] - index))
@@ -151,10 +156,12 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = [max(8, round(v * how.width / max(value) / 4) * 4) for v in value]
         elif key == "num_heads" and isinstance(value, list):
             out[key] = [_heads(v, how.heads) for v in value]
+        elif key.endswith("_per_layer") and _KV_HEADS.search(key.removesuffix("_per_layer")) and _ints(value):
+            out[key] = [_kv_heads(v, heads, how) for v in value]  # each layer's key-value heads (Sapiens 2)
         elif isinstance(value, bool) or not isinstance(value, int):
             continue
         elif _KV_HEADS.search(key):
-            out[key] = 1 if value == 1 else (_heads(value, how.heads) if heads and value >= heads else 2)
+            out[key] = _kv_heads(value, heads, how)
         elif _HEADS.search(key):
             out[key] = _heads(value, how.heads)
         elif _HEAD_DIM.search(key) and how.head_dim:
