@@ -146,6 +146,33 @@ def test_shapes_that_depend_on_values_are_recorded():
     torch.testing.assert_close(got, expected.relevance["x"], rtol=1e-6, atol=1e-9)
 
 
+class OffsetMatches(nn.Module):
+    """The positions of the positive scores, offset in place to the next row (LightGlue writes its matches' indices
+    so): an index set the recording holds constant, then writes into."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.score = nn.Linear(4, 1)
+
+    def forward(self, x):
+        where = torch.nonzero(self.score(x)[:-1, 0] > 0)[:, 0]
+        where += 1
+        return x[where].sum(0, keepdim=True)
+
+
+def test_an_index_set_the_model_writes_into_is_recorded():
+    """Relevance goes to the rows after the positive scores, each row all of its own (a sum of rows)."""
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    model = OffsetMatches().double().eval()
+    with pytest.warns(UserWarning, match="recording"):
+        ex = lrpgraph.explain(model, x, target=2, rules=lrpgraph.preset("epsilon", stabilizer=1e-12))
+    rows = torch.nonzero(model.score(x)[:-1, 0] > 0)[:, 0] + 1
+    expected = torch.zeros_like(x)
+    expected[rows, 2] = x[rows, 2]
+    torch.testing.assert_close(ex.relevance["x"], expected.detach(), rtol=1e-9, atol=1e-12)
+
+
 class Durations(nn.Module):
     """A length regulator (FastSpeech): each position repeated as often as a duration the model predicts from it;
     with `given`, the positions to read held in a buffer instead (an index_select, which export traces)."""

@@ -155,7 +155,8 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
     for node in repeated:  # repeats computed by the model (durations): this call's counts, and the size they make
         counts, dim = node.args[1], node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else None)
         size = values[node].shape[dim] if dim is not None else values[node].numel()
-        node.args = (node.args[0], _constant(recording, f"{node.name}_repeats", values[counts], node), *node.args[2:])
+        repeats = _constant(recording, f"{node.name}_repeats", values[counts], node, copy=False)
+        node.args = (node.args[0], repeats, *node.args[2:])
         node.kwargs = {**node.kwargs, "output_size": int(size)}
     graph.eliminate_dead_code()
     value_of = dict(zip(placeholders, inputs, strict=False))
@@ -168,11 +169,16 @@ def _freeze_dynamic_shapes(recording: torch.fx.GraphModule, inputs: list[Any], s
     recording.recompile()
 
 
-def _constant(recording: torch.fx.GraphModule, name: str, value: torch.Tensor, before: torch.fx.Node) -> Any:
-    """A get_attr node, inserted before `before`, holding `value` under `_recorded_<name>`."""
+def _constant(
+    recording: torch.fx.GraphModule, name: str, value: torch.Tensor, before: torch.fx.Node, copy: bool = True
+) -> Any:
+    """`value`, held under `_recorded_<name>`, inserted before `before`: as a copy (`copy`), because the model may
+    write into what it computed (LightGlue offsets its matches' indices in place, through a view) and a held
+    constant cannot be written; as the constant itself where an op reads it as a size (repeat counts)."""
     setattr(recording, f"_recorded_{name}", value)
     with recording.graph.inserting_before(before):
-        return recording.graph.create_node("get_attr", f"_recorded_{name}")
+        held = recording.graph.create_node("get_attr", f"_recorded_{name}")
+        return recording.graph.call_function(torch.ops.aten.clone.default, (held,)) if copy else held
 
 
 def _copies(values: list[Any]) -> list[Any]:
@@ -219,13 +225,21 @@ def _taken_parts(node: torch.fx.Node, values: Any) -> list[tuple[torch.fx.Node, 
 
 
 def _values_of(recording: torch.fx.GraphModule, nodes: list[torch.fx.Node], inputs: list[Any]) -> list[Any]:
-    """The values these nodes take for these inputs (the recording's meta holds only their shapes)."""
+    """The values these nodes take for these inputs (the recording's meta holds only their shapes), each as it was
+    made: copied there, before a later op of the call writes into it."""
     if not nodes:
         return []
     inputs = _copies(inputs)  # the replay writes what the call wrote
     graph, mapping = torch.fx.Graph(), {}
     graph.graph_copy(recording.graph, mapping)
-    graph.output(tuple(mapping[node] for node in nodes))
+    made = []
+    for node in nodes:
+        value = mapping[node]
+        if isinstance(node.meta.get("val"), torch.Tensor):
+            with graph.inserting_after(value):
+                value = graph.call_function(torch.ops.aten.clone.default, (value,))
+        made.append(value)
+    graph.output(tuple(made))
     graph.eliminate_dead_code()
     with torch.no_grad():
         return list(torch.fx.GraphModule(recording, graph)(*inputs))
