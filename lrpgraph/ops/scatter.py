@@ -127,7 +127,10 @@ class ScatterReduceAdapter(Adapter):
         self_counts = written == 0 if not include_self else torch.ones_like(written, dtype=torch.bool)
         gather = _scatter_gather(a)
         if reduce in ("amax", "amin"):
-            scatter_sum = lambda t: torch.zeros_like(written).scatter_add_(dim, index, t)  # noqa: E731
+
+            def scatter_sum(t):
+                return torch.zeros_like(written).scatter_add_(dim, index, t)
+
             r_self, r_source = call.run(a["self"], source, call.out, gather, scatter_sum, self_counts)
         else:
             count = (written + include_self).clamp(min=1) if reduce == "mean" else torch.ones_like(written)
