@@ -627,3 +627,37 @@ def test_a_row_masked_whole_passes_nothing_and_verifies(in_float32):
     ex = lrpgraph.explain(model, x, target=0, rules="attnlrp")
     assert torch.isfinite(ex.relevance["x"]).all() and ex.relevance["x"].abs().sum() > 0
     assert lrpgraph.verify(model, x, target=0, rules="attnlrp").ok
+
+
+class _ComplexProduct(nn.Module):
+    """a·b of a = x0 + i·x1 and b = x2 + i·x3, as (real, imaginary); with `spectra`, an autocorrelation of two
+    signals by their Fourier transforms (Autoformer): irfft(rfft(q) · conj(rfft(k)))."""
+
+    def __init__(self, spectra: bool = False):
+        super().__init__()
+        self.spectra = spectra
+
+    def forward(self, x):
+        if self.spectra:
+            q, k = x[:, :6], x[:, 6:]
+            return torch.fft.irfft(torch.fft.rfft(q, dim=1) * torch.conj(torch.fft.rfft(k, dim=1)), n=6, dim=1)
+        a, b = torch.view_as_complex(x[:, :2].contiguous()), torch.view_as_complex(x[:, 2:].contiguous())
+        return torch.view_as_real(a * b)
+
+
+@pytest.mark.parametrize("target, expected", [(0, [1.5, 1.0, 1.5, 1.0]), (1, [-0.5, 3.0, 3.0, -0.5])])
+def test_a_complex_product_halves_each_real_product(target, expected):
+    """(1+2i)(3−i) = 5+5i. Its real part 5 = 1·3 − 2·(−1): the products 3 and 2, each halved between its factors;
+    its imaginary part 5 = 1·(−1) + 2·3: the products −1 and 6, halved."""
+    x = torch.tensor([[1.0, 2.0, 3.0, -1.0]])
+    ex = lrpgraph.explain(_ComplexProduct(), x, target=(0, target), rules="attnlrp")
+    assert torch.allclose(ex.relevance["x"], torch.tensor([expected]), rtol=1e-9, atol=1e-12)
+
+
+def test_an_autocorrelation_by_fourier_transforms_verifies():
+    """Two relevant spectra multiplied (one conjugated) and transformed back: explained and verified, conserving."""
+    x = torch.randn(1, 12, generator=torch.Generator().manual_seed(0))
+    model = _ComplexProduct(spectra=True).eval()
+    ex = lrpgraph.explain(model, x, target=2, rules=lrpgraph.preset("attnlrp", epsilon=1e-12))
+    assert torch.isclose(ex.relevance["x"].sum(), ex.output[0, 2], rtol=1e-9)
+    assert lrpgraph.verify(model, x, target=2, rules="attnlrp").ok

@@ -30,7 +30,8 @@ COMPLEX = declare("complex_linear", absorbs="rules")  # its kernels: the layer r
 
 
 def real_view(t: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(t) if t.is_complex() else t
+    """A complex tensor's real components (a conjugated view resolved first), a real one as it is."""
+    return torch.view_as_real(t.resolve_conj()) if t.is_complex() else t
 
 
 class RealView(LinearMap):

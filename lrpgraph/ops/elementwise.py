@@ -62,9 +62,38 @@ def scale_pass(R, operands, relevant):
 
 @rule(PRODUCT, "uniform", default=True)
 def product_uniform(R, operands, relevant):
-    """Product of two relevant tensors: each factor gets half (AttnLRP Prop. 3.2)."""
+    """Product of two relevant tensors: each factor gets half (AttnLRP Prop. 3.2); of complex ones, half of each
+    real component's gradient × input (`complex_halves`)."""
+    if any(op.is_complex() for op in operands):
+        return complex_halves(R, operands, relevant)
     half = R / 2
     return [unbroadcast(half, op.shape) if rel else None for op, rel in zip(operands, relevant, strict=True)]
+
+
+def complex_halves(R, operands, relevant):
+    """z = a·b with complex factors is, on real components, a sum of real products (z_re = a_re·b_re − a_im·b_im,
+    z_im = a_re·b_im + a_im·b_re): each component's relevance is split among its products in proportion to them, and
+    each product's share halved between its factors — for a, ½·a ⊙ ∇_a⟨s, z⟩ on real views with s = R/z per
+    component, ∇_a = s·conj(b)."""
+    a, b = operands
+    z = a * b
+    s = torch.complex(_divided(R.real, z.real), _divided(R.imag, z.imag))
+    return [
+        _half_times(x, s * torch.conj(other)) if rel else None
+        for x, other, rel in ((a, b, relevant[0]), (b, a, relevant[1]))
+    ]
+
+
+def _divided(r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """r / z, zero where z is (nothing to split there)."""
+    return torch.where(z == 0, torch.zeros_like(r), r / torch.where(z == 0, torch.ones_like(z), z))
+
+
+def _half_times(x: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """½·x ⊙ gradient on real components, summed to x's shape (a real x: the real part only)."""
+    if not x.is_complex():
+        return unbroadcast(x * gradient.real, x.shape) / 2
+    return unbroadcast(torch.complex(x.real * gradient.real, x.imag * gradient.imag), x.shape) / 2
 
 
 @rule(QUOTIENT, "numerator", default=True)
@@ -76,6 +105,8 @@ def quotient_numerator(R, operands, relevant):
 @rule(GATE, "uniform", default=True)
 def gate_uniform(R, operands, relevant, gate: int):
     """AttnLRP: a gated product splits uniformly, half to the gate and half to the gated signal."""
+    if any(op.is_complex() for op in operands):
+        return complex_halves(R, operands, relevant)
     half = R / 2
     return [unbroadcast(half, op.shape) if rel else None for op, rel in zip(operands, relevant, strict=True)]
 
@@ -190,7 +221,8 @@ class ProductAdapter(Adapter):
         return GATE if role is not None and role.kind is RoleKind.GATE else PRODUCT
 
     def needs(self, op_class, kernel, args, relevant):
-        reads = "operands" in kernel.needs or op_class is COMPLEX
+        complex_product = op_class in (PRODUCT, GATE) and any(_complex(args.get(n)) for n in ("self", "other"))
+        reads = "operands" in kernel.needs or op_class is COMPLEX or complex_product
         names = {n for n in ("self", "other") if is_tensor(args.get(n))} if reads else set()
         return names, "out" in kernel.needs
 
