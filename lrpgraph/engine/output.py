@@ -3,6 +3,7 @@ head (`propagate/head.py`), at the rows the seed reads, the full output made onl
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -35,8 +36,11 @@ def output_index(graph: Graph, output: str | int | None) -> int:
     if output is None:
         if not candidates:
             raise InputError("the model has no floating-point tensor output to explain")
-        fed = _fed_by_inputs(graph)
-        return next((i for i in candidates if graph.outputs[i] in fed), candidates[0])
+        index = _DEFAULT_OUTPUT.get(graph)
+        if index is None:  # once per graph: a walk over every node is no work for each warm call
+            fed = _fed_by_inputs(graph)
+            index = _DEFAULT_OUTPUT[graph] = next((i for i in candidates if graph.outputs[i] in fed), candidates[0])
+        return index
     if isinstance(output, int) and not isinstance(output, bool):
         if output in candidates:
             return output
@@ -46,6 +50,9 @@ def output_index(graph: Graph, output: str | int | None) -> int:
             return index
     names = ", ".join(graph.output_names[i] for i in candidates)
     raise InputError(f"no floating-point output {output!r}; the model's outputs are: {names}")
+
+
+_DEFAULT_OUTPUT: weakref.WeakKeyDictionary[Graph, int] = weakref.WeakKeyDictionary()  # graph → its default output
 
 
 def _fed_by_inputs(graph: Graph) -> set[fx.Node]:

@@ -104,11 +104,9 @@ def quotient_numerator(R, operands, relevant):
 
 @rule(GATE, "uniform", default=True)
 def gate_uniform(R, operands, relevant, gate: int):
-    """AttnLRP: a gated product splits uniformly, half to the gate and half to the gated signal."""
-    if any(op.is_complex() for op in operands):
-        return complex_halves(R, operands, relevant)
-    half = R / 2
-    return [unbroadcast(half, op.shape) if rel else None for op, rel in zip(operands, relevant, strict=True)]
+    """AttnLRP: a gated product splits uniformly, half to the gate and half to the gated signal (the product's
+    uniform rule)."""
+    return product_uniform(R, operands, relevant)
 
 
 @rule(GATE, "constant-gate")

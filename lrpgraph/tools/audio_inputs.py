@@ -1,6 +1,7 @@
 """Audio inputs for tiny models whose first guesses (a wave of 1600 samples, features of the mel count) do not fit:
 features as wide as the config says a frame is (stacked frames and deltas), waves in whole hops of the encoder,
-spectrograms and hidden states given as `input_values`, codec latents, and a text column beside audio codebooks.
+spectrograms and hidden states given as `input_values`, codec latents (`latents`, or `hidden_states`), and a text
+column beside audio codebooks.
 
 Every layout is read from the config and its sub-configs; `tiny.candidate_inputs` tries these after its own, so a
 model that runs on an earlier guess keeps it.
@@ -51,9 +52,10 @@ def audio_candidates(params: Mapping[str, inspect.Parameter], config: Any, batch
         channels = next(iter(_int_fields(configs, "channels", "audio_channels")), 1)
         samples = torch.randn(batch, channels, hop * max(2, math.ceil(WAVE / hop)), generator=generator)
         found += [{wave: samples[:, 0]}, {wave: samples}]
-        width = getattr(config, "hidden_size", None)
-        if wave == "hidden_states" and isinstance(width, int):  # a codec decoder's latents, channels first
-            found.append({"hidden_states": torch.randn(batch, width, length, generator=generator)})
+    latents = "latents" if "latents" in params else "hidden_states" if wave == "hidden_states" else None
+    width = getattr(config, "hidden_size", None)
+    if latents is not None and isinstance(width, int):  # a codec decoder's latents, channels first
+        found.append({latents: torch.randn(batch, width, length, generator=generator)})
     codebooks = getattr(config, "num_codebooks", 1)
     if "input_ids" in params and isinstance(codebooks, int) and codebooks > 1:  # a text column, then the codebooks
         sizes = (getattr(config, "vocab_size", None), getattr(config, "codebook_vocab_size", None), 1000)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .audio_inputs import audio_candidates
-from .vision_inputs import vision_candidates
+from .vision_inputs import image_shape, vision_candidates
 
 LENGTH = 8
 BATCH = 2
@@ -458,11 +458,6 @@ def _sub(config: Any, *names: str) -> Any:
     return config
 
 
-def _image_size(config: Any) -> int:
-    size = getattr(config, "image_size", None) or getattr(config, "crop_size", None) or 32
-    return int(size[0] if isinstance(size, (list, tuple)) else size)
-
-
 def _series(params: Any, config: Any, generator: torch.Generator) -> list[dict[str, Any]]:
     """A time series: `past_values` over the context (and the lags), with what forecasting models read beside it
     (time features, observed masks, the future's features; paddings and a frequency for TimesFM)."""
@@ -504,15 +499,15 @@ def _boxes(width: int, generator: torch.Generator) -> torch.Tensor:
 
 def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]]:
     """Inputs for `model.forward` from its signature and `config`, in the layouts to try: token ids with masks
-    (and pixels for dual encoders), pixels, audio waves or features, a codec's latents; then the layouts of
-    `vision_inputs.py` and `audio_inputs.py`."""
+    (and pixels for dual encoders), pixels, audio waves or features; then the layouts of `vision_inputs.py` and
+    `audio_inputs.py`."""
     params = inspect.signature(model.forward).parameters
     generator = torch.Generator().manual_seed(1)
     text = _sub(config, "text_config", "decoder", "language_config", "text_encoder", "encoder_config")
     # no vocabulary in the config: characters (Canine reads code points), ids below 256
     vocab = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None) or 256
     vision = _sub(config, "vision_config", "image_config")
-    size = _image_size(vision)
+    size = image_shape(vision)[0]
     channels = getattr(vision, "num_channels", None) or 3
     pixels = torch.randn(BATCH, channels, size, size, generator=generator)
     found: list[dict[str, Any]] = []
@@ -565,8 +560,6 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         )
     if "past_values" in params:
         found += _series(params, config, generator)
-    if "latents" in params and isinstance(getattr(config, "hidden_size", None), int):  # an audio codec's decoder
-        found.append({"latents": torch.randn(BATCH, config.hidden_size, LENGTH, generator=generator)})
     if "input_values" in params:
         wave = torch.randn(BATCH, 1600, generator=generator)
         found += [{"input_values": wave, **decoder}, {"input_values": wave[:, None], **decoder}]
