@@ -256,3 +256,44 @@ def test_a_mask_of_other_rows_than_the_output_leaves_the_last_position():
     seed = ex.seed
     assert all(int(seed[b, 4].nonzero()) == int(out[b, 4].argmax()) for b in range(4))
     assert not seed[:, :4].any()
+
+
+class BiasedHead(torch.nn.Module):
+    """Token embeddings, a tanh layer and a vocabulary head 32× wider than its input, with a bias (float64)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.embed, self.mix, self.head = torch.nn.Embedding(40, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 256)
+        self.double().eval()
+
+    def forward(self, input_ids):
+        return self.head(torch.tanh(self.mix(self.embed(input_ids))))
+
+
+@pytest.mark.parametrize(
+    "build, rules",
+    [
+        (lambda: tiny_llama(vocab_size=512), "attnlrp"),
+        (BiasedHead, "epsilon"),
+        (BiasedHead, {"linear": {"rule": "gamma", "gamma": 0.5}}),
+        (BiasedHead, {"linear": {"rule": "alphabeta", "alpha": 2.0, "beta": 1.0}}),
+    ],
+)
+@pytest.mark.parametrize("target", [5, TokenAt([2, 4], [7, 9])], ids=["one", "two-columns"])
+def test_a_wide_head_runs_on_the_columns_its_seed_reaches(build, rules, target, monkeypatch):
+    """A head with at least 8× more outputs than inputs runs its rule on the output columns that get relevance
+    (each column's share needs only its own weights, bias and output): the same relevance and absorbed bias as the
+    whole head, which the dense seed computes."""
+    from lrpgraph.ops.linear_maps import Dense
+
+    model, seen = build(), []
+    columns = Dense.columns
+    monkeypatch.setattr(Dense, "columns", lambda self, index: seen.append(index.numel()) or columns(self, index))
+    ids = torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(2))
+    ex = lrpgraph.explain(model, ids, target=target, rules=rules)
+    assert seen == [1 if target == 5 else 2]
+    full = lrpgraph.explain(model, ids, target=ex.seed.clone(), rules=rules)
+    assert isinstance(raw_output(full), torch.Tensor) and len(seen) == 1
+    torch.testing.assert_close(ex.relevance["input_ids"], full.relevance["input_ids"], rtol=0, atol=1e-12)
+    assert ex.conservation.absorbed == pytest.approx(full.conservation.absorbed, rel=1e-12, abs=1e-15)

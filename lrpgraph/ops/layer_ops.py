@@ -139,8 +139,32 @@ def _rowwise(call, x, build):
         R_rows = take_rows(call.R, index, call.lead)
     x_rows = take_rows(x, index)
     out = call.out if call.out.device.type == "meta" else take_rows(call.out, index)
-    r = call.run_on(R_rows, x_rows, build(x_rows), out)
+    layer = build(x_rows)
+    if isinstance(layer, Dense) and call.kernel.linear and not call.vmapped:
+        R_rows, layer, out = _live_columns(R_rows, layer, out)
+    r = call.run_on(R_rows, x_rows, layer, out)
     return put_rows(r, index, (*call.R.shape[: call.lead], *x.shape), call.lead)
+
+
+_WIDE = 8  # a dense layer with this many times more outputs than inputs (a vocabulary head) is worth a look
+
+
+def _live_columns(R: torch.Tensor, layer: Dense, out: torch.Tensor) -> tuple[torch.Tensor, Dense, torch.Tensor]:
+    """(R, layer, out) at the output columns R reaches, when it reaches few (a token seed at a vocabulary head).
+
+    A rule linear in R gives each column's share from that column's weights and output alone, so the other
+    columns would add exact zeros: leaving them out skips most of the head's adjoint product."""
+    width = R.shape[-1]
+    if width < _WIDE * layer.weight.shape[-1]:
+        return R, layer, out
+    live = R.reshape(-1, width).ne(0).any(0).nonzero().squeeze(1)
+    if live.numel() * _WIDE > width:
+        return R, layer, out
+    if out.device.type == "meta":
+        out = out.new_empty((*out.shape[:-1], live.numel()))
+    else:
+        out = out.index_select(-1, live.to(out.device))
+    return R.index_select(-1, live), layer.columns(live), out
 
 
 def _per_map_rows(call, x, build, R: RowSparse) -> torch.Tensor:

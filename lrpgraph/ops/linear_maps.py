@@ -57,6 +57,11 @@ class Dense(LinearMap):
     def adjoint(self, s, weight):
         return s @ weight.to(s.dtype)
 
+    def columns(self, index: torch.Tensor) -> Dense:
+        """The map to the output columns `index` only (each output column is its own weight row and bias)."""
+        bias = None if self.bias is None else self.bias.index_select(0, index)
+        return Dense(self.x_shape, self.weight.index_select(0, index), bias)
+
 
 class MatMul(LinearMap):
     """x @ w (+ b) or w @ x for mm/bmm/matmul/addmm/baddbmm with a non-relevant operand w."""
