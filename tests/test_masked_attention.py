@@ -54,3 +54,48 @@ def test_nan_computed_inside_is_an_error_or_with_strict_false_a_warning():
     with pytest.warns(UserWarning, match="relevance reaching input 'x' contains NaN"):
         ex = lrpgraph.explain(model, inputs, target=1, rules="attnlrp", strict=False)
     assert ex.relevance["x"][1].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("length", [7, 130])
+def test_explain_runs_an_exactly_causal_mask_as_is_causal_with_the_same_values(dtype, length):
+    """explain's forward calls SDPA with `is_causal` where the traced model materialised exactly the causal mask
+    (its table entry's fast forward): the same values as the masked call; any other mask (padding, a window, a
+    float mask, queries shorter than keys) is passed on as it is."""
+    from lrpgraph.ops.attention import causal_when_lower_triangular
+    from lrpgraph.ops.table import facts
+
+    sdpa = torch.ops.aten.scaled_dot_product_attention.default
+    assert facts(sdpa).fast_forward is causal_when_lower_triangular
+    g = torch.Generator().manual_seed(length)
+    q, k, v = (torch.randn(2, 4, length, 16, generator=g, dtype=dtype) for _ in range(3))
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    window = causal & ~torch.ones(length, length, dtype=torch.bool).tril(-3)
+    padded = causal.expand(2, 1, length, length).clone()
+    padded[1, :, :, 0] = False
+    for mask in (causal, causal.expand(2, 1, length, length), window, padded, torch.zeros(length, length, dtype=dtype)):
+        expected = sdpa(q, k, v, mask)
+        assert torch.equal(causal_when_lower_triangular(q, k, v, mask), expected)
+    assert torch.equal(causal_when_lower_triangular(q, k, v, causal), sdpa(q, k, v, is_causal=True))
+    assert not torch.equal(sdpa(q, k, v, window), sdpa(q, k, v, is_causal=True))
+    short = q[..., -3:, :]
+    assert torch.equal(causal_when_lower_triangular(short, k, v, causal[-3:]), sdpa(short, k, v, causal[-3:]))
+
+
+def test_a_traced_llama_forward_calls_sdpa_through_its_fast_forward():
+    """A traced Llama materialises its causal mask (the graph keeps SDPA with it); explain's forward calls SDPA
+    through the fast forward, and the logit it explains is the model's own."""
+    from models import tiny_llama
+
+    from lrpgraph.engine.model_traces import traces_of
+
+    model = tiny_llama()
+    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(4))
+    ex = lrpgraph.explain(model, ids, target=3, rules="attnlrp")
+    (traced,) = [t for kept in traces_of(model).by_structure.values() for t in kept]
+    assert "causal_when_lower_triangular" in traced.forward(frozenset()).module.code
+    graph = traced.graph.module
+    assert any(n.target is torch.ops.aten.scaled_dot_product_attention.default for n in graph.graph.nodes)
+    with torch.no_grad():
+        logits = model(ids).logits
+    torch.testing.assert_close(ex.conservation.seed, logits[:, -1, 3], rtol=1e-12, atol=0)

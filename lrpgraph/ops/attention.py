@@ -13,6 +13,7 @@ Gates (act(gate)·up, MoE routing weights) are elementwise products: elementwise
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 
@@ -392,7 +393,39 @@ class AttentionAdapter(Adapter):
 register_ops(SoftmaxAdapter(), aten.softmax.int, aten._softmax.default, aten._safe_softmax.default)
 register_ops(LogSoftmaxAdapter(), aten.log_softmax.int, aten._log_softmax.default)
 register_ops(GluAdapter(), aten.glu.default)
-register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default)
+
+
+def causal_when_lower_triangular(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False
+):
+    """SDPA, with a boolean mask that is exactly the causal one given as `is_causal` instead: the same values (the
+    masked scores are −inf either way), without reading the mask, and the kernel skips the blocks above the
+    diagonal. A traced model materialises its causal mask (it cannot know the padding), so this is the usual case."""
+    if attn_mask is not None and not is_causal and _exactly_causal(attn_mask, query.shape[-2], key.shape[-2]):
+        attn_mask, is_causal = None, True
+    return aten.scaled_dot_product_attention.default(
+        query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
+    )
+
+
+_LAST_MASK: tuple = (None, False)  # (weak reference to the last mask checked, its answer): layers share one mask
+
+
+def _exactly_causal(mask: torch.Tensor, L: int, S: int) -> bool:
+    """Whether a mask keeps exactly the keys up to each query's own position, for every batch entry and head."""
+    global _LAST_MASK
+    if mask.dtype != torch.bool or L != S or L < 2 or mask.shape[-2:] != (L, S):
+        return False
+    reference, answer = _LAST_MASK
+    if reference is not None and reference() is mask:
+        return answer
+    lower = torch.ones((L, S), dtype=torch.bool, device=mask.device).tril_()
+    answer = torch.equal(mask, lower.expand(mask.shape))
+    _LAST_MASK = (weakref.ref(mask), answer)
+    return answer
+
+
+register_ops(AttentionAdapter(), aten.scaled_dot_product_attention.default, fast_forward=causal_when_lower_triangular)
 
 
 # --- the same rules as modified gradients (`gradient.py`), for verify ---

@@ -11,6 +11,7 @@ op's kernels, and `check()` verifies every entry against the op's schema once al
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ class Facts:
     shape_only: tuple[str, ...] = ()  # arguments whose shape alone the op reads (expand_as's `other`)
     picks: str | None = None  # the argument naming the one index it takes along `dim` (select): an unrolled loop's step
     spans: bool = False  # takes `start`:`end`:`step` along `dim` (slice): all of it where the span covers the dim
+    fast_forward: Callable | None = None  # the op with equal values, faster: what explain's forward calls instead
 
     def __post_init__(self):
         if self.arithmetic not in (None, *ARITHMETIC):

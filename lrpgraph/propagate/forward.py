@@ -14,6 +14,7 @@ from torch import fx
 
 from ..capture.graph import Graph
 from ..errors import InputError, first_line
+from ..ops.table import facts
 from .store import ActivationStore
 
 
@@ -35,6 +36,10 @@ class Forward:
             outputs = fx.node.map_arg(outputs, lambda n: source if n is node else n)
             new.erase_node(node)
         new.output((outputs, tuple(mapping[n] for n in self.kept)))
+        for node in new.nodes:
+            faster = facts(node.target).fast_forward if node.op == "call_function" else None
+            if faster is not None:
+                node.target = faster
         self.module = fx.GraphModule(graph.module, new)
 
     def run(self, placeholder_values: list[Any], store: ActivationStore) -> tuple[Any, ...]:
