@@ -111,6 +111,8 @@ CASES = {
     "scale": {"scale": 0.3},
     "causal": {"is_causal": True},
     "bool_mask": {"mask": "bool"},
+    "causal_mask": {"mask": "tril"},  # exactly causal, as a traced model materialises it: run as is_causal
+    "causal_gqa": {"is_causal": True, "enable_gqa": True},
     "additive_mask": {"mask": "float"},
     "gqa": {"enable_gqa": True},
 }
@@ -118,19 +120,23 @@ CASES = {
 
 @pytest.mark.parametrize("method", ["attnlrp", "cp-lrp"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_sdpa_rule_equals_the_rules_of_attention_written_out(case, method):
+@pytest.mark.parametrize("n", [5, 150], ids=["one-block", "three-blocks"])
+def test_sdpa_rule_equals_the_rules_of_attention_written_out(case, method, n):
+    """150 positions: the rule's query blocks of 64 rows (causal blocks read keys up to their last row only)."""
     torch.manual_seed(1)
     spec = dict(CASES[case])
     kv_heads = 2 if spec.get("enable_gqa") else 4
-    q = torch.randn(2, 4, 5, 8, dtype=torch.float64)
-    k = torch.randn(2, kv_heads, 5, 8, dtype=torch.float64)
-    v = torch.randn(2, kv_heads, 5, 8, dtype=torch.float64)
+    q = torch.randn(2, 4, n, 8, dtype=torch.float64)
+    k = torch.randn(2, kv_heads, n, 8, dtype=torch.float64)
+    v = torch.randn(2, kv_heads, n, 8, dtype=torch.float64)
     if spec.get("mask") == "bool":
-        mask = torch.rand(2, 1, 5, 5) > 0.3
+        mask = torch.rand(2, 1, n, n) > 0.3
         mask[..., 0] = True
         spec["mask"] = mask
+    elif spec.get("mask") == "tril":
+        spec["mask"] = torch.ones(n, n, dtype=torch.bool).tril().expand(2, 1, n, n)
     elif spec.get("mask") == "float":
-        spec["mask"] = torch.randn(2, 1, 5, 5, dtype=torch.float64)
+        spec["mask"] = torch.randn(2, 1, n, n, dtype=torch.float64)
     mask = spec.pop("mask", None)
 
     def fused(q, k, v):
@@ -140,7 +146,7 @@ def test_sdpa_rule_equals_the_rules_of_attention_written_out(case, method):
         return written_out(q, k, v, mask, **spec)
 
     torch.testing.assert_close(fused(q, k, v), manual(q, k, v))
-    seed = torch.randn(2, 4, 5, 8, dtype=torch.float64)
+    seed = torch.randn(2, 4, n, 8, dtype=torch.float64)
     rules = lrpgraph.preset(method, **TIGHT)
     a = lrpgraph.explain(Fn(fused), (q, k, v), target=seed, rules=rules)
     b = lrpgraph.explain(Fn(manual), (q, k, v), target=seed, rules=rules)

@@ -166,6 +166,8 @@ class Attention:
     """scaled_dot_product_attention(q, k, v, mask, is_causal, scale, enable_gqa), recomputed in query blocks."""
 
     def __init__(self, q, k, v, mask, is_causal: bool, scale: float | None, gqa: bool, maps: int = 1):
+        if mask is not None and not is_causal and _exactly_causal(mask, q.shape[-2], k.shape[-2]):
+            mask, is_causal = None, True  # the same keys kept; blocks then mask their diagonal square only
         self.q, self.k, self.v, self.mask, self.is_causal = q, k, v, mask, bool(is_causal)
         self.maps = maps  # relevance maps carried at once: blocks shrink by it
         self.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
@@ -212,21 +214,30 @@ class Attention:
         causal = self.causal_keys()
         if causal:
             step = min(step, max(64, -(-L // 8)))
-        keep, _ = self._mask_block(slice(0, L), slice(0, S), L, q.device)
         # rows with no key to attend to: asked once of the whole mask (a causal block's keys end at its last row,
-        # and the mask keeps nothing beyond it, so a row's keys in its block are all it has)
-        unattended = keep is not None and not bool(keep.any(-1).all())
-        del keep
+        # and the mask keeps nothing beyond it, so a row's keys in its block are all it has); under is_causal alone
+        # every row keeps key 0
+        unattended = False
+        if self.mask is not None:
+            keep, _ = self._mask_block(slice(0, L), slice(0, S), L, q.device)
+            unattended = keep is not None and not bool(keep.any(-1).all())
+            del keep
         for start in range(0, L, step):
             rows = slice(start, min(L, start + step))
             keys = slice(0, rows.stop if causal else S)
             qb = q[..., rows, :] * self.scale
             scores = qb @ k[..., keys, :].mT
-            keep, additive = self._mask_block(rows, keys, L, q.device)
-            if additive is not None:
-                scores += additive.to(dtype)
-            if keep is not None:
-                scores.masked_fill_(~keep, float("-inf"))
+            if self.mask is None and self.is_causal and rows.stop <= S:  # masked keys: the block's diagonal square
+                n = rows.stop - rows.start
+                above = torch.ones((n, n), dtype=torch.bool, device=q.device).triu_(1)
+                scores[..., rows.start :].masked_fill_(above, float("-inf"))
+                additive = None
+            else:
+                keep, additive = self._mask_block(rows, keys, L, q.device)
+                if additive is not None:
+                    scores += additive.to(dtype)
+                if keep is not None:
+                    scores.masked_fill_(~keep, float("-inf"))
             probs = torch.softmax(scores, dim=-1)
             del scores
             if additive is not None or unattended:
@@ -303,12 +314,18 @@ def _sdpa_products(R, attention: Attention, out, want_mask: bool, halves: int, e
     for rows, keys, qb, probs, additive in attention.blocks(dtype):
         s_out = R[..., rows, :] / stabilize(halves * out[..., rows, :].to(dtype), epsilon, sign_aware)
         Rv[..., keys, :] += probs.mT @ s_out
-        factor = (s_out @ v[..., keys, :].mT).mul_(probs)  # R_p, the relevance of the probabilities
+        # the q·kᵀ rule's 1/halves (a power of two: exact) taken on s_out's block rather than on the scores' when
+        # nothing else reads the whole factor
+        fold = logit_epsilon is None and (Rmask is None or additive is None)
+        g = (s_out * (1 / halves) if fold else s_out) @ v[..., keys, :].mT
+        factor = g.mul_(probs)  # R_p, the relevance of the probabilities
         factor -= probs * factor.sum(-1, keepdim=True)
         del probs
         if Rmask is not None and additive is not None:
             _accumulate_mask(Rmask, masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])
-        if logit_epsilon is None:
+        if fold:
+            half = factor
+        elif logit_epsilon is None:
             half = factor.mul_(1 / halves)
         else:  # (logits ⊙ f) / stab(halves·logits): the q·kᵀ rule with its own stabilizer
             logits = qb @ k[..., keys, :].mT
