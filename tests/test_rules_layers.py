@@ -98,6 +98,36 @@ def test_epsilon_stabilizer_follows_zennit():
     torch.testing.assert_close(r, torch.tensor([[4.0, -4.0]], dtype=torch.float64))
 
 
+def test_the_stabilized_division_writes_into_its_own_buffer_only_where_the_result_fits():
+    """divide(r, z) = r / (z ± eps), −0.0 counting as positive, whether it writes into the buffer it made (same shape
+    and dtype, no vmap) or allocates (r broadcast beyond z, r of a wider dtype, under vmap: in-place ops there need
+    every operand batched like self); epsilon's x ⊙ Aᵀs likewise."""
+    from lrpgraph.ops.tensors import divide, writable
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    z[0, :2] = torch.tensor([0.0, -0.0], dtype=torch.float64)
+    r = torch.randn(3, 4, generator=g, dtype=torch.float64)
+
+    def expected(r, z):
+        return r / (z + torch.where(z >= 0, 0.25, -0.25))  # −0.0 ≥ 0: sign(0) = +1 for both zeros
+
+    assert writable(z.clone(), r)
+    assert torch.equal(divide(r, z, 0.25), expected(r, z)) and divide(r, z, 0.25)[0, 1] == r[0, 1] / 0.25
+    wide = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    assert not writable(z.clone(), wide) and torch.equal(divide(wide, z, 0.25), expected(wide, z))
+    assert not writable(z.float(), r) and torch.equal(divide(r, z.float(), 0.25), expected(r, z.float().double()))
+    mapped = torch.func.vmap(lambda one: (divide(one, z, 0.25), torch.tensor(writable(z.clone(), one))))(wide)
+    assert torch.equal(mapped[0], expected(wide, z)) and not mapped[1].any()
+    layer = nn.Linear(4, 3, bias=False).double()
+    x = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    seed = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = layer(x)
+    r = relevance(layer, x, seed, "epsilon", epsilon=0.25)
+    torch.testing.assert_close(r, x * (expected(seed, out) @ layer.weight.detach()), rtol=0, atol=0)
+
+
 def test_alphabeta_rejects_invalid_parameters():
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         relevance(neuron(), X, SEED, "alphabeta", alpha=2.0, beta=2.0)

@@ -18,7 +18,7 @@ from .complex import COMPLEX, scale_by_constant
 from .gradient import Replay, form, rescaled, share_of, split, stabilized
 from .registry import declare, rule
 from .table import Facts, describe, register_ops
-from .tensors import stabilize, unbroadcast
+from .tensors import divide, unbroadcast, writable
 
 aten = torch.ops.aten
 
@@ -40,18 +40,19 @@ def pass_through(R, x, out, slope):
 def add_norm(R, terms, out, relevant, *, stabilizer: float = 1e-6, sign_aware: bool = True):
     """Epsilon split of a sum: each term gets term/stab(sum)·R; non-relevant terms keep their share. Where no
     relevance arrives nothing leaves, even from an infinite term (a -inf attention mask: not ∞·0 = NaN)."""
-    s = R / stabilize(out.to(R.dtype), stabilizer, sign_aware)
+    s = divide(R, out.to(R.dtype), stabilizer, sign_aware)
     # an infinite term makes the sum infinite, so s = 0 there: clamped to the largest finite value, the term
     # gives 0 (± 0), not ∞·0 — two float passes instead of a comparison and a select
-    return [unbroadcast(_finite(t) * s, t.shape) if rel else None for t, rel in zip(terms, relevant, strict=True)]
+    return [unbroadcast(_finite_times(t, s), t.shape) if rel else None for t, rel in zip(terms, relevant, strict=True)]
 
 
-def _finite(t: torch.Tensor) -> torch.Tensor:
-    """t with ±∞ replaced by the largest finite values of its dtype (NaN stays NaN)."""
+def _finite_times(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """t ⊙ s with t's ±∞ replaced by the largest finite values of its dtype (NaN stays NaN)."""
     if not t.is_floating_point():
-        return t
+        return t * s
     big = torch.finfo(t.dtype).max
-    return t.clamp(-big, big)
+    finite = t.clamp(-big, big)
+    return finite.mul_(s) if writable(finite, s) else finite * s
 
 
 @rule(SCALE, "pass", default=True)

@@ -17,7 +17,7 @@ from .linear_maps import LinearMap
 from .normalisation import BATCHNORM, NORM
 from .pooling import AVGPOOL, SUM
 from .registry import declare, rule
-from .tensors import divide, negative, ones_like_shape, positive
+from .tensors import divide, negative, ones_like_shape, positive, writable
 
 LINEAR = declare("linear", absorbs="bias")
 CONV = declare("conv", absorbs="bias")
@@ -38,7 +38,8 @@ def _alpha_beta(params: dict) -> None:
 @rule((*WEIGHTED, NORM, BATCHNORM, COMPLEX), "epsilon", needs=("x", "out"), default=True)
 def epsilon(R, x, layer: LinearMap, out, *, epsilon: float = 1e-6, sign_aware: bool = True):
     """R_i = x_i Σ_j A_ij R_j / stab(z_j); the bias keeps its share."""
-    return x * layer.adjoint(divide(R, out, epsilon, sign_aware), layer.weight)
+    c = layer.adjoint(divide(R, out, epsilon, sign_aware), layer.weight)
+    return c.mul_(x) if writable(c, x) and c._base is None and c.is_contiguous() else x * c
 
 
 @rule((SUM, AVGPOOL), "norm", needs=("x", "out"), default=True)

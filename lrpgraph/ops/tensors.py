@@ -15,12 +15,27 @@ def stabilize(z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Ten
         return z + eps
     # copysign reads the sign bit: z + 0.0 turns −0.0 into +0.0 (so it counts as positive, as sign(0) = +1), and
     # stays float all the way — comparisons and boolean casts cost several times a float op on CPU
-    return torch.copysign(z.new_full((), eps), z + 0.0).add_(z)
+    s = z + 0.0
+    if writable(s):  # one buffer for the three passes (fresh memory costs page faults beside a pass this cheap)
+        return torch.copysign(s.new_full((), eps), s, out=s).add_(z)
+    return torch.copysign(z.new_full((), eps), s).add_(z)
 
 
 def divide(r: torch.Tensor, z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Tensor:
     """r / stab(z), in the relevance's precision (a bfloat16 z is widened first)."""
-    return r / stabilize(z.to(torch.promote_types(z.dtype, r.dtype)), eps, sign_aware)
+    s = stabilize(z.to(torch.promote_types(z.dtype, r.dtype)), eps, sign_aware)
+    return torch.div(r, s, out=s) if writable(s, r) else r / s
+
+
+def writable(t: torch.Tensor, *operands: torch.Tensor) -> bool:
+    """Whether a kernel may write an elementwise result of `t` (a tensor it made) and `operands` into t: it holds
+    that result's shape and dtype, and no vmap is active (its in-place ops need self batched like every operand)."""
+    if torch._C._are_functorch_transforms_active():
+        return False
+    for o in operands:
+        if torch.broadcast_shapes(t.shape, o.shape) != t.shape or torch.promote_types(t.dtype, o.dtype) != t.dtype:
+            return False
+    return True
 
 
 def nonzero_rows(R: torch.Tensor, lead: int = 0) -> torch.Tensor | None:
