@@ -1,4 +1,5 @@
-"""One trace serves every shape: batch sizes and lengths from one dynamic export, equal to fresh static traces."""
+"""A first call is traced for its shapes (a static export: half the time); the first call that trace does not serve
+makes one dynamic trace for every batch size and length, equal to fresh static traces."""
 
 import copy
 import warnings
@@ -11,6 +12,7 @@ from torch import nn
 
 import lrpgraph
 from lrpgraph.engine import tracers
+from lrpgraph.engine.traced import shapes_vary
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ def _close(a, b):
 
 
 @pytest.mark.parametrize("name", ["llama", "gpt2", "bert"])
-def test_one_trace_serves_every_batch_and_length(name, exports):
+def test_a_second_shape_makes_one_trace_for_every_batch_and_length(name, exports):
     model = _language_model(name)
     shapes = [(b, t) for t in (7, 2, 1, 300) for b in (2, 1, 5)]
     target = 2 if name == "bert" else 5
@@ -64,7 +66,7 @@ def test_one_trace_serves_every_batch_and_length(name, exports):
         ids = torch.randint(3, 64, (batch, length), generator=torch.Generator().manual_seed(batch * 1000 + length))
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         results[(batch, length)] = (inputs, lrpgraph.explain(model, inputs, target=target, rules="attnlrp"))
-    assert exports.calls == ["batch-and-ids"]  # one export for all twelve shapes
+    assert exports.calls == ["static", "batch-and-ids"]  # the first call's shapes, then one for all the others
     for (batch, length), (inputs, ex) in results.items():
         if (batch, length) in ((1, 1), (5, 2), (2, 300)):  # a static reference for a few of them
             reference = exports.static(model, inputs, target=target, rules="attnlrp")
@@ -81,8 +83,8 @@ def test_a_cnn_serves_every_batch_and_image_size_after_a_second_size(exports):
             if batch == 2:
                 reference = exports.static(model, x, target=1, rules="epsilon-plus")
                 assert _close(ex.relevance["input"], reference.relevance["input"]) <= 1e-6
-    # the batch is symbolic from the start; image sizes become symbolic once a second size is seen
-    assert exports.calls == ["batch-and-ids", "all"]
+    # the first call static, the batch symbolic at the second batch size, image sizes once a second size is seen
+    assert exports.calls == ["static", "batch-and-ids", "all"]
 
 
 class Unrolled(nn.Module):
@@ -106,13 +108,14 @@ def test_a_dimension_the_model_fixes_is_traced_per_size_and_said_once(exports):
     ids = torch.randint(0, 10, (2, 4))
     lrpgraph.explain(model, {"input_ids": ids}, target=0)
     lrpgraph.explain(model, {"input_ids": torch.randint(0, 10, (3, 4))}, target=0)
-    assert len(exports.calls) == 1  # the batch is still symbolic
+    lrpgraph.explain(model, {"input_ids": torch.randint(0, 10, (1, 4))}, target=0)
+    assert exports.calls == ["static", "batch-and-ids"]  # the batch is symbolic from the second call
     with pytest.warns(UserWarning, match=r"input_ids\.shape\[1\].*traced again"):
         lrpgraph.explain(model, {"input_ids": torch.randint(0, 10, (2, 5))}, target=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once
         lrpgraph.explain(model, {"input_ids": torch.randint(0, 10, (2, 6))}, target=0)
-    assert len(exports.calls) == 3
+    assert len(exports.calls) == 4
 
 
 def test_memory_budget_schedules_follow_the_call_shape(exports):
@@ -127,7 +130,7 @@ def test_memory_budget_schedules_follow_the_call_shape(exports):
             tight = lrpgraph.explain(model, inputs, target=5, rules="attnlrp", memory_budget=budget)
         assert _close(tight.relevance["input_ids"], free.relevance["input_ids"]) <= 1e-9
         assert tight.stats["peak_activation_bytes"] < free.stats["peak_activation_bytes"]
-    assert len(exports.calls) == 1
+    assert exports.calls == ["static", "batch-and-ids"]
 
 
 class Clipped(nn.Module):
@@ -161,7 +164,8 @@ def test_a_call_of_one_is_not_run_through_a_trace_fixed_to_the_widened_two(expor
     torch.manual_seed(0)
     model = BatchOfTwo().double().eval()
     x = torch.randn(1, 4, dtype=torch.float64)
-    ex = lrpgraph.explain(model, x, target=0, rules="epsilon")
+    with shapes_vary():  # a dynamic trace from the first call: torch traces a widened batch of 2
+        ex = lrpgraph.explain(model, x, target=0, rules="epsilon")
     torch.testing.assert_close(ex.output, model(x), rtol=0, atol=1e-12)  # the branch of a batch of 1
     lin = model.linear
     epsilon = 1e-6  # the preset's: R_x = x·w · y / (z + ε·sign z), y = 2z
@@ -189,4 +193,17 @@ def test_a_non_tensor_input_before_a_tensor_is_checked_in_place(exports):
         ex = lrpgraph.explain(model, (x, True, y), target=0, rules="epsilon")
         torch.testing.assert_close(ex.output, model(x, True, y), rtol=0, atol=1e-12)
         assert ex.relevance["y"].shape == (batch, width)
-    assert len(exports.calls) == 2  # y's width is a float dimension: traced again once, symbolic from then on
+    # static first, the batch symbolic at the second call, and y's width (a float dimension) at the third
+    assert exports.calls == ["static", "batch-and-ids", "all"]
+
+
+def test_explain_many_traces_symbolic_sizes_from_its_first_batch(exports):
+    """A corpus's batches differ in size and length: explain_many asks for the dynamic trace at once (one export),
+    and a single call after it is served by that trace."""
+    model = _language_model("llama")
+    corpus = [{"input_ids": torch.randint(3, 64, (n,), generator=torch.Generator().manual_seed(n))} for n in (4, 9, 6)]
+    results = lrpgraph.explain_many(model, corpus, target=5, rules="attnlrp", batch_size=2)
+    assert [r.relevance["input_ids"].shape[-1] for r in results] == [4, 9, 6]
+    ids = torch.randint(3, 64, (1, 13))
+    lrpgraph.explain(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, target=5, rules="attnlrp")
+    assert exports.calls == ["batch-and-ids"]

@@ -17,6 +17,7 @@ import torch
 
 from ..capture.call import accepts
 from ..engine.output import DeferredOutput
+from ..engine.traced import shapes_vary
 from ..errors import InputError, LRPGraphError
 from ..ops.sparse import RowSparse
 from .explain import explain
@@ -73,15 +74,16 @@ def explain_many(
     batches = _batches(order, [item_length(x) for x in items], batch_size, masked, max_tokens)
     results: list[Explanation | None] = [None] * len(items)
     failures: dict[int, BaseException] = {}
-    for batch in progress_bar(batches, progress):
-        try:
-            _explain_batch(model, items, targets, batch, rules, _pad_id(tokenizer), options, results)
-        except Exception:  # find the bad input: explain this batch's inputs one by one
-            for i in batch:
-                try:
-                    _explain_batch(model, items, targets, [i], rules, _pad_id(tokenizer), options, results)
-                except Exception as error:
-                    failures[i] = error
+    with shapes_vary():
+        for batch in progress_bar(batches, progress):
+            try:
+                _explain_batch(model, items, targets, batch, rules, _pad_id(tokenizer), options, results)
+            except Exception:  # find the bad input: explain this batch's inputs one by one
+                for i in batch:
+                    try:
+                        _explain_batch(model, items, targets, [i], rules, _pad_id(tokenizer), options, results)
+                    except Exception as error:
+                        failures[i] = error
     if failures:
         raise ExplainManyError(dict(sorted(failures.items())), results)
     return results

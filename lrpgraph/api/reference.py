@@ -23,7 +23,7 @@ from ..capture.call import accepts, prepare_call
 from ..engine.bound_call import BoundCall
 from ..engine.conditions import unit_dim
 from ..engine.interpreted import values_at
-from ..engine.traced import traced
+from ..engine.traced import shapes_vary, traced
 from ..errors import InputError
 from ..files import set_aside, write_atomically
 from .arguments import record_nodes
@@ -81,33 +81,37 @@ def reference_examples(
     folder = None if path is None else Path(path)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    node = point_node(model, items[0], point, options)
-    scores = UnitScores.read(folder, len(items))
-    chunk = batch_size * 4
-    todo = [i for i in range(len(items)) if not scores.done[i]]
-    for start in progress_bar(range(0, len(todo), chunk), progress, -(-len(todo) // chunk)):
-        part = todo[start : start + chunk]
-        explained = explain_many(
-            model, [inputs[i] for i in part], [targets[i] for i in part], rules, tokenizer=tokenizer,
-            batch_size=batch_size, progress=False, record=[point], **options,
-        )  # fmt: skip
-        for i, ex in zip(part, explained, strict=True):
-            scores.put(i, *unit_scores(model, items[i], ex.latent[point][0], node, options))
-        scores.write(folder)
-    return rank_references(model, items, targets, rules, point, scores, units, top, folder, options)
+    with shapes_vary():  # inputs of many lengths: one symbolic trace from the first
+        _point_node(_call(model, items[0], options), point)  # a point the model lacks fails here, before any walk
+        scores = UnitScores.read(folder, len(items))
+        chunk = batch_size * 4
+        todo = [i for i in range(len(items)) if not scores.done[i]]
+        for start in progress_bar(range(0, len(todo), chunk), progress, -(-len(todo) // chunk)):
+            part = todo[start : start + chunk]
+            explained = explain_many(
+                model, [inputs[i] for i in part], [targets[i] for i in part], rules, tokenizer=tokenizer,
+                batch_size=batch_size, progress=False, record=[point], **options,
+            )  # fmt: skip
+            for i, ex in zip(part, explained, strict=True):
+                scores.put(i, *unit_scores(model, items[i], ex.latent[point][0], point, options))
+            scores.write(folder)
+        return rank_references(model, items, targets, rules, point, scores, units, top, folder, options)
 
 
-def point_node(model: torch.nn.Module, item: dict[str, torch.Tensor], point: str, options: dict) -> fx.Node:
-    """The traced graph's node a point names."""
-    return record_nodes(_call(model, item, options).graph, [point])[point]
+def _point_node(call: BoundCall, point: str) -> fx.Node:
+    """The node of the call's traced graph a point names."""
+    return record_nodes(call.graph, [point])[point]
 
 
 def unit_scores(
-    model: torch.nn.Module, item: dict[str, torch.Tensor], latent: torch.Tensor, node: fx.Node, options: dict
+    model: torch.nn.Module, item: dict[str, torch.Tensor], latent: torch.Tensor, point: str, options: dict
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One input's ([U] relevance of each unit summed over its positions, [U] its largest activation), from the
-    relevance recorded at the point (per sample) and the traced graph's value there."""
-    activation = values_at(_call(model, item, options), [node])[node][0]
+    relevance recorded at the point (per sample) and the traced graph's value there (the graph serving this input:
+    another length may be served by another trace)."""
+    call = _call(model, item, options)
+    node = _point_node(call, point)
+    activation = values_at(call, [node])[node][0]
     return _per_unit(latent, "sum"), _per_unit(activation, "max")
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ..api.items import as_item, targets_per_input
-from ..api.reference import ReferenceExamples, UnitScores, point_node, rank_references, unit_scores
+from ..api.reference import ReferenceExamples, UnitScores, rank_references, unit_scores
+from ..engine.traced import shapes_vary
 from ..errors import InputError
 from .ray_job import explain_dataset
 from .results import read_results
@@ -55,11 +56,11 @@ def reference_dataset(
     inputs = list(inputs)
     items = [as_item(x, tokenizer, i) for i, x in enumerate(inputs)]
     scores = UnitScores.read(folder, len(items))
-    node = point_node(built, items[0], point, options)
-    for row in read_results(folder / "explained"):
-        i = row["index"]
-        if not scores.done[i]:
-            scores.put(i, *unit_scores(built, items[i], row["latent"][point][0], node, options))
-    scores.write(folder)
-    targets = targets_per_input(target, len(items))
-    return rank_references(built, items, targets, rules, point, scores, units, top, folder, options)
+    with shapes_vary():  # inputs of many lengths: one symbolic trace from the first
+        for row in read_results(folder / "explained"):
+            i = row["index"]
+            if not scores.done[i]:
+                scores.put(i, *unit_scores(built, items[i], row["latent"][point][0], point, options))
+        scores.write(folder)
+        targets = targets_per_input(target, len(items))
+        return rank_references(built, items, targets, rules, point, scores, units, top, folder, options)

@@ -1,8 +1,10 @@
 """Why a model is traced again for a call its traces do not serve, and what the new trace keeps symbolic.
 
-A call breaks each kept trace's conditions (`capture/guards.py`): a float input's non-batch dimension (an image
-size) that differs makes the next trace symbolic in every dimension; a dimension the model's own code fixes, or a
-guard it imposes, is said once per model, as is a model traced with static shapes only.
+A call structure's first trace is static (unless its caller says shapes will vary: `explain_many`); a call its
+conditions (`capture/guards.py`) do not admit makes the next trace symbolic in the batch and ids' lengths, and a
+float input's non-batch dimension (an image size) that differs makes it symbolic in every dimension; a dimension
+the model's own code fixes, or a guard it imposes, is said once per model, as is a model traced with static shapes
+only.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from .model_traces import ModelTraces
 Broken = list[tuple[Graph, list[Violation]]]  # each kept trace of the structure, and what the call violates of it
 
 
-def dimensions_to_trace(broken: Broken, user: list[Any]) -> str:
-    """ "all" once a float input's non-batch dimension (an image size) differs from a trace's, else "batch-and-ids"."""
+def dimensions_to_trace(broken: Broken, user: list[Any], shapes_vary: bool = False) -> str:
+    """What a new trace keeps symbolic: nothing for a call structure's first trace (a static export takes about half
+    the time of a symbolic one, and a single call needs no more) unless the caller says its shapes vary; "all" once a
+    float input's non-batch dimension (an image size) differs from a trace's; else "batch-and-ids"."""
+    if not broken:
+        return "batch-and-ids" if shapes_vary else "static"
     for _, violations in broken:
         for v in violations:
             if v.fixed_dim is not None and v.fixed_dim[1] >= 1 and user[v.fixed_dim[0]].is_floating_point():

@@ -1,7 +1,9 @@
 """The TracedModel serving a call: found in memory, else on disk, else traced — exported, or recorded.
 
-One dynamic trace serves every shape its guards admit, so a new sequence length or batch size does not trace again
-(`model_traces.py` keeps them per model and call structure, `disk_traces.py` for later processes). Tracing is
+A call structure's first trace is static (half the time of a symbolic export); at the first call it does not
+serve, a dynamic trace is made that serves every shape its guards admit, so later lengths and batch sizes do not
+trace again (`model_traces.py` keeps them per model and call structure, `disk_traces.py` for later processes);
+`shapes_vary()` asks for the dynamic trace from the first call (`explain_many`). Tracing is
 serialised (`export_lock.py`): threads making a first call wait and then share one trace. A model torch.export
 cannot trace (Python branching on tensor values) is, with tracer="auto", recorded instead: the ops its call ran,
 valid for that input only (`capture/record.py`), recorded again at every call and never cached; said once per model.
@@ -9,8 +11,10 @@ valid for that input only (`capture/record.py`), recorded again at every call an
 
 from __future__ import annotations
 
+import contextvars
 import os
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +59,19 @@ def traced(
     return Tracing(model, args, kwargs, tracer).run(cache_dir)
 
 
+_SHAPES_VARY: contextvars.ContextVar[bool] = contextvars.ContextVar("lrpgraph_shapes_vary", default=False)
+
+
+@contextmanager
+def shapes_vary() -> Iterator[None]:
+    """Calls made inside trace with symbolic sizes from the first (a corpus's batches differ in size and length)."""
+    token = _SHAPES_VARY.set(True)
+    try:
+        yield
+    finally:
+        _SHAPES_VARY.reset(token)
+
+
 def trace(model: torch.nn.Module, inputs: Any) -> Graph:
     """Export `model` called on `inputs` into a Graph (cached): what `explain` propagates relevance over."""
     args, kwargs = prepare_call(model, inputs)
@@ -90,7 +107,7 @@ class Tracing:
             if served is not None:
                 return served
             refuse_disagreeing_kernels(self.model)  # once, before export and the recorder both fail
-            dimensions = retrace.dimensions_to_trace(broken, self.user)
+            dimensions = retrace.dimensions_to_trace(broken, self.user, _SHAPES_VARY.get())
             entry = (self.structure, dimensions)
             disk = DiskTraces.open(cache_dir, self.model, entry, self.traces) if cacheable else None
             with disk.locked() if disk is not None else nullcontext():
