@@ -415,9 +415,10 @@ register_ops(GluAdapter(), aten.glu.default)
 def causal_when_lower_triangular(
     query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False
 ):
-    """SDPA, with a boolean mask that is exactly the causal one given as `is_causal` instead: the same values (the
-    masked scores are −inf either way), without reading the mask, and the kernel skips the blocks above the
-    diagonal. A traced model materialises its causal mask (it cannot know the padding), so this is the usual case."""
+    """SDPA, with a boolean mask that is exactly the causal one given as `is_causal` instead: the same function (the
+    masked scores are −inf either way; on CPU the same kernel, so the same values), without reading the mask, and
+    the kernel skips the blocks above the diagonal. A traced model materialises its causal mask (it cannot know the
+    padding), so this is the usual case."""
     if attn_mask is not None and not is_causal and _exactly_causal(attn_mask, query.shape[-2], key.shape[-2]):
         attn_mask, is_causal = None, True
     return aten.scaled_dot_product_attention.default(
