@@ -7,6 +7,8 @@ from torch import nn
 
 import lrpgraph
 
+TINY = lrpgraph.preset("epsilon", epsilon=1e-300, stabilizer=1e-300)
+
 
 class RandomMask(nn.Module):
     """out = Σ_i w_i·x_i·m_i, m = (rand > 0.5) drawn in the forward: relevance w_i·x_i where m_i = 1, else 0."""
@@ -38,6 +40,25 @@ def test_a_random_forward_is_verified():
     x = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)[None]
     check = lrpgraph.verify(RandomMask().eval(), x, target=0, rules="epsilon")
     assert check.ok, check
+
+
+class Noised(nn.Module):
+    """out = 3·(x + ½·n), n = randn_like(x) drawn in the forward (VITS samples its latent so): the sum's rule reads
+    its output and terms, which are cheap to recompute — but not n, which a recomputation would draw again."""
+
+    def forward(self, x):
+        return (x + 0.5 * torch.randn_like(x)) * 3.0
+
+
+def test_the_walk_reads_the_noise_randn_like_drew():
+    x = torch.linspace(0.5, 2.0, 16, dtype=torch.float64)[None]
+    torch.manual_seed(5)
+    ex = lrpgraph.explain(Noised(), x, target=torch.ones(1, 16, dtype=torch.float64), rules=TINY)
+    y = ex.output / 3.0  # x + ½·n with the forward's own n
+    torch.manual_seed(5)
+    assert torch.allclose(y, x + 0.5 * torch.randn_like(x), rtol=1e-12)
+    torch.testing.assert_close(ex.relevance["x"], x / y, rtol=1e-12, atol=0)  # R_x = x/(x + ½n)·R, R = 1
+    assert lrpgraph.verify(Noised(), x, target=torch.ones(1, 16, dtype=torch.float64), rules="epsilon").ok
 
 
 def test_a_recorded_call_draws_what_one_call_of_the_model_draws():

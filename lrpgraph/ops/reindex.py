@@ -484,8 +484,6 @@ register_ops(
     aten.ones_like.default,
     aten.empty_like.default,
     aten.full_like.default,
-    aten.rand_like.default,
-    aten.randn_like.default,
     aten.new_zeros.default,
     aten.new_ones.default,
     aten.new_empty.default,
@@ -495,3 +493,5 @@ register_ops(
     aten.sym_stride.int,
     aten.sym_storage_offset.default,
 )
+# draws from a random generator: held, never recomputed (a recomputation would draw other values than the forward's)
+register_ops(ShapeOnlyAdapter(REINDEX), aten.rand_like.default, aten.randn_like.default, random=True)
