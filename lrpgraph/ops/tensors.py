@@ -33,7 +33,9 @@ def writable(t: torch.Tensor, *operands: torch.Tensor) -> bool:
     if torch._C._are_functorch_transforms_active():
         return False
     for o in operands:
-        if torch.broadcast_shapes(t.shape, o.shape) != t.shape or torch.promote_types(t.dtype, o.dtype) != t.dtype:
+        if o.dtype != t.dtype and torch.promote_types(t.dtype, o.dtype) != t.dtype:
+            return False
+        if o.shape != t.shape and torch.broadcast_shapes(t.shape, o.shape) != t.shape:
             return False
     return True
 
