@@ -15,7 +15,7 @@ import torch
 from .adapter import Adapter, RoleKind, is_tensor
 from .branch import Residual, branch_vjp
 from .complex import COMPLEX, scale_by_constant
-from .gradient import Replay, form, rescaled, share_of, split, stabilized
+from .gradient import Replay, form, ratio, rescaled, share_of, split, stabilized
 from .registry import declare, rule
 from .table import Facts, describe, register_ops
 from .tensors import divide, unbroadcast, writable
@@ -78,16 +78,11 @@ def complex_halves(R, operands, relevant):
     component, ∇_a = s·conj(b)."""
     a, b = operands
     z = a * b
-    s = torch.complex(_divided(R.real, z.real), _divided(R.imag, z.imag))
+    s = torch.complex(ratio(R.real, z.real), ratio(R.imag, z.imag))
     return [
         _half_times(x, s * torch.conj(other)) if rel else None
         for x, other, rel in ((a, b, relevant[0]), (b, a, relevant[1]))
     ]
-
-
-def _divided(r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """r / z, zero where z is (nothing to split there)."""
-    return torch.where(z == 0, torch.zeros_like(r), r / torch.where(z == 0, torch.ones_like(z), z))
 
 
 def _half_times(x: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:

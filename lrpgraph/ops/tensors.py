@@ -15,16 +15,14 @@ def stabilize(z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Ten
         return z + eps
     # copysign reads the sign bit: z + 0.0 turns −0.0 into +0.0 (so it counts as positive, as sign(0) = +1), and
     # stays float all the way — comparisons and boolean casts cost several times a float op on CPU
-    s = z + 0.0
-    if writable(s):  # one buffer for the three passes (fresh memory costs page faults beside a pass this cheap)
-        return torch.copysign(s.new_full((), eps), s, out=s).add_(z)
-    return torch.copysign(z.new_full((), eps), s).add_(z)
+    s = z + 0.0  # one buffer for the three passes where it can (fresh memory costs page faults beside such a pass)
+    return torch.copysign(s.new_full((), eps), s, out=s if writable(s) else None).add_(z)
 
 
 def divide(r: torch.Tensor, z: torch.Tensor, eps: float, sign_aware: bool = True) -> torch.Tensor:
     """r / stab(z), in the relevance's precision (a bfloat16 z is widened first)."""
     s = stabilize(z.to(torch.promote_types(z.dtype, r.dtype)), eps, sign_aware)
-    return torch.div(r, s, out=s) if writable(s, r) else r / s
+    return torch.div(r, s, out=s if writable(s, r) else None)
 
 
 def writable(t: torch.Tensor, *operands: torch.Tensor) -> bool:
