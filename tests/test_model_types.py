@@ -299,3 +299,143 @@ def test_vision_candidates_read_grids_positions_and_image_shapes_from_the_config
     assert where.shape == (2, 36, 2)
     assert {tuple(p) for p in where[0].tolist()} == {(x, y) for x in range(6) for y in range(6)}
     assert image_shape(SimpleNamespace(image_size=[32, 128])) == (32, 128)
+
+
+def test_shrunk_keeps_a_classifiers_labels_and_the_sizes_held_as_multiples():
+    """A classifier's labels by number are not a dict over the layers (two labels stay two); sizes a config holds as
+    a second name or a multiple of another shrink with it (xLSTM's embedding_dim and num_blocks, Zamba's attention
+    width of twice the hidden one); a head of both latent-attention parts stays their sum (Dots 3); layers that
+    reuse earlier layers' keys are none in a tiny model (Gemma 3n); Bailing's expert groups are one."""
+    config = {"model_type": "x", "num_hidden_layers": 6, "id2label": {"0": "no", "1": "yes"},
+              "label2id": {"no": 0, "yes": 1}, "hidden_size": 4096, "embedding_dim": 4096, "num_blocks": 6,
+              "attention_hidden_size": 8192, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "head_dim": 192,
+              "num_kv_shared_layers": 3, "num_expert_group": 8}  # fmt: skip
+    small = shrunk(config)
+    assert small["id2label"] == {"0": "no", "1": "yes"} and small["label2id"] == {"no": 0, "yes": 1}
+    assert (small["hidden_size"], small["embedding_dim"], small["attention_hidden_size"]) == (32, 32, 64)
+    assert small["num_blocks"] == small["num_hidden_layers"] == 2
+    assert small["head_dim"] == small["qk_nope_head_dim"] + small["qk_rope_head_dim"] == 16
+    assert small["num_kv_shared_layers"] == 0 and small["num_expert_group"] == 1
+    assert shrunk({**config, "embedding_dim": 128})["embedding_dim"] == 128  # another size: left as it is
+
+
+def test_shrunk_sets_the_counts_a_config_leaves_unset_only_when_asked():
+    """DeepSeek-V2's and Dots1's experts, their top-k and groups, ESM's padding id default to None (a checkpoint
+    sets them; their models do not run without): the "counts set" shrink fills them, the others leave them."""
+    config = {"model_type": "x", "n_routed_experts": None, "num_experts_per_tok": None, "top_k_experts": None,
+              "n_group": None, "topk_group": None, "n_shared_experts": None, "moe_intermediate_size": None,
+              "pad_token_id": None, "sliding_window": None}  # fmt: skip
+    assert shrunk(config) == config
+    small = shrunk(config, Shrink(unset=True))
+    assert small["n_routed_experts"] == 4 and small["num_experts_per_tok"] == small["top_k_experts"] == 2
+    assert small["n_group"] == small["topk_group"] == small["n_shared_experts"] == small["pad_token_id"] == 1
+    assert small["moe_intermediate_size"] == 64 and small["sliding_window"] is None  # not a count
+
+
+@pytest.mark.parametrize(
+    "model_type, shrink",
+    [
+        ("pe_audio", "tiny"),  # text and a wave at once
+        ("voxtral_realtime", "tiny"),  # text and audio features at once
+        ("deepseek_v2", "counts set"),
+        ("dots1", "counts set"),
+        ("diffusion_gemma", "counts set"),
+        ("esm", "counts set"),
+        ("zamba2", "tiny"),
+        ("xlstm", "tiny"),
+        ("gemma3n_text", "tiny"),
+        ("dots3_note_text", "filled again"),  # its validator's head sizes, filled in again from the shrunk ones
+        ("d_fine", "filled again"),
+        ("blip_2_qformer", "tiny"),  # queries and the states they attend to, nothing else
+        ("nemotron3_5_transcribe_word_timestamp", "tiny"),  # embeddings only
+        ("gemma3n_audio", "tiny"),  # mel frames and a boolean mask
+        ("xmod", "tiny"),  # the language of each sample
+        ("oneformer", "depth kept"),  # a task's text tokens
+        ("audioflamingo3_encoder", "tiny"),  # an optional frame mask it needs
+        ("rf_detr", "tiny"),  # an image of whole windows
+    ],
+)
+def test_model_types_beyond_the_first_guesses_build(model_type, shrink):
+    """Types the builder reached this stop (issue 28, "≥ 90% build"), each through the rung or layout that made it."""
+    transformers = pytest.importorskip("transformers")
+    if model_type not in transformers.CONFIG_MAPPING:
+        pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
+    tiny = tiny_model(model_type)
+    assert tiny.shrink.name == shrink, tiny.shrink
+    with torch.no_grad():
+        out = tiny.model(**tiny.inputs)
+    assert any(torch.isfinite(v).all() for v in out.values() if isinstance(v, torch.Tensor)), model_type
+
+
+@pytest.mark.parametrize("model_type, count", [("blip-2", 32), ("instructblip", 32), ("kosmos-2", 64)])
+def test_an_image_is_read_where_its_placeholders_are(model_type, count):
+    """BLIP-2 and InstructBLIP place their Q-Former's 32 queries where the text holds the image token (None in the
+    config: the processor sets it), Kosmos-2 its 64 latents where image_embeds_position_mask says: the tiny inputs
+    hold them, so the image changes the output (without them the model ignores it)."""
+    transformers = pytest.importorskip("transformers")
+    if model_type not in transformers.CONFIG_MAPPING:
+        pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
+    tiny = tiny_model(model_type)
+    ids, config = tiny.inputs["input_ids"], tiny.model.config
+    if model_type == "kosmos-2":
+        assert tiny.inputs["image_embeds_position_mask"].sum(1).tolist() == [count, count]
+    else:
+        assert (ids == config.image_token_index).sum(1).tolist() == [count, count]
+        assert config.image_token_index == config.text_config.vocab_size - 1
+
+    def logits(inputs):  # the language model's output (nested in InstructBLIP's)
+        with torch.no_grad():
+            out = tiny.model(**inputs)
+        out = getattr(out, "language_model_outputs", None) or out
+        return next(v for v in out.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+    other = {**tiny.inputs, "pixel_values": torch.randn_like(tiny.inputs["pixel_values"])}
+    assert not torch.allclose(logits(tiny.inputs), logits(other))
+
+
+def test_a_worker_that_dies_after_building_still_reports_what_it_built():
+    """A type whose explain crashes its worker or runs out of time was built: its row says so, and which stage did
+    not end; one that died before building says only why."""
+    from lrpgraph.tools.model_types import TypeRow, failed
+
+    built = TypeRow("sam", built=True, model_class="SamModel", stage="explain")
+    row = failed(built, "sam", "timeout", "over 300 s")
+    assert row.built and row.model_class == "SamModel" and row.stage == "timeout"
+    assert row.error == "explain: worker over 300 s"
+    row = failed(None, "sam", "crash", "exit code -9")
+    assert not row.built and row.stage == "crash" and row.error == "worker exit code -9"
+
+
+def test_candidates_for_spectrogram_images_windowed_backbones_and_two_modalities():
+    """CLAP's spectrogram as a one-channel image as long as its side; an image of two patches a side in each of a
+    windowed backbone's windows (RF-DETR: 4 windows a side of 14-pixel patches: 112); a forward that needs text and
+    a wave at once gets both."""
+    import inspect
+    from types import SimpleNamespace
+
+    from lrpgraph.tools.audio_inputs import audio_candidates
+    from lrpgraph.tools.tiny import candidate_inputs
+    from lrpgraph.tools.vision_inputs import vision_candidates
+
+    def clap(input_ids, input_features):
+        pass
+
+    config = SimpleNamespace(num_mel_bins=64, spec_size=256, sub_configs={})
+    found = audio_candidates(inspect.signature(clap).parameters, config, batch=2, length=8)
+    assert (2, 1, 256, 64) in [tuple(c["input_features"].shape) for c in found]
+
+    def detector(pixel_values):
+        pass
+
+    backbone = SimpleNamespace(num_windows=4, patch_size=14)
+    vision = SimpleNamespace(image_size=32, patch_size=16, backbone_config=backbone)
+    found = vision_candidates(inspect.signature(detector).parameters, vision, vision, batch=2)
+    assert found[-1]["pixel_values"].shape == (2, 3, 112, 112)
+
+    class Both(torch.nn.Module):
+        def forward(self, input_ids, input_values):
+            pass
+
+    found = candidate_inputs(Both(), SimpleNamespace(vocab_size=100))
+    both = [c for c in found if {"input_ids", "input_values"} <= set(c)]
+    assert both and all(c["input_ids"].shape == (2, 8) and c["input_values"].shape[0] == 2 for c in both)

@@ -32,6 +32,9 @@ def audio_candidates(params: Mapping[str, inspect.Parameter], config: Any, batch
                 x = torch.randn(batch, frames, width, generator=generator)
                 masks = {n: torch.ones(batch, frames, dtype=torch.long) for n in _FRAME_MASKS if n in required}
                 found += [{"input_features": x, **masks}, {"input_features": x.mT.contiguous(), **masks}]
+        mel, side = _int_fields(configs, "num_mel_bins"), _int_fields(configs, "spec_size")
+        if mel and side:  # a spectrogram as a one-channel image [B, 1, frames, bins] as long as its side (CLAP)
+            found.append({"input_features": torch.randn(batch, 1, side[0], mel[0], generator=generator)})
     if "input_values" in params:
         hidden = next(iter(_int_fields(configs, "hidden_size")), None)
         if "decoder_input_values" in params and hidden:  # a sequence-to-sequence of hidden states (no prenets)

@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,11 @@ def _family(tiny: Any) -> str:
     return "decoder" if "CausalLM" in name else "encoder"
 
 
-def run_one(model_type: str, rules: str) -> TypeRow:
-    """Build, explain (twice: cold and warm), verify in float64 and time the gradient of one model type."""
+def run_one(model_type: str, rules: str, built: Callable[[TypeRow], None] | None = None) -> TypeRow:
+    """Build, explain (twice: cold and warm), verify in float64 and time the gradient of one model type.
+
+    built: called with the row once the model is built (a worker sends it on, so that a crash or a timeout later
+    still reports what was built)."""
     from ..api.explain import explain
     from .coverage import seed_shares
     from .tiny import said, tiny_model
@@ -106,8 +110,10 @@ def run_one(model_type: str, rules: str) -> TypeRow:
     row.family, row.inputs = _family(tiny), list(tiny.inputs)
     row.parameters = sum(p.numel() for p in tiny.model.parameters())
     row.build_seconds = time.perf_counter() - started
+    row.stage = "explain"
+    if built is not None:
+        built(row)
     try:
-        row.stage = "explain"
         started = time.perf_counter()
         target, ex = _first_explain(tiny.model, tiny.inputs, rules)
         row.explain_seconds = time.perf_counter() - started
@@ -208,7 +214,8 @@ def _worker(connection: Any, rules: str) -> None:
 
     logging.disable(logging.WARNING)
     while (model_type := connection.recv()) is not None:
-        connection.send(asdict(run_one(model_type, rules)))
+        row = run_one(model_type, rules, built=lambda row: connection.send(("built", asdict(row))))
+        connection.send(("done", asdict(row)))
 
 
 def read_rows(path: Path) -> dict[str, TypeRow]:
@@ -233,6 +240,7 @@ def run_types(
     todo = [t for t in types if t not in done]
     context = multiprocessing.get_context("spawn")
     pool: dict[Any, tuple[Any, str | None, float]] = {}
+    built: dict[Any, TypeRow] = {}  # the row a worker sent when it had built its model
     out = rows_path.open("a") if rows_path else None
     finished, total = len(types) - len(todo), len(types)
 
@@ -271,20 +279,25 @@ def run_types(
             ready = multiprocessing.connection.wait(list(pool), timeout=5)
             for connection in ready:
                 try:
-                    record(TypeRow.from_dict(connection.recv()))
+                    tag, row = connection.recv()
                 except EOFError:  # the worker died (a crash in native code): its type fails, a new worker goes on
                     process, model_type, _ = pool.pop(connection)
-                    record(TypeRow(model_type or "?", stage="crash", error=f"worker exit code {process.exitcode}"))
+                    record(failed(built.pop(connection, None), model_type, "crash", f"exit code {process.exitcode}"))
                     if todo:
                         give(start())
                     continue
+                if tag == "built":
+                    built[connection] = TypeRow.from_dict(row)
+                    continue
+                built.pop(connection, None)
+                record(TypeRow.from_dict(row))
                 give(connection)
             for connection, (process, model_type, since) in list(pool.items()):
                 if model_type and time.monotonic() - since > timeout:
                     process.kill()
                     process.join()
                     del pool[connection]
-                    record(TypeRow(model_type, stage="timeout", error=f"over {timeout:.0f} s"))
+                    record(failed(built.pop(connection, None), model_type, "timeout", f"over {timeout:.0f} s"))
                     if todo:
                         give(start())
     finally:
@@ -294,6 +307,14 @@ def run_types(
             out.close()
         print(file=sys.stderr)
     return [done[t] for t in types if t in done]
+
+
+def failed(row: TypeRow | None, model_type: str | None, stage: str, error: str) -> TypeRow:
+    """The row of a type whose worker crashed or ran out of time: what it had built (if it got that far), the
+    stage that did not end and why."""
+    row = row or TypeRow(model_type or "?")
+    row.stage, row.error = stage, f"{row.stage or 'build'}: worker {error}" if row.built else f"worker {error}"
+    return row
 
 
 def markdown_types(rows: list[TypeRow], rules: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,9 @@ class Shrink:
     ffn: int | None = 64
     experts: int = 4
     vocab: int = 1024
+    unset: bool = False  # counts the config leaves to a checkpoint (None) set: experts, their top-k and groups
+    rederive: int = 0  # what the config class derives (beyond its fields, or filled in where None) left out, to be
+    # derived again from the shrunk fields: 1 in the config, 2 in its sub-configs too
 
 
 # Tried in order until a model builds and runs: tiny; depth kept (hybrids whose layer kinds follow a period);
@@ -58,6 +62,9 @@ LADDER = (
     Shrink("depth kept", layers=None),
     Shrink("default heads", width=512, head_dim=None),  # code that fixes rotary sections by head size
     Shrink("widths kept", width=None, head_dim=None, ffn=None, heads=64),
+    Shrink("counts set", unset=True),  # defaults no model runs on (a mixture of None experts, top-k None)
+    Shrink("filled again", head_dim=16, rederive=1),  # sizes and lists derived from others (D-FINE, Dots 3)
+    Shrink("filled again below", head_dim=16, rederive=2),  # in a composite's text config (Qwen 4 Exp)
 )
 
 _LAYERS = re.compile(r"^(num_hidden_layers|num_layers|n_layers?|n_layer|depth|encoder_layers|decoder_layers)$|_layers$")
@@ -73,9 +80,15 @@ _WIDTH = re.compile(
 _VOCAB = re.compile(r"vocab|^num_embeddings$")  # other tables of ids: entities, hashed n-grams, per-layer inputs
 _FFN = re.compile(r"intermediate_size$|ffn_dim$|^d_ff$|^n_inner$|mlp_dim$|ffn_hidden_size$|^inner_dim$|^d_inner$")
 _EXPERTS = re.compile(r"^(num_experts|num_local_experts|n_routed_experts|moe_num_experts|num_routed_experts)$")
-_TOP_K = re.compile(r"^(num_experts_per_tok|moe_topk|top_k|num_selected_experts|moe_k|num_experts_per_token)$")
-_GROUPS = re.compile(r"^(mamba_)?n_?groups?$|^mamba_ngroups$|^topk_group$")
+_TOP_K = re.compile(
+    r"^(num_experts_per_tok|moe_topk|top_k|num_selected_experts|moe_k|num_experts_per_token|top_k_experts)$"
+)
+_GROUPS = re.compile(r"^(mamba_)?n_?groups?$|^mamba_ngroups$|^topk_group$|^num_expert_group$")
 _TOKEN_ID = re.compile(r"_(token_id|token_index|id)$")
+# sizes the config holds as a multiple of another (when the defaults show it): they shrink with it
+_MULTIPLES = (("embedding_dim", "hidden_size", 1), ("num_blocks", "num_hidden_layers", 1),
+              ("attention_hidden_size", "hidden_size", 2))  # fmt: skip
+_LABELS = ("id2label", "label2id")  # a classifier's labels by number: not a dict over the layers
 _LAYER_INDICES = re.compile(r"layer.*(ids|indices|idx|index|layers?)$|^out_indices$")
 
 
@@ -158,6 +171,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = [_heads(v, how.heads) for v in value]
         elif key.endswith("_per_layer") and _KV_HEADS.search(key.removesuffix("_per_layer")) and _ints(value):
             out[key] = [_kv_heads(v, heads, how) for v in value]  # each layer's key-value heads (Sapiens 2)
+        elif value is None and how.unset and _unset_count(key, how) is not None:
+            out[key] = _unset_count(key, how)
         elif isinstance(value, bool) or not isinstance(value, int):
             continue
         elif _KV_HEADS.search(key):
@@ -173,6 +188,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
         elif key in ("num_filters", "base_channels", "latent_channels") and how.width:
             out[key] = min(value, 8 if key == "num_filters" else 32)  # a convolutional stack's first width, which
             # later stages multiply (32: group norms of 32 groups)
+        elif key == "num_kv_shared_layers":
+            out[key] = 0  # layers reusing earlier layers' keys: the kinds kept cannot stand on both sides of it
         elif key == "num_queries":
             out[key] = min(value, 8)  # a detector's queries: no more than a tiny image's anchors
         elif key in ("num_frames", "frames_per_clip"):
@@ -203,19 +220,55 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             elif isinstance(value, list) and _LAYER_INDICES.search(key) and value:
                 if all(isinstance(i, int) and -depth <= i < depth for i in value):
                     out[key] = list(dict.fromkeys(_nearest(i, depth, keep) for i in value))
-            elif isinstance(value, dict) and value and all(str(k).isdigit() and int(k) < depth for k in value):
+            elif (
+                key not in _LABELS
+                and isinstance(value, dict)
+                and value
+                and all(str(k).isdigit() and int(k) < depth for k in value)
+            ):
                 out[key] = {f"{keep.index(int(k)):02d}": v for k, v in value.items() if int(k) in keep}
     if depths:  # layers were cut: a backbone's outputs named by layer default again (stages are all kept)
         for key in ("out_features", "out_indices", "stage_names"):
             out.pop(key, None)
     _state_space_heads(out)
     _widths_read_elsewhere(values, out)
+    _image_token(out)
+    for alias, of, times in _MULTIPLES:
+        size, other = values.get(alias), values.get(of)
+        if isinstance(size, int) and isinstance(other, int) and size == times * other:
+            out[alias] = times * out[of]  # the same size by a second name (xLSTM), or twice it (Zamba)
     if "lags_sequence" in out:
         out.pop("feature_size", None)  # a forecaster's input width, derived from the features: derived again
     _unset_heads(out, heads)
     if isinstance(out.get("qk_nope_head_dim"), int) and isinstance(out.get("qk_rope_head_dim"), int):
         out["qk_head_dim"] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]  # multi-head latent attention
+        if values.get("head_dim") == values["qk_nope_head_dim"] + values["qk_rope_head_dim"]:
+            out["head_dim"] = out["qk_head_dim"]  # a head of both parts, as the config had it
     return out
+
+
+def _image_token(out: dict[str, Any]) -> None:
+    """An image placeholder token the config leaves to its processor (None) set to the text vocabulary's last id,
+    where the config says how many an image takes (so that `_with_image_tokens` can place them)."""
+    vocab = (out.get("text_config") or {}).get("vocab_size") if isinstance(out.get("text_config"), dict) else None
+    if not any(isinstance(out.get(k), int) for k in _TOKENS_PER_IMAGE):
+        return
+    for key in _IMAGE_TOKENS:
+        if key in out and out[key] is None and isinstance(vocab, int):
+            out[key] = vocab - 1
+
+
+def _unset_count(key: str, how: Shrink) -> int | None:
+    """A value for a count the config leaves unset, or None for a field that is not such a count."""
+    if _EXPERTS.search(key):
+        return how.experts
+    if _TOP_K.search(key):
+        return 2
+    if _GROUPS.search(key) or key in ("n_shared_experts", "pad_token_id"):
+        return 1  # one group, one shared expert; padding id 1 (ESM compares the ids with it)
+    if _FFN.search(key):
+        return how.ffn
+    return None
 
 
 def _widths_read_elsewhere(values: dict[str, Any], out: dict[str, Any]) -> None:
@@ -308,9 +361,33 @@ def tiny_config(model_type: str, how: Shrink = Shrink()) -> Any:
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    values = shrunk(_code_defaults(cls().to_dict()), how)
+    values = cls().to_dict()
+    if how.rederive:
+        values = _underived(cls, values, below=how.rederive > 1)
+    values = shrunk(_code_defaults(values), how)
     values.pop("transformers_version", None)
     return cls.from_dict(values)
+
+
+def _underived(cls: Any, values: dict[str, Any], below: bool) -> dict[str, Any]:
+    """A config dict without the values its class sets in __post_init__ (widths computed from the hidden size beyond
+    its declared fields, fields declared None and filled in), so that building it from the shrunk fields computes
+    them again; `below`: in its sub-configs too."""
+    import dataclasses
+
+    from transformers import PreTrainedConfig
+
+    if not dataclasses.is_dataclass(cls):
+        return values
+    base = set(PreTrainedConfig().to_dict())
+    unset = {f.name for f in dataclasses.fields(cls) if f.default is None and f.name not in base}
+    kept = {f.name for f in dataclasses.fields(cls)} - unset | base
+    subs = (getattr(cls, "sub_configs", None) or {}) if below else {}
+    return {
+        k: _underived(subs[k], v, below) if k in subs and isinstance(v, dict) and isinstance(subs[k], type) else v
+        for k, v in values.items()
+        if k in kept or k in subs
+    }
 
 
 _MROPE_DEFAULT = re.compile(r"""rope_parameters\.get\(\s*["']mrope_section["']\s*,\s*\[([0-9,\s]+)\]\s*\)""")
@@ -497,6 +574,73 @@ def _boxes(width: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([corner, corner + torch.rand(BATCH, LENGTH, 2, generator=generator) / 2], -1)
 
 
+_REQUIRED = re.compile(r"$^")  # no optional input: the required ones alone
+_STATES = re.compile(r"^encoder_hidden_states$")  # and the states cross-attention reads
+
+
+def _floats(params: Mapping[str, inspect.Parameter], config: Any, generator: torch.Generator, optional: re.Pattern):
+    """Float inputs [BATCH, LENGTH, width] for the forward's required embeddings and states (and the optional ones
+    `optional` names), each as wide as the config says (`_width`): a forward of nothing else (a Q-Former's queries,
+    a decoder over given embeddings)."""
+    found = {}
+    for name, param in params.items():
+        if param.default is inspect.Parameter.empty or optional.search(name):
+            width = _width(name, config)
+            if width:
+                found[name] = torch.randn(BATCH, LENGTH, width, generator=generator)
+    return found
+
+
+_IMAGE_TOKENS = ("image_token_id", "image_token_index", "video_token_index")
+_TOKENS_PER_IMAGE = ("num_query_tokens", "image_seq_length", "mm_tokens_per_image", "latent_query_num")
+
+
+def _with_image_tokens(inputs: dict[str, Any], config: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Text and an image with the image's placeholder tokens first in each row, as many as the config says an image
+    takes (a Q-Former's queries: BLIP-2), for a model that reads the image only where its tokens are, or where a
+    mask says (Kosmos-2's image_embeds_position_mask)."""
+    marked = "image_embeds_position_mask" in params
+    token = next((getattr(config, k) for k in _IMAGE_TOKENS if isinstance(getattr(config, k, None), int)), None)
+    count = next((getattr(config, k) for k in _TOKENS_PER_IMAGE if isinstance(getattr(config, k, None), int)), 0)
+    if (token is None and not marked) or not count:
+        return []
+    ids, pixels = inputs["input_ids"], inputs["pixel_values"]
+    count *= pixels.shape[1] if pixels.dim() == 5 else 1  # a video: each frame's tokens
+    places = torch.full((ids.shape[0], count), 3 if token is None else token, dtype=ids.dtype)
+    ids = torch.cat([places, ids], 1)
+    found = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if marked:
+        found["image_embeds_position_mask"] = (torch.arange(ids.shape[1]) < count).long().expand_as(ids)
+    if "qformer_input_ids" in params:
+        found["qformer_input_ids"] = inputs["input_ids"]  # the Q-Former's own text, without placeholders
+    return [found]
+
+
+def _width(name: str, config: Any) -> int | None:
+    """The width of a required float input the forward names (embeddings, hidden states, mel frames), read from the
+    config: `<stem>_dim`, `max_<stem>_dim`, `input_feat_size`, else the hidden size; None for other names."""
+    stem = re.sub(r"(_embeds|_hidden_states|_mel|_values)$", "", name)
+    if stem == name and name != "hidden_states":
+        return None
+    fields = (f"{stem}_dim", f"max_{stem}_dim", f"{stem}_hidden_size", "input_feat_size" if stem != name else "")
+    for field in (*fields, "hidden_size"):
+        width = getattr(config, field, None) if field else None
+        if isinstance(width, int) and width > 0:
+            return width
+    return None
+
+
+def _combined(found: list[dict[str, Any]], most: int = 64) -> list[dict[str, Any]]:
+    """Pairs of the layouts found that name different inputs, merged: a forward that reads two modalities at once
+    (text with audio features, a wave with its features), tried after every single layout."""
+    pairs = []
+    for i, a in enumerate(found):
+        for b in found[i + 1 :]:
+            if not set(a) & set(b) and len(pairs) < most:
+                pairs.append({**a, **b})
+    return pairs
+
+
 def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]]:
     """Inputs for `model.forward` from its signature and `config`, in the layouts to try: token ids with masks
     (and pixels for dual encoders), pixels, audio waves or features; then the layouts of `vision_inputs.py` and
@@ -573,15 +717,33 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
             features = torch.randn(BATCH, bins, frames, generator=generator)
             found += [{"input_features": features, **decoder}, {"input_features": features.mT.contiguous(), **decoder}]
     found += vision_candidates(params, config, vision, BATCH) + audio_candidates(params, config, BATCH, LENGTH)
+    found += _combined(found)
+    found += [f for f in (_floats(params, config, generator, named) for named in (_REQUIRED, _STATES)) if f]
+    if found and "input_ids" in found[0] and "pixel_values" in found[0]:
+        # first: a model may ignore an image whose placeholders the text lacks
+        found[:0] = _with_image_tokens(found[0], config, params)
+    variants = []  # tried after every layout: required masks as booleans (masks some models fill with), optional
+    # masks named after an input (input_features_mask) given, as long as its steps in either layout
     for inputs in found:
         for name, param in params.items():
-            if param.default is inspect.Parameter.empty and name not in inputs and name.endswith("_mask"):
+            required = param.default is inspect.Parameter.empty
+            if required and name not in inputs and name.endswith("_mask") and inputs:
                 main = next(iter(inputs.values()))
                 inputs[name] = torch.ones(main.shape[:2], dtype=torch.long)  # a required mask: nothing masked
-            if name == "qformer_input_ids" and "input_ids" in inputs:
+                variants.append({**inputs, name: inputs[name].bool()})
+            source = inputs.get(name.removesuffix("_mask"))
+            if not required and name.endswith("_mask") and isinstance(source, torch.Tensor) and source.dim() == 3:
+                steps = source.shape[:0:-1]
+                variants += [{**inputs, name: torch.ones(len(source), n, dtype=torch.long)} for n in steps]
+            if name == "qformer_input_ids" and "input_ids" in inputs and name not in inputs:
                 inputs[name] = inputs["input_ids"]
+            if name == "task_inputs" and required and isinstance(getattr(config, "task_seq_len", None), int):
+                top = getattr(config, "text_encoder_vocab_size", None) or vocab  # a task's text tokens (OneFormer)
+                inputs[name] = torch.randint(0, min(top, 1000), (BATCH, config.task_seq_len), generator=generator)
+            if name == "lang_ids" and "input_ids" in inputs:
+                inputs[name] = torch.zeros(len(inputs["input_ids"]), dtype=torch.long)  # X-MOD: the first language
             # features named after a width of the config: visual_feats of visual_feat_dim, visual_pos of visual_pos_dim
             width = getattr(config, f"{name}_dim", None) or getattr(config, f"{name.removesuffix('s')}_dim", None)
             if param.default in (inspect.Parameter.empty, None) and name not in inputs and isinstance(width, int):
                 inputs[name] = torch.rand(BATCH, LENGTH, width, generator=generator)
-    return found
+    return found + variants

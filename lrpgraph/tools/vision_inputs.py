@@ -65,6 +65,11 @@ def vision_candidates(params: Mapping[str, inspect.Parameter], config: Any, visi
         for h, w in dict.fromkeys([(height, width), (max(height, LARGE), max(width, LARGE))]):
             found.append({"pixel_values": torch.randn(batch, channels, h, w, generator=generator)})
         found.append({"pixel_values": torch.rand(batch, 2, channels, height, width, generator=generator)})  # pairs
+        backbone = getattr(config, "backbone_config", None) or vision
+        windows = _first(backbone, ("num_windows_side", "num_windows"), 0)
+        if windows:  # a windowed backbone: two patches a side in each of its windows a side (LW-DETR, RF-DETR)
+            side = 2 * windows * _one(_first(backbone, ("patch_size",), patch))
+            found.append({"pixel_values": torch.randn(batch, channels, side, side, generator=generator)})
     return found
 
 
