@@ -353,6 +353,8 @@ def test_shrunk_sets_the_counts_a_config_leaves_unset_only_when_asked():
         ("oneformer", "depth kept"),  # a task's text tokens
         ("audioflamingo3_encoder", "tiny"),  # an optional frame mask it needs
         ("rf_detr", "tiny"),  # an image of whole windows
+        ("decision_transformer", "tiny"),  # a trajectory of states, actions, returns and time steps
+        ("seggpt", "tiny"),  # a prompt image and mask stacked above the image
     ],
 )
 def test_model_types_beyond_the_first_guesses_build(model_type, shrink):

@@ -661,3 +661,48 @@ def test_an_autocorrelation_by_fourier_transforms_verifies():
     ex = lrpgraph.explain(model, x, target=2, rules=lrpgraph.preset("attnlrp", epsilon=1e-12))
     assert torch.isclose(ex.relevance["x"].sum(), ex.output[0, 2], rtol=1e-9)
     assert lrpgraph.verify(model, x, target=2, rules="attnlrp").ok
+
+
+class _Cutoff(nn.Module):
+    """Gemma 3n's sparsity gate: relu(h − (mean h + c·std h)), a threshold from the statistics of h."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        cut = h.mean(-1, keepdim=True) + 0.5 * torch.std(h, dim=-1, keepdim=True, unbiased=False)
+        return self.b(torch.relu(h - cut))
+
+
+def test_a_standard_deviation_outside_a_normalisation_is_held_constant():
+    """A second moment that relevance reaches outside a normalisation scale (a threshold mean + c·std subtracted from
+    h) is held constant, as a bias: its term of the sum keeps its share. Written out by hand with the epsilon rule
+    (ε = 1e-6, sign-aware) at each sum and linear map: std's share is booked, the mean passes on to h by each h_j's
+    part of it. Before, std had no rule (MissingRuleError)."""
+    torch.manual_seed(0)
+    model = _Cutoff().double().eval()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    eps = 1e-6
+
+    def stab(z):
+        return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+    h = model.a(x)
+    mean, std = h.mean(-1, keepdim=True), h.std(-1, keepdim=True, unbiased=False)
+    cut = mean + 0.5 * std
+    y = torch.relu(h - cut)
+    z = model.b(y)
+    R = torch.zeros_like(z)
+    R[:, 0] = z[:, 0]
+    R_y = y * ((R / stab(z)) @ model.b.weight)  # epsilon on b (its bias's share booked)
+    s = R_y / stab(h - cut)  # the sum h + (−cut), relu passing R on
+    R_h = h * s
+    R_cut = (-cut * s).sum(-1, keepdim=True)  # −cut is broadcast over the row: its shares summed back
+    R_mean = mean * R_cut / stab(cut)  # cut = mean + ½·std: the std term keeps its share
+    R_h = R_h + h / 6 * R_mean / stab(mean)  # mean(h) = Σ h_j / 6: each h_j gets its part
+    expected = x * ((R_h / stab(h)) @ model.a.weight)
+    ex = lrpgraph.explain(model, x, target=0, rules="epsilon")
+    assert torch.allclose(ex.relevance["x"], expected, rtol=1e-9, atol=1e-12)
+    assert lrpgraph.verify(model, x, target=0, rules="epsilon").ok

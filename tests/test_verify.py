@@ -193,3 +193,24 @@ def test_ids_used_as_addresses_are_verified():
     model, ids = PickById().double(), torch.randint(0, 50, (2, 5))
     check = lrpgraph.verify(model, ids, rules="attnlrp")
     assert check.ok and not check.unverified and check.errors["ids"] < 1e-12
+
+
+class _Tiny(nn.Module):
+    """exp of x·1e-44: the identity rule's gradient form divides exp's output by a float32 subnormal (∞), so the
+    replay's values are NaN there while the walk passes relevance on exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.a(torch.exp(x * 1e-44))
+
+
+def test_a_nan_in_the_replay_is_a_difference_and_is_located():
+    """NaN compares as not above the tolerance; the node-by-node check must count it as a difference (it said the
+    nodes agreed, 0.0, and named no node) and name where it first appears."""
+    torch.manual_seed(0)
+    check = lrpgraph.verify(_Tiny().eval(), torch.ones(2, 3), target=0)
+    assert not check.ok and check.errors["nodes"] == float("inf")
+    assert check.worst is not None and check.worst["differs_at"] == "exp"

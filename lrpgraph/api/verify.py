@@ -9,6 +9,7 @@ with no gradient form (absLRP normalises relevance at every op, which no gradien
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -178,7 +179,9 @@ def _first_difference(
     found: dict[str, Any] = {"largest": 0.0}
     for node, a, b in compared:
         denominator = max(float(a.abs().max()), floor)
-        error = float((a - b.to(a.dtype)).abs().max()) / denominator if denominator > 0 else 0.0
+        b = torch.where((a == 0) & b.isnan(), 0.0, b.to(a.dtype))  # the replay's value ⊙ gradient at a −∞ mask: ∞·0
+        error = float((a - b).abs().max()) / denominator if denominator > 0 else 0.0
+        error = error if math.isfinite(error) else math.inf  # any other NaN in the replay is a difference, not none
         if error > tolerance and len(found) == 1:
             found.update(_culprit(plan, setup.call.graph, node, error))
         found["largest"] = max(found["largest"], error)

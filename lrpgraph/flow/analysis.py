@@ -17,7 +17,7 @@ from torch import fx
 from ..capture.graph import Graph
 from ..ops.adapter import Role
 from .noop_copies import remove_noop_copies
-from .norm_scale import normalisation_scales
+from .norm_scale import held_statistics, normalisation_scales
 from .pointwise import pointwise_regions
 from .positional import PositionalSource, expose_positional_operands, mixing_nodes
 from .relevance import Flow, relevance_flow
@@ -65,7 +65,7 @@ def analyse(graph: Graph) -> Analysis:
     anywhere = fx_graph.output_node()
     relevant = relevance_flow(graph, anywhere).relevant  # before normalisation scales are cut
     positional = expose_positional_operands(graph, relevant, mixing_nodes(graph, relevant))
-    cuts = normalisation_scales(fx_graph, relevant)
+    cuts = normalisation_scales(fx_graph, relevant) | held_statistics(fx_graph, relevant)
     relevant = relevance_flow(graph, anywhere, cuts).relevant
     redirects = pointwise_regions(fx_graph, relevant)
     roles = {**product_roles(fx_graph, relevant, redirects), **residual_roles(fx_graph, relevant, redirects)}

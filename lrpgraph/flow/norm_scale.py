@@ -32,6 +32,13 @@ def normalisation_scales(graph: fx.Graph, relevant: set[fx.Node]) -> set[fx.Node
     return scales
 
 
+def held_statistics(graph: fx.Graph, relevant: set[fx.Node]) -> set[fx.Node]:
+    """Second moments relevance would reach outside a normalisation scale (Gemma 3n's sparsity cutoff, mean + c·std
+    subtracted from its input): held constant like the scales, so their share stays where they are used, as a
+    bias's does."""
+    return {n for n in graph.nodes if n in relevant and facts(n.target).statistic == "moment"}
+
+
 def _moment_input(node: fx.Node, relevant: set[fx.Node], depth: int = 0) -> fx.Node | None:
     """Follow a scale chain up to a second-moment statistic; return the tensor it was taken of. Several
     tensor operands (ConvNeXt-V2's GRN: ‖x‖ / mean(‖x‖)) must all lead to the same one."""

@@ -317,9 +317,12 @@ def _sdpa_products(R, attention: Attention, out, want_mask: bool, halves: int, e
         # the q·kᵀ rule's 1/halves (a power of two: exact) taken on s_out's block rather than on the scores' when
         # nothing else reads the whole factor
         fold = logit_epsilon is None and (Rmask is None or additive is None)
-        g = (s_out * (1 / halves) if fold else s_out) @ v[..., keys, :].mT
-        factor = g.mul_(probs)  # R_p, the relevance of the probabilities
-        factor -= probs * factor.sum(-1, keepdim=True)
+        s = s_out * (1 / halves) if fold else s_out
+        g = s @ v[..., keys, :].mT  # R_p = g ⊙ p, the relevance of the probabilities
+        # the softmax rule's R_p − p·ΣR_p, with ΣR_p = Σ_j p_j g_j = s · (p v) = s · out (flash attention's D): a
+        # pass over a row of values instead of two over the scores
+        total = (s * out[..., rows, :].to(dtype)).sum(-1, keepdim=True)
+        factor = g.sub_(total).mul_(probs)
         del probs
         if Rmask is not None and additive is not None:
             _accumulate_mask(Rmask, masked_to_zero(additive.to(dtype)) * factor, rows, keys, attention.q.shape[-2])

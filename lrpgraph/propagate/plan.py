@@ -84,6 +84,7 @@ class Plan:
     fallbacks: list[dict[str, str]] = field(default_factory=list)
     sources: frozenset[fx.Node] = frozenset()  # positional encodings that receive relevance (PA-LRP)
     _schedules: dict[tuple, Schedule] = field(default_factory=dict, repr=False)
+    _counts: dict[str, int] | None = field(default=None, repr=False)
 
     def schedule(self, shapes: Shapes, memory_budget: int | None = None, output_rows: int | None = None) -> Schedule:
         """Which activations the forward keeps and how the rest are recomputed.
@@ -109,12 +110,13 @@ class Plan:
         return self._schedules[key]
 
     def rule_counts(self) -> dict[str, int]:
-        """How many nodes use each (op class, rule), for reports."""
-        counts: dict[str, int] = {}
-        for step in self.steps.values():
-            key = f"{step.op_class}:{step.choice.name}"
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        """How many nodes use each (op class, rule), for reports (counted once per plan: every call reports them)."""
+        if self._counts is None:
+            self._counts = {}
+            for step in self.steps.values():
+                key = f"{step.op_class}:{step.choice.name}"
+                self._counts[key] = self._counts.get(key, 0) + 1
+        return dict(self._counts)
 
 
 def _resized(size: Size, node: fx.Node, nbytes: int) -> Size:

@@ -157,11 +157,17 @@ def _verify(model_type: str, tiny: Any, target: Any, rules: str, row: TypeRow) -
     from ..api.verify import verify
     from .tiny import tiny_model
 
+    saved = torch.get_default_dtype()
     try:
         twin = tiny_model(model_type, dtype=torch.float64)
+        torch.set_default_dtype(torch.float64)  # as it was built: code making tensors of the default dtype (Kosmos-2's
+        # causal mask filled with float64's smallest value) runs as written
         check, row.verified_in = verify(twin.model.double(), twin.inputs, target, rules=rules), "float64"
     except Exception:
+        torch.set_default_dtype(saved)
         check, row.verified_in = verify(tiny.model, tiny.inputs, target, rules=rules), "float32"
+    finally:
+        torch.set_default_dtype(saved)
     row.max_error, row.verified = check.max_error, check.ok
     if check.unverified:
         row.error = f"unverified: {check.unverified[0]}"

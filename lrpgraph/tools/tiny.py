@@ -591,6 +591,25 @@ def _floats(params: Mapping[str, inspect.Parameter], config: Any, generator: tor
     return found
 
 
+def _trajectory(params: Mapping[str, inspect.Parameter], config: Any, generator: torch.Generator) -> list[dict]:
+    """An offline-RL trajectory (Decision Transformer): states and actions as wide as the config says, rewards,
+    returns-to-go and time steps."""
+    state, action = getattr(config, "state_dim", None), getattr(config, "act_dim", None)
+    if not {"states", "actions", "returns_to_go", "timesteps"} <= set(params) or not (state and action):
+        return []
+    steps = {
+        "states": torch.randn(BATCH, LENGTH, state, generator=generator),
+        "actions": torch.randn(BATCH, LENGTH, action, generator=generator),
+        "returns_to_go": torch.randn(BATCH, LENGTH, 1, generator=generator),
+        "timesteps": torch.arange(LENGTH).expand(BATCH, LENGTH).contiguous(),
+        "attention_mask": torch.ones(BATCH, LENGTH, dtype=torch.long),
+    }
+    if "rewards" in params:
+        steps["rewards"] = torch.randn(BATCH, LENGTH, 1, generator=generator)
+    return [steps]
+
+
+_PROMPTED = ("pixel_values", "prompt_pixel_values", "prompt_masks")
 _IMAGE_TOKENS = ("image_token_id", "image_token_index", "video_token_index")
 _TOKENS_PER_IMAGE = ("num_query_tokens", "image_seq_length", "mm_tokens_per_image", "latent_query_num")
 
@@ -713,10 +732,16 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
             (getattr(c, k) for c in (config, audio) for k in ("num_mel_bins", "feature_size") if getattr(c, k, None)),
             80,
         )
-        for frames in (2 * (getattr(config, "max_source_positions", None) or 50), 64):
+        # 64 frames first (an encoder that subsamples takes any length: Speech2Text's 12000 positions are not
+        # tiny); then as many as the encoder's positions take (Whisper accepts exactly those)
+        for frames in (64, 2 * (getattr(config, "max_source_positions", None) or 50)):
             features = torch.randn(BATCH, bins, frames, generator=generator)
             found += [{"input_features": features, **decoder}, {"input_features": features.mT.contiguous(), **decoder}]
     found += vision_candidates(params, config, vision, BATCH) + audio_candidates(params, config, BATCH, LENGTH)
+    found += _trajectory(params, config, generator)
+    if {"prompt_pixel_values", "prompt_masks"} <= set(params):  # SegGPT: a prompt image and its mask stacked above
+        height, width = image_shape(vision)  # the image, each half the model's height
+        found.append({k: torch.randn(BATCH, channels, height // 2, width, generator=generator) for k in _PROMPTED})
     found += _combined(found)
     found += [f for f in (_floats(params, config, generator, named) for named in (_REQUIRED, _STATES)) if f]
     if found and "input_ids" in found[0] and "pixel_values" in found[0]:
