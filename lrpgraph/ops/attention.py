@@ -24,7 +24,7 @@ from .elementwise import ADD, GATE
 from .gradient import Replay, call_op, form, rescaled, share_of, split, stabilized
 from .registry import declare, rule
 from .table import Facts, register_ops
-from .tensors import laid_out_as, stabilize, unbroadcast
+from .tensors import laid_out_as, stabilize, unbroadcast, writable
 
 aten = torch.ops.aten
 
@@ -238,8 +238,10 @@ class Attention:
                     scores += additive.to(dtype)
                 if keep is not None:
                     scores.masked_fill_(~keep, float("-inf"))
-            probs = torch.softmax(scores, dim=-1)
-            del scores
+            # in the scores' buffer where it may (bit for bit torch.softmax; fresh memory per block costs page faults
+            # beside a pass this cheap)
+            inplace = writable(scores)
+            probs = torch.ops.aten._softmax.out(scores, -1, False, out=scores) if inplace else scores.softmax(-1)
             if additive is not None or unattended:
                 probs = torch.nan_to_num_(probs, nan=0.0)  # fully masked rows attend to nothing
             yield rows, keys, qb, probs, additive
