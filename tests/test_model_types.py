@@ -369,11 +369,14 @@ def test_model_types_beyond_the_first_guesses_build(model_type, shrink):
     assert any(torch.isfinite(v).all() for v in out.values() if isinstance(v, torch.Tensor)), model_type
 
 
-@pytest.mark.parametrize("model_type, count", [("blip-2", 32), ("instructblip", 32), ("kosmos-2", 64)])
+@pytest.mark.parametrize(
+    "model_type, count", [("blip-2", 32), ("instructblip", 32), ("instructblipvideo", 64), ("kosmos-2", 64)]
+)
 def test_an_image_is_read_where_its_placeholders_are(model_type, count):
     """BLIP-2 and InstructBLIP place their Q-Former's 32 queries where the text holds the image token (None in the
     config: the processor sets it), Kosmos-2 its 64 latents where image_embeds_position_mask says: the tiny inputs
-    hold them, so the image changes the output (without them the model ignores it)."""
+    hold them, so the image changes the output (without them the model ignores it); InstructBLIP-Video's for each
+    of its 2 frames."""
     transformers = pytest.importorskip("transformers")
     if model_type not in transformers.CONFIG_MAPPING:
         pytest.skip(f"transformers {transformers.__version__} has no {model_type}")
@@ -382,8 +385,9 @@ def test_an_image_is_read_where_its_placeholders_are(model_type, count):
     if model_type == "kosmos-2":
         assert tiny.inputs["image_embeds_position_mask"].sum(1).tolist() == [count, count]
     else:
-        assert (ids == config.image_token_index).sum(1).tolist() == [count, count]
-        assert config.image_token_index == config.text_config.vocab_size - 1
+        token = getattr(config, "image_token_index", None) or config.video_token_index
+        assert (ids == token).sum(1).tolist() == [count, count]
+        assert token == config.text_config.vocab_size - 1
 
     def logits(inputs):  # the language model's output (nested in InstructBLIP's)
         with torch.no_grad():

@@ -744,9 +744,10 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         found.append({k: torch.randn(BATCH, channels, height // 2, width, generator=generator) for k in _PROMPTED})
     found += _combined(found)
     found += [f for f in (_floats(params, config, generator, named) for named in (_REQUIRED, _STATES)) if f]
-    if found and "input_ids" in found[0] and "pixel_values" in found[0]:
-        # first: a model may ignore an image whose placeholders the text lacks
-        found[:0] = _with_image_tokens(found[0], config, params)
+    # first: a model may ignore an image (or video) whose placeholders the text lacks
+    found[:0] = [
+        t for c in found if "input_ids" in c and "pixel_values" in c for t in _with_image_tokens(c, config, params)
+    ]
     variants = []  # tried after every layout: required masks as booleans (masks some models fill with), optional
     # masks named after an input (input_features_mask) given, as long as its steps in either layout
     for inputs in found:
