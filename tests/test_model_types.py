@@ -339,7 +339,6 @@ def test_shrunk_sets_the_counts_a_config_leaves_unset_only_when_asked():
         ("voxtral_realtime", "tiny"),  # text and audio features at once
         ("deepseek_v2", "counts set"),
         ("dots1", "counts set"),
-        ("diffusion_gemma", "counts set"),
         ("esm", "counts set"),
         ("zamba2", "tiny"),
         ("xlstm", "tiny"),
