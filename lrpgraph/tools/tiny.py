@@ -171,8 +171,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out[key] = [_heads(v, how.heads) for v in value]
         elif key.endswith("_per_layer") and _KV_HEADS.search(key.removesuffix("_per_layer")) and _ints(value):
             out[key] = [_kv_heads(v, heads, how) for v in value]  # each layer's key-value heads (Sapiens 2)
-        elif value is None and how.unset and _unset_count(key, how) is not None:
-            out[key] = _unset_count(key, how)
+        elif value is None and how.unset and (count := _unset_count(key, how)) is not None:
+            out[key] = count
         elif isinstance(value, bool) or not isinstance(value, int):
             continue
         elif _KV_HEADS.search(key):
@@ -250,11 +250,12 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
 def _image_token(out: dict[str, Any]) -> None:
     """An image placeholder token the config leaves to its processor (None) set to the text vocabulary's last id,
     where the config says how many an image takes (so that `_with_image_tokens` can place them)."""
-    vocab = (out.get("text_config") or {}).get("vocab_size") if isinstance(out.get("text_config"), dict) else None
-    if not any(isinstance(out.get(k), int) for k in _TOKENS_PER_IMAGE):
+    text = out.get("text_config")
+    vocab = text.get("vocab_size") if isinstance(text, dict) else None
+    if not isinstance(vocab, int) or not any(isinstance(out.get(k), int) for k in _TOKENS_PER_IMAGE):
         return
     for key in _IMAGE_TOKENS:
-        if key in out and out[key] is None and isinstance(vocab, int):
+        if key in out and out[key] is None:
             out[key] = vocab - 1
 
 
@@ -574,17 +575,19 @@ def _boxes(width: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([corner, corner + torch.rand(BATCH, LENGTH, 2, generator=generator) / 2], -1)
 
 
-_REQUIRED = re.compile(r"$^")  # no optional input: the required ones alone
-_STATES = re.compile(r"^encoder_hidden_states$")  # and the states cross-attention reads
+# the optional inputs given beside the required ones, in turn: none, then the states cross-attention reads
+_OPTIONAL_FLOATS = ((), ("encoder_hidden_states",))
 
 
-def _floats(params: Mapping[str, inspect.Parameter], config: Any, generator: torch.Generator, optional: re.Pattern):
-    """Float inputs [BATCH, LENGTH, width] for the forward's required embeddings and states (and the optional ones
-    `optional` names), each as wide as the config says (`_width`): a forward of nothing else (a Q-Former's queries,
-    a decoder over given embeddings)."""
+def _floats(
+    params: Mapping[str, inspect.Parameter], config: Any, generator: torch.Generator, optional: tuple[str, ...]
+) -> dict[str, torch.Tensor]:
+    """Float inputs [BATCH, LENGTH, width] for the forward's required embeddings and states (and the `optional`
+    ones), each as wide as the config says (`_width`): a forward of nothing else (a Q-Former's queries, a decoder
+    over given embeddings)."""
     found = {}
     for name, param in params.items():
-        if param.default is inspect.Parameter.empty or optional.search(name):
+        if param.default is inspect.Parameter.empty or name in optional:
             width = _width(name, config)
             if width:
                 found[name] = torch.randn(BATCH, LENGTH, width, generator=generator)
@@ -743,7 +746,7 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
         height, width = image_shape(vision)  # the image, each half the model's height
         found.append({k: torch.randn(BATCH, channels, height // 2, width, generator=generator) for k in _PROMPTED})
     found += _combined(found)
-    found += [f for f in (_floats(params, config, generator, named) for named in (_REQUIRED, _STATES)) if f]
+    found += [f for f in (_floats(params, config, generator, named) for named in _OPTIONAL_FLOATS) if f]
     # first: a model may ignore an image (or video) whose placeholders the text lacks
     found[:0] = [
         t for c in found if "input_ids" in c and "pixel_values" in c for t in _with_image_tokens(c, config, params)
