@@ -132,6 +132,56 @@ def test_shrunk_groups_of_a_width_follow_the_width():
     assert small["upsample_groups"] == small["hidden_size"] == 32
 
 
+def test_shrunk_widths_one_part_of_a_composite_hands_another():
+    """SAM's vision encoder hands 256 channels (and 2 × 128 positional features) to a prompt encoder of width 256:
+    they shrink with that width; a part whose width no other part had keeps its channels."""
+    small = shrunk(
+        {
+            "model_type": "x",
+            "vision_config": {"model_type": "v", "hidden_size": 768, "output_channels": 256, "num_pos_feats": 128},
+            "prompt_encoder_config": {"model_type": "p", "hidden_size": 256},
+        }
+    )
+    assert small["vision_config"]["output_channels"] == small["prompt_encoder_config"]["hidden_size"] == 32
+    assert small["vision_config"]["num_pos_feats"] == 16
+    alone = {"model_type": "v", "hidden_size": 768, "output_channels": 256}
+    assert shrunk({"model_type": "x", "vision_config": alone})["vision_config"]["output_channels"] == 256
+
+
+def test_shrunk_stages_follow_the_width_they_start_at_and_strided_images_keep_64_positions():
+    """Hiera: stage widths from the hidden width (96 → 32: each a third), and a 1024² image of stride-4 patches
+    (256 × 256 positions) made 256² (64 × 64); an image of at most 64 positions a side is kept."""
+    stages = {"hidden_size": 96, "embed_dim_per_stage": [96, 192, 384, 768]}
+    small = shrunk({"model_type": "x", **stages, "image_size": [1024, 1024], "patch_stride": [4, 4]})
+    assert small["hidden_size"] == 32 and small["embed_dim_per_stage"] == [32, 64, 128, 256]
+    assert small["image_size"] == [256, 256]
+    assert shrunk({"model_type": "x", "image_size": [224, 224], "patch_stride": [4, 4]})["image_size"] == [224, 224]
+
+
+def test_a_float64_twin_casts_what_its_code_makes_in_float32():
+    """Granite Speech 5 makes its BatchNorm in float32 whatever the default dtype: the float64 twin is cast whole
+    (before, its forward failed on mixed dtypes and verify fell back to float32)."""
+    transformers = pytest.importorskip("transformers")
+    if "granite_speech5_ctc" not in transformers.CONFIG_MAPPING:
+        pytest.skip(f"transformers {transformers.__version__} has no granite_speech5_ctc")
+    twin = tiny_model("granite_speech5_ctc", dtype=torch.float64)
+    tensors = [*twin.model.parameters(), *twin.model.buffers()]
+    assert all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
+
+
+def test_a_boolean_mask_whose_true_marks_padding_is_given_all_false():
+    """Gemma 3n's audio_mel_mask is True where a frame is padding: all True masks every frame and the output no
+    longer depends on the mel frames; the builder takes the mask that leaves them in."""
+    transformers = pytest.importorskip("transformers")
+    if "gemma3n_audio" not in transformers.CONFIG_MAPPING:
+        pytest.skip(f"transformers {transformers.__version__} has no gemma3n_audio")
+    tiny = tiny_model("gemma3n_audio")
+    assert tiny.inputs["audio_mel_mask"].dtype == torch.bool and not tiny.inputs["audio_mel_mask"].any()
+    other = {**tiny.inputs, "audio_mel": torch.randn_like(tiny.inputs["audio_mel"])}
+    with torch.no_grad():
+        assert not torch.allclose(tiny.model(**tiny.inputs)[0], tiny.model(**other)[0])
+
+
 def test_shrunk_key_value_heads_per_layer_divide_the_heads():
     """Sapiens 2 lists each layer's key-value heads: each shrinks as a key-value head count does."""
     small = shrunk({"model_type": "x", "hidden_size": 1024, "num_attention_heads": 16,
@@ -354,6 +404,8 @@ def test_shrunk_sets_the_counts_a_config_leaves_unset_only_when_asked():
         ("rf_detr", "tiny"),  # an image of whole windows
         ("decision_transformer", "tiny"),  # a trajectory of states, actions, returns and time steps
         ("seggpt", "tiny"),  # a prompt image and mask stacked above the image
+        ("sam", "tiny"),  # the vision encoder's output channels at the prompt encoder's width
+        ("sam2_hiera_det_model", "tiny"),  # stage widths from the hidden width, 64 × 64 positions
     ],
 )
 def test_model_types_beyond_the_first_guesses_build(model_type, shrink):

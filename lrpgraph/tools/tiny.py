@@ -232,6 +232,8 @@ def shrunk(values: dict[str, Any], how: Shrink = Shrink()) -> dict[str, Any]:
             out.pop(key, None)
     _state_space_heads(out)
     _widths_read_elsewhere(values, out)
+    _widths_between_parts(values, out)
+    _image_positions(out)
     _image_token(out)
     for alias, of, times in _MULTIPLES:
         size, other = values.get(alias), values.get(of)
@@ -276,7 +278,9 @@ def _widths_read_elsewhere(values: dict[str, Any], out: dict[str, Any]) -> None:
     """Lists of channel counts that repeat a width shrunk beside them, made to match: a detector's decoder inputs of
     its model width ([256, 256, 256] beside d_model 256), its encoder inputs of the backbone's stage widths at the
     stages it reads ([512, 1024, 2048] of hidden_sizes [256, 512, 1024, 2048] at out_indices [2, 3, 4]); groups of
-    a convolution that equal a width (Mimi's upsampling: upsample_groups 512 beside hidden_size 512)."""
+    a convolution that equal a width (Mimi's upsampling: upsample_groups 512 beside hidden_size 512); the widths of
+    stages that start at a width, scaled with it (Hiera's embed_dim_per_stage [96, 192, 384, 768] beside
+    hidden_size 96: [32, 64, 128, 256])."""
     widths = {v: out[k] for k, v in values.items() if _WIDTH.search(k) and isinstance(v, int) and out[k] != v}
     before, after = values.get("backbone_config"), out.get("backbone_config")
     if isinstance(before, dict) and isinstance(after, dict):
@@ -287,6 +291,37 @@ def _widths_read_elsewhere(values: dict[str, Any], out: dict[str, Any]) -> None:
             out[key] = [widths[v] for v in value]
         elif key.endswith("_groups") and isinstance(value, int) and value in widths and out[key] == value:
             out[key] = widths[value]  # a depthwise convolution's groups, one per channel of the width
+        elif key.endswith("dim_per_stage") and _ints(value) and value[0] in widths and out[key] == value:
+            new, old = widths[value[0]], value[0]
+            if all(v * new % old == 0 for v in value):
+                out[key] = [v * new // old for v in value]
+
+
+def _image_positions(out: dict[str, Any]) -> None:
+    """An image whose strided patches make more than 64 positions a side made as large as 64 positions (Hiera's
+    stride-4 patches of a 1024² image make 256 × 256, which a float64 verify of a tiny model cannot hold)."""
+    size, stride = out.get("image_size"), out.get("patch_stride")
+    if _ints(size) and _ints(stride) and len(size) == len(stride):
+        out["image_size"] = [min(s, 64 * t) for s, t in zip(size, stride, strict=True)]
+
+
+def _widths_between_parts(values: dict[str, Any], out: dict[str, Any]) -> None:
+    """A part's output channels that another part of the composite reads at its width, made that width as shrunk
+    (SAM's vision encoder hands 256 channels to the prompt encoder and mask decoder, whose width is 256), with the
+    sine and cosine features of its positions that make as many channels (`num_pos_feats`, half of them)."""
+    parts = [k for k, v in values.items() if isinstance(v, dict) and "model_type" in v and isinstance(out[k], dict)]
+    widths = {
+        v: out[part][k]
+        for part in parts
+        for k, v in values[part].items()
+        if _WIDTH.search(k) and isinstance(v, int) and out[part].get(k) != v
+    }
+    for part in parts:
+        value = values[part].get("output_channels")
+        if isinstance(value, int) and value in widths and out[part]["output_channels"] == value:
+            out[part] = {**out[part], "output_channels": widths[value]}
+            if values[part].get("num_pos_feats") == value // 2:
+                out[part]["num_pos_feats"] = widths[value] // 2
 
 
 def _unset_heads(out: dict[str, Any], heads: int | None) -> None:
@@ -480,18 +515,44 @@ def _built(
         _refuse_large(cls, config, counted=how != LADDER[0])
         torch.manual_seed(seed)
         model = cls(config).eval()
+        if dtype == torch.float64:
+            model.double()  # parameters and buffers a module makes in a fixed dtype (a float32 BatchNorm) too
         _no_zero_parameters(model, seed)
         errors = []
         for inputs in candidate_inputs(model, config):
             try:
                 with torch.no_grad():
-                    model(**inputs)
+                    output = model(**inputs)
+                _refuse_all_masked(model, inputs, output)
                 return model, inputs
             except Exception as error:
                 errors.append(error)
         raise errors[0] if errors else ValueError(f"no inputs known for {_signature(model)}")
     finally:
         torch.set_default_dtype(saved)
+
+
+def _refuse_all_masked(model: torch.nn.Module, inputs: dict[str, Any], output: Any) -> None:
+    """Raise where a boolean mask of all True masks every position (a mask whose True marks padding, Gemma 3n's
+    audio_mel_mask): the output is the same for other values of the first floating-point input."""
+    if not any(isinstance(v, torch.Tensor) and v.dtype == torch.bool and v.all() for v in inputs.values()):
+        return
+    name = next((k for k, v in inputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point()), None)
+    if name is None:
+        return
+    other = torch.randn(inputs[name].shape, generator=torch.Generator().manual_seed(1), dtype=inputs[name].dtype)
+    with torch.no_grad():
+        again = model(**{**inputs, name: other})
+    first, second = (next(t for t in _tensors(o) if t.is_floating_point()) for o in (output, again))
+    if torch.equal(first, second):
+        raise ValueError(f"the output does not depend on {name}: the boolean mask given masks every position")
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    import torch.utils._pytree as pytree
+
+    values = output.to_tuple() if hasattr(output, "to_tuple") else output
+    return [t for t in pytree.tree_leaves(values) if isinstance(t, torch.Tensor)]
 
 
 def _no_zero_parameters(model: torch.nn.Module, seed: int) -> None:
@@ -759,7 +820,7 @@ def candidate_inputs(model: torch.nn.Module, config: Any) -> list[dict[str, Any]
             if required and name not in inputs and name.endswith("_mask") and inputs:
                 main = next(iter(inputs.values()))
                 inputs[name] = torch.ones(main.shape[:2], dtype=torch.long)  # a required mask: nothing masked
-                variants.append({**inputs, name: inputs[name].bool()})
+                variants += [{**inputs, name: inputs[name].bool()}, {**inputs, name: ~inputs[name].bool()}]
             source = inputs.get(name.removesuffix("_mask"))
             if not required and name.endswith("_mask") and isinstance(source, torch.Tensor) and source.dim() == 3:
                 steps = source.shape[:0:-1]
