@@ -213,6 +213,33 @@ def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
     assert described > 50  # the sizes are symbolic, not specialised
 
 
+def test_an_entry_is_torchs_serialisation_without_its_discarded_canonical_form_check(monkeypatch):
+    """torch's serializer canonicalises a deep copy of every program only to test that it can, and throws the copy
+    away (0.4 s of a cold first explain): encode skips that test, writes the very text torch writes with it, and
+    puts the check back."""
+    from torch._export.serde import serialize as torch_serde
+
+    from lrpgraph.capture.call import prepare_call
+    from lrpgraph.capture.serialise import encode
+
+    calls = []
+
+    def check(program, constants=None):
+        calls.append(program)
+        return program
+
+    monkeypatch.setattr(torch_serde, "canonicalize", check)
+    model = tiny_llama()
+    ids = torch.randint(3, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    exported = export_program(model, *prepare_call(model, {"input_ids": ids}))
+    payload = encode(exported)
+    assert calls == [] and torch_serde.canonicalize is check
+    flags = {"serialize_state_dict": False, "serialize_constants": False, "serialize_example_inputs": False}
+    theirs = torch_serde.serialize(exported.program, **flags)
+    assert len(calls) == 1
+    assert payload["program"] == theirs.exported_program.decode("utf-8")
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
