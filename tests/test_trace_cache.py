@@ -213,6 +213,24 @@ def test_an_entry_reads_back_as_torchs_own_deserializer_builds_it():
     assert described > 50  # the sizes are symbolic, not specialised
 
 
+def test_traces_and_recordings_carry_no_python_stacks_and_leave_torchs_flag_as_found():
+    """Capturing and symbolising the Python stack of every node costs a tenth of a first explain and nothing reads
+    it: export and the recorder trace without it, and put torch's flag back."""
+    from torch.fx import config as fx_config
+
+    from lrpgraph.capture.call import prepare_call
+    from lrpgraph.capture.record import record_program
+
+    model = tiny_llama()
+    ids = torch.randint(3, 64, (2, 9), generator=torch.Generator().manual_seed(0))
+    for trace in (export_program, record_program):
+        program = trace(model, *prepare_call(model, {"input_ids": ids}), lambda node: False).program
+        stacks = [node.meta.get("stack_trace") or "" for node in program.graph.nodes]
+        assert not any("models.py" in stack or "modeling_" in stack for stack in stacks), trace.__name__
+        assert [node.meta.get("nn_module_stack") is not None for node in program.graph.nodes].count(True) > 50
+        assert fx_config.do_not_emit_stack_traces is False
+
+
 def test_an_entry_is_torchs_serialisation_without_its_discarded_canonical_form_check(monkeypatch):
     """torch's serializer canonicalises a deep copy of every program only to test that it can, and throws the copy
     away (0.4 s of a cold first explain): encode skips that test, writes the very text torch writes with it, and

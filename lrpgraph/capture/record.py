@@ -24,7 +24,7 @@ import torch.utils._pytree as pytree
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from ..errors import TraceError, first_line
-from .export import Exported, Unruled, functional, quiet_torch_logs, user_inputs
+from .export import Exported, Unruled, functional, quiet_torch_logs, user_inputs, without_stack_traces
 from .graph import BUFFER, PARAMETER, is_float
 from .guards import GuardSpec
 from .model_state import evaluation_mode
@@ -71,7 +71,7 @@ def record_program(model: torch.nn.Module, args: tuple, kwargs: dict, unruled: U
         raise _why_unrecorded(model, call, pristine, failure) from failure
     try:
         _freeze_dynamic_shapes(recording, pristine, len(state))
-        with torch.no_grad(), quiet_torch_logs():
+        with torch.no_grad(), quiet_torch_logs(), without_stack_traces():
             exported = torch.export.export(recording, tuple(working), strict=False)  # for its shapes
             program, decomposed = functional(exported, unruled, len(leaves))
     except TraceError:
