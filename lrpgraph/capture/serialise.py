@@ -19,7 +19,6 @@ from importlib import metadata
 import torch
 from torch._export.serde import schema
 from torch._export.serde import serialize as torch_serde
-from torch._export.serde.serialize import serialize
 from torch.export.graph_signature import InputKind
 
 from .export import Exported
@@ -68,7 +67,7 @@ def encode(exported: Exported) -> dict:
     ]
     try:
         with _no_canonical_form_check():
-            artifact = serialize(
+            artifact = torch_serde.serialize(
                 program, serialize_state_dict=False, serialize_constants=False, serialize_example_inputs=False
             )
     except Exception as error:
